@@ -1,0 +1,51 @@
+"""Top-1 classification accuracy, the quantity behind UA, RA and TA."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def accuracy(outputs: ArrayLike, labels: ArrayLike) -> float:
+    r"""Percentage of examples whose arg-max prediction equals the label.
+
+    .. math::
+
+        \mathrm{acc} = \frac{100}{n} \sum_{j=1}^{n}
+            \mathbb{1}\left[\arg\max_c o_{jc} = y_j\right]
+
+    where :math:`o` is ``outputs`` and :math:`y` is ``labels``. The arg-max is the
+    same for logits and for their softmax, so either may be passed.
+
+    Example:
+        >>> accuracy([[2.0, 0.1], [0.3, 0.9], [1.0, 0.0], [0.2, 0.4]], [0, 1, 1, 1])
+        75.0
+
+    Args:
+        outputs: Logits or probabilities of shape ``(n, C)`` (NumPy or JAX array).
+        labels: Integer class labels of shape ``(n,)``.
+
+    Returns:
+        The accuracy in percent, a Python float in ``[0, 100]``.
+
+    Raises:
+        ValueError: If ``outputs`` is not 2-D, ``labels`` is not 1-D, their lengths
+            differ, or there are no examples.
+    """
+    outputs = np.asarray(outputs)
+    labels = np.asarray(labels)
+    if outputs.ndim != 2:
+        raise ValueError(f"outputs must have shape (n, C); got shape {outputs.shape}.")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (n,); got shape {labels.shape}.")
+    if outputs.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"outputs and labels disagree on the number of examples: "
+            f"{outputs.shape[0]} vs {labels.shape[0]}."
+        )
+    if labels.shape[0] == 0:
+        raise ValueError("accuracy of an empty set is undefined: got 0 examples.")
+    if outputs.shape[1] == 0:
+        raise ValueError("outputs must have at least one class column; got C = 0.")
+    predictions = np.argmax(outputs, axis=-1)
+    return float(100.0 * np.mean(predictions == labels))

@@ -1,0 +1,109 @@
+"""One evaluation row (UA, RA, TA, MIA) and its average gap to Retrain.
+
+Unlearning is judged by how closely a method's row matches the row of a model
+retrained from scratch on the retain set; the Avg. Gap summarises that distance
+(Fan et al., SalUn, ICLR 2024; Wu & Harandi, Scissorhands, ECCV 2024).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from scissorhands_jax.metrics._accuracy import accuracy
+from scissorhands_jax.metrics._mia import svc_mia
+
+
+def avg_gap(
+    row: Mapping[str, float],
+    reference: Mapping[str, float],
+    keys: Sequence[str] = ("UA", "RA", "TA", "MIA_entropy"),
+) -> float:
+    r"""Mean absolute difference between a method's metrics and a reference row.
+
+    .. math::
+
+        \mathrm{Avg.\ Gap} = \frac{1}{|K|} \sum_{k \in K}
+            \left| \mathrm{row}_k - \mathrm{reference}_k \right|
+
+    with :math:`K` = ``keys``; the reference is normally Retrain. Lower is better.
+
+    Example:
+        >>> avg_gap({"UA": 5.0, "RA": 99.0}, {"UA": 8.0, "RA": 100.0}, keys=("UA", "RA"))
+        2.0
+
+    Args:
+        row: Metrics of the method, e.g. the output of :func:`classification_metrics`.
+        reference: Metrics of the reference model (Retrain).
+        keys: Which metrics to average over.
+
+    Returns:
+        The average gap as a Python float.
+
+    Raises:
+        KeyError: If a key is missing from ``row`` or ``reference``.
+        ValueError: If ``keys`` is empty.
+    """
+    keys = tuple(keys)
+    if not keys:
+        raise ValueError("avg_gap needs at least one metric key; got none.")
+    for name, mapping in (("row", row), ("reference", reference)):
+        missing = [k for k in keys if k not in mapping]
+        if missing:
+            raise KeyError(f"{name} is missing metric(s) {missing}; it has {sorted(mapping)}.")
+    gaps = [abs(float(row[k]) - float(reference[k])) for k in keys]
+    return float(np.mean(gaps))
+
+
+def classification_metrics(
+    *,
+    forget_probs: ArrayLike,
+    forget_labels: ArrayLike,
+    retain_probs: ArrayLike,
+    retain_labels: ArrayLike,
+    test_probs: ArrayLike,
+    test_labels: ArrayLike,
+) -> dict[str, float]:
+    """The evaluation row of the paper's classification tables.
+
+    - ``UA`` (unlearning accuracy) = 100 - accuracy on the forget set.
+    - ``RA`` = accuracy on the retain set; ``TA`` = accuracy on the test set.
+    - ``MIA_entropy`` / ``MIA_confidence`` = :func:`svc_mia` with the entropy or
+      confidence feature.
+
+    For class-wise forgetting, pass a test set from which the forgotten class has
+    already been removed; this function does not know which classes were forgotten.
+
+    Args:
+        forget_probs: Softmax outputs on the forget set, shape ``(n_f, C)``.
+        forget_labels: Labels of the forget set, shape ``(n_f,)``.
+        retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``.
+        retain_labels: Labels of the retain set, shape ``(n_r,)``.
+        test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
+        test_labels: Labels of the test set, shape ``(n_t,)``.
+
+    Returns:
+        A dict with keys ``UA``, ``RA``, ``TA``, ``MIA_entropy`` and
+        ``MIA_confidence``, all Python floats in percent.
+
+    Raises:
+        ValueError: If any set is empty or shapes, labels or probabilities are
+            invalid (see :func:`accuracy` and :func:`svc_mia`).
+    """
+    sets = dict(
+        retain_probs=retain_probs,
+        retain_labels=retain_labels,
+        test_probs=test_probs,
+        test_labels=test_labels,
+        forget_probs=forget_probs,
+        forget_labels=forget_labels,
+    )
+    return {
+        "UA": 100.0 - accuracy(forget_probs, forget_labels),
+        "RA": accuracy(retain_probs, retain_labels),
+        "TA": accuracy(test_probs, test_labels),
+        "MIA_entropy": svc_mia(**sets, feature="entropy"),
+        "MIA_confidence": svc_mia(**sets, feature="confidence"),
+    }

@@ -1,0 +1,189 @@
+"""Which parameters may be re-initialised, and the masked re-initialisation itself."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from scissorhands_jax._types import Mask, Params, PRNGKey
+
+PathPredicate = Callable[[str], bool]
+"""A predicate on a parameter path such as ``"layer4/conv1/kernel"``."""
+
+NORM_PATTERN = re.compile(
+    r"(^|[/_.\-])((batch|layer|group|instance|rms)_?norm\w*|bn\w*|ln\w*|gn\w*|norm\w*)($|[/_.\-])"
+    r"|batch_stats|(^|/)(mean|var)$",
+    re.IGNORECASE,
+)
+"""Paths that name a normalisation layer or its running statistics: never eligible."""
+
+PRESETS: dict[str, str] = {
+    "layer3,layer4,fc": r"(^|/)(layer3|layer4|fc)(/|$|_)",
+    "layer4,fc": r"(^|/)(layer4|fc)(/|$|_)",
+    "all_but_first_conv": r"^(?!.*(^|/)Conv_0(/|$))",
+}
+"""The eligible sets of the release as regexes over paths (ResNets name their stages
+``layer1..layer4`` and ``fc``; the digits CNN names its first layer ``Conv_0``)."""
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """Joins a JAX key path into ``"a/b/c"`` (dict keys, attributes and indices alike)."""
+    parts = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.GetAttrKey) and entry.name == "value":
+            continue  # nnx.Variable wraps each array in `.value`
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def leaf_paths(params: Params) -> list[str]:
+    """The path strings of all leaves of ``params``, in ``jax.tree.leaves`` order."""
+    return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def is_norm_path(path: str) -> bool:
+    """True for parameters or statistics of a normalisation layer."""
+    return NORM_PATTERN.search(path) is not None
+
+
+def is_bias_path(path: str) -> bool:
+    """True for a bias leaf (its last path component is ``bias``)."""
+    return path.rsplit("/", 1)[-1] == "bias"
+
+
+def _scale_only_modules(paths: Sequence[str]) -> set[str]:
+    """Modules that hold a ``scale`` but no ``kernel``: normalisation layers, whatever
+    their name (a ResNet's ``downsample`` BatchNorm, say)."""
+    leaves_of: dict[str, set[str]] = {}
+    for path in paths:
+        parent, _, name = path.rpartition("/")
+        leaves_of.setdefault(parent, set()).add(name)
+    return {m for m, names in leaves_of.items() if "scale" in names and "kernel" not in names}
+
+
+def path_regex(pattern: str) -> PathPredicate:
+    """A predicate that is True where ``re.search(pattern, path)`` matches.
+
+    ``pattern`` may also be a key of :data:`PRESETS`, e.g. ``"layer4,fc"``.
+    """
+    compiled = re.compile(PRESETS.get(pattern, pattern))
+    return lambda path: compiled.search(path) is not None
+
+
+def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -> Mask:
+    """Turns an eligibility predicate into a boolean tree, once.
+
+    Normalisation parameters and running statistics are never eligible, whatever the
+    predicate says (:func:`is_norm_path`): the release's name filter let a ResNet
+    downsample BatchNorm through, which we treat as an accident.
+
+    Args:
+      params: the parameter pytree.
+      eligible: a predicate on the path string, a regex or preset name (see
+        :func:`path_regex`), or None for every non-normalisation leaf.
+
+    Returns:
+      A pytree shaped like ``params`` of Python bools, one per leaf.
+
+    Raises:
+      ValueError: if no leaf is eligible (the message lists the available paths).
+    """
+    if eligible is None:
+        pred: PathPredicate = lambda path: True  # noqa: E731
+    elif isinstance(eligible, str):
+        pred = path_regex(eligible)
+    else:
+        pred = eligible
+    paths = leaf_paths(params)
+    norm_modules = _scale_only_modules(paths)
+
+    def keep(path: str) -> bool:
+        return pred(path) and not is_norm_path(path) and path.rpartition("/")[0] not in norm_modules
+
+    mask = jax.tree.unflatten(jax.tree.structure(params), [bool(keep(p)) for p in paths])
+    if not any(jax.tree.leaves(mask)):
+        shown = ", ".join(paths[:20]) + (" ..." if len(paths) > 20 else "")
+        raise ValueError(
+            f"no parameter is eligible for re-initialisation under {eligible!r}; "
+            f"the parameter paths are: {shown}"
+        )
+    return mask
+
+
+def torch_default_init(key: PRNGKey, params: Params) -> Params:
+    r"""Fresh values as PyTorch's default initialiser draws them (release parity).
+
+    Every leaf with at least two axes gets kaiming-uniform with :math:`a=\sqrt 5`,
+    i.e. :math:`U(\pm 1/\sqrt{\text{fan\_in}})`, with Flax's layout (the last axis is the
+    output features, ``fan_in`` is the product of the others). One-dimensional leaves
+    are treated as a column, as the release does (fan_in = 1, so :math:`U(\pm 1)`);
+    biases are zeroed by :func:`masked_reinit` anyway.
+
+    Args:
+      key: PRNG key.
+      params: a tree giving shapes and dtypes.
+
+    Returns:
+      A tree shaped like ``params`` of fresh values.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+
+    def draw(k, leaf):
+        fan_in = math.prod(leaf.shape[:-1]) if leaf.ndim >= 2 else 1
+        bound = 1.0 / math.sqrt(max(fan_in, 1))
+        return jax.random.uniform(k, leaf.shape, leaf.dtype, -bound, bound)
+
+    return jax.tree.unflatten(
+        treedef, [draw(k, leaf) for k, leaf in zip(keys, leaves, strict=True)]
+    )
+
+
+def masked_reinit(params: Params, mask: Mask, fresh: Params, *, eligible: Mask) -> Params:
+    r"""Re-initialises the selected entries of the eligible leaves.
+
+    .. math::
+        \theta' = m \odot \theta_{\text{fresh}} + (1 - m) \odot \theta
+
+    applied as ``where(m, fresh, params)`` so unselected entries are bit-identical; in
+    bias leaves the selected entries become 0 instead of ``fresh``. ``m`` is ``mask``
+    restricted to leaves where ``eligible`` is True. ``params`` is not modified.
+
+    Args:
+      params: the trained parameters.
+      mask: boolean tree shaped like ``params`` (e.g. from :func:`top_k_mask`).
+      fresh: tree shaped like ``params`` with freshly initialised values: the model's
+        own ``init`` with a new key, or :func:`torch_default_init`.
+      eligible: tree of bools per leaf (see :func:`eligible_mask`).
+
+    Returns:
+      The trimmed parameters.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import scissorhands_jax as shs
+      >>> p = {"kernel": jnp.ones(3), "bias": jnp.ones(3)}
+      >>> m = {"kernel": jnp.array([True, False, True]), "bias": jnp.array([True, False, False])}
+      >>> out = shs.masked_reinit(p, m, {"kernel": jnp.zeros(3) + 7, "bias": jnp.zeros(3) + 7},
+      ...                         eligible={"kernel": True, "bias": True})
+      >>> out["kernel"].tolist(), out["bias"].tolist()
+      ([7.0, 1.0, 7.0], [0.0, 1.0, 1.0])
+    """
+
+    def one(path, p, m, f, e):
+        if not e:
+            return p
+        new = jnp.zeros_like(p) if is_bias_path(path_str(path)) else f.astype(p.dtype)
+        return jnp.where(m, new, p)
+
+    return jax.tree_util.tree_map_with_path(one, params, mask, fresh, eligible)

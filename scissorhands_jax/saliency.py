@@ -1,0 +1,258 @@
+"""Connection sensitivity (phase 1 of Scissorhands) and the global top-k threshold."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import Partial
+
+from scissorhands_jax._types import Batch, LossFn, Mask, Params
+
+
+def as_partial(loss_fn: LossFn) -> Partial:
+    """Wraps ``loss_fn`` as a ``jax.tree_util.Partial``, a pytree that jit takes as an
+    argument: the function is part of the compiled program's key (by identity), the
+    arrays it closes over (a ``Partial``'s arguments) are ordinary inputs."""
+    return loss_fn if isinstance(loss_fn, Partial) else Partial(loss_fn)
+
+
+@jax.jit
+def loss_and_grad(loss_fn: Partial, params: Params, batch: Batch):
+    """``(loss, grad)`` of ``loss_fn`` (a ``Partial``, see :func:`as_partial`), compiled
+    once per loss and shapes and shared by the saliency and the memory passes."""
+    return jax.value_and_grad(loss_fn)(params, batch)
+
+
+@jax.jit
+def _abs(grads):
+    return jax.tree.map(jnp.abs, grads)
+
+
+@jax.jit
+def _add_abs(acc, grads):
+    return jax.tree.map(lambda a, g: a + jnp.abs(g), acc, grads)
+
+
+@jax.jit
+def _times_params(params, acc):
+    return jax.tree.map(lambda p, a: jnp.abs(p * a), params, acc)
+
+
+def connection_sensitivity(loss_fn: LossFn, params: Params, batches: Iterable[Batch]) -> Params:
+    r"""Scores every parameter by its connection sensitivity to the forget data.
+
+    .. math::
+        s = \left| \theta \odot \sum_b \left| \nabla_\theta L(\theta; b) \right| \right|
+
+    with :math:`\theta` = ``params``, :math:`L` = ``loss_fn`` and :math:`b` running over
+    ``batches`` (Wu & Harandi 2024, Eq. 2; SNIP, Lee et al. 2019). Gradients are summed
+    in absolute value batch by batch, then multiplied by the parameters.
+
+    A model with state (BatchNorm statistics, dropout) enters through the closure of
+    ``loss_fn``: ``lambda p, b: model_loss(p, batch_stats, b, train=False)[0]``. The
+    per-batch step is jit-compiled and cached on ``loss_fn``, so pass the same function
+    object (or a ``jax.tree_util.Partial`` over the arrays it needs) to reuse the compiled
+    program.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar`` task loss (cross-entropy for a
+        classifier, noise-prediction MSE for diffusion).
+      params: the trained parameters, any pytree of float arrays.
+      batches: an iterable of batches of the forget set (``prune_num`` of them).
+
+    Returns:
+      A pytree shaped like ``params`` with the non-negative saliency of every entry.
+
+    Raises:
+      ValueError: if ``batches`` is empty.
+      FloatingPointError: if the loss of a batch is not finite.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import scissorhands_jax as shs
+      >>> loss = lambda p, b: jnp.sum((b["x"] @ p["w"]) ** 2)
+      >>> s = shs.connection_sensitivity(loss, {"w": jnp.ones((2, 1))},
+      ...                                [{"x": jnp.array([[1.0, 2.0]])}])
+      >>> s["w"].ravel().tolist()
+      [6.0, 12.0]
+    """
+    loss_fn = as_partial(loss_fn)
+    acc = None
+    n = 0
+    for batch in batches:
+        loss, grads = loss_and_grad(loss_fn, params, batch)
+        acc = _abs(grads) if acc is None else _add_abs(acc, grads)
+        if not np.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"connection_sensitivity: the loss of forget batch {n} is {float(loss)}; "
+                "check the model parameters and the batch for NaN/inf values."
+            )
+        n += 1
+    if acc is None:
+        raise ValueError(
+            "connection_sensitivity: `batches` is empty; pass at least one batch of the "
+            "forget set (is the forget set empty?)."
+        )
+    return _times_params(params, acc)
+
+
+def _sortable_keys(x: jax.Array) -> jax.Array:
+    """Maps float32 values to uint32 keys whose unsigned order is the float order."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    sign = bits >> 31
+    return jnp.where(sign == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _key_to_float(key: jax.Array) -> jax.Array:
+    bits = jnp.where(key >> 31 == 1, key & jnp.uint32(0x7FFFFFFF), ~key)
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def kth_smallest(scores: Params, k: int) -> jax.Array:
+    """Exact k-th smallest entry (1-based) of all leaves of ``scores`` together.
+
+    Runs a 32-step bisection over the order-preserving integer image of float32, each
+    step counting per leaf how many entries lie at or below the candidate. It never
+    concatenates or sorts the leaves, so extra memory is one leaf's comparison at a time,
+    and the result equals ``np.sort(np.concatenate(leaves))[k - 1]`` exactly.
+
+    Args:
+      scores: pytree of float arrays (float32 or narrower; wider values are rounded to
+        float32 first).
+      k: rank, ``1 <= k <= total number of entries``.
+
+    Returns:
+      The k-th smallest value as a float32 scalar.
+    """
+    keys = [_sortable_keys(leaf).ravel() for leaf in jax.tree.leaves(scores)]
+
+    def count_le(bound):
+        return sum(jnp.sum(kk <= bound, dtype=jnp.int32) for kk in keys)
+
+    def body(i, lo_hi):
+        lo, hi = lo_hi  # invariant: count(<= hi) >= k, and the answer lies in [lo, hi]
+        mid = lo + (hi - lo) // 2
+        enough = count_le(mid) >= k
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+    lo, hi = jnp.uint32(0), jnp.uint32(0xFFFFFFFF)
+    lo, hi = jax.lax.fori_loop(0, 32, body, (lo, hi))
+    return _key_to_float(hi)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _stats_and_kth(scores, k):
+    leaves = [leaf.astype(jnp.float32) for leaf in jax.tree.leaves(scores)]
+    lo = jnp.min(jnp.stack([jnp.min(leaf) for leaf in leaves]))
+    hi = jnp.max(jnp.stack([jnp.max(leaf) for leaf in leaves]))
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+    return lo, hi, finite, kth_smallest(scores, k)
+
+
+HOST_MAX_ENTRIES = 1 << 22
+"""With ``method="auto"``, up to this many scores are ranked on the host by
+``np.partition`` (no program to compile); more are ranked on the device by
+:func:`kth_smallest`. Both are exact."""
+
+
+def _host_stats_and_kth(scores, k):
+    flat = np.concatenate(
+        [np.ravel(np.asarray(x, np.float32)) for x in jax.device_get(jax.tree.leaves(scores))]
+    )
+    finite = bool(np.all(np.isfinite(flat)))
+    kth = np.partition(flat, k - 1)[k - 1] if finite else np.float32(np.nan)
+    return flat.min(), flat.max(), finite, np.float32(kth)
+
+
+def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") -> jax.Array:
+    r"""The global saliency threshold :math:`\tau` of Scissorhands.
+
+    :math:`\tau` is the k-th smallest score over all entries of all leaves with
+    :math:`k = \lfloor \text{sparsity} \cdot N \rfloor`. As in the authors' release, when
+    :math:`\tau` equals the largest or the smallest score (within 1e-12) it falls back to
+    :math:`(\max - \min) / 2`.
+
+    Args:
+      scores: pytree of saliency scores (see :func:`connection_sensitivity`).
+      sparsity: fraction of entries left untouched, in the open interval (0, 1).
+      method: ``"device"`` (:func:`kth_smallest`, no copy of the scores), ``"host"``
+        (``np.partition`` on a host copy), or ``"auto"``: host up to
+        :data:`HOST_MAX_ENTRIES` entries, device beyond.
+
+    Returns:
+      The threshold as a float32 scalar.
+
+    Raises:
+      ValueError: for a sparsity outside (0, 1), empty scores, non-finite scores, or
+        ``floor(sparsity * N) == 0``.
+    """
+    if not isinstance(sparsity, int | float) or not 0.0 < sparsity < 1.0:
+        raise ValueError(
+            f"sparsity must be a number in the open interval (0, 1), got {sparsity!r}; "
+            "it is the fraction of parameters kept (0.97 re-initialises the top 3%)."
+        )
+    leaves = jax.tree.leaves(scores)
+    n = sum(math.prod(np.shape(leaf)) for leaf in leaves)
+    if n == 0:
+        raise ValueError("top_k_mask: `scores` has no entries.")
+    if n >= 2**31:
+        raise ValueError(f"top_k_mask: {n} entries exceed the int32 counter; shard the scores.")
+    k = math.floor(sparsity * n)
+    if k < 1:
+        raise ValueError(
+            f"floor(sparsity * N) = floor({sparsity} * {n}) = 0: the threshold is undefined; "
+            "raise the sparsity or score more parameters."
+        )
+    if method not in ("auto", "device", "host"):
+        raise ValueError(f"method must be 'auto', 'device' or 'host', got {method!r}.")
+    on_host = method == "host" or (method == "auto" and n <= HOST_MAX_ENTRIES)
+    lo, hi, finite, tau = (_host_stats_and_kth if on_host else _stats_and_kth)(scores, k)
+    if not bool(finite):
+        raise ValueError(
+            "top_k_mask: the scores contain NaN or inf; the saliency pass saw a non-finite "
+            "gradient or parameter."
+        )
+    if tau >= hi - 1e-12 or tau <= lo + 1e-12:
+        tau = (hi - lo) / 2.0
+    return jnp.float32(tau)
+
+
+def top_k_mask(scores: Params, sparsity: float, *, method: str = "auto") -> Mask:
+    r"""Selects the most salient entries: the global top (1 - sparsity) fraction.
+
+    .. math::
+        m = [\, s > \tau \,], \qquad \tau = s_{(\lfloor \text{sparsity} \cdot N \rfloor)}
+
+    where :math:`s_{(k)}` is the k-th smallest of all :math:`N` entries of ``scores``
+    ranked together (one global ranking across leaves), with the release's fallback
+    :math:`\tau = (\max - \min)/2` when :math:`\tau` hits the max or the min (see
+    :func:`top_k_threshold`). Ties at :math:`\tau` are not selected, so at most
+    :math:`N - k` entries are. Exact for any size up to 2**31 entries; it counts per leaf
+    instead of sorting a concatenated copy.
+
+    Args:
+      scores: pytree of saliency scores.
+      sparsity: fraction kept, in (0, 1); 0.97 selects the top 3 %.
+      method: where the threshold is ranked (see :func:`top_k_threshold`).
+
+    Returns:
+      A boolean pytree shaped like ``scores``; True marks an entry to re-initialise.
+
+    Raises:
+      ValueError: see :func:`top_k_threshold`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import scissorhands_jax as shs
+      >>> m = shs.top_k_mask({"a": jnp.arange(10.0)}, 0.8)
+      >>> m["a"].tolist()
+      [False, False, False, False, False, False, False, False, True, True]
+    """
+    tau = top_k_threshold(scores, sparsity, method=method)
+    return jax.tree.map(lambda s: s.astype(jnp.float32) > tau, scores)

@@ -1,0 +1,89 @@
+"""Plain supervised training: the original model and the retrained oracle."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
+
+
+def sgd(
+    lr: float, momentum: float = 0.9, weight_decay: float = 5e-4
+) -> optax.GradientTransformation:
+    """PyTorch-style SGD: coupled weight decay added to the gradient, then momentum."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum))
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "tx"))
+def train_step(loss_fn: ModelLossFn, tx, params, model_state, opt_state, batch):
+    """One step on ``loss_fn`` in training mode; returns the new triple and the loss."""
+    (loss, new_state), grads = jax.value_and_grad(
+        lambda p: loss_fn(p, model_state, batch, True), has_aux=True
+    )(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_state, opt_state, loss
+
+
+def fit(
+    loss_fn: ModelLossFn,
+    params: Params,
+    model_state: ModelState,
+    data: BatchSource,
+    *,
+    key: PRNGKey,
+    epochs: int,
+    tx: optax.GradientTransformation,
+    progress: bool = False,
+    desc: str = "train",
+) -> tuple[Params, ModelState, list[dict[str, Any]]]:
+    """Trains for ``epochs`` passes over ``data``, epoch e shuffled by ``fold_in(key, e)``.
+
+    Args:
+      loss_fn: ``loss_fn(params, model_state, batch, train) -> (loss, new_state)``.
+      params: initial parameters.
+      model_state: initial model state.
+      data: a :data:`BatchSource` (see :func:`array_source`).
+      key: the shuffling key.
+      epochs: number of epochs.
+      tx: the optimiser (hashable: build it once, e.g. with :func:`sgd`).
+      progress: show a progress bar.
+      desc: the progress bar's label.
+
+    Returns:
+      ``(params, model_state, log)`` with one ``{"epoch", "loss", "time_s"}`` per epoch.
+
+    Raises:
+      FloatingPointError: when an epoch's mean loss is not finite.
+    """
+    opt_state = tx.init(params)
+    log = []
+    total = getattr(data, "num_batches", None)
+    for epoch in range(epochs):
+        start, losses = time.perf_counter(), []
+        batches = data(jax.random.fold_in(key, epoch))
+        bar = tqdm(
+            batches,
+            total=total,
+            desc=f"{desc} {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for batch in bar:
+            params, model_state, opt_state, loss = train_step(
+                loss_fn, tx, params, model_state, opt_state, batch
+            )
+            losses.append(loss)
+        mean = float(np.mean(jax.device_get(losses))) if losses else float("nan")
+        if not np.isfinite(mean):
+            raise FloatingPointError(
+                f"{desc}: the mean loss of epoch {epoch} is {mean}; lower the learning rate."
+            )
+        log.append({"epoch": epoch, "loss": mean, "time_s": time.perf_counter() - start})
+    return params, model_state, log

@@ -1,0 +1,37 @@
+"""Shared fixtures: digits-10 splits and a trained original model, built once per run."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import scissorhands_jax as shs
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    return shs.linen_model(shs.DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
+
+
+@pytest.fixture(scope="session")
+def original(digits_model):
+    """The digits CNN trained on the whole training split (12 epochs: enough to fit it)."""
+    split = shs.data.load_digits10("random10", 0)
+    params, state = digits_model.init(jax.random.key(0))
+    params, state, _ = shs.fit(
+        digits_model.loss,
+        params,
+        state,
+        shs.data.array_source(split.train, 64),
+        key=jax.random.key(1),
+        epochs=12,
+        tx=shs.sgd(0.05),
+    )
+    return params, state
+
+
+def accuracy_of(model, params, state, data) -> float:
+    probs = shs.predict_probs(model, params, state, jnp.asarray(data["image"]))
+    return float(np.mean(np.argmax(np.asarray(probs), -1) == data["label"]) * 100)

@@ -1,0 +1,359 @@
+"""Tests for scissorhands_jax.metrics against hand computations and NumPy/sklearn references."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.svm import SVC
+
+from scissorhands_jax.metrics import (
+    MIA_FEATURES,
+    accuracy,
+    avg_gap,
+    classification_metrics,
+    mia_features,
+    svc_mia,
+)
+
+NUM_CLASSES = 5
+
+
+def _random_probs(rng, n, num_classes=NUM_CLASSES, concentration=1.0):
+    probs = rng.dirichlet(np.full(num_classes, concentration), size=n)
+    labels = rng.integers(0, num_classes, size=n)
+    return probs, labels
+
+
+def _peaked_probs(rng, n, peak, num_classes=NUM_CLASSES):
+    """Softmax-like rows with mass `peak` (plus a little noise) on the label."""
+    labels = rng.integers(0, num_classes, size=n)
+    p_true = np.clip(peak + rng.normal(0.0, 0.01, size=n), 1.0 / num_classes, 1.0)
+    probs = np.repeat(((1.0 - p_true) / (num_classes - 1))[:, None], num_classes, axis=1)
+    probs[np.arange(n), labels] = p_true
+    return probs, labels
+
+
+def _attack_sets(members, non_members, forget):
+    return dict(
+        retain_probs=members[0],
+        retain_labels=members[1],
+        test_probs=non_members[0],
+        test_labels=non_members[1],
+        forget_probs=forget[0],
+        forget_labels=forget[1],
+    )
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def test_accuracy_hand_made():
+    outputs = np.array(
+        [
+            [2.0, 1.0, 0.0],  # argmax 0
+            [0.1, 0.2, 0.7],  # argmax 2
+            [-1.0, 3.0, 0.5],  # argmax 1
+            [0.0, 0.0, 5.0],  # argmax 2
+            [4.0, -2.0, 1.0],  # argmax 0
+        ]
+    )
+    labels = np.array([0, 2, 0, 1, 0])
+    assert accuracy(outputs, labels) == pytest.approx(60.0)
+    assert accuracy(outputs, np.array([0, 2, 1, 2, 0])) == pytest.approx(100.0)
+    assert accuracy(outputs, np.array([1, 0, 0, 0, 1])) == pytest.approx(0.0)
+
+
+def test_accuracy_logits_and_probabilities_agree_and_accept_jax():
+    logits = jnp.array([[0.3, -1.0, 2.0], [5.0, 1.0, 1.0], [0.0, 0.2, 0.1], [1.0, 1.5, -3.0]])
+    labels = jnp.array([2, 1, 1, 1])
+    from_logits = accuracy(logits, labels)
+    from_probs = accuracy(jax.nn.softmax(logits, axis=-1), labels)
+    assert isinstance(from_logits, float)
+    assert from_logits == pytest.approx(75.0)
+    assert from_probs == pytest.approx(75.0)
+
+
+def test_accuracy_errors():
+    with pytest.raises(ValueError, match="empty"):
+        accuracy(np.zeros((0, 3)), np.zeros((0,), dtype=int))
+    with pytest.raises(ValueError, match="number of examples"):
+        accuracy(np.zeros((4, 3)), np.zeros((3,), dtype=int))
+    with pytest.raises(ValueError, match=r"\(n, C\)"):
+        accuracy(np.zeros((4,)), np.zeros((4,), dtype=int))
+    with pytest.raises(ValueError, match=r"\(n,\)"):
+        accuracy(np.zeros((4, 3)), np.zeros((4, 1), dtype=int))
+
+
+# ------------------------------------------------------------------------- MIA features
+
+
+def test_correctness_and_confidence_hand_computed():
+    probs = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.1, 0.3, 0.6],
+            [0.25, 0.5, 0.25],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    labels = np.array([0, 1, 1, 0])
+    correctness = mia_features(probs, labels, "correctness")
+    confidence = mia_features(probs, labels, "confidence")
+    assert correctness.shape == (4, 1)
+    assert confidence.shape == (4, 1)
+    np.testing.assert_array_equal(correctness.ravel(), [1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(confidence.ravel(), [0.7, 0.3, 0.5, 0.0])
+
+
+def test_entropy_matches_numpy_loop():
+    rng = np.random.default_rng(0)
+    probs, labels = _random_probs(rng, 12, concentration=0.5)
+    probs[0] = [0.0, 0.5, 0.5, 0.0, 0.0]  # zeros contribute nothing (p log p -> 0)
+    expected = []
+    for row in probs:
+        total = 0.0
+        for p in row:
+            if p > 0:
+                total -= p * math.log(p)
+        expected.append(total)
+    got = mia_features(probs, labels, "entropy")
+    assert got.shape == (12, 1)
+    np.testing.assert_allclose(got.ravel(), expected, rtol=1e-10, atol=1e-12)
+    assert got[0, 0] == pytest.approx(math.log(2.0))
+
+
+def test_modified_entropy_matches_numpy_loop():
+    rng = np.random.default_rng(1)
+    probs, labels = _random_probs(rng, 12)
+    expected = []
+    for row, y in zip(probs, labels, strict=True):
+        total = -(1.0 - row[y]) * math.log(row[y])
+        for i, p in enumerate(row):
+            if i != y:
+                total -= p * math.log(1.0 - p)
+        expected.append(total)
+    got = mia_features(probs, labels, "modified_entropy")
+    assert got.shape == (12, 1)
+    np.testing.assert_allclose(got.ravel(), expected, rtol=1e-10)
+
+
+def test_modified_entropy_hand_computed_two_classes():
+    # p = (0.8, 0.2), y = 0: -(0.2) log 0.8 - 0.2 log 0.8 = -0.4 log 0.8.
+    got = mia_features(np.array([[0.8, 0.2]]), np.array([0]), "modified_entropy")
+    assert got[0, 0] == pytest.approx(-0.4 * math.log(0.8))
+
+
+def test_features_clip_exact_zeros_and_ones():
+    # One-hot on the label: both entropies are exactly 0.
+    # One-hot on a wrong class: log p_y and log(1 - p_j) both hit the 1e-30 floor.
+    probs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    labels = np.array([0, 0])
+    entropy = mia_features(probs, labels, "entropy").ravel()
+    modified = mia_features(probs, labels, "modified_entropy").ravel()
+    np.testing.assert_allclose(entropy, [0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(modified, [0.0, -2.0 * math.log(1e-30)], atol=1e-9)
+    assert np.all(np.isfinite(modified))
+
+
+def test_probabilities_feature_is_the_full_vector_and_accepts_jax():
+    logits = jax.random.normal(jax.random.key(0), (6, NUM_CLASSES))
+    probs = jax.nn.softmax(logits, axis=-1)
+    labels = jnp.arange(6) % NUM_CLASSES
+    got = mia_features(probs, labels, "probabilities")
+    assert got.shape == (6, NUM_CLASSES)
+    np.testing.assert_allclose(got, np.asarray(probs), rtol=1e-6)
+    for kind in MIA_FEATURES:
+        feature = mia_features(probs, labels, kind)
+        assert feature.dtype == np.float64
+        assert np.all(np.isfinite(feature))
+
+
+def test_mia_features_errors():
+    probs = np.full((3, 3), 1.0 / 3.0)
+    labels = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="unknown MIA feature") as info:
+        mia_features(probs, labels, "loss")
+    for kind in MIA_FEATURES:
+        assert kind in str(info.value)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        mia_features(probs, np.array([0, 1, 3]), "confidence")
+    with pytest.raises(ValueError, match="integers"):
+        mia_features(probs, np.array([0.0, 1.0, 2.0]), "confidence")
+    with pytest.raises(ValueError, match="logits"):
+        mia_features(np.array([[2.0, -1.0, 0.5]]), np.array([0]), "entropy")
+    with pytest.raises(ValueError, match="number of examples"):
+        mia_features(probs, np.array([0, 1]), "entropy")
+
+
+# --------------------------------------------------------------------------- SVC attack
+
+
+def test_svc_mia_separable_extremes():
+    rng = np.random.default_rng(0)
+    members = _peaked_probs(rng, 200, peak=0.99)  # confident: low entropy
+    non_members = _peaked_probs(rng, 150, peak=0.3)  # unsure: high entropy
+    forget_like_non_members = _peaked_probs(rng, 100, peak=0.3)
+    forget_like_members = _peaked_probs(rng, 100, peak=0.99)
+    for feature in ("entropy", "confidence", "modified_entropy", "probabilities"):
+        high = svc_mia(
+            **_attack_sets(members, non_members, forget_like_non_members), feature=feature
+        )
+        low = svc_mia(**_attack_sets(members, non_members, forget_like_members), feature=feature)
+        assert high >= 95.0, feature
+        assert low <= 5.0, feature
+
+
+def test_svc_mia_inseparable_is_not_extreme():
+    # Members, non-members and forget set from one distribution: the attack is
+    # guessing, so averaged over fixed seeds it should sit well inside (0, 100).
+    for feature in ("entropy", "confidence"):
+        scores = []
+        for seed in range(5):
+            rng = np.random.default_rng(seed)
+            sets = _attack_sets(
+                _random_probs(rng, 200), _random_probs(rng, 200), _random_probs(rng, 200)
+            )
+            score = svc_mia(**sets, feature=feature)
+            assert 0.0 <= score <= 100.0
+            scores.append(score)
+        assert 15.0 < np.mean(scores) < 85.0, (feature, scores)
+
+
+def _reference_efficacy(member_features, non_member_features, forget_features):
+    x = np.concatenate([member_features, non_member_features])
+    y = np.concatenate([np.ones(len(member_features)), np.zeros(len(non_member_features))])
+    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+    return 100.0 * np.mean(clf.predict(forget_features) == 0)
+
+
+def _loop_confidence(probs, labels):
+    return np.array([[row[y]] for row, y in zip(probs, labels, strict=True)])
+
+
+def test_svc_mia_matches_direct_sklearn_reference():
+    rng = np.random.default_rng(3)
+    retain = _random_probs(rng, 300, concentration=0.3)
+    test = _random_probs(rng, 120, concentration=1.0)
+    forget = _random_probs(rng, 80, concentration=0.6)
+    n = len(test[1])
+    expected_conf = _reference_efficacy(
+        _loop_confidence(retain[0][:n], retain[1][:n]),
+        _loop_confidence(*test),
+        _loop_confidence(*forget),
+    )
+    expected_probs = _reference_efficacy(retain[0][:n], test[0], forget[0])
+    sets = _attack_sets(retain, test, forget)
+    assert svc_mia(**sets, feature="confidence") == pytest.approx(expected_conf)
+    assert svc_mia(**sets, feature="probabilities") == pytest.approx(expected_probs)
+
+
+def test_svc_mia_uses_only_the_first_len_test_retain_examples():
+    rng = np.random.default_rng(4)
+    head = _peaked_probs(rng, 100, peak=0.99)
+    tail = _peaked_probs(rng, 400, peak=0.3)  # would look like non-members if used
+    retain = (np.concatenate([head[0], tail[0]]), np.concatenate([head[1], tail[1]]))
+    test = _peaked_probs(rng, 100, peak=0.3)
+    forget = _peaked_probs(rng, 60, peak=0.3)
+    with_tail = svc_mia(**_attack_sets(retain, test, forget))
+    without_tail = svc_mia(**_attack_sets(head, test, forget))
+    assert with_tail == without_tail
+    assert with_tail >= 95.0
+
+
+def test_svc_mia_retain_shorter_than_test_uses_all_of_retain():
+    rng = np.random.default_rng(5)
+    retain = _random_probs(rng, 40, concentration=0.3)
+    test = _random_probs(rng, 150)
+    forget = _random_probs(rng, 50, concentration=0.5)
+    expected = _reference_efficacy(
+        _loop_confidence(*retain), _loop_confidence(*test), _loop_confidence(*forget)
+    )
+    got = svc_mia(**_attack_sets(retain, test, forget), feature="confidence")
+    assert got == pytest.approx(expected)
+
+
+def test_svc_mia_errors():
+    rng = np.random.default_rng(6)
+    good = _random_probs(rng, 20)
+    empty = (np.zeros((0, NUM_CLASSES)), np.zeros((0,), dtype=int))
+    with pytest.raises(ValueError, match="forget set is empty"):
+        svc_mia(**_attack_sets(good, good, empty))
+    with pytest.raises(ValueError, match="test set is empty"):
+        svc_mia(**_attack_sets(good, empty, good))
+    with pytest.raises(ValueError, match="retain set is empty"):
+        svc_mia(**_attack_sets(empty, good, good))
+    with pytest.raises(ValueError, match="unknown MIA feature"):
+        svc_mia(**_attack_sets(good, good, good), feature="loss")
+    with pytest.raises(ValueError, match="same number of classes"):
+        svc_mia(**_attack_sets(good, _random_probs(rng, 20, num_classes=3), good))
+    with pytest.raises(ValueError, match="forget probabilities and labels"):
+        svc_mia(**_attack_sets(good, good, (good[0], good[1][:-1])))
+    with pytest.raises(ValueError, match=r"retain probabilities must have shape \(n, C\)"):
+        svc_mia(**_attack_sets((good[0][:, 0], good[1]), good, good))
+
+
+# ------------------------------------------------------------------------------ avg gap
+
+
+def test_avg_gap_hand_computed():
+    row = {"UA": 5.0, "RA": 98.0, "TA": 90.0, "MIA_entropy": 10.0, "extra": 1e6}
+    retrain = {"UA": 8.0, "RA": 100.0, "TA": 91.0, "MIA_entropy": 16.0}
+    # (3 + 2 + 1 + 6) / 4 = 3
+    assert avg_gap(row, retrain) == pytest.approx(3.0)
+    assert avg_gap(row, retrain, keys=("UA", "TA")) == pytest.approx(2.0)
+    assert avg_gap(retrain, row) == pytest.approx(3.0)
+    assert isinstance(avg_gap(row, retrain), float)
+
+
+def test_avg_gap_errors():
+    full = {"UA": 1.0, "RA": 2.0, "TA": 3.0, "MIA_entropy": 4.0}
+    partial = {"UA": 1.0, "RA": 2.0, "TA": 3.0}
+    with pytest.raises(KeyError, match="MIA_entropy"):
+        avg_gap(partial, full)
+    with pytest.raises(KeyError, match="MIA_entropy"):
+        avg_gap(full, partial)
+    with pytest.raises(ValueError, match="at least one"):
+        avg_gap(full, full, keys=())
+
+
+# ------------------------------------------------------------------ classification row
+
+
+def test_classification_metrics_row():
+    rng = np.random.default_rng(7)
+    forget = _peaked_probs(rng, 40, peak=0.3)
+    retain = _peaked_probs(rng, 120, peak=0.99)
+    test = _peaked_probs(rng, 60, peak=0.3)
+    # Make exactly 10 of 40 forget examples, 3 of 120 retain and 15 of 60 test wrong
+    # by moving the label to another class.
+    for (_, labels), n_wrong in ((forget, 10), (retain, 3), (test, 15)):
+        labels[:n_wrong] = (labels[:n_wrong] + 1) % NUM_CLASSES
+    row = classification_metrics(
+        forget_probs=forget[0],
+        forget_labels=forget[1],
+        retain_probs=retain[0],
+        retain_labels=retain[1],
+        test_probs=test[0],
+        test_labels=test[1],
+    )
+    assert set(row) == {"UA", "RA", "TA", "MIA_entropy", "MIA_confidence"}
+    assert all(isinstance(v, float) for v in row.values())
+    assert row["UA"] == pytest.approx(25.0)
+    assert row["RA"] == pytest.approx(117 / 120 * 100)
+    assert row["TA"] == pytest.approx(75.0)
+    sets = _attack_sets(retain, test, forget)
+    assert row["MIA_entropy"] == svc_mia(**sets, feature="entropy")
+    assert row["MIA_confidence"] == svc_mia(**sets, feature="confidence")
+    # Forget outputs are unsure like the test set: the attack calls them non-members.
+    assert row["MIA_entropy"] >= 90.0
+    with pytest.raises(ValueError, match="empty"):
+        classification_metrics(
+            forget_probs=np.zeros((0, NUM_CLASSES)),
+            forget_labels=np.zeros((0,), dtype=int),
+            retain_probs=retain[0],
+            retain_labels=retain[1],
+            test_probs=test[0],
+            test_labels=test[1],
+        )
