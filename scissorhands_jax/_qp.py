@@ -45,8 +45,11 @@ def solve_exact(h: jax.Array, b: jax.Array, margin: float) -> jax.Array:
 
     v = jax.vmap(candidate)(free)  # (S, t)
     objective = 0.5 * jnp.einsum("si,ij,sj->s", v, h, v) + v @ b
-    scale = jnp.maximum(1.0, jnp.abs(margin)) * 1e-5
-    feasible = jnp.all(v >= margin - scale, axis=1) & jnp.all(jnp.isfinite(v), axis=1)
+    # Round-off slack on the bound, in the units of v: |b_i| / H_ii is the size of the
+    # unconstrained coordinate step, so the test stays scale-free for any |g| / |m|.
+    v_scale = jnp.maximum(jnp.abs(margin), jnp.max(jnp.abs(b) / jnp.diag(h)))
+    slack = 1e-5 * v_scale
+    feasible = jnp.all(v >= margin - slack, axis=1) & jnp.all(jnp.isfinite(v), axis=1)
     best = jnp.argmin(jnp.where(feasible, objective, jnp.inf))
     return jnp.maximum(v[best], margin)
 
