@@ -25,10 +25,11 @@ NORM_PATTERN = re.compile(
 PRESETS: dict[str, str] = {
     "layer3,layer4,fc": r"(^|/)(layer3|layer4|fc)(/|$|_)",
     "layer4,fc": r"(^|/)(layer4|fc)(/|$|_)",
-    "all_but_first_conv": r"^(?!.*(^|/)Conv_0(/|$))",
+    "all_but_first_conv": r"^(?!.*(^|/)(Conv_0|conv0)(/|$))",
 }
 """The eligible sets of the release as regexes over paths (ResNets name their stages
-``layer1..layer4`` and ``fc``; the digits CNN names its first layer ``Conv_0``)."""
+``layer1..layer4`` and ``fc``; the digits CNN names its first layer ``Conv_0`` in Linen
+and ``conv0`` in NNX)."""
 
 
 def path_str(path: Sequence[Any]) -> str:
@@ -120,6 +121,7 @@ def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -
     return mask
 
 
+@jax.jit
 def torch_default_init(key: PRNGKey, params: Params) -> Params:
     r"""Fresh values as PyTorch's default initialiser draws them (release parity).
 

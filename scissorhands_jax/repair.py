@@ -39,27 +39,28 @@ def _optimizer(projection, margin, eps, lr, momentum, weight_decay, mask_def, ma
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "tx", "project", "keep_grads"))
-def _joint_step(loss, tx, project, keep_grads, params, state, opt_state, b_r, b_f, lam, memory):
-    def objective(p):
-        l_r, s = loss(p, state, b_r, True)
-        l_f, s = loss(p, s, b_f, True)
-        return l_r - lam * l_f, (l_r, l_f, s)
+@functools.partial(jax.jit, static_argnames="loss")
+def _train_grad(loss, params, state, batch):
+    """Loss, new model state and gradient of one batch in training mode.
 
-    (_, (l_r, l_f, state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params, memory=memory if project else None)
-    params = optax.apply_updates(params, updates)
-    return params, state, opt_state, l_r, l_f, grads if keep_grads else None
-
-
-@functools.partial(jax.jit, static_argnames=("loss", "tx", "keep_grads"))
-def _retain_step(loss, tx, keep_grads, params, state, opt_state, b_r):
-    (l_r, state), grads = jax.value_and_grad(lambda p: loss(p, state, b_r, True), has_aux=True)(
+    Joint steps call it twice (retain, then forget batch, threading the state as the
+    release's two forward passes do) and retain-only steps once, so one compiled
+    program per batch shape serves both kinds of step.
+    """
+    (value, state), grads = jax.value_and_grad(lambda p: loss(p, state, batch, True), has_aux=True)(
         params
     )
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return params, state, opt_state, l_r, grads if keep_grads else None
+    return value, state, grads
+
+
+@functools.partial(jax.jit, static_argnames=("tx", "project"))
+def _apply(tx, project, params, opt_state, g_r, g_f, lam, memory):
+    r"""One optimiser step on :math:`g = g_r - \lambda g_f` (or :math:`g_r` alone when
+    ``g_f`` is None), projected against ``memory`` when ``project``; returns the raw
+    gradient too (the release-parity memory needs the last one)."""
+    grads = g_r if g_f is None else jax.tree.map(lambda a, b: a - lam * b, g_r, g_f)
+    updates, opt_state = tx.update(grads, opt_state, params, memory=memory if project else None)
+    return optax.apply_updates(params, updates), opt_state, grads
 
 
 def _projected_count(opt_state) -> int:
@@ -143,6 +144,7 @@ def repair(
     total = getattr(retain, "num_batches", None)
     log: list[dict[str, Any]] = []
     last_grads = stale
+    lam_arr = jnp.float32(lam)
     for epoch in range(epochs):
         start = time.perf_counter()
         memory = None
@@ -174,25 +176,17 @@ def repair(
         for i, (b_r, b_f) in enumerate(bar, start=1):
             if b_r is None:
                 break
+            l_r, model_state, g_r = _train_grad(model.loss, params, model_state, b_r)
             if b_f is None:
-                params, model_state, opt_state, l_r, grads = _retain_step(
-                    model.loss, tx, release_memory, params, model_state, opt_state, b_r
+                params, opt_state, grads = _apply(
+                    tx, False, params, opt_state, g_r, None, lam_arr, None
                 )
                 plain += 1
             else:
+                l_f, model_state, g_f = _train_grad(model.loss, params, model_state, b_f)
                 project = memory is not None and i % project_every == 0
-                params, model_state, opt_state, l_r, l_f, grads = _joint_step(
-                    model.loss,
-                    tx,
-                    project,
-                    release_memory,
-                    params,
-                    model_state,
-                    opt_state,
-                    b_r,
-                    b_f,
-                    jnp.float32(lam),
-                    memory,
+                params, opt_state, grads = _apply(
+                    tx, project, params, opt_state, g_r, g_f, lam_arr, memory
                 )
                 f_losses.append(l_f)
                 joint += 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -113,7 +115,6 @@ def _key_to_float(key: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames="k")
 def kth_smallest(scores: Params, k: int) -> jax.Array:
     """Exact k-th smallest entry (1-based) of all leaves of ``scores`` together.
 
@@ -129,7 +130,18 @@ def kth_smallest(scores: Params, k: int) -> jax.Array:
 
     Returns:
       The k-th smallest value as a float32 scalar.
+
+    Raises:
+      ValueError: if k is not in ``1..N``.
     """
+    n = sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(scores))
+    if not isinstance(k, numbers.Integral) or not 1 <= k <= n:
+        raise ValueError(f"kth_smallest: k must be an integer in 1..{n}, got {k!r}.")
+    return _kth_smallest(scores, int(k))
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _kth_smallest(scores: Params, k: int) -> jax.Array:
     keys = [_sortable_keys(leaf).ravel() for leaf in jax.tree.leaves(scores)]
 
     def count_le(bound):
@@ -148,11 +160,21 @@ def kth_smallest(scores: Params, k: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="k")
 def _stats_and_kth(scores, k):
-    leaves = [leaf.astype(jnp.float32) for leaf in jax.tree.leaves(scores)]
+    leaves = [leaf.astype(jnp.float32) for leaf in jax.tree.leaves(scores) if leaf.size]
     lo = jnp.min(jnp.stack([jnp.min(leaf) for leaf in leaves]))
     hi = jnp.max(jnp.stack([jnp.max(leaf) for leaf in leaves]))
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
-    return lo, hi, finite, kth_smallest(scores, k)
+    return lo, hi, finite, _kth_smallest(scores, k)
+
+
+def check_sparsity(sparsity: Any) -> None:
+    """Raises ValueError unless ``sparsity`` is a real number in the open interval (0, 1)."""
+    real = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
+    if not real or not 0.0 < float(sparsity) < 1.0:
+        raise ValueError(
+            f"sparsity must be a number in the open interval (0, 1), got {sparsity!r}; "
+            "it is the fraction of parameters kept (0.97 re-initialises the top 3 %)."
+        )
 
 
 HOST_MAX_ENTRIES = 1 << 22
@@ -175,8 +197,9 @@ def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") ->
 
     :math:`\tau` is the k-th smallest score over all entries of all leaves with
     :math:`k = \lfloor \text{sparsity} \cdot N \rfloor`. As in the authors' release, when
-    :math:`\tau` equals the largest or the smallest score (within 1e-12) it falls back to
-    :math:`(\max - \min) / 2`.
+    :math:`\tau` equals the largest or the smallest score it falls back to
+    :math:`(\max - \min) / 2` (the release compares within an absolute 1e-12, which
+    misfires on scores of that scale; float32 scores are compared exactly here).
 
     Args:
       scores: pytree of saliency scores (see :func:`connection_sensitivity`).
@@ -192,11 +215,8 @@ def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") ->
       ValueError: for a sparsity outside (0, 1), empty scores, non-finite scores, or
         ``floor(sparsity * N) == 0``.
     """
-    if not isinstance(sparsity, int | float) or not 0.0 < sparsity < 1.0:
-        raise ValueError(
-            f"sparsity must be a number in the open interval (0, 1), got {sparsity!r}; "
-            "it is the fraction of parameters kept (0.97 re-initialises the top 3%)."
-        )
+    check_sparsity(sparsity)
+    sparsity = float(sparsity)
     leaves = jax.tree.leaves(scores)
     n = sum(math.prod(np.shape(leaf)) for leaf in leaves)
     if n == 0:
@@ -218,7 +238,7 @@ def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") ->
             "top_k_mask: the scores contain NaN or inf; the saliency pass saw a non-finite "
             "gradient or parameter."
         )
-    if tau >= hi - 1e-12 or tau <= lo + 1e-12:
+    if tau == hi or tau == lo:
         tau = (hi - lo) / 2.0
     return jnp.float32(tau)
 

@@ -23,6 +23,7 @@ from scissorhands_jax.reinit import PathPredicate, eligible_mask, masked_reinit,
 from scissorhands_jax.repair import PROJECTIONS, repair
 from scissorhands_jax.saliency import (
     as_partial,
+    check_sparsity,
     connection_sensitivity,
     loss_and_grad,
     top_k_threshold,
@@ -69,11 +70,7 @@ def check_settings(
     *, sparsity, projection, reinit, project_every, epochs, memory_num, prune_num, **_
 ) -> None:
     """Raises ValueError for settings :func:`scissorhands` cannot run, before any work."""
-    if not isinstance(sparsity, int | float) or not 0.0 < sparsity < 1.0:
-        raise ValueError(
-            f"sparsity must be in the open interval (0, 1), got {sparsity!r} "
-            "(0.97 re-initialises the top 3 % of parameters)."
-        )
+    check_sparsity(sparsity)
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}.")
     if reinit not in REINITS:
@@ -191,8 +188,13 @@ def scissorhands(
       FloatingPointError: a non-finite loss during saliency, memory or repair.
     """
     check_settings(
-        sparsity=sparsity, projection=projection, reinit=reinit, project_every=project_every,
-        epochs=epochs, memory_num=memory_num, prune_num=prune_num,
+        sparsity=sparsity,
+        projection=projection,
+        reinit=reinit,
+        project_every=project_every,
+        epochs=epochs,
+        memory_num=memory_num,
+        prune_num=prune_num,
     )
     model_state = {} if model_state is None else model_state
     forget_src = _as_source(forget, batch_size, "forget")
