@@ -459,3 +459,22 @@ def test_kth_smallest_random_continuous():
     flat = np.sort(_flat(tree))
     for k in (1, 2, 77, 325, 600, 649, 650):
         assert float(kth_smallest(tree, k)) == float(flat[k - 1]), k
+
+
+def test_device_top_k_is_exact_at_millions_of_entries():
+    """The counting bisection equals a full sort on a few million entries with ties."""
+    rng = np.random.default_rng(7)
+    scores = {
+        "conv": np.abs(rng.standard_normal((3, 3, 256, 512))).astype(np.float32),
+        "dense": np.round(np.abs(rng.standard_normal((1024, 1000))), 2).astype(np.float32),
+        "bias": np.zeros(1000, np.float32),
+    }
+    flat = np.concatenate([v.ravel() for v in scores.values()])
+    k = math.floor(0.97 * flat.size)
+    expected = np.partition(flat, k - 1)[k - 1]
+    tau = top_k_threshold(scores, 0.97, method="device")
+    assert float(tau) == float(expected)
+    mask = top_k_mask(scores, 0.97, method="device")
+    assert sum(int(np.sum(np.asarray(m))) for m in jax.tree.leaves(mask)) == int(
+        np.sum(flat > expected)
+    )
