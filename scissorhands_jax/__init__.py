@@ -38,10 +38,10 @@ from scissorhands_jax.training import fit, sgd
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS",
     "DigitsCNN",
     "DigitsCNNNNX",
     "Model",
+    "PRESETS",
     "ProjectionState",
     "ScissorhandsResult",
     "bind_state",

@@ -109,3 +109,9 @@ def test_docstring_examples_run(module):
     failures, tried = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 or module == "memory"
     assert failures == 0
+
+
+def test_public_api_is_sorted_and_importable():
+    assert shs.__all__ == sorted(shs.__all__)
+    for name in shs.__all__:
+        assert getattr(shs, name) is not None
