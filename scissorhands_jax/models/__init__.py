@@ -2,5 +2,15 @@
 
 from scissorhands_jax.models._adapters import Model, linen_model, nnx_model
 from scissorhands_jax.models.digits import DigitsCNN, DigitsCNNNNX
+from scissorhands_jax.models.resnet import ResNet, resnet18, resnet34
 
-__all__ = ["DigitsCNN", "DigitsCNNNNX", "Model", "linen_model", "nnx_model"]
+__all__ = [
+    "DigitsCNN",
+    "DigitsCNNNNX",
+    "Model",
+    "ResNet",
+    "linen_model",
+    "nnx_model",
+    "resnet18",
+    "resnet34",
+]
