@@ -1,0 +1,343 @@
+"""The comparison's report files: results.csv, report.md and report.png.
+
+Pure functions of the rows of ``results.json`` (see :mod:`scissorhands_jax.compare`);
+matplotlib is imported only to draw the plot (the ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scissorhands_jax.metrics import MIA_FEATURES
+
+REFERENCE, ORIGINAL = "retrain", "original"
+CSV_COLUMNS = (
+    "scenario",
+    "method",
+    "seed",
+    "UA",
+    "RA",
+    "TA",
+    *(f"MIA_{f}" for f in MIA_FEATURES),
+    "MIA_loss",
+    "ToW",
+    "avg_gap",
+    "avg_gap_mia",
+    "rte_s",
+    "error",
+    "hyperparameters",
+)
+HIGHER_IS_BETTER, LOWER_IS_BETTER = ("ToW",), ("avg_gap", "rte_s")
+"""Columns judged on their own; every other column is best when closest to Retrain."""
+
+
+def check_plotting() -> None:
+    """Raises ValueError when matplotlib is missing (before any work is done)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise ValueError(
+            "report.png needs matplotlib: pip install 'scissorhands_jax[plot]', or pass "
+            "--no-plot (plot=False)."
+        ) from err
+
+
+def table_columns(mia_feature: str) -> tuple[str, ...]:
+    """The columns of the Markdown table; the gap's MIA is always among them."""
+    mias = ["MIA_entropy", "MIA_confidence", "MIA_loss"]
+    if f"MIA_{mia_feature}" not in mias:
+        mias.append(f"MIA_{mia_feature}")
+    return ("UA", "RA", "TA", *mias, "ToW", "avg_gap", "rte_s")
+
+
+def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict:
+    """``{(scenario, method): {"n", "failed", column: (mean, std) | None}}`` over the rows
+    without error (std with ddof 0), in row order."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        entry = out.setdefault((row["scenario"], row["method"]), {"n": 0, "failed": 0, "_rows": []})
+        if "error" in row:
+            entry["failed"] += 1
+        else:
+            entry["n"] += 1
+            entry["_rows"].append(row)
+    for entry in out.values():
+        ok = entry.pop("_rows")
+        for col in columns:
+            values = [r[col] for r in ok if r.get(col) is not None]
+            entry[col] = (float(np.mean(values)), float(np.std(values))) if values else None
+    return out
+
+
+def best_methods(summary: dict, scenario: str, column: str) -> set[str]:
+    """The unlearning methods (not Retrain, not the original) best in ``column``: the
+    highest ToW, the lowest Avg. Gap and RTE, else the mean closest to Retrain's."""
+    cands = {
+        m: e[column][0]
+        for (s, m), e in summary.items()
+        if s == scenario and m not in (REFERENCE, ORIGINAL) and e.get(column) is not None
+    }
+    if not cands:
+        return set()
+    if column in HIGHER_IS_BETTER:
+        score = {m: -v for m, v in cands.items()}
+    elif column in LOWER_IS_BETTER:
+        score = cands
+    else:
+        ref = summary.get((scenario, REFERENCE), {}).get(column)
+        if ref is None:
+            return set()
+        score = {m: abs(v - ref[0]) for m, v in cands.items()}
+    best = min(score.values())
+    return {m for m, v in score.items() if np.isclose(v, best, rtol=0, atol=1e-9)}
+
+
+def _cell(column: str, stat: tuple[float, float] | None, bold: bool) -> str:
+    if stat is None:
+        return "–"
+    digits = 3 if column == "ToW" else 2
+    text = f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
+    return f"**{text}**" if bold else text
+
+
+def markdown_tables(
+    rows: Sequence[dict[str, Any]], *, mia_feature: str, scenarios: Sequence[str]
+) -> str:
+    """One Markdown table per scenario: mean ± std per method, best per column in bold."""
+    columns = table_columns(mia_feature)
+    summary = summarize(rows, columns)
+    header = {"avg_gap": f"Avg. Gap ({mia_feature})", "rte_s": "RTE (s)"}
+    parts = []
+    for scenario in _scenarios(rows, scenarios):
+        best = {c: best_methods(summary, scenario, c) for c in columns}
+        lines = [
+            f"| {scenario} | n | " + " | ".join(header.get(c, c) for c in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
+        for (s, method), entry in summary.items():
+            if s != scenario:
+                continue
+            n = f"{entry['n']}" + (f" ({entry['failed']} failed)" if entry["failed"] else "")
+            cells = [_cell(c, entry[c], method in best[c]) for c in columns]
+            lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _scenarios(rows, scenarios) -> list[str]:
+    present = {r["scenario"] for r in rows}
+    return [s for s in scenarios if s in present] + sorted(present - set(scenarios))
+
+
+def ranking(rows: Sequence[dict[str, Any]], scenario: str, method: str = "scissorhands") -> str:
+    """Where ``method`` ranks on Avg. Gap (and ToW) among the unlearning methods of one
+    scenario, and its head-to-head against each, seed by seed."""
+    ok = [r for r in rows if r["scenario"] == scenario and "error" not in r]
+    by_method: dict[str, dict[int, dict]] = {}
+    for r in ok:
+        if r["method"] not in (REFERENCE, ORIGINAL) and r.get("avg_gap") is not None:
+            by_method.setdefault(r["method"], {})[r["seed"]] = r
+    if method not in by_method:
+        return f"{scenario}: no finished {method} rows to rank."
+    mean = {m: float(np.mean([r["avg_gap"] for r in v.values()])) for m, v in by_method.items()}
+    tow = {m: float(np.mean([r["ToW"] for r in v.values()])) for m, v in by_method.items()}
+    order = sorted(mean, key=mean.get)
+    tow_order = sorted(tow, key=lambda m: -tow[m])
+    lines = [
+        f"**{scenario}**: {method} ranks {order.index(method) + 1} of {len(order)} on Avg. "
+        f"Gap (lower is better; order: {', '.join(order)}) and "
+        f"{tow_order.index(method) + 1} of {len(order)} on ToW.",
+        "",
+        f"| baseline | its Avg. Gap | {method} | {method} lower in |",
+        "|---|---|---|---|",
+    ]
+    mine = by_method[method]
+    for other in order:
+        if other == method:
+            continue
+        seeds = sorted(set(mine) & set(by_method[other]))
+        wins = sum(mine[s]["avg_gap"] < by_method[other][s]["avg_gap"] for s in seeds)
+        lines.append(
+            f"| {other} | {mean[other]:.2f} | {mean[method]:.2f} | {wins}/{len(seeds)} seeds |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(
+    rows: Sequence[dict[str, Any]],
+    *,
+    mia_feature: str,
+    scenarios: Sequence[str],
+    command: str | None = None,
+) -> str:
+    """The whole report.md: command, tables, ranking, failures, hyperparameters."""
+    seeds = sorted({r["seed"] for r in rows})
+    parts = [
+        "# Unlearning comparison",
+        "",
+        f"Command: `{command}`" if command else "",
+        "",
+        f"Seeds {seeds}; mean ± std (ddof 0) over the seeds that finished. UA = 100 − "
+        "forget accuracy, RA / TA = retain / test accuracy, MIA_* = MIA-efficacy of the "
+        "SVC attack (entropy, confidence features) and of the logistic-regression loss "
+        f"attack, all in percent; Avg. Gap against Retrain over UA, RA, TA and "
+        f"MIA_{mia_feature}; ToW (Zhao et al. 2024) in [0, 1]; RTE in seconds, "
+        "compilation included. **Bold**: the best unlearning method per column (closest "
+        "to Retrain; for ToW the highest; for Avg. Gap and RTE the lowest).",
+        "",
+        markdown_tables(rows, mia_feature=mia_feature, scenarios=scenarios),
+        "",
+        "## Scissorhands against each baseline",
+        "",
+        "\n\n".join(ranking(rows, s) for s in _scenarios(rows, scenarios)),
+    ]
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        parts += ["", "## Failed rows", ""]
+        parts += [
+            f"- {r['scenario']} / {r['method']} / seed {r['seed']}: {r['error']}" for r in failed
+        ]
+    hps: dict[str, Any] = {}
+    for r in rows:
+        hps.setdefault(r["method"], r.get("hyperparameters"))
+    parts += ["", "## Hyperparameters", "", "| method | hyperparameters |", "|---|---|"]
+    parts += [f"| {m} | `{json.dumps(h, sort_keys=True)}` |" for m, h in hps.items()]
+    return "\n".join(parts) + "\n"
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """``results.csv``: one line per row, :data:`CSV_COLUMNS` (hyperparameters as JSON)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        line = dict(row)
+        line["hyperparameters"] = json.dumps(row.get("hyperparameters"), sort_keys=True)
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def gap_components(rows: Sequence[dict[str, Any]], scenario: str) -> dict[str, dict[str, float]]:
+    """Each method's Avg. Gap split into its terms: ``{method: {key: mean_s |row - ref| / 4}}``
+    over the seeds that have both rows (the terms sum to the mean Avg. Gap)."""
+    ok = [r for r in rows if r["scenario"] == scenario and "error" not in r]
+    refs = {r["seed"]: r for r in ok if r["method"] == REFERENCE}
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in ok:
+        if r["method"] == REFERENCE or r["seed"] not in refs or "avg_gap_mia" not in r:
+            continue
+        keys = ("UA", "RA", "TA", r["avg_gap_mia"])
+        terms = out.setdefault(r["method"], {k: [] for k in ("UA", "RA", "TA", "MIA")})
+        for name, key in zip(("UA", "RA", "TA", "MIA"), keys, strict=True):
+            terms[name].append(abs(r[key] - refs[r["seed"]][key]) / len(keys))
+    return {m: {k: float(np.mean(v)) for k, v in t.items()} for m, t in out.items()}
+
+
+def plot_report(
+    rows: Sequence[dict[str, Any]], path: Path, *, mia_feature: str, scenarios: Sequence[str]
+) -> None:
+    """``report.png``, one column per scenario: the Avg. Gap of every method split into its
+    four terms (lowest first), and UA vs TA of every method (mean ± std; Retrain a star)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = _scenarios(rows, scenarios)
+    summary = summarize(rows, ("UA", "TA"))
+    fig, axes = plt.subplots(
+        2, len(names), figsize=(7 * len(names), 10), squeeze=False, height_ratios=(1, 1)
+    )
+    colors = {"UA": "tab:blue", "RA": "tab:orange", "TA": "tab:green", "MIA": "tab:purple"}
+    for col, scenario in enumerate(names):
+        top, bottom = axes[0, col], axes[1, col]
+        parts = gap_components(rows, scenario)
+        order = sorted(parts, key=lambda m: sum(parts[m].values()))
+        left = np.zeros(len(order))
+        for term, color in colors.items():
+            widths = np.array([parts[m][term] for m in order])
+            label = f"|Δ MIA_{mia_feature}| / 4" if term == "MIA" else f"|Δ {term}| / 4"
+            top.barh(order, widths, left=left, color=color, label=label)
+            left += widths
+        for y, total in enumerate(left):
+            top.text(total, y, f" {total:.1f}", va="center", fontsize=8)
+        top.invert_yaxis()
+        for tick in top.get_yticklabels():
+            if tick.get_text() == "scissorhands":
+                tick.set_color("tab:red")
+                tick.set_fontweight("bold")
+        top.set_title(f"{scenario}: Avg. Gap to Retrain by term (lower is better)")
+        top.set_xlim(0, 1.12 * max(left.max(initial=0.0), 1e-9))
+        top.legend(fontsize=8, loc="upper right")
+        top.grid(axis="x", alpha=0.3)
+        markers = "osD^v<>pPhX"
+        entries = [(m, e) for (s, m), e in summary.items() if s == scenario and e["n"]]
+        for i, (method, e) in enumerate(entries):
+            (ua, ua_sd), (ta, ta_sd) = e["UA"], e["TA"]
+            reference = method == REFERENCE
+            bottom.errorbar(
+                ua,
+                ta,
+                xerr=ua_sd,
+                yerr=ta_sd,
+                fmt="*" if reference else markers[i % len(markers)],
+                ms=15 if reference else 8,
+                color="black" if reference else ("tab:red" if method == "scissorhands" else None),
+                capsize=2,
+                alpha=0.85,
+                label=method,
+            )
+        bottom.set_xlabel("UA (%) = 100 − forget accuracy")
+        bottom.set_ylabel("TA (%)")
+        bottom.set_title(f"{scenario}: UA vs TA, mean ± std over seeds (★ Retrain)")
+        bottom.legend(fontsize=8, ncol=2, loc="best")
+        bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _save_figure(fig, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file beside ``path`` (mode 644) and renames it into
+    place, so a reader never sees a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_report(
+    rows: Sequence[dict[str, Any]],
+    out: Path,
+    *,
+    mia_feature: str,
+    scenarios: Sequence[str],
+    command: str | None = None,
+    plot: bool = True,
+) -> None:
+    """Writes ``results.csv``, ``report.md`` and (with ``plot``) ``report.png`` to ``out``."""
+    write_text_atomic(out / "results.csv", csv_text(rows))
+    write_text_atomic(
+        out / "report.md",
+        markdown_report(rows, mia_feature=mia_feature, scenarios=scenarios, command=command),
+    )
+    if plot:
+        plot_report(rows, out / "report.png", mia_feature=mia_feature, scenarios=scenarios)

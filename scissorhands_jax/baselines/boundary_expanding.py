@@ -1,0 +1,190 @@
+"""BE: boundary expanding, via a shadow class that absorbs the forget set.
+
+Chen, Gao, Liu, Peng & Wang, "Boundary Unlearning: Rapid Forgetting of Deep Networks
+via Shifting the Decision Space", CVPR 2023. The output layer gains one extra (shadow)
+neuron; the widened model is fine-tuned to put every forget example in the shadow
+class, and the shadow neuron is then pruned, leaving the forget examples scattered over
+the remaining classes. Release setting: lr 1e-6, 10 epochs (SPEC).
+
+No architecture is rebuilt here. For a head :math:`z = hW + b` (a Dense/Linear output
+layer with kernel ``(d, C)``) the shadow logit :math:`z_s = h w_s + b_s` needs the
+features :math:`h`, which the :class:`Model` record does not expose; but the head is
+linear in :math:`W`, so the forward-mode derivative of the logits along a kernel
+direction :math:`V` whose first column is :math:`w_s` (others zero) is exactly
+:math:`h w_s` in column 0 (:func:`expanded_logits`). One ``jax.jvp`` gives both the
+logits and the shadow logit, for any model whose head is affine in its kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from scissorhands_jax._types import ModelState, Params, PRNGKey
+from scissorhands_jax.baselines._common import (
+    UnlearnResult,
+    check_arrays,
+    check_count,
+    check_positive,
+    epoch_batches,
+    fit_objective,
+    num_classes,
+    sgd_chain,
+)
+from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.reinit import leaf_paths
+
+
+def head_index(params: Params, classes: int, head: str | None = None) -> int:
+    """The position (in ``jax.tree.leaves`` order) of the output layer's kernel.
+
+    The last 2-D leaf whose trailing dimension is ``classes`` (and whose path matches
+    the regex ``head``, when given).
+
+    Raises:
+      ValueError: when no leaf qualifies.
+    """
+    paths, leaves = leaf_paths(params), jax.tree.leaves(params)
+    pattern = re.compile(head) if head is not None else None
+    found = [
+        i
+        for i, (path, leaf) in enumerate(zip(paths, leaves, strict=True))
+        if jnp.ndim(leaf) == 2
+        and leaf.shape[-1] == classes
+        and (pattern is None or pattern.search(path))
+    ]
+    if not found:
+        raise ValueError(
+            f"no 2-D output kernel of shape (d, {classes}) found"
+            + (f" matching head={head!r}" if head else "")
+            + f" among the parameter paths {paths}; pass head= (a regex on the path)."
+        )
+    return found[-1]
+
+
+def expanded_logits(
+    model: Model,
+    params: Params,
+    model_state: ModelState,
+    inputs: jax.Array,
+    shadow: tuple[jax.Array, jax.Array],
+    index: int,
+) -> jax.Array:
+    r"""Logits of the model widened by a shadow class: ``(n, C + 1)``.
+
+    .. math::
+
+        [z, z_s], \qquad z = \mathrm{logits}(\theta; x), \qquad
+        z_s = \partial_W z\,[V]_{:,0} + b_s = h\, w_s + b_s
+
+    with :math:`V` = zeros except column 0 = :math:`w_s`, and ``shadow`` =
+    :math:`(w_s, b_s)` of shapes ``(d,)`` and ``()``; ``index`` locates the kernel
+    :math:`W` (:func:`head_index`). Evaluation mode.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    kernel = leaves[index]
+    w_s, b_s = shadow
+
+    def logits_of(k):
+        swapped = list(leaves)
+        swapped[index] = k
+        return model.logits(jax.tree.unflatten(treedef, swapped), model_state, inputs)
+
+    direction = jnp.zeros_like(kernel).at[:, 0].set(w_s.astype(kernel.dtype))
+    z, dz = jax.jvp(logits_of, (kernel,), (direction,))
+    return jnp.concatenate([z, (dz[:, 0] + b_s)[:, None]], axis=-1)
+
+
+@functools.cache
+def _shadow_objective(index: int, input_key: str):
+    def objective(model, trainable, model_state, batch, aux):
+        del aux
+        logits = expanded_logits(
+            model, trainable["params"], model_state, batch[input_key], trainable["shadow"], index
+        )
+        shadow_class = jnp.full(logits.shape[:1], logits.shape[-1] - 1)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, shadow_class).mean()
+        return loss, model_state
+
+    return objective
+
+
+def boundary_expanding(
+    model: Model,
+    params: Params,
+    model_state: ModelState,
+    *,
+    retain: Any,
+    forget: Any,
+    key: PRNGKey,
+    lr: float = 1e-6,
+    epochs: int = 10,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    head: str | None = None,
+    input_key: str = "image",
+    progress: bool = False,
+) -> UnlearnResult:
+    r"""Fine-tunes the shadow-widened model to classify every forget example as the
+    shadow class, then drops the shadow neuron.
+
+    .. math:: \min_{\theta, w_s, b_s}\; \mathrm{CE}\left([z, z_s](x),\; C\right),
+        \quad x \in D_f
+
+    All parameters train (SGD with momentum and weight decay); the shadow neuron starts
+    at PyTorch's default :math:`\mathcal U(\pm 1/\sqrt d)`. The logits are read in
+    evaluation mode, so BatchNorm statistics are not updated. The retain set is unused.
+
+    Args:
+      model: the :class:`Model`; its head must be affine in a ``(d, C)`` kernel.
+      params: the original parameters (not modified).
+      model_state: model state (returned unchanged).
+      retain: retain data (checked, unused).
+      forget: forget data, a pytree of arrays with ``input_key``.
+      key: PRNG key (shadow init, shuffling).
+      lr, epochs, batch_size, momentum, weight_decay: the SGD schedule.
+      head: regex naming the output layer; default the last ``(d, C)`` leaf.
+      input_key: the batch entry of the inputs.
+      progress: show progress bars.
+
+    Returns:
+      An :class:`UnlearnResult` (the shadow neuron is dropped).
+
+    Raises:
+      ValueError: bad settings, no output kernel, or empty data.
+      FloatingPointError: a non-finite epoch loss.
+    """
+    check_positive(lr=lr)
+    check_count(epochs=epochs)
+    check_count(1, batch_size=batch_size)
+    check_arrays(retain, "retain")
+    forget = check_arrays(forget, "forget")
+    if input_key not in forget:
+        raise ValueError(f"forget data has no {input_key!r} entry; pass input_key=.")
+    index = head_index(params, num_classes(model, params, model_state, forget[input_key]), head)
+    d = jax.tree.leaves(params)[index].shape[0]
+    k_init, k_data = jax.random.split(key)
+    k_w, k_b = jax.random.split(k_init)
+    bound = 1.0 / jnp.sqrt(d)
+    shadow = (
+        jax.random.uniform(k_w, (d,), jnp.float32, -bound, bound),
+        jax.random.uniform(k_b, (), jnp.float32, -bound, bound),
+    )
+    trainable, _, log = fit_objective(
+        _shadow_objective(index, input_key),
+        model,
+        {"params": params, "shadow": shadow},
+        model_state,
+        batches=lambda e: epoch_batches(forget, batch_size, k_data, e),
+        epochs=epochs,
+        tx=sgd_chain(lr, momentum, weight_decay),
+        progress=progress,
+        desc="be",
+    )
+    return UnlearnResult(trainable["params"], model_state, log)

@@ -1,0 +1,84 @@
+"""Every metric of the comparison from one model's predictions: the evaluation suite."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from numpy.typing import ArrayLike
+
+from scissorhands_jax.metrics._accuracy import accuracy
+from scissorhands_jax.metrics._gap import avg_gap
+from scissorhands_jax.metrics._loss_mia import loss_mia
+from scissorhands_jax.metrics._mia import MIA_FEATURES, svc_mia
+from scissorhands_jax.metrics._tow import tow
+
+
+def evaluation_suite(
+    *,
+    forget_probs: ArrayLike,
+    forget_labels: ArrayLike,
+    retain_probs: ArrayLike,
+    retain_labels: ArrayLike,
+    test_probs: ArrayLike,
+    test_labels: ArrayLike,
+) -> dict[str, float]:
+    """UA, RA, TA, the SVC MIA with all five features, and the loss MIA (percent).
+
+    Keys: ``UA``, ``RA``, ``TA``, ``MIA_<feature>`` for each of :data:`MIA_FEATURES`
+    (:func:`svc_mia`) and ``MIA_loss`` (:func:`loss_mia`). As in
+    :func:`classification_metrics`, a class-wise request passes a test set without the
+    forgotten class.
+
+    Args:
+        forget_probs: Softmax outputs on the forget set, shape ``(n_f, C)``.
+        forget_labels: Labels of the forget set, shape ``(n_f,)``.
+        retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``.
+        retain_labels: Labels of the retain set, shape ``(n_r,)``.
+        test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
+        test_labels: Labels of the test set, shape ``(n_t,)``.
+
+    Returns:
+        A dict of Python floats.
+    """
+    sets = dict(
+        retain_probs=retain_probs,
+        retain_labels=retain_labels,
+        test_probs=test_probs,
+        test_labels=test_labels,
+        forget_probs=forget_probs,
+        forget_labels=forget_labels,
+    )
+    row = {
+        "UA": 100.0 - accuracy(forget_probs, forget_labels),
+        "RA": accuracy(retain_probs, retain_labels),
+        "TA": accuracy(test_probs, test_labels),
+    }
+    for feature in MIA_FEATURES:
+        row[f"MIA_{feature}"] = svc_mia(**sets, feature=feature)
+    row["MIA_loss"] = loss_mia(**sets)
+    return row
+
+
+def against_retrain(
+    row: Mapping[str, float], reference: Mapping[str, float], *, mia_feature: str = "entropy"
+) -> dict[str, float]:
+    """Avg. Gap (over UA, RA, TA and ``MIA_<mia_feature>``) and ToW against Retrain.
+
+    Args:
+        row: A method's :func:`evaluation_suite` row.
+        reference: Retrain's row.
+        mia_feature: Which MIA enters the gap: one of :data:`MIA_FEATURES` or ``"loss"``.
+
+    Returns:
+        ``{"avg_gap": ..., "ToW": ...}``.
+
+    Raises:
+        ValueError: For an unknown ``mia_feature``.
+    """
+    if mia_feature not in (*MIA_FEATURES, "loss"):
+        raise ValueError(
+            f"unknown MIA feature {mia_feature!r} for the Avg. Gap; choose one of "
+            f"{(*MIA_FEATURES, 'loss')}."
+        )
+    keys = ("UA", "RA", "TA", f"MIA_{mia_feature}")
+    return {"avg_gap": avg_gap(row, reference, keys), "ToW": tow(row, reference)}

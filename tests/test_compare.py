@@ -1,0 +1,188 @@
+"""``scissorhands compare`` end to end on digits (two methods, one seed, tiny epochs), its
+resume, its errors, and the report's tables against hand-made rows."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+
+from scissorhands_jax import _report, cli, compare
+from scissorhands_jax.baselines import METHODS
+from scissorhands_jax.commands.compare import parse_overrides
+from scissorhands_jax.metrics import MIA_FEATURES
+
+METRICS = {"UA", "RA", "TA", "MIA_loss", "ToW", "avg_gap", "rte_s"} | {
+    f"MIA_{f}" for f in MIA_FEATURES
+}
+BASE = [
+    "compare",
+    "--seeds",
+    "0",
+    "--scenarios",
+    "class0",
+    "--methods",
+    "ft",
+    "ga",
+    "--train-epochs",
+    "2",
+    "--set",
+    "ft.epochs=1",
+    "--set",
+    "ga.epochs=1",
+    "--no-progress",
+]
+
+
+def _rows(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def _boom(fn):
+    """``fn``'s signature (the runner checks hyperparameters against it), but no work."""
+
+    @functools.wraps(fn)
+    def boom(*args, **kwargs):
+        raise AssertionError("finished work was redone")
+
+    return boom
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One run in which GA diverges (a huge lr): a failed row, the others finished."""
+    out = tmp_path_factory.mktemp("compare") / "digits"
+    code = cli.main([*BASE, "--out", str(out), "--set", "ga.lr=1e6"])
+    assert code == 0
+    return out
+
+
+def test_compare_writes_every_file_and_metric(first_run):
+    rows = _rows(first_run)
+    assert [(r["scenario"], r["method"], r["seed"]) for r in rows] == [
+        ("class0", "retrain", 0),
+        ("class0", "original", 0),
+        ("class0", "ft", 0),
+        ("class0", "ga", 0),
+    ]
+    ok = [r for r in rows if "error" not in r]
+    assert len(ok) == 3
+    for row in ok:
+        assert METRICS <= set(row)
+        assert row["avg_gap_mia"] == "MIA_entropy"
+        for key in METRICS - {"ToW", "avg_gap", "rte_s"}:
+            assert 0.0 <= row[key] <= 100.0
+        assert 0.0 <= row["ToW"] <= 1.0 and row["rte_s"] > 0
+    retrain = rows[0]
+    assert retrain["avg_gap"] == 0.0 and retrain["ToW"] == 1.0
+    assert retrain["UA"] == 100.0  # class 0 never reached the retrained model
+    assert rows[2]["hyperparameters"] == {**compare.DIGITS_HYPERPARAMETERS["ft"], "epochs": 1}
+    failed = rows[3]
+    assert failed["error"].startswith("FloatingPointError") and "UA" not in failed
+    csv_lines = (first_run / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 5 and csv_lines[0].startswith("scenario,method,seed,UA")
+    report = (first_run / "report.md").read_text()
+    assert "| class0 | n | UA |" in report and "| ft | 1 |" in report
+    assert "## Failed rows" in report and "class0 / ga / seed 0: FloatingPointError" in report
+    assert (first_run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (first_run / "models" / "original_seed0.msgpack").exists()
+
+
+def test_compare_resumes_without_redoing_finished_rows(first_run, monkeypatch):
+    before = {r["method"]: r for r in _rows(first_run)}
+    # Only GA failed: training, Retrain and FT must not run again.
+    monkeypatch.setattr(compare, "fit", _boom(compare.fit))
+    for name in ("retrain", "ft"):
+        monkeypatch.setitem(METHODS, name, _boom(METHODS[name]))
+    assert cli.main([*BASE, "--out", str(first_run)]) == 0
+    after = {r["method"]: r for r in _rows(first_run)}
+    for name in ("retrain", "original", "ft"):
+        assert after[name] == before[name]
+    assert "error" not in after["ga"] and after["ga"]["hyperparameters"]["lr"] == 0.03
+    # Everything finished: a third run does no work at all.
+    monkeypatch.setitem(METHODS, "ga", _boom(METHODS["ga"]))
+    assert cli.main([*BASE, "--out", str(first_run)]) == 0
+    assert _rows(first_run) == list(after.values())
+
+
+def test_errors_come_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert cli.main([*BASE, "--out", str(out), "--set", "ft.momentun=0.5"]) == 2
+    assert "ft has no hyperparameter(s) ['momentun']" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main([*BASE, "--out", str(out), "--set", "ftlr=1"]) == 2
+    assert cli.main([*BASE, "--out", str(out), "--set", "retrain.lr=1"]) == 2
+    assert not out.exists()
+
+
+def test_changed_training_on_a_resumed_dir_is_refused(first_run, capsys):
+    args = [*BASE, "--out", str(first_run), "--train-epochs", "3"]
+    assert cli.main(args) == 2
+    assert "holds models trained with" in capsys.readouterr().err
+
+
+def test_parse_overrides():
+    got = parse_overrides(["ft.lr=0.02", "be.head=Dense_1", "scissorhands.release_memory=True"])
+    assert got == {
+        "ft": {"lr": 0.02},
+        "be": {"head": "Dense_1"},
+        "scissorhands": {"release_memory": True},
+    }
+
+
+def test_every_method_has_digits_hyperparameters_it_accepts():
+    for name in METHODS:
+        if name != "retrain":
+            assert set(compare.DIGITS_HYPERPARAMETERS[name]) <= compare.method_parameters(name)
+
+
+def _row(method, seed, ua, gap, tow=0.5):
+    return {
+        "scenario": "s",
+        "method": method,
+        "seed": seed,
+        "UA": ua,
+        "RA": 99.0,
+        "TA": 90.0,
+        "MIA_entropy": 10.0,
+        "MIA_confidence": 10.0,
+        "MIA_loss": 10.0,
+        "ToW": tow,
+        "avg_gap": gap,
+        "rte_s": 1.0,
+    }
+
+
+def test_report_marks_the_best_per_column_and_ranks_by_hand():
+    rows = [
+        _row("retrain", 0, 10.0, 0.0, 1.0),
+        _row("retrain", 1, 20.0, 0.0, 1.0),
+        _row("ft", 0, 0.0, 4.0, 0.8),
+        _row("ft", 1, 0.0, 6.0, 0.8),
+        _row("scissorhands", 0, 12.0, 3.0, 0.9),
+        _row("scissorhands", 1, 22.0, 7.0, 0.7),
+        {"scenario": "s", "method": "ga", "seed": 0, "error": "FloatingPointError: nan"},
+    ]
+    table = _report.markdown_tables(rows, mia_feature="entropy", scenarios=["s"])
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
+    # UA: retrain 15 ± 5; scissorhands 17 is closer than ft 0 -> bold
+    assert "**17.00 ± 5.00**" in lines["scissorhands"] and "0.00 ± 0.00 |" in lines["ft"]
+    # Avg. Gap: both 5.00 -> a tie, both bold; ToW: ft 0.8 = scissorhands 0.8 -> both bold
+    assert lines["ft"].count("**5.00 ± 1.00**") == 1 and "**5.00 ± 2.00**" in lines["scissorhands"]
+    assert "| ga | 0 (1 failed) |" in table
+    text = _report.ranking(rows, "s")
+    assert "scissorhands ranks" in text and "| ft | 5.00 | 5.00 | 1/2 seeds |" in text
+
+
+def test_gap_components_sum_to_the_avg_gap_by_hand():
+    ref0 = {**_row("retrain", 0, 10.0, 0.0), "MIA_entropy": 20.0}
+    ref1 = {**_row("retrain", 1, 20.0, 0.0), "MIA_entropy": 40.0}
+    row0 = {**_row("ft", 0, 14.0, 0.0), "RA": 97.0, "MIA_entropy": 30.0}
+    row1 = {**_row("ft", 1, 20.0, 0.0), "TA": 80.0, "MIA_entropy": 40.0}
+    for row in (row0, row1):
+        row["avg_gap_mia"] = "MIA_entropy"
+    parts = _report.gap_components([ref0, ref1, row0, row1], "s")
+    assert parts["ft"] == pytest.approx({"UA": 0.5, "RA": 0.25, "TA": 1.25, "MIA": 1.25})
+    # seed 0: (4 + 2 + 0 + 10) / 4 = 4; seed 1: (0 + 0 + 10 + 0) / 4 = 2.5
+    assert sum(parts["ft"].values()) == pytest.approx((4 + 2.5) / 2)
