@@ -1,0 +1,20 @@
+"""Flags shared by ``train``, ``unlearn`` and ``evaluate`` (argparse only: cheap to import)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """``CONFIG``, ``--smoke``, ``--set``, ``--data-dir``, ``--no-progress``."""
+    p.add_argument("config", help="a config file, e.g. experiments/configs/cifar10_random10.py")
+    p.add_argument("--smoke", action="store_true", help="merge the config's SMOKE (seconds)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set unlearn.lr=0.01 (repeatable)",
+    )
+    p.add_argument("--data-dir", help="data directory (overrides data.data_dir)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -1,0 +1,216 @@
+"""What ``train``, ``unlearn`` and ``evaluate`` share: config -> data, model, run files.
+
+A run directory (``--out`` of ``train``, ``--run`` of the others) holds::
+
+    split.json, forget_indices.npy, val_indices.npy   the request, re-derivable exactly
+    original/checkpoints/<step>/   original/log.json  the model trained on retain + forget
+    retrain/checkpoints/<step>/    retrain/log.json   the oracle trained on retain only
+    unlearned/checkpoints/<step>/  unlearned/log.json the Scissorhands result (+ mask)
+    evaluation.json                                   UA, RA, TA, MIA, Avg. Gap, RTE
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
+from scissorhands_jax.config import load_config
+from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
+from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
+from scissorhands_jax.resumable import TrainState, step_decay_sgd
+
+MODELS = {
+    "resnet18": {"stage_sizes": (2, 2, 2, 2), "cifar_stem": True},
+    "resnet34": {"stage_sizes": (3, 4, 6, 3), "cifar_stem": False},
+    "digits_cnn": {},
+}
+ROLES = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
+"""role -> (config section of its schedule, data part it trains on)."""
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.set)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir!r}")
+    return load_config(args.config, smoke=args.smoke, overrides=overrides)
+
+
+def build_split(cfg: dict, *, progress: bool) -> Split:
+    d = cfg["data"]
+    dataset = load_dataset(
+        d["name"],
+        data_dir=d["data_dir"],
+        limit_train=d["limit_train"],
+        limit_test=d["limit_test"],
+        image_size=d["image_size"],
+        progress=progress,
+    )
+    return make_split(
+        dataset, val_fraction=d["val_fraction"], split_seed=d["split_seed"], forget=d["forget"]
+    )
+
+
+def build_model(cfg: dict, dataset: Dataset) -> Model:
+    """The config's model for ``dataset``'s image shape and classes."""
+    m = cfg["model"]
+    if m["name"] not in MODELS:
+        raise ValueError(f"unknown model.name {m['name']!r}; choose one of {sorted(MODELS)}.")
+    num_classes = m["num_classes"] or dataset.num_classes
+    if m["name"] == "digits_cnn":
+        return _model("digits_cnn", num_classes, (), False, 0, dataset.image_shape)
+    base = MODELS[m["name"]]
+    stages = tuple(m["stage_sizes"] or base["stage_sizes"])
+    stem = base["cifar_stem"] if m["cifar_stem"] is None else bool(m["cifar_stem"])
+    return _model(m["name"], num_classes, stages, stem, int(m["width"]), dataset.image_shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _model(name, num_classes, stages, stem, width, image_shape) -> Model:
+    """One :class:`Model` per setting, so that commands run in one process (tests, notebooks)
+    share its compiled programs."""
+    example = jnp.zeros((1, *image_shape), jnp.float32)
+    if name == "digits_cnn":
+        return linen_model(DigitsCNN(num_classes), example)
+    return linen_model(ResNet(stages, num_classes, stem, width), example)
+
+
+def _sha(values: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(values, np.int64).tobytes()).hexdigest()[:16]
+
+
+def identity(cfg: dict, role: str, split: Split) -> dict[str, Any]:
+    """What a checkpoint of ``role`` depends on: model, data seen, schedule."""
+    data = {
+        "name": cfg["data"]["name"],
+        "num_train": split.indices.num_train,
+        "val_sha": _sha(split.indices.val),
+        "augment": cfg["data"]["augment"],
+        "image_size": cfg["data"]["image_size"],
+    }
+    if role != "original":
+        data["forget_sha"] = _sha(split.indices.forget)
+    out = {"role": role, "model": cfg["model"], "data": data}
+    if role in ROLES:
+        schedule = dict(cfg[ROLES[role][0]])
+        schedule.pop("checkpoint_every"), schedule.pop("keep")
+        out["schedule"] = schedule
+    else:
+        out["unlearn"] = cfg["unlearn"]
+    return out
+
+
+def split_description(cfg: dict) -> dict[str, Any]:
+    d = cfg["data"]
+    keys = ("name", "val_fraction", "split_seed", "forget", "limit_train", "limit_test")
+    return {**{k: d[k] for k in keys}, "config": cfg["config_path"], "smoke": cfg["smoke"]}
+
+
+def record_split(run: Path, split: Split, cfg: dict) -> None:
+    """Saves the indices beside the run, or checks they equal the saved ones.
+
+    Raises:
+      ValueError: ``run`` already holds a different request.
+    """
+    why = split.indices.matches_saved(run)
+    if why:
+        raise ValueError(f"{why}: this run directory belongs to another request; use another one.")
+    split.indices.save(run, split_description(cfg))
+
+
+def schedule_tx(section: dict, steps_per_epoch: int):
+    """The role's optimiser; equal settings give the same object (compiled steps reused)."""
+    return _tx(
+        section["lr"],
+        steps_per_epoch,
+        tuple(section["milestones"]),
+        section["gamma"],
+        section["momentum"],
+        section["weight_decay"],
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _tx(lr, steps_per_epoch, milestones, gamma, momentum, weight_decay):
+    return step_decay_sgd(
+        lr,
+        steps_per_epoch=steps_per_epoch,
+        milestones=milestones,
+        gamma=gamma,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
+
+
+def role_setup(cfg: dict, role: str, split: Split, model: Model, *, abstract: bool = False):
+    """``(section, source, tx, fresh_state, data_key)`` of a training role; with
+    ``abstract`` the fresh state holds only shapes (enough to restore a checkpoint)."""
+    name, part = ROLES[role]
+    section = cfg[name]
+    source = split.source(part, section["batch_size"], augment=cfg["data"]["augment"])
+    tx = schedule_tx(section, source.num_batches)
+    key = jax.random.key(section["seed"])
+
+    def fresh(key):
+        params, model_state = model.init(key)
+        return params, model_state, tx.init(params)
+
+    tree = jax.eval_shape(fresh, key) if abstract else fresh(key)
+    return section, source, tx, TrainState(0, *tree), jax.random.fold_in(key, 1)
+
+
+def checkpoints(run: Path, role: str, cfg: dict, split: Split) -> Checkpoints:
+    keep = cfg[ROLES[role][0]]["keep"] if role in ROLES else 1
+    return Checkpoints(run / role / "checkpoints", identity=identity(cfg, role, split), keep=keep)
+
+
+def load_trained(run: Path, role: str, cfg: dict, split: Split, model: Model):
+    """``(params, model_state)`` of a finished ``original`` or ``retrain`` run.
+
+    Raises:
+      CheckpointError: no checkpoint, an unfinished run, or a mismatched/corrupt one.
+    """
+    fix = f"scissorhands train {cfg['config_path']} --out {run} --only {role}"
+    ck = checkpoints(run, role, cfg, split)
+    try:
+        if ck.latest_step() is None:
+            raise CheckpointError(f"no {role} checkpoint in {ck.directory}; run: {fix}")
+        _, _, _, fresh, _ = role_setup(cfg, role, split, model, abstract=True)
+        tree, info = ck.restore(fresh.tree())
+        if not info.get("final"):
+            raise CheckpointError(
+                f"the {role} run in {ck.directory} is unfinished (step {ck.latest_step()}); "
+                f"finish it with: {fix} --resume"
+            )
+    finally:
+        ck.close()
+    return tree["params"], tree["model_state"]
+
+
+def load_unlearned(run: Path, cfg: dict, split: Split, model: Model):
+    """``(params, model_state, mask)`` saved by ``scissorhands unlearn``."""
+    ck = checkpoints(run, "unlearned", cfg, split)
+    try:
+        if ck.latest_step() is None:
+            raise CheckpointError(
+                f"no unlearned checkpoint in {ck.directory}; run: scissorhands unlearn "
+                f"{cfg['config_path']} --run {run}"
+            )
+        params, model_state = jax.eval_shape(model.init, jax.random.key(0))
+        mask = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, bool), params)
+        tree, _ = ck.restore({"params": params, "model_state": model_state, "mask": mask})
+    finally:
+        ck.close()
+    return tree["params"], tree["model_state"], tree["mask"]
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    return json.loads(path.read_text()) if path.exists() else default

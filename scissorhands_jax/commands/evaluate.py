@@ -1,0 +1,141 @@
+"""``scissorhands evaluate``: UA, RA, TA, MIA-efficacy, Avg. Gap and RTE of a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scissorhands_jax.commands import _args
+
+MODELS = ("retrain", "original", "unlearned")
+COLUMNS = ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence", "avg_gap", "rte_s")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers ``scissorhands evaluate``."""
+    p = sub.add_parser(
+        "evaluate",
+        help="UA, RA, TA, MIA-efficacy, Avg. Gap (against Retrain) and RTE of a run",
+        description="Evaluates the run's models on its forget, retain and test sets (the "
+        "forgotten classes removed from test for class-wise requests); writes "
+        "RUN/evaluation.json and prints a table. Avg. Gap is against the retrained oracle "
+        "(entropy MIA); RTE is the wall-clock time of training or unlearning.",
+    )
+    _args.add_common_arguments(p)
+    p.add_argument("--run", required=True, help="the run directory")
+    p.add_argument(
+        "--retrain",
+        help="a run directory whose retrain/ is the reference (default: --run itself)",
+    )
+    p.add_argument(
+        "--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models to score"
+    )
+
+
+def _probs(model, params, model_state, source, progress, desc):
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from scissorhands_jax.models._adapters import predict_probs
+
+    probs, labels = [], []
+    for batch in tqdm(
+        source.batches(None),  # unshuffled and unaugmented: the key is never read
+        total=source.num_batches,
+        desc=desc,
+        disable=not progress,
+        leave=False,
+    ):
+        n = batch["label"].shape[0]
+        # pad the last batch to the common shape: one compiled program for every batch
+        images = np.pad(batch["image"], ((0, source.batch_size - n), (0, 0), (0, 0), (0, 0)))
+        out = predict_probs(model, params, model_state, images, batch_size=source.batch_size)
+        probs.append(np.asarray(out)[:n])
+        labels.append(batch["label"])
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def score(model, params, model_state, split, *, batch_size: int, progress: bool) -> dict:
+    """UA, RA, TA and the two MIA-efficacies of one model on a split."""
+    from scissorhands_jax.metrics import classification_metrics
+
+    sets = {}
+    for part in ("forget", "retain", "test"):
+        source = split.source(part, batch_size, shuffle=False)
+        sets[f"{part}_probs"], sets[f"{part}_labels"] = _probs(
+            model, params, model_state, source, progress, f"predict {part}"
+        )
+    return classification_metrics(**sets)
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    for row in rows:
+        cells = [f"{row[c]:.2f}" if row.get(c) is not None else "-" for c in COLUMNS]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Scores the models, writes ``evaluation.json`` and prints the table; returns 0."""
+    from scissorhands_jax.commands import _pipeline as pipe
+    from scissorhands_jax.demo import write_json_atomic
+    from scissorhands_jax.metrics import avg_gap
+
+    cfg = pipe.config_from_args(args)
+    progress = not args.no_progress
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        raise ValueError(f"run directory {run_dir} does not exist; run scissorhands train first.")
+    ref_dir = Path(args.retrain) if args.retrain else run_dir
+    split = pipe.build_split(cfg, progress=progress)
+    why = split.indices.matches_saved(run_dir)
+    if why:
+        raise ValueError(f"{why}: {run_dir} was written for another request than this config.")
+    model = pipe.build_model(cfg, split.dataset)
+    loaded = {}  # load everything first: a missing checkpoint fails before minutes of scoring
+    for name in ["retrain", *(m for m in args.models if m != "retrain")]:
+        if name == "unlearned":
+            loaded[name] = pipe.load_unlearned(run_dir, cfg, split, model)[:2]
+        else:
+            where = ref_dir if name == "retrain" else run_dir
+            loaded[name] = pipe.load_trained(where, name, cfg, split, model)
+    rows, reference = [], None
+    for name, (params, model_state) in loaded.items():
+        row = {"model": name}
+        row.update(
+            score(
+                model,
+                params,
+                model_state,
+                split,
+                batch_size=cfg["eval"]["batch_size"],
+                progress=progress,
+            )
+        )
+        reference = row if name == "retrain" else reference
+        row["avg_gap"] = avg_gap(row, reference)
+        row["rte_s"] = _rte(ref_dir if name == "retrain" else run_dir, name)
+        rows.append(row)
+    rows = [r for r in rows if r["model"] in args.models]
+    payload = {
+        "config": cfg["config_path"],
+        "smoke": cfg["smoke"],
+        "forget": cfg["data"]["forget"],
+        "num_forget": int(split.indices.forget.size),
+        "num_retain": int(split.indices.retain.size),
+        "num_test": int(split.test_indices.size),
+        "mia_in_avg_gap": "MIA_entropy",
+        "rows": rows,
+    }
+    write_json_atomic(run_dir / "evaluation.json", payload)
+    print(format_table(rows))
+    print(f"\nwrote {run_dir / 'evaluation.json'}")
+    return 0
+
+
+def _rte(run_dir: Path, name: str) -> float | None:
+    from scissorhands_jax.commands._pipeline import read_json
+
+    log = read_json(run_dir / name / "log.json", {})
+    return log.get("rte_s", log.get("train_time_s"))

@@ -1,0 +1,186 @@
+"""Step-indexed training that can stop anywhere and resume to the same bits.
+
+Step ``s`` of a run with ``n`` batches per epoch is batch ``i = s mod n`` of epoch
+``e = s div n``, drawn from ``data`` with the key ``fold_in(key, e)`` (the rule of
+:func:`scissorhands_jax.fit`). The learning-rate schedule reads the optimiser's own step
+counter. So the state ``(step, params, model_state, opt_state)`` is everything a resumed
+run needs: restored from a checkpoint, it continues with exactly the batches, learning
+rates and arithmetic of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from one step to the next.
+
+    Attributes:
+      step: steps taken so far (a Python int).
+      params: parameters.
+      model_state: model state (BatchNorm statistics).
+      opt_state: optimiser state (momentum, the schedule's counter).
+    """
+
+    step: int
+    params: Params
+    model_state: ModelState
+    opt_state: optax.OptState
+
+    def tree(self) -> dict[str, Any]:
+        """The arrays to checkpoint (the step goes into the checkpoint's step number)."""
+        return {"params": self.params, "model_state": self.model_state, "opt_state": self.opt_state}
+
+
+def step_decay_sgd(
+    lr: float,
+    *,
+    steps_per_epoch: int,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+) -> optax.GradientTransformation:
+    r"""PyTorch-style SGD (coupled weight decay, then momentum) with a step schedule.
+
+    :math:`\eta_s = \text{lr} \cdot \gamma^{|\{m \in \text{milestones} : m \cdot n \le s\}|}`
+    at step :math:`s` with :math:`n` = ``steps_per_epoch``: ``MultiStepLR`` stepped per
+    epoch, as the release trains its originals (lr 0.1, milestones 91 and 136).
+
+    Args:
+      lr: initial learning rate.
+      steps_per_epoch: batches per epoch.
+      milestones: epochs at whose start the rate is multiplied by ``gamma``.
+      gamma: the decay factor.
+      momentum: SGD momentum.
+      weight_decay: coupled L2 weight decay.
+
+    Returns:
+      The optax transformation (its schedule counter lives in the optimiser state).
+    """
+    boundaries = {int(m) * int(steps_per_epoch): gamma for m in milestones}
+    schedule = optax.piecewise_constant_schedule(lr, boundaries) if boundaries else lr
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum)
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "tx"))
+def _step(loss_fn: ModelLossFn, tx, params, model_state, opt_state, batch):
+    (loss, new_state), grads = jax.value_and_grad(
+        lambda p: loss_fn(p, model_state, batch, True), has_aux=True
+    )(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_state, opt_state, loss
+
+
+def _epoch_batches(data: BatchSource, key: PRNGKey, start: int):
+    """Batches ``start, ...`` of the epoch ``key`` draws (skipping when ``data`` cannot
+    start mid-epoch itself)."""
+    batches = getattr(data, "batches", None)
+    if batches is not None:
+        return batches(key, start)
+    return itertools.islice(data(key), start, None)
+
+
+def fit_resumable(
+    loss_fn: ModelLossFn,
+    state: TrainState,
+    data: BatchSource,
+    *,
+    key: PRNGKey,
+    epochs: int,
+    tx: optax.GradientTransformation,
+    stop_step: int | None = None,
+    save: Callable[[TrainState, dict], None] | None = None,
+    save_every: int = 0,
+    progress: bool = False,
+    desc: str = "train",
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Trains from ``state.step`` to ``epochs * data.num_batches`` steps (or ``stop_step``).
+
+    Args:
+      loss_fn: ``loss_fn(params, model_state, batch, train) -> (loss, new_state)``.
+      state: where to start: ``TrainState(0, params, model_state, tx.init(params))`` for
+        a new run, or a restored state.
+      data: a :data:`BatchSource` with ``num_batches``; one with ``batches(key, start)``
+        (e.g. :class:`~scissorhands_jax.data.loader.ImageSource`) resumes mid-epoch
+        without reading the skipped batches.
+      key: the run's data key; epoch ``e`` uses ``fold_in(key, e)``.
+      epochs: total epochs of the run.
+      tx: the optimiser that made ``state.opt_state`` (hashable: build it once).
+      stop_step: stop after this many steps in total (preemption, tests); None: the end.
+      save: ``save(state, info)`` is called every ``save_every`` steps and at the last
+        step taken (``info`` has ``epoch`` and ``final``).
+      save_every: steps between saves (0: only at the end).
+      progress: a progress bar over steps with rate and ETA.
+      desc: the bar's label.
+
+    Returns:
+      ``(state, log)``: the state at the last step, and one ``{"epoch", "loss", "steps",
+      "time_s"}`` per epoch (or part of one) walked in this call.
+
+    Raises:
+      ValueError: ``data`` has no ``num_batches``, or ``stop_step`` / ``state.step`` is
+        out of range.
+      FloatingPointError: an epoch's mean loss is not finite.
+    """
+    per_epoch = getattr(data, "num_batches", None)
+    if not per_epoch:
+        raise ValueError("fit_resumable needs a data source with num_batches >= 1.")
+    total = epochs * per_epoch
+    end = total if stop_step is None else min(int(stop_step), total)
+    if not 0 <= state.step <= end:
+        raise ValueError(f"cannot run from step {state.step} to step {end} (of {total}).")
+    step, params, model_state, opt_state = state
+    log: list[dict[str, Any]] = []
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress)
+    losses, start, batches = [], time.perf_counter(), None
+    while step < end:
+        epoch, i = divmod(step, per_epoch)
+        if batches is None:
+            batches = _epoch_batches(data, jax.random.fold_in(key, epoch), i)
+        batch = next(batches)
+        params, model_state, opt_state, loss = _step(
+            loss_fn, tx, params, model_state, opt_state, batch
+        )
+        losses.append(loss)
+        step += 1
+        bar.update(1)
+        epoch_done = step % per_epoch == 0
+        if epoch_done or step == end:
+            mean = float(np.mean(jax.device_get(losses)))
+            if not np.isfinite(mean):
+                raise FloatingPointError(
+                    f"{desc}: the mean loss of epoch {epoch} is {mean}; lower the learning rate."
+                )
+            log.append(
+                {
+                    "epoch": epoch,
+                    "loss": mean,
+                    "steps": len(losses),
+                    "time_s": time.perf_counter() - start,
+                }
+            )
+            bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4f}")
+            losses, start = [], time.perf_counter()
+            batches = None if epoch_done else batches
+        if save is not None and ((save_every and step % save_every == 0) or step == end):
+            save(
+                TrainState(step, params, model_state, opt_state),
+                {"epoch": step / per_epoch, "final": step == total},
+            )
+    bar.close()
+    return TrainState(step, params, model_state, opt_state), log
