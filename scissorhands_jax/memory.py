@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
+from scissorhands_jax.parallel import on_mesh, shard_batch
 from scissorhands_jax.saliency import as_partial, loss_and_grad
 
 
@@ -21,6 +22,7 @@ def forget_memory(
     eligible: Mask | None = None,
     accumulate: bool = False,
     stale: Params | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Params:
     r"""Stacks the gradients of the negated forget loss, one per batch.
 
@@ -43,6 +45,9 @@ def forget_memory(
       eligible: bool-per-leaf tree (see :func:`eligible_mask`); None keeps every leaf.
       accumulate: release-parity accumulation (see above); default: clean memories.
       stale: the stale gradient tree added under ``accumulate`` (None: zero).
+      mesh: compute data-parallel on this mesh (see
+        :func:`scissorhands_jax.parallel.data_mesh`): each batch is split over its data
+        axis, the other arrays replicated unless already on it.
 
     Returns:
       A pytree shaped like ``params`` whose leaves have a leading axis ``t``.
@@ -54,8 +59,12 @@ def forget_memory(
     if stale is not None and not accumulate:
         raise ValueError("forget_memory: `stale` only has a meaning with accumulate=True.")
     loss_fn = as_partial(loss_fn)
+    if mesh is not None:
+        loss_fn, params, stale = (on_mesh(t, mesh) for t in (loss_fn, params, stale))
     grads = []
     for i, batch in enumerate(batches):
+        if mesh is not None:
+            batch = shard_batch(batch, mesh)
         loss, g = loss_and_grad(loss_fn, params, batch)
         if not np.isfinite(float(loss)):
             raise FloatingPointError(

@@ -18,6 +18,7 @@ from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGK
 from scissorhands_jax.data._batching import first_batch
 from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models._adapters import Model, bind_state
+from scissorhands_jax.parallel import on_mesh, sharded_source
 from scissorhands_jax.projection import gem_projection, orthogonal_projection
 
 PROJECTIONS = ("gem", "orthogonal", "orthogonal_on_conflict", "none")
@@ -91,6 +92,8 @@ def repair(
     stale: Params | None = None,
     eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+    shard_params: bool = False,
 ) -> tuple[Params, ModelState, list[dict[str, Any]]]:
     r"""Phase 2: fine-tune on :math:`L_r - \lambda L_f` under the forget-memory projection.
 
@@ -126,6 +129,12 @@ def repair(
       stale: the epoch-0 stale gradient for ``release_memory``.
       eval_fn: ``eval_fn(params, model_state) -> dict`` logged after every epoch.
       progress: show a progress bar.
+      mesh: run data-parallel on this mesh (see :func:`scissorhands_jax.parallel.data_mesh`):
+        every batch is split over its data axis and the parameters, model state,
+        optimiser state and memory are replicated, so the same jitted steps run
+        partitioned with global-batch semantics. None: the default device.
+      shard_params: with ``mesh``, split large parameter leaves over the data axis
+        instead of replicating them (see :func:`scissorhands_jax.parallel.on_mesh`).
 
     Returns:
       ``(params, model_state, log)``; each log entry has ``epoch``, ``loss_retain``,
@@ -139,7 +148,14 @@ def repair(
     tx = _optimizer(
         projection, margin, eps, lr, momentum, weight_decay, mask_def, tuple(map(bool, mask_leaves))
     )
+    if mesh is not None:
+        params, model_state, stale = (
+            on_mesh(tree, mesh, shard=shard_params) for tree in (params, model_state, stale)
+        )
+        retain, forget = sharded_source(retain, mesh), sharded_source(forget, mesh)
     opt_state = tx.init(params)
+    if mesh is not None:
+        opt_state = on_mesh(opt_state, mesh)
     k_mem, k_retain, k_forget = jax.random.split(key, 3)
     total = getattr(retain, "num_batches", None)
     log: list[dict[str, Any]] = []

@@ -14,6 +14,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
+from scissorhands_jax.parallel import on_mesh, shard_batch
 
 
 def as_partial(loss_fn: LossFn) -> Partial:
@@ -45,7 +46,13 @@ def _times_params(params, acc):
     return jax.tree.map(lambda p, a: jnp.abs(p * a), params, acc)
 
 
-def connection_sensitivity(loss_fn: LossFn, params: Params, batches: Iterable[Batch]) -> Params:
+def connection_sensitivity(
+    loss_fn: LossFn,
+    params: Params,
+    batches: Iterable[Batch],
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Params:
     r"""Scores every parameter by its connection sensitivity to the forget data.
 
     .. math::
@@ -66,6 +73,9 @@ def connection_sensitivity(loss_fn: LossFn, params: Params, batches: Iterable[Ba
         classifier, noise-prediction MSE for diffusion).
       params: the trained parameters, any pytree of float arrays.
       batches: an iterable of batches of the forget set (``prune_num`` of them).
+      mesh: compute data-parallel on this mesh (see
+        :func:`scissorhands_jax.parallel.data_mesh`): each batch is split over its data
+        axis, ``params`` and the arrays in ``loss_fn`` replicated unless already on it.
 
     Returns:
       A pytree shaped like ``params`` with the non-negative saliency of every entry.
@@ -84,9 +94,13 @@ def connection_sensitivity(loss_fn: LossFn, params: Params, batches: Iterable[Ba
       [6.0, 12.0]
     """
     loss_fn = as_partial(loss_fn)
+    if mesh is not None:
+        loss_fn, params = on_mesh(loss_fn, mesh), on_mesh(params, mesh)
     acc = None
     n = 0
     for batch in batches:
+        if mesh is not None:
+            batch = shard_batch(batch, mesh)
         loss, grads = loss_and_grad(loss_fn, params, batch)
         acc = _abs(grads) if acc is None else _add_abs(acc, grads)
         if not np.isfinite(float(loss)):
@@ -120,8 +134,10 @@ def kth_smallest(scores: Params, k: int) -> jax.Array:
 
     Runs a 32-step bisection over the order-preserving integer image of float32, each
     step counting per leaf how many entries lie at or below the candidate. It never
-    concatenates or sorts the leaves, so extra memory is one leaf's comparison at a time,
-    and the result equals ``np.sort(np.concatenate(leaves))[k - 1]`` exactly.
+    concatenates or sorts the leaves, and leaves of more than :data:`COUNT_CHUNK`
+    entries are counted chunk by chunk, so the working memory is a few chunks whatever
+    the model size (no copy of the scores); the result equals
+    ``np.sort(np.concatenate(leaves))[k - 1]`` exactly.
 
     Args:
       scores: pytree of float arrays (float32 or narrower; wider values are rounded to
@@ -137,20 +153,62 @@ def kth_smallest(scores: Params, k: int) -> jax.Array:
     n = sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(scores))
     if not isinstance(k, numbers.Integral) or not 1 <= k <= n:
         raise ValueError(f"kth_smallest: k must be an integer in 1..{n}, got {k!r}.")
-    return _kth_smallest(scores, int(k))
+    return _kth_smallest(scores, int(k), _chunkable(scores))
 
 
-@functools.partial(jax.jit, static_argnames="k")
-def _kth_smallest(scores: Params, k: int) -> jax.Array:
-    keys = [_sortable_keys(leaf).ravel() for leaf in jax.tree.leaves(scores)]
+COUNT_CHUNK = 1 << 20
+"""Leaves larger than this are counted in chunks of this many entries by
+:func:`kth_smallest` (the working memory of the device top-k)."""
 
-    def count_le(bound):
-        return sum(jnp.sum(kk <= bound, dtype=jnp.int32) for kk in keys)
+
+def _chunkable(scores: Params) -> tuple[bool, ...]:
+    """Per non-empty leaf: whether every device holds all of it (one device, or
+    replicated). A leaf split over devices is counted whole, shard by shard: slicing
+    it into chunks would make the partitioner gather it onto every device."""
+    return tuple(
+        getattr(getattr(leaf, "sharding", None), "is_fully_replicated", True)
+        for leaf in jax.tree.leaves(scores)
+        if math.prod(np.shape(leaf))
+    )
+
+
+def _count_le(leaf: jax.Array, bound: jax.Array, chunk: bool) -> jax.Array:
+    """How many entries of ``leaf`` have a sortable key <= ``bound``.
+
+    The optimisation barrier ties the leaf to the loop-varying bound, so XLA cannot
+    hoist the keys (a uint32 copy of every leaf) out of the bisection loop; with
+    ``chunk``, large leaves are counted in fixed chunks, so a backend that materialises
+    the comparison before summing (XLA:CPU does) holds one chunk of it at a time.
+    """
+    leaf, bound = jax.lax.optimization_barrier((leaf, bound))
+
+    def count(x):
+        return jnp.sum(_sortable_keys(x) <= bound, dtype=jnp.int32)
+
+    if not chunk or leaf.size <= COUNT_CHUNK:
+        return count(leaf)
+    flat = leaf.ravel()
+    full, tail = divmod(flat.shape[0], COUNT_CHUNK)
+    total = jax.lax.fori_loop(
+        0,
+        full,
+        lambda i, acc: (
+            acc + count(jax.lax.dynamic_slice_in_dim(flat, i * COUNT_CHUNK, COUNT_CHUNK))
+        ),
+        jnp.int32(0),
+    )
+    return total + count(flat[full * COUNT_CHUNK :]) if tail else total
+
+
+@functools.partial(jax.jit, static_argnames=("k", "chunkable"))
+def _kth_smallest(scores: Params, k: int, chunkable: tuple[bool, ...]) -> jax.Array:
+    leaves = [leaf for leaf in jax.tree.leaves(scores) if leaf.size]
 
     def body(i, lo_hi):
         lo, hi = lo_hi  # invariant: count(<= hi) >= k, and the answer lies in [lo, hi]
         mid = lo + (hi - lo) // 2
-        enough = count_le(mid) >= k
+        counts = [_count_le(x, mid, c) for x, c in zip(leaves, chunkable, strict=True)]
+        enough = sum(counts) >= k
         return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
     lo, hi = jnp.uint32(0), jnp.uint32(0xFFFFFFFF)
@@ -158,13 +216,13 @@ def _kth_smallest(scores: Params, k: int) -> jax.Array:
     return _key_to_float(hi)
 
 
-@functools.partial(jax.jit, static_argnames="k")
-def _stats_and_kth(scores, k):
+@functools.partial(jax.jit, static_argnames=("k", "chunkable"))
+def _stats_and_kth(scores, k, chunkable):
     leaves = [leaf.astype(jnp.float32) for leaf in jax.tree.leaves(scores) if leaf.size]
     lo = jnp.min(jnp.stack([jnp.min(leaf) for leaf in leaves]))
     hi = jnp.max(jnp.stack([jnp.max(leaf) for leaf in leaves]))
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
-    return lo, hi, finite, _kth_smallest(scores, k)
+    finite = jnp.isfinite(lo) & jnp.isfinite(hi)  # min and max propagate NaN
+    return lo, hi, finite, _kth_smallest(scores, k, chunkable)
 
 
 def check_sparsity(sparsity: Any) -> None:
@@ -206,7 +264,10 @@ def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") ->
       sparsity: fraction of entries left untouched, in the open interval (0, 1).
       method: ``"device"`` (:func:`kth_smallest`, no copy of the scores), ``"host"``
         (``np.partition`` on a host copy), or ``"auto"``: host up to
-        :data:`HOST_MAX_ENTRIES` entries, device beyond.
+        :data:`HOST_MAX_ENTRIES` entries, device beyond (and always on the device when
+        the scores span several processes). On the device the count runs where the
+        scores live: a leaf split over devices is counted shard by shard and the counts
+        summed, never gathered.
 
     Returns:
       The threshold as a float32 scalar.
@@ -231,8 +292,13 @@ def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") ->
         )
     if method not in ("auto", "device", "host"):
         raise ValueError(f"method must be 'auto', 'device' or 'host', got {method!r}.")
-    on_host = method == "host" or (method == "auto" and n <= HOST_MAX_ENTRIES)
-    lo, hi, finite, tau = (_host_stats_and_kth if on_host else _stats_and_kth)(scores, k)
+    # Scores spread over several processes are never gathered to one host.
+    local = all(getattr(leaf, "is_fully_addressable", True) for leaf in leaves)
+    on_host = method == "host" or (method == "auto" and n <= HOST_MAX_ENTRIES and local)
+    if on_host:
+        lo, hi, finite, tau = _host_stats_and_kth(scores, k)
+    else:
+        lo, hi, finite, tau = _stats_and_kth(scores, k, _chunkable(scores))
     if not bool(finite):
         raise ValueError(
             "top_k_mask: the scores contain NaN or inf; the saliency pass saw a non-finite "

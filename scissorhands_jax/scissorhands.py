@@ -19,6 +19,7 @@ import numpy as np
 from scissorhands_jax._types import Batch, BatchSource, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data._batching import array_source, first_batch
 from scissorhands_jax.models._adapters import Model, bind_state
+from scissorhands_jax.parallel import on_mesh, sharded_source
 from scissorhands_jax.reinit import PathPredicate, eligible_mask, masked_reinit, torch_default_init
 from scissorhands_jax.repair import PROJECTIONS, repair
 from scissorhands_jax.saliency import (
@@ -97,19 +98,28 @@ def trim(
     prune_num: int = 1,
     reinit: str = "model",
     saliency_train_mode: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[Params, Mask, Batch]:
     """Phase 1: connection sensitivity on ``prune_num`` fresh forget batches, global
     top-k, masked re-initialisation of the eligible leaves.
 
+    With ``mesh`` (see :func:`scissorhands_jax.parallel.data_mesh`) the forget batches
+    are split over its data axis and parameters and state not yet on it are replicated.
+
     Returns:
       ``(trimmed_params, reinit_mask, last_saliency_batch)``.
     """
+    if mesh is not None:
+        params, model_state = on_mesh(params, mesh), on_mesh(model_state, mesh)
+        forget = sharded_source(forget, mesh)
     k_batches, k_fresh = jax.random.split(key)
     batches = [first_batch(forget, jax.random.fold_in(k_batches, i)) for i in range(prune_num)]
     loss_fn = bind_state(model, model_state, train=saliency_train_mode)
     scores = connection_sensitivity(loss_fn, params, batches)
     tau = top_k_threshold(scores, sparsity)
     fresh = model.init(k_fresh)[0] if reinit == "model" else torch_default_init(k_fresh, params)
+    if mesh is not None:
+        fresh = on_mesh(fresh, mesh)
     leaves, treedef = jax.tree.flatten(eligible)
     trimmed, mask = _apply_trim(params, scores, fresh, tau, treedef, tuple(map(bool, leaves)))
     return trimmed, mask, batches[-1]
@@ -151,6 +161,8 @@ def scissorhands(
     saliency_train_mode: bool = False,
     eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+    shard_params: bool = False,
 ) -> ScissorhandsResult:
     r"""Unlearns the forget set: trim (:func:`trim`), then repair (:func:`repair`).
 
@@ -179,6 +191,12 @@ def scissorhands(
       reinit: fresh values from the model's own initialisers (``"model"``) or PyTorch's
         default kaiming-uniform (``"torch"``, release parity).
       saliency_train_mode: compute the saliency with the model in training mode.
+      mesh: run data-parallel on this :class:`jax.sharding.Mesh` (see
+        :func:`scissorhands_jax.parallel.data_mesh`): batches split over its data axis,
+        parameters and state replicated; N devices give the one-device result on the
+        same global batches up to float round-off. None: the default device.
+      shard_params: with ``mesh``, split large parameter leaves over the data axis
+        (fully sharded data parallelism) instead of replicating them.
 
     Returns:
       A :class:`ScissorhandsResult`.
@@ -200,6 +218,10 @@ def scissorhands(
     forget_src = _as_source(forget, batch_size, "forget")
     retain_src = _as_source(retain, batch_size, "retain")
     eligible_tree = eligible_mask(params, eligible)
+    if mesh is not None:
+        params = on_mesh(params, mesh, shard=shard_params)
+        model_state = on_mesh(model_state, mesh)
+        forget_src, retain_src = sharded_source(forget_src, mesh), sharded_source(retain_src, mesh)
     k_trim, k_repair = jax.random.split(key)
     start = time.perf_counter()
     trimmed, mask, last_batch = trim(
@@ -213,6 +235,7 @@ def scissorhands(
         prune_num=prune_num,
         reinit=reinit,
         saliency_train_mode=saliency_train_mode,
+        mesh=mesh,
     )
     stale = None
     if release_memory:
@@ -242,5 +265,7 @@ def scissorhands(
         stale=stale,
         eval_fn=eval_fn,
         progress=progress,
+        mesh=mesh,
+        shard_params=shard_params,
     )
     return ScissorhandsResult(new_params, new_state, mask, [trim_entry, *log])

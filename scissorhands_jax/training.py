@@ -12,6 +12,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
+from scissorhands_jax.parallel import on_mesh, sharded_source
 
 
 def sgd(
@@ -42,6 +43,8 @@ def fit(
     tx: optax.GradientTransformation,
     progress: bool = False,
     desc: str = "train",
+    mesh: jax.sharding.Mesh | None = None,
+    shard_params: bool = False,
 ) -> tuple[Params, ModelState, list[dict[str, Any]]]:
     """Trains for ``epochs`` passes over ``data``, epoch e shuffled by ``fold_in(key, e)``.
 
@@ -55,6 +58,10 @@ def fit(
       tx: the optimiser (hashable: build it once, e.g. with :func:`sgd`).
       progress: show a progress bar.
       desc: the progress bar's label.
+      mesh: train data-parallel on this mesh (see
+        :func:`scissorhands_jax.parallel.data_mesh`): batches split over its data axis,
+        parameters, state and optimiser state replicated. None: the default device.
+      shard_params: with ``mesh``, split large parameter leaves over the data axis.
 
     Returns:
       ``(params, model_state, log)`` with one ``{"epoch", "loss", "time_s"}`` per epoch.
@@ -62,7 +69,12 @@ def fit(
     Raises:
       FloatingPointError: when an epoch's mean loss is not finite.
     """
+    if mesh is not None:
+        params, model_state = on_mesh(params, mesh, shard=shard_params), on_mesh(model_state, mesh)
+        data = sharded_source(data, mesh)
     opt_state = tx.init(params)
+    if mesh is not None:
+        opt_state = on_mesh(opt_state, mesh)
     log = []
     total = getattr(data, "num_batches", None)
     for epoch in range(epochs):

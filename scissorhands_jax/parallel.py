@@ -1,0 +1,261 @@
+"""Mesh and sharding helpers: data-parallel Scissorhands through ``jax.jit`` placement.
+
+Multi-device is a property of where the inputs live, not a second copy of the method.
+Every step of the library is already a ``jax.jit`` program; when its batch is sharded
+over the ``data`` axis of a :class:`jax.sharding.Mesh` and its parameters are
+replicated (or sharded, when asked), XLA's SPMD partitioner runs the same program on
+every device and inserts the all-reduces. Means over the batch, BatchNorm statistics
+and the gradients are then those of the *global* batch, so N devices give the result of
+one device on the same batch, up to the order of floating-point sums.
+
+Pass ``mesh=data_mesh()`` to :func:`scissorhands`, :func:`trim`, :func:`repair`,
+:func:`fit`, :func:`connection_sensitivity` or :func:`forget_memory`, or place the
+inputs yourself with :func:`shard_batch`, :func:`on_mesh` and :func:`sharded_source`.
+
+Multi-host (``jax.distributed.initialize()`` once per process, before any other JAX
+call): the mesh spans the devices of every process. :func:`shard_batch` builds each
+global batch from the shards this process's devices hold (every process must see the
+same global batch, as :func:`array_source` guarantees for the same key), and
+:func:`from_process_local` assembles a global batch from per-process pieces when each
+process reads its own part of the data. Write files and logs only where
+:func:`is_main_process`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from scissorhands_jax._types import Batch, BatchSource, PRNGKey
+
+DATA_AXIS = "data"
+"""The default name of the mesh axis that batches are split over."""
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = DATA_AXIS) -> Mesh:
+    """A one-axis mesh over ``devices`` (default: every device of every process).
+
+    The axis type is ``Auto``: shardings are propagated by the compiler, so programs
+    written for one device run unchanged.
+
+    Args:
+      devices: the devices, in mesh order; None for ``jax.devices()``.
+      axis: the axis name.
+
+    Returns:
+      A :class:`jax.sharding.Mesh` of shape ``(len(devices),)``.
+
+    Raises:
+      ValueError: if ``devices`` is empty.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("data_mesh: `devices` is empty; pass at least one device.")
+    return Mesh(np.array(devices), (axis,), axis_types=(AxisType.Auto,))
+
+
+def _batch_axis(mesh: Mesh, axis: str | None) -> str:
+    if axis is None:
+        return DATA_AXIS if DATA_AXIS in mesh.axis_names else mesh.axis_names[0]
+    if axis not in mesh.axis_names:
+        raise ValueError(f"axis {axis!r} is not an axis of the mesh {mesh.axis_names}.")
+    return axis
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding that puts a full copy of an array on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh, *, axis: str | None = None) -> NamedSharding:
+    """The sharding that splits the leading (example) axis over ``axis`` of ``mesh``
+    (default: ``"data"`` if the mesh has it, else its first axis)."""
+    return NamedSharding(mesh, PartitionSpec(_batch_axis(mesh, axis)))
+
+
+def _on(leaf: Any, mesh: Mesh) -> bool:
+    sharding = getattr(leaf, "sharding", None)
+    return isinstance(sharding, NamedSharding) and sharding.mesh == mesh
+
+
+def _put(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    if isinstance(leaf, jax.Array):
+        return jax.device_put(leaf, sharding)
+    # A host value: every process holds the same one, and each transfers only the
+    # pieces its own devices need (this is what makes it work across processes).
+    value = np.asarray(leaf)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def shard_batch(batch: Batch, mesh: Mesh, *, axis: str | None = None) -> Batch:
+    """Places a global batch with its leading axis split over the data axis of ``mesh``.
+
+    A batch whose size is not a multiple of the axis size (typically the last, short
+    batch of an epoch) is placed *replicated* instead: every device computes the whole
+    batch, so the result is still exactly that of the global batch (no padding that would
+    change a mean or a BatchNorm statistic, no dropped examples); only that batch loses
+    the speed-up. Drop it with ``array_source(..., drop_last=True)`` if you prefer. Leaves
+    already placed on ``mesh`` are kept as they are; 0-d leaves are replicated.
+
+    Multi-host: every process passes the same global batch (NumPy); each transfers only
+    the shards of its own devices.
+
+    Args:
+      batch: a pytree of arrays sharing the leading example axis.
+      mesh: the mesh.
+      axis: the mesh axis to split over (default: ``"data"`` or the first axis).
+
+    Returns:
+      The batch as global :class:`jax.Array` s on ``mesh``.
+    """
+    size = mesh.shape[_batch_axis(mesh, axis)]
+    split, whole = batch_sharding(mesh, axis=axis), replicated(mesh)
+
+    def place(leaf):
+        if _on(leaf, mesh):
+            return leaf
+        shape = np.shape(leaf)
+        even = len(shape) > 0 and shape[0] % size == 0
+        return _put(leaf, split if even else whole)
+
+    return jax.tree.map(place, batch)
+
+
+def from_process_local(batch: Batch, mesh: Mesh, *, axis: str | None = None) -> Batch:
+    """A global batch from this process's piece of it (multi-host data loading).
+
+    When each process reads its own part of the data, process p passes its local batch
+    of B_p examples and the global batch is their concatenation in process order
+    (``jax.make_array_from_process_local_data``), split over the data axis. With one
+    process this is :func:`shard_batch` of the same batch (the local size must then be a
+    multiple of the axis size).
+
+    Args:
+      batch: this process's examples, a pytree of host arrays.
+      mesh: the mesh spanning every process's devices.
+      axis: the mesh axis to split over.
+
+    Returns:
+      The global batch as :class:`jax.Array` s.
+    """
+    sharding = batch_sharding(mesh, axis=axis)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+    )
+
+
+def _fsdp_spec(shape: tuple[int, ...], size: int, axis: str, min_size: int) -> PartitionSpec:
+    """Splits the largest dimension divisible by ``size``; replicated when none is, or
+    when the leaf is small (a collective costs more than it saves)."""
+    if size == 1 or math.prod(shape) < min_size:
+        return PartitionSpec()
+    dims = sorted(range(len(shape)), key=lambda d: -shape[d])
+    for d in dims:
+        if shape[d] % size == 0:
+            return PartitionSpec(*(axis if i == d else None for i in range(len(shape))))
+    return PartitionSpec()
+
+
+def on_mesh(tree: Any, mesh: Mesh, *, shard: bool = False, min_size: int = 1 << 14) -> Any:
+    """Places parameters, model state or optimiser state on ``mesh``.
+
+    By default every leaf is replicated. With ``shard=True`` each leaf of at least
+    ``min_size`` entries is split along its largest dimension divisible by the data-axis
+    size (fully sharded data parallelism: the compiler gathers a leaf where a step needs
+    it whole); other leaves stay replicated. Leaves already on ``mesh`` keep their
+    placement, so a placement chosen by the caller is respected.
+
+    Args:
+      tree: any pytree of arrays.
+      mesh: the mesh.
+      shard: shard large leaves over the data axis instead of replicating them.
+      min_size: the smallest leaf that ``shard=True`` splits.
+
+    Returns:
+      The tree with every leaf a :class:`jax.Array` on ``mesh``.
+    """
+    axis = _batch_axis(mesh, None)
+    size = mesh.shape[axis]
+
+    def place(leaf):
+        if _on(leaf, mesh):
+            return leaf
+        spec = _fsdp_spec(np.shape(leaf), size, axis, min_size) if shard else PartitionSpec()
+        return _put(leaf, NamedSharding(mesh, spec))
+
+    return jax.tree.map(place, tree)
+
+
+@dataclass(frozen=True)
+class ShardedSource:
+    """A :data:`BatchSource` whose batches are placed on a mesh (see :func:`shard_batch`).
+
+    Attributes:
+      source: the wrapped source (``key -> iterable of global batches``).
+      mesh: the mesh.
+      axis: the mesh axis the batches are split over (None: ``"data"`` or the first).
+    """
+
+    source: BatchSource
+    mesh: Mesh
+    axis: str | None = None
+
+    @property
+    def num_batches(self) -> int | None:
+        """Batches per epoch of the wrapped source, when it says."""
+        return getattr(self.source, "num_batches", None)
+
+    def __call__(self, key: PRNGKey) -> Iterator[Batch]:
+        for batch in self.source(key):
+            yield shard_batch(batch, self.mesh, axis=self.axis)
+
+
+def sharded_source(source: BatchSource, mesh: Mesh, *, axis: str | None = None) -> ShardedSource:
+    """Wraps ``source`` so every batch it yields is placed with :func:`shard_batch`
+    (a source already wrapped for the same mesh and axis is returned as it is)."""
+    if isinstance(source, ShardedSource) and source.mesh == mesh and source.axis == axis:
+        return source
+    return ShardedSource(source, mesh, axis)
+
+
+def local_batch_slice(
+    global_size: int, *, process_index: int | None = None, process_count: int | None = None
+) -> slice:
+    """The contiguous part of a global batch that one process feeds (multi-host input).
+
+    Process p of P holds examples ``[p * B / P, (p + 1) * B / P)`` of a global batch of B,
+    the order :func:`from_process_local` concatenates in.
+
+    Args:
+      global_size: B, the global batch size.
+      process_index: p (default ``jax.process_index()``).
+      process_count: P (default ``jax.process_count()``).
+
+    Returns:
+      A ``slice`` into the global batch.
+
+    Raises:
+      ValueError: if B is not a multiple of P, or p is not in ``0..P-1``.
+    """
+    p = jax.process_index() if process_index is None else process_index
+    count = jax.process_count() if process_count is None else process_count
+    if count < 1 or not 0 <= p < count:
+        raise ValueError(f"process_index must be in 0..{count - 1}, got {p}.")
+    if global_size % count:
+        raise ValueError(
+            f"a global batch of {global_size} does not split over {count} processes; "
+            f"use a batch size that is a multiple of {count}."
+        )
+    local = global_size // count
+    return slice(p * local, (p + 1) * local)
+
+
+def is_main_process() -> bool:
+    """True on process 0: the one that writes checkpoints, result files and logs."""
+    return jax.process_index() == 0
