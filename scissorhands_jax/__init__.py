@@ -7,7 +7,8 @@ forget data. Every piece is a pure function on pytrees; the projections are opta
 gradient transformations.
 """
 
-from scissorhands_jax import data, metrics, models
+from scissorhands_jax import baselines, data, diffusion, metrics, models, parallel
+from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
 from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models import DigitsCNN, DigitsCNNNNX, Model, linen_model, nnx_model
 from scissorhands_jax.models._adapters import bind_state, predict_probs
@@ -22,6 +23,7 @@ from scissorhands_jax.reinit import (
     torch_default_init,
 )
 from scissorhands_jax.repair import repair
+from scissorhands_jax.resumable import TrainState, fit_resumable, step_decay_sgd
 from scissorhands_jax.saliency import (
     connection_sensitivity,
     kth_smallest,
@@ -38,17 +40,23 @@ from scissorhands_jax.training import fit, sgd
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
+    "Checkpoints",
     "DigitsCNN",
     "DigitsCNNNNX",
     "Model",
     "PRESETS",
     "ProjectionState",
     "ScissorhandsResult",
+    "TrainState",
+    "baselines",
     "bind_state",
     "connection_sensitivity",
     "data",
+    "diffusion",
     "eligible_mask",
     "fit",
+    "fit_resumable",
     "forget_memory",
     "gem_projection",
     "is_norm_path",
@@ -60,11 +68,13 @@ __all__ = [
     "models",
     "nnx_model",
     "orthogonal_projection",
+    "parallel",
     "path_regex",
     "predict_probs",
     "repair",
     "scissorhands",
     "sgd",
+    "step_decay_sgd",
     "top_k_mask",
     "top_k_threshold",
     "torch_default_init",

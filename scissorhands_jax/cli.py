@@ -12,7 +12,13 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
+    "compare": "scissorhands_jax.commands.compare",
     "demo": "scissorhands_jax.commands.demo",
+    "evaluate": "scissorhands_jax.commands.evaluate",
+    "generate-demo": "scissorhands_jax.commands.generate_demo",
+    "prepare": "scissorhands_jax.commands.prepare",
+    "train": "scissorhands_jax.commands.train",
+    "unlearn": "scissorhands_jax.commands.unlearn",
 }
 """Subcommand name -> module implementing it."""
 

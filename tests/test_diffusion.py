@@ -1,0 +1,583 @@
+"""Diffusion: schedule and posterior, samplers, the UNet, Scissorhands for generation,
+baselines, metrics, checkpoints and the generate-demo command."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+import scissorhands_jax as shs
+from scissorhands_jax import cli
+from scissorhands_jax import diffusion as dm
+from scissorhands_jax.reinit import leaf_paths
+
+# ---------------------------------------------------------------- schedule
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_schedule_against_closed_forms(kind):
+    T = 50
+    s = dm.make_schedule(kind, T)
+    betas = np.linspace(1e-4, 0.02, T) if kind == "linear" else None
+    if kind == "cosine":  # alpha_bar(t) = f(t + 1) / f(0) wherever beta is not clipped
+        f = lambda t: math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        want = np.array([f(t + 1) / f(0) for t in range(T - 1)])
+        np.testing.assert_allclose(s.alphas_cumprod[:-1], want, rtol=1e-5)
+        betas = np.array([min(1 - f(t + 1) / f(t), 0.999) for t in range(T)])
+        assert betas[-1] == 0.999  # the last step is clipped
+    np.testing.assert_allclose(s.betas, betas, rtol=1e-6)
+    abar = np.cumprod(1 - betas)
+    np.testing.assert_allclose(s.alphas_cumprod, abar, rtol=1e-5)
+    np.testing.assert_allclose(s.alphas_cumprod_prev, np.r_[1.0, abar[:-1]], rtol=1e-5)
+
+
+def test_q_sample_and_posterior_against_bayes():
+    s = dm.make_schedule("linear", 20, beta_start=1e-3, beta_end=0.2)
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((5, 4, 4, 1)).astype(np.float32)
+    xt = rng.standard_normal((5, 4, 4, 1)).astype(np.float32)
+    noise = rng.standard_normal((5, 4, 4, 1)).astype(np.float32)
+    t = np.array([1, 3, 7, 12, 19])
+    b = np.linspace(1e-3, 0.2, 20)
+    abar = np.cumprod(1 - b)
+    col = lambda v: v[t][:, None, None, None]  # noqa: E731
+    np.testing.assert_allclose(
+        dm.q_sample(s, x0, t, noise),
+        np.sqrt(col(abar)) * x0 + np.sqrt(1 - col(abar)) * noise,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # q(x_{t-1} | x_t, x_0) ∝ N(x_{t-1}; sqrt(abar_{t-1}) x_0, 1 - abar_{t-1}) ·
+    #                         N(x_t; sqrt(alpha_t) x_{t-1}, beta_t): product of Gaussians
+    abar_prev, alpha = col(np.r_[1.0, abar[:-1]]), col(1 - b)
+    precision = 1 / (1 - abar_prev) + alpha / col(b)
+    var = 1 / precision
+    mean = var * (np.sqrt(abar_prev) * x0 / (1 - abar_prev) + np.sqrt(alpha) * xt / col(b))
+    got_mean, got_var, got_logvar = dm.q_posterior(s, x0, xt, t)
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.broadcast_to(got_var, var.shape), var, rtol=1e-4)
+    np.testing.assert_allclose(got_logvar, np.log(var), rtol=1e-4, atol=1e-5)
+    eps_back = dm.predict_x0(s, dm.q_sample(s, x0, t, noise), t, noise)
+    np.testing.assert_allclose(eps_back, x0, rtol=1e-4, atol=1e-4)
+
+
+def test_schedule_rejects_bad_settings():
+    with pytest.raises(ValueError, match="unknown beta schedule"):
+        dm.make_schedule("quadratic", 10)
+    with pytest.raises(ValueError, match="num_timesteps"):
+        dm.make_schedule("linear", 1)
+    with pytest.raises(ValueError, match="every beta"):
+        dm.make_schedule("linear", 10, beta_end=1.5)
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def _toy_eps(params, x, t, labels, train=False, rng=None):
+    del train, rng
+    return params["a"] * x + 0.01 * labels[:, None, None, None] + 1e-3 * t[:, None, None, None]
+
+
+def test_guided_eps_formula():
+    x = jnp.ones((2, 2, 2, 1))
+    t = jnp.array([3, 4])
+    y = jnp.array([1, 2])
+    params = {"a": jnp.float32(0.5)}
+    cond = _toy_eps(params, x, t, y)
+    uncond = _toy_eps(params, x, t, jnp.full_like(y, 9))
+    got = dm.guided_eps(_toy_eps, params, x, t, y, 3.0, 9)
+    np.testing.assert_allclose(got, uncond + 3.0 * (cond - uncond), rtol=1e-6)
+    np.testing.assert_allclose(dm.guided_eps(_toy_eps, params, x, t, y, None, 9), cond)
+
+
+@pytest.mark.parametrize("variant", ["plain", "guided", "anchor", "label_dropout"])
+def test_epsilon_loss_against_numpy(variant):
+    """The loss reads t, the noise and the label dropout from the per-example keys
+    (split into 4: t, noise, dropout, network rng), as documented."""
+    s = dm.make_schedule("linear", 30, beta_start=1e-3, beta_end=0.2)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.uniform(-1, 1, (6, 2, 2, 1)).astype(np.float32),
+        "label": np.array([0, 1, 2, 0, 1, 2], np.int32),
+        "noise_key": rng.integers(0, 2**32, (6, 2), dtype=np.uint32),
+    }
+    p_uncond = 0.5 if variant == "label_dropout" else 0.0
+    if variant == "guided":
+        batch["guidance"] = np.full(6, 2.5, np.float32)
+    if variant == "anchor":
+        batch["anchor"] = np.array([1, 1, 1, 2, 2, 2], np.int32)
+    params = {"a": jnp.float32(0.7)}
+    got = dm.epsilon_loss(_toy_eps, params, s, batch, null_class=3, p_uncond=p_uncond)
+    abar = np.cumprod(1 - np.linspace(1e-3, 0.2, 30))
+    total, dropped, grad_a = 0.0, 0, 0.0
+    for i in range(6):
+        k = jax.random.wrap_key_data(batch["noise_key"][i], impl="threefry2x32")
+        k_t, k_n, k_d, _ = jax.random.split(k, 4)
+        t = int(jax.random.randint(k_t, (), 0, 30))
+        noise = np.asarray(jax.random.normal(k_n, (2, 2, 1)), np.float64)
+        y = batch["label"][i]
+        if p_uncond and bool(jax.random.bernoulli(k_d, p_uncond)):
+            y, dropped = 3, dropped + 1
+        x_t = np.sqrt(abar[t]) * batch["image"][i] + np.sqrt(1 - abar[t]) * noise
+        eps = lambda c: 0.7 * x_t + 0.01 * c + 1e-3 * t  # noqa: E731, B023
+        pred = eps(3) + 2.5 * (eps(y) - eps(3)) if variant == "guided" else eps(y)
+        target = eps(batch["anchor"][i]) if variant == "anchor" else noise
+        total += np.mean((pred - target) ** 2)
+        grad_a += np.mean(2 * (pred - target) * x_t)  # d/da with the target held fixed
+    assert float(got) == pytest.approx(total / 6, rel=1e-5)
+    if variant == "label_dropout":
+        assert 0 < dropped < 6  # the draw happened (and this test can see it)
+    if variant == "anchor":  # the anchor prediction is a stop-gradient target (without it,
+        # a would cancel from pred - target and the gradient would be 0)
+        g = jax.grad(lambda p: dm.epsilon_loss(_toy_eps, p, s, batch, null_class=3))(params)
+        assert float(g["a"]) == pytest.approx(grad_a / 6, rel=1e-4)
+        assert abs(grad_a) > 1e-4
+
+
+def _numpy_sampler(method, s, key, labels, shape, scale, null, a, steps=None, eta=0.0):
+    """Reference loops written from DDPM Algorithm 2 / Eq. 7 and DDIM Eq. 12 (float64),
+    reading the noise from the documented key derivation."""
+    k_init, k_steps = jax.random.split(key)
+    x = np.asarray(jax.random.normal(k_init, (len(labels), *shape)), np.float64)
+    b = np.asarray(s.betas, np.float64)
+    abar = np.cumprod(1 - b)
+    lab = np.asarray(labels)[:, None, None, None]
+
+    def eps(x, t):
+        e = lambda y: a * x + 0.01 * y + 1e-3 * t  # noqa: E731
+        return e(null) + scale * (e(lab) - e(null))
+
+    if method == "ddpm":
+        for t in reversed(range(len(b))):
+            ab_prev = abar[t - 1] if t > 0 else 1.0
+            x0 = np.clip((x - np.sqrt(1 - abar[t]) * eps(x, t)) / np.sqrt(abar[t]), -1, 1)
+            mean = (np.sqrt(ab_prev) * b[t] * x0 + np.sqrt(1 - b[t]) * (1 - ab_prev) * x) / (
+                1 - abar[t]
+            )
+            var = b[t] * (1 - ab_prev) / (1 - abar[t]) if t > 0 else 0.0
+            z = np.asarray(jax.random.normal(jax.random.fold_in(k_steps, t), x.shape))
+            x = mean + np.sqrt(var) * z
+        return np.clip(x, -1, 1)
+    seq = list(range(0, len(b), len(b) // steps))[:steps]
+    for j in reversed(range(len(seq))):
+        t = seq[j]
+        ab_prev = abar[seq[j - 1]] if j > 0 else 1.0
+        e = eps(x, t)
+        x0 = (x - np.sqrt(1 - abar[t]) * e) / np.sqrt(abar[t])
+        sigma = eta * np.sqrt((1 - ab_prev) / (1 - abar[t]) * (1 - abar[t] / ab_prev))
+        z = np.asarray(jax.random.normal(jax.random.fold_in(k_steps, t), x.shape))
+        x = np.sqrt(ab_prev) * x0 + np.sqrt(1 - ab_prev - sigma**2) * e + sigma * z
+    return np.clip(x, -1, 1)
+
+
+@pytest.mark.parametrize("method,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)])
+def test_samplers_against_numpy_reference(method, eta):
+    s = dm.make_schedule("linear", 12, beta_start=1e-3, beta_end=0.2)
+    labels = jnp.array([0, 1, 2, 1])
+    key = jax.random.key(7)
+    params = {"a": jnp.float32(0.3)}
+    common = dict(schedule=s, image_shape=(2, 2, 1), null_class=3, guidance_scale=1.5)
+    got = dm.sample(
+        _toy_eps, params, key, labels, method=method, num_steps=4, eta=eta, clip=False, **common
+    )
+    if method == "ddpm":  # DDPM's x0 clipping is part of the reference: compare with it
+        got = dm.sample(_toy_eps, params, key, labels, method="ddpm", **common)
+    want = _numpy_sampler(method, s, key, labels, (2, 2, 1), 1.5, 3, 0.3, steps=4, eta=eta)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+def test_ddim_timesteps():
+    np.testing.assert_array_equal(dm.ddim_timesteps(1000, 4), [0, 250, 500, 750])
+    with pytest.raises(ValueError):
+        dm.ddim_timesteps(10, 11)
+
+
+# ---------------------------------------------------------------- the UNet
+
+
+def _tiny_unet(num_classes=3):
+    """One resolution level: compiles in seconds and still learns the toy classes."""
+    return dm.UNet(
+        num_classes=num_classes, ch=16, ch_mult=(1,), attn_resolutions=(8,), num_res_blocks=0
+    )
+
+
+@pytest.mark.parametrize(
+    "size,ch_mult,attn",
+    [(8, (1, 2), (4,)), (16, (1, 2, 2), (4,)), (32, (1, 2, 2, 2), (16,))],
+    ids=["digits8", "digits16", "cifar32"],
+)
+def test_unet_shapes_at_every_resolution(size, ch_mult, attn):
+    unet = dm.UNet(num_classes=10, ch=8, ch_mult=ch_mult, attn_resolutions=attn)
+    x = jnp.zeros((2, size, size, 3 if size == 32 else 1))
+    t, y = jnp.array([0, 5]), jnp.array([3, 10])  # 10 = the null class
+
+    def run():
+        variables = unet.init(jax.random.key(0), x, t, y)
+        return unet.apply(variables, x, t, y), variables["params"]
+
+    out, params = jax.eval_shape(run)  # traced, not compiled: shapes at no cost
+    assert out.shape == x.shape and out.dtype == jnp.float32
+    paths = leaf_paths(params)
+    assert any("up_" in p and "/attn_" in p for p in paths)
+    assert params["class_embed"]["embedding"].shape[0] == 11
+
+
+def test_unet_rejects_indivisible_size():
+    with pytest.raises(ValueError, match="not divisible"):
+        dm.UNet(ch_mult=(1, 2, 2)).init(
+            jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jnp.zeros(1), jnp.zeros(1)
+        )
+
+
+# ---------------------------------------------------------------- a trained tiny DDPM
+
+
+def _toy_data(n_per_class=48, seed=0):
+    """Three classes of 8x8 images: top half, left half, centre square bright."""
+    base = -np.ones((3, 8, 8, 1), np.float32)
+    base[0, :4] = 1
+    base[1, :, :4] = 1
+    base[2, 2:6, 2:6] = 1
+    y = np.repeat(np.arange(3), n_per_class).astype(np.int32)
+    noise = 0.1 * np.random.default_rng(seed).standard_normal((y.size, 8, 8, 1))
+    return {"image": np.clip(base[y] + noise, -1, 1).astype(np.float32), "label": y}
+
+
+FORGET = 2  # the centre square
+
+
+@pytest.fixture(scope="module")
+def toy():
+    data = _toy_data()
+    sched = dm.make_schedule("linear", 50, beta_start=2e-3, beta_end=0.4)
+    model = dm.diffusion_model(
+        _tiny_unet(), image_shape=(8, 8, 1), num_classes=3, schedule=sched, p_uncond=0.1
+    )
+    params, log = dm.train_diffusion(
+        model,
+        model.init(jax.random.key(0))[0],
+        dm.diffusion_source(data, 32),
+        key=jax.random.key(1),
+        steps=300,
+        lr=3e-3,
+    )
+    # the judge, "trained" on the same data: nearest class mean
+    means = np.stack([data["image"][data["label"] == c].mean(0) for c in range(3)])
+    retain = {k: v[data["label"] != FORGET] for k, v in data.items()}
+    forget = {k: v[data["label"] == FORGET] for k, v in data.items()}
+    return model, params, log, means, retain, forget
+
+
+def _share(model, params, means, forget_class=FORGET):
+    labels = jnp.repeat(jnp.arange(3), 20)
+    x = np.asarray(
+        dm.sample(model, params, jax.random.key(2), labels, num_steps=10, guidance_scale=2.0)
+    )
+    dist = ((x[:, None] - means[None]) ** 2).sum(axis=(2, 3, 4))
+    probs = np.eye(3)[dist.argmin(1)]
+    return dm.generation_metrics(probs, np.asarray(labels), forget_class)
+
+
+def test_training_lowers_the_loss_and_sampling_is_deterministic(toy):
+    model, params, log, *_ = toy
+    assert log[-1]["loss_retain"] < 0.5 * log[0]["loss_retain"]
+    labels = jnp.array([0, 1, 2, 2])
+    a = dm.sample(model, params, jax.random.key(3), labels, num_steps=5)
+    b = dm.sample(model, params, jax.random.key(3), labels, num_steps=5)
+    c = dm.sample(model, params, jax.random.key(4), labels, num_steps=5)
+    assert a.shape == (4, 8, 8, 1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    chunked = dm.sample(model, params, jax.random.key(3), labels, num_steps=5, batch_size=2)
+    assert chunked.shape == a.shape
+
+
+def test_trim_touches_only_the_selected_blocks(toy):
+    model, params, _, _, retain, forget = toy
+    res = dm.scissorhands_diffusion(
+        model, params, retain=retain, forget=forget, key=jax.random.key(5), eligible="up_attn",
+        sparsity=0.9, saliency_guidance=2.0, steps=0, batch_size=32,
+    )  # fmt: skip
+    assert res.log[0]["reinitialised"] > 0
+    for path, old, new, m in zip(
+        leaf_paths(params),
+        jax.tree.leaves(params),
+        jax.tree.leaves(res.params),
+        jax.tree.leaves(res.mask),
+        strict=True,
+    ):
+        in_block = path.startswith("up_") and "/attn_" in path and "/norm/" not in path
+        if not in_block:
+            assert not np.any(m), path
+            np.testing.assert_array_equal(old, new, err_msg=path)
+        else:  # exactly the masked entries changed (biases to 0)
+            np.testing.assert_array_equal(
+                np.asarray(old)[~np.asarray(m)], np.asarray(new)[~np.asarray(m)]
+            )
+            if path.endswith("bias"):
+                assert np.all(np.asarray(new)[np.asarray(m)] == 0)
+
+
+def test_anchor_repair_lowers_the_forget_share(toy):
+    model, params, _, means, retain, forget = toy
+    before = _share(model, params, means)
+    res = dm.scissorhands_diffusion(
+        model, params, retain=retain, forget=forget, key=jax.random.key(3), sparsity=0.9,
+        objective="anchor", anchor=0, lam=1.0, lr=1e-3, steps=50, batch_size=32,
+        saliency_guidance=2.0,
+    )  # fmt: skip
+    after = _share(model, params=res.params, means=means)
+    assert before["forget_share"] >= 70.0
+    assert after["forget_share"] <= before["forget_share"] - 50.0
+    assert after["other_acc"] >= before["other_acc"] - 20.0
+
+
+@pytest.fixture(scope="module")
+def contrast_gem(toy):
+    """Scissorhands' class recipe L_r - lam * L_f under the GEM projection."""
+    model, params, _, _, retain, forget = toy
+    return dm.scissorhands_diffusion(
+        model, params, retain=retain, forget=forget, key=jax.random.key(3), sparsity=0.9,
+        objective="contrast", lam=0.5, lr=1e-3, steps=20, batch_size=32, projection="gem",
+        memory_every=10,
+    )  # fmt: skip
+
+
+def test_contrast_repair_raises_the_forget_loss(toy, contrast_gem):
+    model, params, _, _, _, forget = toy
+    batch = next(iter(dm.diffusion_source(forget, 48)(jax.random.key(9))))
+    loss_f = jax.jit(lambda p: model.loss(p, {}, batch, False)[0])
+    assert float(loss_f(contrast_gem.params)) > 2 * float(loss_f(params))
+    assert contrast_gem.log[-1]["step"] == 20
+
+
+def test_unlearned_checkpoint_keeps_the_format(toy, contrast_gem, tmp_path):
+    params, new = toy[1], contrast_gem.params
+    assert jax.tree.structure(new) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+    dm.save_params(tmp_path / "unlearned", new)
+    back = dm.restore_params(tmp_path / "unlearned", params)  # the original as template
+    jax.tree.map(np.testing.assert_array_equal, back, new)
+    with pytest.raises(ValueError, match="already exists"):
+        dm.save_params(tmp_path / "unlearned", new)
+
+
+def test_baselines_run_and_salun_masks_half(toy):
+    model, params, _, _, retain, forget = toy
+    ft, log = dm.finetune_diffusion(
+        model, params, retain=retain, key=jax.random.key(0), steps=2, batch_size=32
+    )
+    assert len(log) == 1 and np.isfinite(log[0]["loss_retain"])
+    rt, _ = dm.retrain_diffusion(
+        model, retain=retain, key=jax.random.key(0), steps=2, batch_size=32
+    )
+    assert jax.tree.structure(rt) == jax.tree.structure(params)
+    res = dm.salun_diffusion(
+        model, params, retain=retain, forget=forget, key=jax.random.key(0), steps=2, batch_size=32
+    )
+    n = sum(x.size for x in jax.tree.leaves(params))
+    assert res.log[0]["selected"] == pytest.approx(n / 2, abs=2)
+    for old, new, m in zip(
+        jax.tree.leaves(params), jax.tree.leaves(res.params), jax.tree.leaves(res.mask), strict=True
+    ):
+        np.testing.assert_array_equal(
+            np.asarray(old)[~np.asarray(m)], np.asarray(new)[~np.asarray(m)]
+        )
+
+
+def test_unlearning_rejects_bad_settings(toy):
+    model, params, _, _, retain, forget = toy
+    common = dict(retain=retain, forget=forget, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="needs an anchor"):
+        dm.scissorhands_diffusion(model, params, objective="anchor", **common)
+    with pytest.raises(ValueError, match="objective"):
+        dm.scissorhands_diffusion(model, params, objective="ascent", **common)
+    with pytest.raises(ValueError, match="sparsity"):
+        dm.scissorhands_diffusion(model, params, sparsity=1.0, **common)
+    with pytest.raises(ValueError, match="no parameter is eligible"):
+        dm.scissorhands_diffusion(model, params, eligible="nothing_here", **common)
+    with pytest.raises(ValueError, match="NoisedSource"):
+        dm.scissorhands_diffusion(
+            model, params, retain=lambda k: iter([]), forget=forget, key=jax.random.key(0)
+        )
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _scipy_frechet(mu1, s1, mu2, s2):
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_frechet_distance_against_scipy():
+    rng = np.random.default_rng(0)
+    for d in (1, 3, 6):
+        a, b = rng.standard_normal((d, d)), rng.standard_normal((d, d))
+        s1, s2 = a @ a.T + 0.1 * np.eye(d), b @ b.T + 0.1 * np.eye(d)
+        mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+        assert dm.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+            _scipy_frechet(mu1, s1, mu2, s2), rel=1e-6, abs=1e-8
+        )
+        assert dm.frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-8)
+    fa, fb = rng.standard_normal((200, 4)), 0.5 + 2 * rng.standard_normal((300, 4))
+    want = _scipy_frechet(
+        fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False)
+    )
+    assert dm.frechet_distance_features(fa, fb) == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError):
+        dm.frechet_distance(mu1, s1, mu2[:-1], s2)
+
+
+def test_generation_metrics_by_hand():
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    labels = np.array([0, 0, 2, 1])
+    got = dm.generation_metrics(probs, labels, 0)
+    assert got["forget_share"] == 50.0
+    assert got["forget_prob"] == pytest.approx(0.55)
+    ent = lambda p: -sum(x * math.log(x) for x in p if x > 0)  # noqa: E731
+    assert got["forget_entropy"] == pytest.approx((ent([0.9, 0.1]) + ent([0.2, 0.8])) / 2)
+    assert got["other_acc"] == 50.0
+    with pytest.raises(ValueError):
+        dm.generation_metrics(probs[:2], labels[:2], 0)
+
+
+def test_feature_extractor_gives_penultimate_features():
+    module = shs.DigitsCNN()
+    x = jnp.asarray(np.random.default_rng(0).random((5, 8, 8, 1)), jnp.float32)
+    variables = module.init(jax.random.key(0), x)
+    feats = dm.feature_extractor(module, layer="Dense_0", batch_size=2)(variables, x)
+    p = variables["params"]
+    h = jax.nn.relu(
+        jax.lax.conv_general_dilated(
+            x, p["Conv_0"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + p["Conv_0"]["bias"]
+    )
+    h = jax.nn.relu(
+        jax.lax.conv_general_dilated(
+            h, p["Conv_1"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + p["Conv_1"]["bias"]
+    )
+    want = jax.nn.relu(h.reshape(5, -1) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    np.testing.assert_allclose(feats, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="no submodule"):
+        dm.feature_extractor(module, layer="Dense_9")(variables, x)
+
+
+def test_grid_png_roundtrip(tmp_path):
+    from PIL import Image
+
+    imgs = np.random.default_rng(0).random((2, 3, 4, 4, 1))
+    grid = dm.image_grid(imgs, pad=1, scale=2)
+    assert grid.shape == ((2 * 5 + 1) * 2, (3 * 5 + 1) * 2, 1) and grid.dtype == np.uint8
+    path = dm.save_png(tmp_path / "g.png", dm.side_by_side([grid, grid]))
+    back = np.asarray(Image.open(path))
+    assert back.shape == (grid.shape[0], 2 * grid.shape[1] + 8)
+    np.testing.assert_array_equal(back[:, : grid.shape[1]], grid[..., 0])
+
+
+# ---------------------------------------------------------------- command and config
+
+
+TINY_DEMO = {
+    "unet": {"ch": 8, "ch_mult": (1,), "num_res_blocks": 0, "attn_resolutions": (8,)},
+    "train": {"steps": 3},
+    "classifier": {"epochs": 1},
+    "sample": {"per_class": 2, "num_steps": 2},
+    "scissorhands": {"steps": 0},  # trim only: the repair program is tested above
+}
+
+
+def test_generate_demo_writes_metrics_grids_and_checkpoints(tmp_path):
+    from scissorhands_jax.diffusion.demo import format_rows, run_generate_demo
+
+    out = tmp_path / "gen"
+    lines = []
+    pixels = lambda x: np.asarray(x).reshape(len(x), -1)[:, ::8]  # noqa: E731  (8 features)
+    payload = run_generate_demo(
+        out, overrides=TINY_DEMO, methods=("scissorhands",), log=lines.append, fid_features=pixels
+    )
+    assert [r["method"] for r in payload["rows"]] == ["original", "scissorhands"]
+    for row in payload["rows"]:
+        assert 0.0 <= row["forget_share"] <= 100.0 and 0.0 <= row["other_acc"] <= 100.0
+        assert np.isfinite(row["frechet"]) and np.isfinite(row["fid"])
+    assert json.loads((out / "metrics.json").read_text())["rows"] == json.loads(
+        json.dumps(payload["rows"])
+    )
+    assert {"before_after.png", "grid_original.png", "grid_scissorhands.png"} <= set(
+        payload["files"]
+    )
+    for name in ("original", "scissorhands", "classifier"):
+        assert (out / "checkpoints" / name).is_dir()
+    assert "| scissorhands |" in format_rows(payload["rows"])
+    with pytest.raises(ValueError, match="earlier run"):  # refuses before any work
+        run_generate_demo(out, overrides=TINY_DEMO, methods=("scissorhands",))
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_generate_demo(tmp_path / "x", overrides={"steps": 3})
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_generate_demo(tmp_path / "x", methods=("ga",))
+
+
+def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
+    import scissorhands_jax.diffusion.demo as demo
+
+    seen = {}
+
+    def fake(out, *, overrides, methods, progress, fid_features):
+        seen.update(overrides=overrides, methods=methods, progress=progress, fid=fid_features)
+        return {"rows": [], "files": [], "timing": {"total_s": 0.0}}
+
+    monkeypatch.setattr(demo, "run_generate_demo", fake)
+    argv = ["generate-demo", "--out", str(tmp_path), "--forget-class", "3", "--repair-steps", "7"]
+    argv += ["--sparsity", "0.95", "--projection", "gem", "--methods", "scissorhands", "salun"]
+    argv += ["--fid-features", "numpy:ravel", "--image-size", "16", "--no-progress"]
+    assert cli.main(argv) == 0
+    o = seen["overrides"]
+    assert o["forget_class"] == 3 and o["image_size"] == 16 and o["unet"]["ch_mult"] == (1, 2, 2)
+    assert o["scissorhands"] == {"steps": 7, "sparsity": 0.95, "projection": "gem"}
+    assert o["salun"] == {"steps": 7} and seen["methods"] == ("scissorhands", "salun")
+    assert not seen["progress"] and seen["fid"] is np.ravel
+    assert cli.main([*argv[:-4], "numpy:no_such_function", "--no-progress"]) == 2
+    monkeypatch.undo()
+    code = cli.main(["generate-demo", "--out", str(tmp_path), "--methods", "ga", "--no-progress"])
+    assert code == 2 and "unknown methods" in capsys.readouterr().err
+
+
+def test_cifar10_config_documents_the_settings():
+    path = (
+        Path(__file__).resolve().parents[1] / "experiments" / "configs" / "cifar10_ddpm_class0.py"
+    )
+    spec = importlib.util.spec_from_file_location("cifar10_ddpm_class0", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.CONFIG
+    for word in ("SalUn", "Scissorhands", "Expected"):
+        assert word in module.__doc__
+    unet = dm.UNet(**cfg["unet"])
+    assert unet.ch_mult == (1, 2, 2, 2)
+    assert cfg["diffusion"]["schedule"]["num_timesteps"] == 1000
+    assert set(cfg) >= {"scissorhands", "salun", "train", "sample"}
+    # every setting is a keyword of the library function it documents
+    for fn, kw in (
+        (dm.scissorhands_diffusion, cfg["scissorhands"]),
+        (dm.scissorhands_diffusion, cfg["scissorhands_anchor"]),
+        (dm.salun_diffusion, cfg["salun"]),
+        (dm.train_diffusion, cfg["train"]),
+        (dm.sample, cfg["sample"]),
+        (dm.make_schedule, cfg["diffusion"]["schedule"]),
+    ):
+        params = inspect.signature(fn).parameters
+        assert set(kw) <= set(params), (fn.__name__, set(kw) - set(params))
