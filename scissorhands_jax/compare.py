@@ -33,10 +33,14 @@ from scissorhands_jax import _report
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.data import array_source, load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
-from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS, prepare_out_dir
+from scissorhands_jax.demo import (
+    TRAIN_DEFAULTS,
+    UNLEARN_DEFAULTS,
+    prepare_out_dir,
+    split_predictions,
+)
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.models import DigitsCNN, linen_model
-from scissorhands_jax.models._adapters import predict_probs
 from scissorhands_jax.scissorhands import scissorhands as _scissorhands_fn
 from scissorhands_jax.training import fit, sgd
 
@@ -170,17 +174,7 @@ def _evaluate(model, params, state, split) -> dict[str, float]:
     if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
         raise FloatingPointError("the unlearned parameters contain NaN or infinity.")
 
-    def probs(data):
-        return np.asarray(predict_probs(model, params, state, jnp.asarray(data["image"])))
-
-    return evaluation_suite(
-        forget_probs=probs(split.forget),
-        forget_labels=split.forget["label"],
-        retain_probs=probs(split.retain),
-        retain_labels=split.retain["label"],
-        test_probs=probs(split.test),
-        test_labels=split.test["label"],
-    )
+    return evaluation_suite(**split_predictions(model, params, state, split))
 
 
 def _order(rows: list[dict[str, Any]], scenarios: Sequence[str]) -> list[dict[str, Any]]:

@@ -49,18 +49,20 @@ UNLEARN_DEFAULTS = {
 METRIC_KEYS = ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence", "avg_gap", "rte_s")
 
 
-def _evaluate(model, params, state, split) -> dict[str, float]:
-    def probs(data):
-        return np.asarray(predict_probs(model, params, state, jnp.asarray(data["image"])))
+def split_predictions(model, params, state, split) -> dict[str, np.ndarray]:
+    """Softmax outputs and labels of the forget, retain and test sets of ``split``, as the
+    keyword arguments of the metric suites (``forget_probs``, ``forget_labels``, ...)."""
+    out = {}
+    for name in ("forget", "retain", "test"):
+        data = getattr(split, name)
+        probs = predict_probs(model, params, state, jnp.asarray(data["image"]))
+        out[f"{name}_probs"] = np.asarray(probs)
+        out[f"{name}_labels"] = data["label"]
+    return out
 
-    return classification_metrics(
-        forget_probs=probs(split.forget),
-        forget_labels=split.forget["label"],
-        retain_probs=probs(split.retain),
-        retain_labels=split.retain["label"],
-        test_probs=probs(split.test),
-        test_labels=split.test["label"],
-    )
+
+def _evaluate(model, params, state, split) -> dict[str, float]:
+    return classification_metrics(**split_predictions(model, params, state, split))
 
 
 def _train(model, data, seed, train_cfg, progress, desc):
