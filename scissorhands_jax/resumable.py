@@ -10,7 +10,6 @@ rates and arithmetic of an uninterrupted run.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
+from scissorhands_jax.training import sgd, train_step
 
 
 class TrainState(NamedTuple):
@@ -72,18 +72,7 @@ def step_decay_sgd(
     """
     boundaries = {int(m) * int(steps_per_epoch): gamma for m in milestones}
     schedule = optax.piecewise_constant_schedule(lr, boundaries) if boundaries else lr
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum)
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("loss_fn", "tx"))
-def _step(loss_fn: ModelLossFn, tx, params, model_state, opt_state, batch):
-    (loss, new_state), grads = jax.value_and_grad(
-        lambda p: loss_fn(p, model_state, batch, True), has_aux=True
-    )(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_state, opt_state, loss
+    return sgd(schedule, momentum=momentum, weight_decay=weight_decay)
 
 
 def _epoch_batches(data: BatchSource, key: PRNGKey, start: int):
@@ -153,7 +142,7 @@ def fit_resumable(
         if batches is None:
             batches = _epoch_batches(data, jax.random.fold_in(key, epoch), i)
         batch = next(batches)
-        params, model_state, opt_state, loss = _step(
+        params, model_state, opt_state, loss = train_step(
             loss_fn, tx, params, model_state, opt_state, batch
         )
         losses.append(loss)
