@@ -9,8 +9,12 @@ finish, so an interrupted run resumes where it stopped; a method that fails beco
 with its ``error``. The report files come from :mod:`scissorhands_jax._report`.
 
 This is the runner behind ``scissorhands compare``; it takes keyword arguments only.
-The setting is digits-10 (SPEC); the paper-scale settings plug in through
-:data:`SETTINGS` once their data pipeline exists.
+A *setting* is either ``"digits10"`` (SPEC's protocol: both scenarios, the small digits
+schedule, :data:`DIGITS_HYPERPARAMETERS`) or the path of an experiment config
+(``experiments/configs/*.py``): then the data set, model, forget request, the original's
+and Retrain's schedules and Scissorhands' settings are the config's, the models are
+trained by the same code as ``scissorhands train`` (orbax checkpoints, resumable), and
+the baselines run with their release defaults (:func:`method_defaults`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.scissorhands import scissorhands as _scissorhands_fn
 from scissorhands_jax.training import fit, sgd
 
+CONFIG_SECTIONS_OF_MODELS = ("data", "model", "train", "retrain", "eval")
+"""Config sections the trained models depend on: a resumed comparison must not change them."""
+
 DIGITS_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "ft": {"lr": 0.1, "epochs": 10, "batch_size": 64},
     "ga": {"lr": 0.03, "epochs": 5, "batch_size": 64},
@@ -66,56 +73,75 @@ release value by the mean Avg. Gap over both scenarios
 Scissorhands is not tuned: it is SPEC's digits-10 setting (``demo.UNLEARN_DEFAULTS``).
 """
 
-SETTINGS = ("digits10",)
+DIGITS = "digits10"
 REFERENCE, ORIGINAL = "retrain", "original"
 ROW_KEYS = ("scenario", "method", "seed")
+_NOT_HYPERPARAMETERS = {"model", "params", "model_state", "retain", "forget", "key", "progress"}
 
 
 def _digits_model():
     return linen_model(DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
 
 
+def _method_fn(name: str):
+    return _scissorhands_fn if name == "scissorhands" else METHODS[name]
+
+
 def method_parameters(name: str) -> set[str]:
     """The keyword hyperparameters method ``name`` accepts."""
-    fn = _scissorhands_fn if name == "scissorhands" else METHODS[name]
-    skip = {"model", "params", "model_state", "retain", "forget", "key", "progress"}
     return {
         p.name
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in skip
+        for p in inspect.signature(_method_fn(name)).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _NOT_HYPERPARAMETERS
     }
 
 
-def resolve_hyperparameters(
-    methods: Sequence[str], train: dict[str, Any], overrides: dict[str, dict[str, Any]] | None
-) -> dict[str, dict[str, Any]]:
-    """The hyperparameters of every row's method: digits defaults, then ``overrides``.
+def method_defaults(name: str) -> dict[str, Any]:
+    """The defaults of method ``name``'s hyperparameters: the release settings of SPEC
+    "Baselines" (what a config comparison runs unless ``--set`` says otherwise)."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(_method_fn(name)).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and p.name not in _NOT_HYPERPARAMETERS
+        and p.default is not inspect.Parameter.empty
+    }
 
-    Raises:
-      ValueError: an unknown method or hyperparameter (naming the known ones).
-    """
-    overrides = overrides or {}
+
+def _check_methods(methods, overrides) -> None:
     unknown = sorted(set(methods) - set(METHODS)) + sorted(set(overrides) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
     if REFERENCE in overrides:
         raise ValueError(
             "Retrain uses the training schedule of the original; change it with the train "
-            "settings (--train-epochs, --train-lr), not with retrain.*."
+            "settings (--train-epochs, --train-lr; with a config: --set retrain.epochs=...), "
+            "not with retrain.*."
         )
-    schedule = {k: train[k] for k in ("lr", "epochs", "batch_size")}
-    out = {REFERENCE: schedule, ORIGINAL: schedule}
-    for name in methods:
-        if name == REFERENCE:
-            continue
-        extra = overrides.get(name, {})
+    for name, extra in overrides.items():
         bad = sorted(set(extra) - method_parameters(name))
         if bad:
             raise ValueError(
                 f"{name} has no hyperparameter(s) {bad}; it takes "
                 f"{sorted(method_parameters(name))}."
             )
-        out[name] = {**DIGITS_HYPERPARAMETERS[name], **extra}
+
+
+def resolve_hyperparameters(
+    methods: Sequence[str], train: dict[str, Any], overrides: dict[str, dict[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    """The hyperparameters of every digits row's method: digits defaults, then ``overrides``.
+
+    Raises:
+      ValueError: an unknown method or hyperparameter (naming the known ones).
+    """
+    overrides = overrides or {}
+    _check_methods(methods, overrides)
+    schedule = {k: train[k] for k in ("lr", "epochs", "batch_size")}
+    out = {REFERENCE: schedule, ORIGINAL: schedule}
+    for name in methods:
+        if name != REFERENCE:
+            out[name] = {**DIGITS_HYPERPARAMETERS[name], **overrides.get(name, {})}
     return out
 
 
@@ -136,12 +162,17 @@ def _save_model(path: Path, params, state) -> None:
     os.replace(tmp, path)
 
 
+def _check_finite(params) -> None:
+    leaves = jax.device_get(jax.tree.leaves(params))
+    if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
+        raise FloatingPointError("the unlearned parameters contain NaN or infinity.")
+
+
 class _ModelCache:
     """Originals and retrains stored in ``OUT/models`` with their training seconds."""
 
     def __init__(self, out: Path, model, train: dict[str, Any]):
         self.dir = out / "models"
-        self.dir.mkdir(exist_ok=True)
         self.model, self.train = model, train
         self.index_path = self.dir / "index.json"
         self.index = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
@@ -163,18 +194,231 @@ class _ModelCache:
             restored = flax.serialization.from_bytes(template, path.read_bytes())
             return restored["params"], restored["state"], self.index["seconds"][name]
         (params, state), seconds = rte(make)
+        self.dir.mkdir(exist_ok=True)
         _save_model(path, params, state)
         self.index["seconds"][name] = seconds
         _write_json(self.index_path, self.index)
         return params, state, seconds
 
 
-def _evaluate(model, params, state, split) -> dict[str, float]:
-    leaves = jax.device_get(jax.tree.leaves(params))
-    if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
-        raise FloatingPointError("the unlearned parameters contain NaN or infinity.")
+class _Digits:
+    """SPEC's digits-10 setting: both scenarios, models cached as msgpack in ``OUT/models``.
 
-    return evaluation_suite(**split_predictions(model, params, state, split))
+    Per seed s the original is trained on the full training split (init key ``s``,
+    shuffling key ``1000 + s``, as ``scissorhands demo``) and Retrain runs
+    :func:`~scissorhands_jax.baselines.retrain` with the same schedule.
+    """
+
+    def __init__(self, scenarios, methods, train, overrides):
+        bad = [s for s in scenarios if s not in SCENARIOS]
+        if bad or not scenarios:
+            raise ValueError(
+                f"scenarios must be a non-empty subset of {SCENARIOS}; got {scenarios}."
+            )
+        unknown_train = set(train or {}) - set(TRAIN_DEFAULTS)
+        if unknown_train:
+            raise ValueError(f"unknown train setting(s) {sorted(unknown_train)}.")
+        self.scenarios = list(scenarios)
+        self.train = {**TRAIN_DEFAULTS, **(train or {})}
+        self.hyperparameters = resolve_hyperparameters(methods, self.train, overrides)
+        self.model = _digits_model()
+
+    def open(self, out: Path) -> None:
+        self.cache = _ModelCache(out, self.model, self.train)
+
+    def split(self, scenario, seed):
+        return load_digits10(scenario, seed)
+
+    def _train_on(self, data, seed):
+        params, state = self.model.init(jax.random.key(seed))
+        params, state, _ = fit(
+            self.model.loss,
+            params,
+            state,
+            array_source(data, self.train["batch_size"]),
+            key=jax.random.key(1000 + seed),
+            epochs=self.train["epochs"],
+            tx=sgd(self.train["lr"]),
+        )
+        return params, state
+
+    def original(self, scenario, seed, split):
+        return self.cache.get(f"original_seed{seed}", lambda: self._train_on(split.train, seed))
+
+    def retrain(self, scenario, seed, split):
+        def make():
+            result = METHODS[REFERENCE](
+                self.model,
+                None,
+                None,
+                retain=split.retain,
+                forget=split.forget,
+                key=jax.random.key(2000 + seed),
+                **self.hyperparameters[REFERENCE],
+            )
+            return result.params, result.model_state
+
+        return self.cache.get(f"retrain_{scenario}_seed{seed}", make)
+
+    def unlearn(self, name, seed, split, params, state, *, progress):
+        result, seconds = rte(
+            METHODS[name],
+            self.model,
+            params,
+            state,
+            retain=split.retain,
+            forget=split.forget,
+            key=jax.random.key(2000 + seed),
+            **self.hyperparameters[name],
+        )
+        return result.params, result.model_state, seconds
+
+    def evaluate(self, split, params, state, *, progress):
+        return evaluation_suite(**split_predictions(self.model, params, state, split))
+
+
+class _Config:
+    """An experiment config: its data, model, request and schedules, trained and evaluated
+    by the code of ``scissorhands train`` / ``evaluate``.
+
+    Seed s sets ``data.forget.seed``, ``train.seed``, ``retrain.seed`` and
+    ``unlearn.seed`` to s (so seed 0 of a shipped config is exactly the run of
+    ``scissorhands train`` + ``unlearn`` on it). The original and Retrain of seed s live in
+    the run directory ``OUT/runs/seed<s>`` (the layout of ``scissorhands train --out``),
+    checkpointed every ``checkpoint_every`` steps and resumed from there. Scissorhands runs
+    with the config's ``unlearn`` settings on batch sources (the config's augmentation),
+    exactly as ``scissorhands unlearn``; the other methods take the retain and forget sets
+    as normalised, unaugmented arrays (they relabel and take per-example gradients) with
+    their release defaults, key ``2000 + s``.
+    """
+
+    def __init__(self, path, *, smoke, config_overrides, data_dir, methods, overrides):
+        from scissorhands_jax.config import load_config
+
+        config_overrides = list(config_overrides)
+        if data_dir:
+            config_overrides.append(f"data.data_dir={str(data_dir)!r}")
+        self.cfg = load_config(path, smoke=smoke, overrides=config_overrides)
+        _check_methods(methods, overrides)
+        self.scenarios = [Path(path).stem + ("_smoke" if smoke else "")]
+        unlearn = {k: v for k, v in self.cfg["unlearn"].items() if k not in ("seed", "augment")}
+        self.hyperparameters = {
+            REFERENCE: self.cfg["retrain"],
+            ORIGINAL: self.cfg["train"],
+        }
+        for name in methods:
+            if name == REFERENCE:
+                continue
+            base = unlearn if name == "scissorhands" else method_defaults(name)
+            self.hyperparameters[name] = {**base, **overrides.get(name, {})}
+        if "scissorhands" in self.hyperparameters:
+            from scissorhands_jax.scissorhands import check_settings
+
+            check_settings(**self.hyperparameters["scissorhands"])
+        self.split_cache: dict[int, Any] = {}
+
+    def open(self, out: Path) -> None:
+        from scissorhands_jax.commands import _pipeline as pipe
+
+        self.out = out
+        wanted = {k: self.cfg[k] for k in CONFIG_SECTIONS_OF_MODELS}
+        wanted["config"] = self.cfg["config_path"]
+        path = out / "setting.json"
+        if path.exists():
+            stored = json.loads(path.read_text())
+            diff = sorted(k for k in wanted if not _same(stored.get(k), wanted[k]))
+            if diff:
+                raise ValueError(
+                    f"{out} holds a comparison with other config section(s) {diff}; pass a "
+                    "new --out, or the same config and --set values, to resume."
+                )
+        _write_json(path, wanted)
+        self.dataset = pipe.build_split(self.cfg, progress=False).dataset
+        self.model = pipe.build_model(self.cfg, self.dataset)
+
+    def seed_config(self, seed: int) -> dict:
+        cfg = json.loads(json.dumps(self.cfg))
+        cfg["data"]["forget"]["seed"] = int(seed)
+        for section in ("train", "retrain", "unlearn"):
+            cfg[section]["seed"] = int(seed)
+        return cfg
+
+    def split(self, scenario, seed):
+        from scissorhands_jax.data.datasets import make_split
+
+        d = self.seed_config(seed)["data"]
+        split = make_split(
+            self.dataset,
+            val_fraction=d["val_fraction"],
+            split_seed=d["split_seed"],
+            forget=d["forget"],
+        )
+        return split
+
+    def _trained(self, role, seed, split, progress):
+        from scissorhands_jax.commands import _pipeline as pipe
+
+        cfg = self.seed_config(seed)
+        run = self.out / "runs" / f"seed{seed}"
+        run.mkdir(parents=True, exist_ok=True)
+        pipe.record_split(run, split, cfg)
+        with pipe.checkpoints(run, role, cfg, split) as ck:
+            state = pipe.train_role(run, role, cfg, split, self.model, ck, progress=progress)
+        seconds = pipe.read_json(run / role / "log.json", {}).get("train_time_s", float("nan"))
+        return state.params, state.model_state, seconds
+
+    def original(self, scenario, seed, split, progress=False):
+        return self._trained(ORIGINAL, seed, split, progress)
+
+    def retrain(self, scenario, seed, split, progress=False):
+        return self._trained(REFERENCE, seed, split, progress)
+
+    def unlearn(self, name, seed, split, params, state, *, progress):
+        from scissorhands_jax.commands import _pipeline as pipe
+
+        hps = self.hyperparameters[name]
+        key = jax.random.key(2000 + seed)
+        if name == "scissorhands":
+            augment = self.cfg["unlearn"]["augment"]
+            bs = hps["batch_size"]
+            (result, seconds) = rte(
+                _scissorhands_fn,
+                self.model,
+                params,
+                state,
+                retain=split.source("retain", bs, augment=augment),
+                forget=split.source("forget", bs, augment=augment),
+                key=jax.random.key(seed),  # as ``scissorhands unlearn`` (unlearn.seed)
+                progress=progress,
+                **hps,
+            )
+        else:
+            retain = pipe.split_arrays(split, "retain")
+            forget = pipe.split_arrays(split, "forget")
+            result, seconds = rte(
+                METHODS[name],
+                self.model,
+                params,
+                state,
+                retain=retain,
+                forget=forget,
+                key=key,
+                **hps,
+            )
+        return result.params, result.model_state, seconds
+
+    def evaluate(self, split, params, state, *, progress):
+        from scissorhands_jax.commands import _pipeline as pipe
+
+        preds = pipe.predictions(
+            self.model,
+            params,
+            state,
+            split,
+            batch_size=self.cfg["eval"]["batch_size"],
+            progress=progress,
+        )
+        return evaluation_suite(**preds)
 
 
 def _order(rows: list[dict[str, Any]], scenarios: Sequence[str]) -> list[dict[str, Any]]:
@@ -193,12 +437,15 @@ def _order(rows: list[dict[str, Any]], scenarios: Sequence[str]) -> list[dict[st
 def run_compare(
     out: str | os.PathLike,
     *,
-    setting: str = "digits10",
-    scenarios: Sequence[str] = SCENARIOS,
-    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    setting: str | os.PathLike = DIGITS,
+    scenarios: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
     methods: Sequence[str] = tuple(METHODS),
     train: dict[str, Any] | None = None,
     hyperparameters: dict[str, dict[str, Any]] | None = None,
+    smoke: bool = False,
+    config_overrides: Sequence[str] = (),
+    data_dir: str | os.PathLike | None = None,
     mia_feature: str = "entropy",
     plot: bool = True,
     command: str | None = None,
@@ -206,26 +453,32 @@ def run_compare(
 ) -> list[dict[str, Any]]:
     """Runs the comparison into ``out`` and returns all rows of ``out/results.json``.
 
-    Per seed s: the original is trained on the full training split (init key ``s``,
-    shuffling key ``1000 + s``, as ``scissorhands demo``); per scenario and seed, every
-    method, Retrain included, runs from it with key ``2000 + s`` on the same forget set.
-    Rows always include ``retrain`` (the reference) and ``original`` (the starting point).
+    Per scenario and seed every method, Retrain included, runs from the same original on
+    the same forget set. Rows always include ``retrain`` (the reference) and ``original``
+    (the starting point). Digits-10: see :class:`_Digits`; a config: :class:`_Config`.
 
     Resuming: a row already in ``out/results.json`` without ``error`` and with the same
-    hyperparameters is kept, and models already in ``out/models`` are loaded, not
-    retrained; failed rows are retried.
+    hyperparameters is kept, and models already trained in ``out`` are loaded (a config's
+    half-trained ones continue from their last checkpoint); failed rows are retried.
 
     Args:
       out: output directory (created); ``results.json``, ``results.csv``, ``report.md``,
-        ``report.png`` and ``models/`` go there.
-      setting: the data set and model; only ``"digits10"`` so far.
-      scenarios: forget requests, any of ``"random10"``, ``"class0"``.
-      seeds: seeds of the forget set (random10), the initialisation and the methods.
+        ``report.png`` and the models (``models/`` for digits, ``runs/seed<s>/`` for a
+        config) go there.
+      setting: ``"digits10"`` or the path of an experiment config (``.py``).
+      scenarios: digits-10 forget requests, any of ``"random10"``, ``"class0"`` (default
+        both); a config's request is its own (its file name is the scenario).
+      seeds: seeds of the forget set, the initialisation and the methods (default
+        0-4 for digits-10, 0 for a config).
       methods: names of :data:`~scissorhands_jax.baselines.METHODS`.
-      train: overrides of the original's (and Retrain's) schedule, keys of
-        :data:`scissorhands_jax.demo.TRAIN_DEFAULTS`.
-      hyperparameters: ``{method: {name: value}}`` overrides of
-        :data:`DIGITS_HYPERPARAMETERS`.
+      train: digits-10 only: overrides of the original's (and Retrain's) schedule, keys
+        of :data:`scissorhands_jax.demo.TRAIN_DEFAULTS`.
+      hyperparameters: ``{method: {name: value}}`` overrides of the methods' settings
+        (:data:`DIGITS_HYPERPARAMETERS`; with a config, :func:`method_defaults` and, for
+        Scissorhands, the config's ``unlearn`` section).
+      smoke: merge the config's ``SMOKE`` section.
+      config_overrides: ``"section.key=value"`` overrides of the config.
+      data_dir: the config's data directory (``data.data_dir``).
       mia_feature: the MIA in the Avg. Gap (one of the five SVC features or ``"loss"``).
       plot: write ``report.png`` (needs matplotlib: the ``plot`` extra).
       command: the command line to record in the report.
@@ -235,29 +488,52 @@ def run_compare(
       The rows, ordered by scenario, method and seed.
 
     Raises:
-      ValueError: unknown setting, scenario, method, hyperparameter or MIA feature; an
-        output directory holding models of another training schedule; matplotlib
-        missing with ``plot``. All before any training.
+      ValueError: unknown setting, scenario, method, hyperparameter, config key or MIA
+        feature; digits-only arguments with a config; an output directory holding models
+        of another training schedule or config; matplotlib missing with ``plot``. All
+        before any training.
     """
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; available: {SETTINGS}.")
-    bad = [s for s in scenarios if s not in SCENARIOS]
-    if bad or not scenarios:
-        raise ValueError(f"scenarios must be a non-empty subset of {SCENARIOS}; got {scenarios}.")
+    hyperparameters = hyperparameters or {}
+    if str(setting) == DIGITS:
+        if smoke or config_overrides or data_dir:
+            raise ValueError(
+                "smoke, config overrides and data_dir belong to a config setting; digits-10 "
+                "takes train= (--train-epochs, --train-lr) instead."
+            )
+        backend = _Digits(
+            SCENARIOS if scenarios is None else scenarios, methods, train, hyperparameters
+        )
+        seeds = (0, 1, 2, 3, 4) if seeds is None else seeds
+    elif str(setting).endswith(".py"):
+        if scenarios is not None or train:
+            raise ValueError(
+                "a config defines its own forget request and schedules: drop --scenarios and "
+                "--train-*, and change the config with --set section.key=value."
+            )
+        backend = _Config(
+            setting,
+            smoke=smoke,
+            config_overrides=config_overrides,
+            data_dir=data_dir,
+            methods=methods,
+            overrides=hyperparameters,
+        )
+        seeds = (0,) if seeds is None else seeds
+    else:
+        raise ValueError(
+            f"unknown setting {str(setting)!r}; use {DIGITS!r} or the path of a config file "
+            "(experiments/configs/*.py)."
+        )
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers; got {list(seeds)}.")
     if mia_feature not in (*MIA_FEATURES, "loss"):
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
-    unknown_train = set(train or {}) - set(TRAIN_DEFAULTS)
-    if unknown_train:
-        raise ValueError(f"unknown train setting(s) {sorted(unknown_train)}.")
-    train_cfg = {**TRAIN_DEFAULTS, **(train or {})}
-    hps = resolve_hyperparameters(methods, train_cfg, hyperparameters)
+    hps = backend.hyperparameters
+    scenarios = backend.scenarios
     if plot:
         _report.check_plotting()
     out = prepare_out_dir(out)
-    model = _digits_model()
-    cache = _ModelCache(out, model, train_cfg)
+    backend.open(out)
     results_path = out / "results.json"
     rows = json.loads(results_path.read_text()) if results_path.exists() else []
     names = [REFERENCE, ORIGINAL] + [m for m in METHODS if m in methods and m != REFERENCE]
@@ -284,28 +560,12 @@ def run_compare(
         bar.update(1)
 
     for scenario, seed, pending in plan:
-        split = load_digits10(scenario, seed)
-
-        def train_on(data, seed=seed):
-            params, state = model.init(jax.random.key(seed))
-            params, state, _ = fit(
-                model.loss,
-                params,
-                state,
-                array_source(data, train_cfg["batch_size"]),
-                key=jax.random.key(1000 + seed),
-                epochs=train_cfg["epochs"],
-                tx=sgd(train_cfg["lr"]),
-            )
-            return params, state
-
+        split = backend.split(scenario, seed)
         bar.set_postfix_str(f"{scenario} s{seed}: original")
         original, original_error = None, None
         if any(n != REFERENCE for n in pending):
             try:
-                original = cache.get(
-                    f"original_seed{seed}", lambda split=split: train_on(split.train)
-                )
+                original = backend.original(scenario, seed, split)
             except Exception as err:  # every row that needs it reports the failure
                 original_error = f"training the original failed: {type(err).__name__}: {err}"
         reference = next(
@@ -328,23 +588,13 @@ def run_compare(
                 if name == ORIGINAL:
                     params, state, seconds = original
                 elif name == REFERENCE:
-                    params, state, seconds = cache.get(
-                        f"retrain_{scenario}_seed{seed}",
-                        lambda split=split, seed=seed: _retrain(model, split, seed, hps[REFERENCE]),
-                    )
+                    params, state, seconds = backend.retrain(scenario, seed, split)
                 else:
-                    result, seconds = rte(
-                        METHODS[name],
-                        model,
-                        original[0],
-                        original[1],
-                        retain=split.retain,
-                        forget=split.forget,
-                        key=jax.random.key(2000 + seed),
-                        **hps[name],
+                    params, state, seconds = backend.unlearn(
+                        name, seed, split, original[0], original[1], progress=False
                     )
-                    params, state = result.params, result.model_state
-                row.update(_evaluate(model, params, state, split))
+                _check_finite(params)
+                row.update(backend.evaluate(split, params, state, progress=False))
                 row["rte_s"] = float(seconds)
                 if name == REFERENCE:
                     reference = row
@@ -359,16 +609,3 @@ def run_compare(
         rows, out, mia_feature=mia_feature, command=command, plot=plot, scenarios=scenarios
     )
     return rows
-
-
-def _retrain(model, split, seed, schedule):
-    result = METHODS[REFERENCE](
-        model,
-        None,
-        None,
-        retain=split.retain,
-        forget=split.forget,
-        key=jax.random.key(2000 + seed),
-        **schedule,
-    )
-    return result.params, result.model_state

@@ -15,6 +15,7 @@ Commands (add --smoke to each for a run of seconds on a tiny ResNet and 64 image
   scissorhands train $C --data-dir ROOT --out $RUN
   scissorhands unlearn $C --data-dir ROOT --run $RUN
   scissorhands evaluate $C --data-dir ROOT --run $RUN
+  scissorhands compare --setting $C --data-dir ROOT --out $RUN-compare  # all methods vs Retrain
 
 The schedule of the original and retrained ResNet-34 is not in SPEC (the paper does not
 state it); the "train"/"retrain" values below are this project's choice, not the

@@ -13,6 +13,7 @@ Commands (add --smoke to each for a run of seconds):
   scissorhands train $C --out $RUN
   scissorhands unlearn $C --run $RUN
   scissorhands evaluate $C --run $RUN
+  scissorhands compare --setting $C --out $RUN-compare  # all methods vs Retrain
 
 Expected: see experiments/README.md (measured on a 2-core CPU).
 """

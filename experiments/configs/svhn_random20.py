@@ -12,6 +12,7 @@ Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 imag
   scissorhands train $C --data-dir DATA --out $RUN
   scissorhands unlearn $C --data-dir DATA --run $RUN
   scissorhands evaluate $C --data-dir DATA --run $RUN
+  scissorhands compare --setting $C --data-dir DATA --out $RUN-compare  # all methods vs Retrain
 
 Expected:  not measured by this project (its machines have no GPU); the paper's
            Table reports this setting. Time: 182 + 160 ResNet-18 epochs dominate.

@@ -15,6 +15,7 @@ import argparse
 import functools
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
 from scissorhands_jax.config import load_config
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
-from scissorhands_jax.resumable import TrainState, step_decay_sgd
+from scissorhands_jax.resumable import TrainState, fit_resumable, step_decay_sgd
 
 MODELS = {
     "resnet18": {"stage_sizes": (2, 2, 2, 2), "cifar_stem": True},
@@ -170,6 +171,119 @@ def role_setup(cfg: dict, role: str, split: Split, model: Model, *, abstract: bo
 def checkpoints(run: Path, role: str, cfg: dict, split: Split) -> Checkpoints:
     keep = cfg[ROLES[role][0]]["keep"] if role in ROLES else 1
     return Checkpoints(run / role / "checkpoints", identity=identity(cfg, role, split), keep=keep)
+
+
+def train_role(
+    run: Path,
+    role: str,
+    cfg: dict,
+    split: Split,
+    model: Model,
+    ck: Checkpoints,
+    *,
+    until_step: int | None = None,
+    progress: bool = True,
+) -> TrainState:
+    """Trains ``role`` (``original`` or ``retrain``) into ``run``, continuing from the
+    latest checkpoint in ``ck`` if there is one; appends a segment to ``run/role/log.json``
+    (seconds, per-epoch losses) and prints one line. ``until_step`` stops early (saved).
+
+    Returns:
+      The :class:`TrainState` it stopped at (the complete run's state once
+      ``step == epochs * batches per epoch``).
+
+    Raises:
+      CheckpointError: a checkpoint of another setting (identity) or a corrupt one.
+    """
+    from scissorhands_jax.demo import write_json_atomic  # local: demo imports the models
+
+    section, source, tx, state, data_key = role_setup(cfg, role, split, model)
+    total = section["epochs"] * source.num_batches
+    if ck.latest_step() is not None:
+        tree, _ = ck.restore(state.tree())
+        state = TrainState(ck.latest_step(), **tree)
+        print(f"{role}: resuming from step {state.step} of {total}")
+    if state.step >= total:
+        print(f"{role}: already complete ({total} steps)")
+        return state
+    start = time.perf_counter()
+    try:
+        state, log = fit_resumable(
+            model.loss,
+            state,
+            source,
+            key=data_key,
+            epochs=section["epochs"],
+            tx=tx,
+            stop_step=until_step,
+            save=lambda s, info: ck.save(s.step, s.tree(), info=info),
+            save_every=section["checkpoint_every"],
+            progress=progress,
+            desc=role,
+        )
+    finally:
+        ck.wait()  # every asynchronous save is on disk before the log says so
+    seconds = time.perf_counter() - start
+    log_path = run / role / "log.json"
+    record = read_json(log_path, {"role": role, "segments": []})
+    record["segments"].append(
+        {"to_step": state.step, "time_s": seconds, "epochs": log, "schedule": section}
+    )
+    record.update(
+        total_steps=total,
+        step=state.step,
+        complete=state.step >= total,
+        train_time_s=sum(s["time_s"] for s in record["segments"]),
+    )
+    write_json_atomic(log_path, record)
+    done = "complete" if state.step >= total else "stopped; continue with --resume"
+    loss = log[-1]["loss"] if log else float("nan")
+    print(
+        f"{role}: step {state.step} of {total} ({done}) in {seconds:.1f} s, "
+        f"loss {loss:.4f}; {ck.directory}"
+    )
+    return state
+
+
+def split_arrays(split: Split, part: str) -> dict[str, np.ndarray]:
+    """One part of ``split`` in memory as model inputs: ``{"image": float32 normalised,
+    "label": int32}`` in index order, unaugmented (what the array baselines take)."""
+    table, rows = split.part(part)
+    images = split.dataset.normalization(np.asarray(table.images[rows]))
+    return {"image": images, "label": np.asarray(table.labels[rows], np.int32)}
+
+
+def predictions(
+    model: Model, params, model_state, split: Split, *, batch_size: int, progress: bool
+) -> dict[str, np.ndarray]:
+    """Softmax outputs and labels of the forget, retain and test sets (``forget_probs``,
+    ``forget_labels``, ...: the keyword arguments of the metric suites), batched so that
+    any data set size fits; the test set omits forgotten classes (:attr:`Split.test_indices`)."""
+    from tqdm.auto import tqdm
+
+    from scissorhands_jax.models._adapters import predict_probs
+
+    out = {}
+    for part in ("forget", "retain", "test"):
+        source = split.source(part, batch_size, shuffle=False)
+        probs, labels = [], []
+        for batch in tqdm(
+            source.batches(None),  # unshuffled and unaugmented: the key is never read
+            total=source.num_batches,
+            desc=f"predict {part}",
+            disable=not progress,
+            leave=False,
+        ):
+            n = batch["label"].shape[0]
+            # pad the last batch to the common shape: one compiled program for every batch
+            pad = ((0, source.batch_size - n),) + ((0, 0),) * (batch["image"].ndim - 1)
+            images = np.pad(batch["image"], pad)
+            got = predict_probs(model, params, model_state, images, batch_size=source.batch_size)
+            probs.append(np.asarray(got)[:n])
+            labels.append(batch["label"])
+        out[f"{part}_probs"] = np.concatenate(probs)
+        out[f"{part}_labels"] = np.concatenate(labels)
+    return out
 
 
 def load_trained(run: Path, role: str, cfg: dict, split: Split, model: Model):

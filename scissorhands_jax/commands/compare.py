@@ -31,33 +31,59 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``scissorhands compare``."""
     p = sub.add_parser(
         "compare",
-        help="all unlearning methods on digits-10: results.json/csv, report.md, report.png",
+        help="all unlearning methods on digits-10 or a config: results.json/csv, report.md/png",
         description="Trains (or loads) one original and one retrain per seed, runs every "
         "requested method on the same forget set and writes OUT/results.json (one row per "
         "method x seed), results.csv, report.md and report.png. Re-running with the same "
-        "--out resumes: finished rows and trained models are reused.",
+        "--out resumes: finished rows and trained models (or their last checkpoints) are "
+        "reused. --setting is digits10 (default) or an experiment config file.",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--setting", default="digits10", choices=["digits10"])
     p.add_argument(
-        "--scenarios", nargs="+", default=["random10", "class0"], choices=["random10", "class0"]
+        "--setting",
+        default="digits10",
+        metavar="digits10|CONFIG.py",
+        help="digits10 (SPEC's protocol, both scenarios) or a config, e.g. "
+        "experiments/configs/cifar10_random10.py (its data, model, request and schedules)",
     )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=["random10", "class0"],
+        help="digits10 only (default: both); a config's request is its own",
+    )
+    p.add_argument(
+        "--seeds", nargs="+", type=int, help="default: 0 1 2 3 4 for digits10, 0 for a config"
+    )
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
-    p.add_argument("--train-epochs", type=int, help="epochs of the original and Retrain")
-    p.add_argument("--train-lr", type=float, help="learning rate of the original and Retrain")
+    p.add_argument("--train-epochs", type=int, help="digits10: epochs of the original and Retrain")
+    p.add_argument("--train-lr", type=float, help="digits10: lr of the original and Retrain")
+    p.add_argument("--smoke", action="store_true", help="a config: merge its SMOKE section")
+    p.add_argument("--data-dir", help="a config: its data directory (data.data_dir)")
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="METHOD.NAME=VALUE",
-        help="override a hyperparameter, e.g. --set ft.lr=0.02 --set scissorhands.epochs=5",
+        help="override a method's hyperparameter, e.g. --set ft.lr=0.02; with a config also "
+        "SECTION.KEY=VALUE for the config (data, model, train, retrain, unlearn, eval), "
+        "e.g. --set train.epochs=2",
     )
     p.add_argument(
         "--mia-feature", default="entropy", choices=MIA_CHOICES, help="the MIA in the Avg. Gap"
     )
     p.add_argument("--no-plot", action="store_true", help="skip report.png (no matplotlib)")
     p.add_argument("--no-progress", action="store_true")
+
+
+CONFIG_SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval")
+"""``--set`` targets that are config sections, not methods."""
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """``--set`` items into ``(config overrides, method overrides)`` by their first word."""
+    config = [i for i in items if i.partition(".")[0] in CONFIG_SECTIONS]
+    return config, [i for i in items if i not in config]
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -84,7 +110,14 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces ``args`` (every setting spelled out), for the report."""
     words = ["scissorhands", "compare", "--out", args.out, "--setting", args.setting]
-    words += ["--scenarios", *args.scenarios, "--seeds", *map(str, args.seeds)]
+    if args.scenarios:
+        words += ["--scenarios", *args.scenarios]
+    if args.seeds:
+        words += ["--seeds", *map(str, args.seeds)]
+    if args.smoke:
+        words += ["--smoke"]
+    if args.data_dir:
+        words += ["--data-dir", args.data_dir]
     words += ["--methods", *args.methods]
     if args.train_epochs is not None:
         words += ["--train-epochs", str(args.train_epochs)]
@@ -105,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
         train["epochs"] = args.train_epochs
     if args.train_lr is not None:
         train["lr"] = args.train_lr
+    config_items, method_items = split_overrides(args.set)
+    if config_items and args.setting == "digits10":
+        raise ValueError(
+            f"--set {config_items[0]}: config sections need a config --setting; digits10 "
+            "takes --train-epochs / --train-lr and METHOD.NAME=VALUE."
+        )
     rows = run_compare(
         args.out,
         setting=args.setting,
@@ -112,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         methods=args.methods,
         train=train,
-        hyperparameters=parse_overrides(args.set),
+        hyperparameters=parse_overrides(method_items),
+        smoke=args.smoke,
+        config_overrides=config_items,
+        data_dir=args.data_dir,
         mia_feature=args.mia_feature,
         plot=not args.no_plot,
         command=command_line(args),

@@ -32,39 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _probs(model, params, model_state, source, progress, desc):
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from scissorhands_jax.models._adapters import predict_probs
-
-    probs, labels = [], []
-    for batch in tqdm(
-        source.batches(None),  # unshuffled and unaugmented: the key is never read
-        total=source.num_batches,
-        desc=desc,
-        disable=not progress,
-        leave=False,
-    ):
-        n = batch["label"].shape[0]
-        # pad the last batch to the common shape: one compiled program for every batch
-        images = np.pad(batch["image"], ((0, source.batch_size - n), (0, 0), (0, 0), (0, 0)))
-        out = predict_probs(model, params, model_state, images, batch_size=source.batch_size)
-        probs.append(np.asarray(out)[:n])
-        labels.append(batch["label"])
-    return np.concatenate(probs), np.concatenate(labels)
-
-
 def score(model, params, model_state, split, *, batch_size: int, progress: bool) -> dict:
     """UA, RA, TA and the two MIA-efficacies of one model on a split."""
+    from scissorhands_jax.commands._pipeline import predictions
     from scissorhands_jax.metrics import classification_metrics
 
-    sets = {}
-    for part in ("forget", "retain", "test"):
-        source = split.source(part, batch_size, shuffle=False)
-        sets[f"{part}_probs"], sets[f"{part}_labels"] = _probs(
-            model, params, model_state, source, progress, f"predict {part}"
-        )
+    sets = predictions(model, params, model_state, split, batch_size=batch_size, progress=progress)
     return classification_metrics(**sets)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from scissorhands_jax.commands import _args
 
@@ -36,8 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0."""
     from scissorhands_jax.commands import _pipeline as pipe
-    from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
-    from scissorhands_jax.resumable import TrainState, fit_resumable
+    from scissorhands_jax.demo import prepare_out_dir
 
     cfg = pipe.config_from_args(args)
     progress = not args.no_progress
@@ -60,51 +58,8 @@ def run(args: argparse.Namespace) -> int:
             f"{ix.forget.size} forget, {ix.retain.size} retain; indices in {run_dir}"
         )
         for role, ck in stores.items():
-            section, source, tx, state, data_key = pipe.role_setup(cfg, role, split, model)
-            total = section["epochs"] * source.num_batches
-            if ck.latest_step() is not None:
-                tree, _ = ck.restore(state.tree())
-                state = TrainState(ck.latest_step(), **tree)
-                print(f"{role}: resuming from step {state.step} of {total}")
-            if state.step >= total:
-                print(f"{role}: already complete ({total} steps)")
-                ck.close()
-                continue
-            start = time.perf_counter()
-            try:
-                state, log = fit_resumable(
-                    model.loss,
-                    state,
-                    source,
-                    key=data_key,
-                    epochs=section["epochs"],
-                    tx=tx,
-                    stop_step=args.until_step,
-                    save=lambda s, info, ck=ck: ck.save(s.step, s.tree(), info=info),
-                    save_every=section["checkpoint_every"],
-                    progress=progress,
-                    desc=role,
-                )
-            finally:
-                ck.close()  # waits until every asynchronous save is on disk
-            seconds = time.perf_counter() - start
-            log_path = run_dir / role / "log.json"
-            record = pipe.read_json(log_path, {"role": role, "segments": []})
-            record["segments"].append(
-                {"to_step": state.step, "time_s": seconds, "epochs": log, "schedule": section}
-            )
-            record.update(
-                total_steps=total,
-                step=state.step,
-                complete=state.step >= total,
-                train_time_s=sum(s["time_s"] for s in record["segments"]),
-            )
-            write_json_atomic(log_path, record)
-            done = "complete" if state.step >= total else "stopped; continue with --resume"
-            loss = log[-1]["loss"] if log else float("nan")
-            print(
-                f"{role}: step {state.step} of {total} ({done}) in {seconds:.1f} s, "
-                f"loss {loss:.4f}; {ck.directory}"
+            pipe.train_role(
+                run_dir, role, cfg, split, model, ck, until_step=args.until_step, progress=progress
             )
     finally:
         for ck in stores.values():
