@@ -338,7 +338,9 @@ def test_shadow_logit_is_the_features_times_the_shadow_weights(tiny):
     index = be_mod.head_index(params, CLASSES)
     assert shs.leaf_paths(params)[index] == "Dense_1/kernel"
     w_s, b_s = jnp.linspace(-1.0, 1.0, 8), jnp.float32(0.3)
-    got = np.asarray(be_mod.expanded_logits(model, params, state, x, (w_s, b_s), index))
+    got, new_state = be_mod.expanded_logits(model, params, state, x, (w_s, b_s), index)
+    got = np.asarray(got)
+    assert new_state == state
     h = np.maximum(
         np.asarray(x).reshape(len(x), -1) @ np.asarray(params["Dense_0"]["kernel"])
         + np.asarray(params["Dense_0"]["bias"]),
@@ -403,6 +405,65 @@ def test_scrub_max_steps_move_the_student_away_on_the_forget_set(tiny):
 
     assert kl(xf) > kl(xr)
     assert [e["phase"] for e in result.log] == ["max", "min"]
+
+
+class BatchNormNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(8)(x.reshape(x.shape[0], -1))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(CLASSES)(nn.relu(x))
+
+
+def _bn_running_mean(params, state, x, momentum=0.9):
+    """BatchNorm's running mean after one training-mode pass on ``x``, by hand."""
+    h = np.asarray(x).reshape(len(x), -1) @ np.asarray(params["Dense_0"]["kernel"])
+    h = h + np.asarray(params["Dense_0"]["bias"])
+    old = np.asarray(state["batch_stats"]["BatchNorm_0"]["mean"])
+    return momentum * old + (1 - momentum) * h.mean(0)
+
+
+def test_training_mode_forward_updates_batch_norm_by_hand():
+    model = shs.linen_model(BatchNormNet(), jnp.zeros((1, 4, 4, 1)))
+    params, state = model.init(jax.random.key(0))
+    x = jnp.asarray(_data(10, 2)["image"])
+    from scissorhands_jax.models._adapters import forward
+
+    _, same = forward(model, params, state, x, False)
+    assert same is state
+    logits, new = forward(model, params, state, x, True)
+    np.testing.assert_allclose(
+        np.asarray(new["batch_stats"]["BatchNorm_0"]["mean"]),
+        _bn_running_mean(params, state, x),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # training mode normalises with the batch's own statistics: the logits differ
+    assert not np.allclose(np.asarray(logits), np.asarray(model.logits(params, state, x)))
+    # the BE shadow logits run the same pass and return the same state
+    index = be_mod.head_index(params, CLASSES)
+    shadow = (jnp.ones(8), jnp.float32(0.0))
+    z, be_state = be_mod.expanded_logits(model, params, state, x, shadow, index, train=True)
+    np.testing.assert_allclose(np.asarray(z[:, :CLASSES]), np.asarray(logits), rtol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, be_state, new)
+
+
+@pytest.mark.parametrize("name", ["be", "scrub"])
+def test_be_and_scrub_train_batch_norm_like_a_train_mode_loop(name):
+    """The release's BE and SCRUB loops run the model in ``train()`` mode: with a
+    BatchNorm model their result must carry moved running statistics."""
+    model = shs.linen_model(BatchNormNet(), jnp.zeros((1, 4, 4, 1)))
+    params, state = model.init(jax.random.key(0))
+    retain, forget = _data(16, 0), _data(8, 1)
+    hp = {"lr": 0.01, "epochs": 1, "batch_size": 8}
+    if name == "scrub":
+        hp.update(max_epochs=1, forget_batch_size=8)
+    result = METHODS[name](
+        model, params, state, retain=retain, forget=forget, key=jax.random.key(0), **hp
+    )
+    moved = np.asarray(result.model_state["batch_stats"]["BatchNorm_0"]["mean"])
+    assert np.all(np.isfinite(moved))
+    assert not np.allclose(moved, np.asarray(state["batch_stats"]["BatchNorm_0"]["mean"]))
 
 
 def test_freeze_docstring_example_runs():

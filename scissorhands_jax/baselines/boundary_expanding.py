@@ -36,7 +36,7 @@ from scissorhands_jax.baselines._common import (
     num_classes,
     sgd_chain,
 )
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.models._adapters import Model, forward
 from scissorhands_jax.reinit import leaf_paths
 
 
@@ -74,8 +74,11 @@ def expanded_logits(
     inputs: jax.Array,
     shadow: tuple[jax.Array, jax.Array],
     index: int,
-) -> jax.Array:
-    r"""Logits of the model widened by a shadow class: ``(n, C + 1)``.
+    *,
+    train: bool = False,
+) -> tuple[jax.Array, ModelState]:
+    r"""Logits of the model widened by a shadow class, ``(n, C + 1)``, and the new model
+    state.
 
     .. math::
 
@@ -84,7 +87,9 @@ def expanded_logits(
 
     with :math:`V` = zeros except column 0 = :math:`w_s`, and ``shadow`` =
     :math:`(w_s, b_s)` of shapes ``(d,)`` and ``()``; ``index`` locates the kernel
-    :math:`W` (:func:`head_index`). Evaluation mode.
+    :math:`W` (:func:`head_index`). ``train`` runs the forward pass in training mode
+    (BatchNorm on batch statistics, its running statistics updated in the returned
+    state); the head is affine in :math:`W` in either mode.
     """
     leaves, treedef = jax.tree.flatten(params)
     kernel = leaves[index]
@@ -93,23 +98,29 @@ def expanded_logits(
     def logits_of(k):
         swapped = list(leaves)
         swapped[index] = k
-        return model.logits(jax.tree.unflatten(treedef, swapped), model_state, inputs)
+        return forward(model, jax.tree.unflatten(treedef, swapped), model_state, inputs, train)
 
     direction = jnp.zeros_like(kernel).at[:, 0].set(w_s.astype(kernel.dtype))
-    z, dz = jax.jvp(logits_of, (kernel,), (direction,))
-    return jnp.concatenate([z, (dz[:, 0] + b_s)[:, None]], axis=-1)
+    (z, new_state), (dz, _) = jax.jvp(logits_of, (kernel,), (direction,))
+    return jnp.concatenate([z, (dz[:, 0] + b_s)[:, None]], axis=-1), new_state
 
 
 @functools.cache
 def _shadow_objective(index: int, input_key: str):
     def objective(model, trainable, model_state, batch, aux):
         del aux
-        logits = expanded_logits(
-            model, trainable["params"], model_state, batch[input_key], trainable["shadow"], index
+        logits, new_state = expanded_logits(
+            model,
+            trainable["params"],
+            model_state,
+            batch[input_key],
+            trainable["shadow"],
+            index,
+            train=True,
         )
         shadow_class = jnp.full(logits.shape[:1], logits.shape[-1] - 1)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, shadow_class).mean()
-        return loss, model_state
+        return loss, new_state
 
     return objective
 
@@ -138,8 +149,9 @@ def boundary_expanding(
         \quad x \in D_f
 
     All parameters train (SGD with momentum and weight decay); the shadow neuron starts
-    at PyTorch's default :math:`\mathcal U(\pm 1/\sqrt d)`. The logits are read in
-    evaluation mode, so BatchNorm statistics are not updated. The retain set is unused.
+    at PyTorch's default :math:`\mathcal U(\pm 1/\sqrt d)`. The model runs in training
+    mode (BatchNorm statistics move, as in a PyTorch ``model.train()`` loop). The retain
+    set is unused.
 
     Args:
       model: the :class:`Model`; its head must be affine in a ``(d, C)`` kernel.
@@ -176,7 +188,7 @@ def boundary_expanding(
         jax.random.uniform(k_w, (d,), jnp.float32, -bound, bound),
         jax.random.uniform(k_b, (), jnp.float32, -bound, bound),
     )
-    trainable, _, log = fit_objective(
+    trainable, model_state, log = fit_objective(
         _shadow_objective(index, input_key),
         model,
         {"params": params, "shadow": shadow},

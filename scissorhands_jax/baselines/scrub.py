@@ -29,7 +29,7 @@ from scissorhands_jax.baselines._common import (
     run_pass,
     sgd_chain,
 )
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.models._adapters import Model, forward
 
 
 def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature) -> jax.Array:
@@ -56,12 +56,13 @@ def _objectives(input_key: str):
         return jax.lax.stop_gradient(z)
 
     def maximize(model, params, model_state, batch, aux):
-        student = model.logits(params, model_state, batch[input_key])
-        return -distill_kl(student, teacher_logits(model, batch, aux), aux["T"]), model_state
+        student, new_state = forward(model, params, model_state, batch[input_key], True)
+        return -distill_kl(student, teacher_logits(model, batch, aux), aux["T"]), new_state
 
     def minimize(model, params, model_state, batch, aux):
         ce, new_state = model.loss(params, model_state, batch, True)
-        student = model.logits(params, model_state, batch[input_key])
+        # the same training-mode pass as the loss's (batch statistics), for the KL term
+        student, _ = forward(model, params, model_state, batch[input_key], True)
         kl = distill_kl(student, teacher_logits(model, batch, aux), aux["T"])
         return aux["gamma"] * ce + aux["alpha"] * kl, new_state
 
@@ -98,9 +99,9 @@ def scrub(
         \text{min-step on } b_r:\; \min_\theta\; \gamma\, \mathrm{CE}(\theta; b_r)
             + \alpha\, \mathrm{KL}_T(\theta_o \,\|\, \theta; b_r)
 
-    with :math:`\theta_o` the original (teacher) and :func:`distill_kl`. The KL terms
-    read the student's logits in evaluation mode (the :class:`Model` exposes
-    training-mode outputs only through its loss); the CE term runs in training mode.
+    with :math:`\theta_o` the original (teacher) and :func:`distill_kl`. The student runs
+    in training mode in both steps (BatchNorm uses batch statistics and updates its
+    running ones, as the authors' ``model_s.train()``); the teacher in evaluation mode.
 
     Args:
       model: the :class:`Model`.

@@ -28,11 +28,27 @@ class Model(NamedTuple):
       init: ``init(key) -> (params, model_state)``, the model's own initialisers.
       loss: ``loss(params, model_state, batch, train) -> (loss, new_model_state)``.
       logits: ``logits(params, model_state, inputs) -> logits`` in evaluation mode.
+      apply: ``apply(params, model_state, inputs, train) -> (logits, new_model_state)``:
+        the forward pass in either mode (training mode updates BatchNorm statistics);
+        optional for hand-made records, where :func:`forward` falls back to ``logits``.
     """
 
     init: Callable[[PRNGKey], tuple[Params, ModelState]]
     loss: ModelLossFn
     logits: Callable[[Params, ModelState, jax.Array], jax.Array]
+    apply: Callable[[Params, ModelState, jax.Array, bool], tuple[jax.Array, ModelState]] | None = (
+        None
+    )
+
+
+def forward(
+    model: Model, params: Params, model_state: ModelState, inputs: jax.Array, train: bool
+) -> tuple[jax.Array, ModelState]:
+    """``(logits, new_model_state)`` in training or evaluation mode; a :class:`Model`
+    without ``apply`` gives evaluation-mode logits and its state unchanged."""
+    if model.apply is None:
+        return model.logits(params, model_state, inputs), model_state
+    return model.apply(params, model_state, inputs, train)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -79,19 +95,18 @@ def linen_model(
     def logits(params, model_state, x):
         return module.apply({"params": params, **model_state}, x, **flag(False))
 
-    def loss(params, model_state, batch: Batch, train: bool):
+    def apply(params, model_state, x, train: bool):
         variables = {"params": params, **model_state}
         if train and model_state:
-            out, updates = module.apply(
-                variables, batch[input_key], mutable=list(model_state), **flag(True)
-            )
-            new_state = {**model_state, **updates}
-        else:
-            out = module.apply(variables, batch[input_key], **flag(train))
-            new_state = model_state
+            out, updates = module.apply(variables, x, mutable=list(model_state), **flag(True))
+            return out, {**model_state, **updates}
+        return module.apply(variables, x, **flag(train)), model_state
+
+    def loss(params, model_state, batch: Batch, train: bool):
+        out, new_state = apply(params, model_state, batch[input_key], train)
         return loss_from_logits(out, batch[label_key]), new_state
 
-    return Model(init=init, loss=loss, logits=logits)
+    return Model(init=init, loss=loss, logits=logits, apply=apply)
 
 
 def nnx_model(
@@ -135,14 +150,16 @@ def nnx_model(
     def logits(params, model_state, x):
         return run(params, model_state, x, False)[0]
 
+    def apply(params, model_state, x, train: bool):
+        out, new_state = run(params, model_state, x, train)
+        return out, (new_state if train else model_state)
+
     def loss(params, model_state, batch: Batch, train: bool):
-        out, new_state = run(params, model_state, batch[input_key], train)
-        if not train:
-            new_state = model_state
+        out, new_state = apply(params, model_state, batch[input_key], train)
         return loss_from_logits(out, batch[label_key]), new_state
 
     params, state = init(jax.random.key(0))
-    return Model(init=init, loss=loss, logits=logits), params, state
+    return Model(init=init, loss=loss, logits=logits, apply=apply), params, state
 
 
 @functools.cache
