@@ -7,8 +7,10 @@ Each epoch first takes *max-steps* on the forget set (ascend the distillation KL
 the teacher; only in the first ``max_epochs`` epochs), then *min-steps* on the retain
 set (descend :math:`\\gamma\\,\\mathrm{CE} + \\alpha\\,\\mathrm{KL}`), with one SGD
 optimiser throughout. Defaults follow the authors' examples: T = 4, γ = 0.99,
-α = 0.001, lr 5e-4, 3 epochs with 2 of max-steps, retain batch 128, forget batch 32
-(their learning-rate decay and gradient clipping are not reproduced).
+α = 0.001, lr 5e-4, 3 epochs with 2 of max-steps, retain batch 128, forget batch 32.
+Their step decay of the learning rate (×0.1 after epochs 3, 5 and 9 in their examples)
+never acts within 3 epochs and is not implemented; their gradient clipping is not
+reproduced.
 """
 
 from __future__ import annotations
