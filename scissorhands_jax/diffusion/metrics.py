@@ -7,9 +7,13 @@
 - **Accuracy on the other classes**: the percentage of samples generated for each other
   class that the classifier assigns to the conditioning class (generation quality kept).
 - **Fréchet distance** between generated and real images in a feature space. Offline,
-  the classifier's penultimate features (:func:`feature_extractor`); with Inception
-  weights at hand, pass their pool features instead and it is the usual FID
-  (Heusel et al., NeurIPS 2017).
+  the classifier's penultimate features (:func:`feature_extractor`); with the FID
+  Inception weights at hand, :func:`inception_fid_features` gives their 2048-d pool3
+  features instead and it is the usual FID (Heusel et al., NeurIPS 2017), as
+  pytorch-fid computes it::
+
+      fid_features = inception_fid_features("inception_fid.npz")  # see inception.py
+      fid = frechet_distance_features(fid_features(generated01), fid_features(real01))
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from scissorhands_jax.diffusion.inception import inception_fid_features
+
+__all__ = [
+    "feature_extractor",
+    "feature_statistics",
+    "frechet_distance",
+    "frechet_distance_features",
+    "generation_metrics",
+    "inception_fid_features",
+]
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +146,8 @@ def generation_metrics(
       forget_class: the forgotten class.
       generated_features, real_features: optional features of the samples generated
         for the *other* classes and of real images of those classes, for the Fréchet
-        distance.
+        distance (Inception pool3 features from :func:`inception_fid_features` make it
+        the FID).
 
     Returns:
       ``forget_share`` (% of forget-class samples classified as it), ``forget_prob``
