@@ -14,6 +14,9 @@ from collections.abc import Sequence
 COMMANDS = {
     "compare": "scissorhands_jax.commands.compare",
     "demo": "scissorhands_jax.commands.demo",
+    "diffusion-evaluate": "scissorhands_jax.commands.diffusion_evaluate",
+    "diffusion-train": "scissorhands_jax.commands.diffusion_train",
+    "diffusion-unlearn": "scissorhands_jax.commands.diffusion_unlearn",
     "evaluate": "scissorhands_jax.commands.evaluate",
     "generate-demo": "scissorhands_jax.commands.generate_demo",
     "prepare": "scissorhands_jax.commands.prepare",

@@ -1,9 +1,14 @@
 """Experiment configs: a Python file with a ``CONFIG`` dict (and an optional ``SMOKE``).
 
 The command line is the only reader of configs; the library takes keyword arguments. A
-config is merged over :data:`DEFAULTS`, then ``SMOKE`` (with ``--smoke``), then
-``--set section.key=value`` overrides. Every key must exist in :data:`DEFAULTS`: an
-unknown one is a one-line error naming it and the known keys, before any work.
+config is merged over the schema of its kind, then ``SMOKE`` (with ``--smoke``), then
+``--set section.key=value`` overrides. Every key must exist in the schema: an unknown
+one is a one-line error naming it and the known keys, before any work.
+
+Two kinds (:data:`SCHEMAS`): ``"classifier"`` configs (:data:`DEFAULTS`; ``train``,
+``unlearn``, ``evaluate``) and ``"diffusion"`` configs (:data:`DIFFUSION_DEFAULTS`;
+``diffusion-train``, ``diffusion-unlearn``, ``diffusion-evaluate``). A diffusion config
+is one whose ``CONFIG`` has a top-level ``"diffusion"`` section.
 """
 
 from __future__ import annotations
@@ -82,6 +87,138 @@ DEFAULTS: dict[str, Any] = {
 }
 """Every config key and its default (the release's CIFAR-10 random-10 % setting)."""
 
+_DDPM_TRAIN = {
+    # keywords of scissorhands_jax.diffusion.train_diffusion
+    "steps": 800_000,
+    "lr": 2e-4,
+    "grad_clip": 1.0,
+    # the pipeline's own
+    "batch_size": 128,
+    "ema_decay": 0.9999,  # None: no EMA; else the published weights are the EMA
+    "seed": 0,
+    "log_every": 1000,
+    "checkpoint_every": 5000,
+    "keep": 2,
+}
+_REPAIR = {"lr": 1e-4, "steps": 500, "batch_size": 128, "grad_clip": 1.0, "seed": 0}
+
+DIFFUSION_DEFAULTS: dict[str, Any] = {
+    "data": {
+        "name": None,  # "digits10" (scikit-learn, offline) or "cifar10" (tfds)
+        "data_dir": None,
+        "forget_class": 0,
+        "image_size": None,  # None: the data's own; digits may be upsampled to 16
+        "random_flip": False,  # horizontal flips of the DDPM's training batches
+        "limit_train": None,
+        "limit_test": None,
+    },
+    "unet": {  # scissorhands_jax.diffusion.UNet (num_classes comes from the data)
+        "ch": 128,
+        "ch_mult": [1, 2, 2, 2],
+        "num_res_blocks": 2,
+        "attn_resolutions": [16],
+        "dropout": 0.1,
+        "num_heads": 1,
+        "norm_groups": 32,
+    },
+    "diffusion": {
+        "schedule": {  # scissorhands_jax.diffusion.make_schedule
+            "kind": "linear",
+            "num_timesteps": 1000,
+            "beta_start": 1e-4,
+            "beta_end": 0.02,
+        },
+        "p_uncond": 0.1,
+    },
+    "train": dict(_DDPM_TRAIN),
+    "retrain": dict(_DDPM_TRAIN),
+    "classifier": {  # the judge of the generation metrics, trained on the same data
+        "model": "resnet18",  # "digits_cnn", "resnet18" or "resnet34"
+        "width": 64,
+        "epochs": 30,
+        "lr": 0.1,
+        "milestones": [15, 25],
+        "gamma": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 128,
+        "augment": True,  # the data set's own augmentation (CIFAR-10: crop + flip)
+        "seed": 0,
+        "checkpoint_every": 1000,
+        "keep": 2,
+    },
+    "sample": {  # keywords of scissorhands_jax.diffusion.sample, then the pipeline's
+        "method": "ddim",
+        "num_steps": 100,
+        "guidance_scale": 2.0,
+        "eta": 0.0,
+        "batch_size": 512,
+        "per_class": 500,
+        "seed": 0,
+        "grid_per_class": 8,
+    },
+    "scissorhands": {  # keywords of scissorhands_diffusion, and the seed
+        "eligible": "up_attn",
+        "sparsity": 0.999,
+        "prune_num": 1,
+        "saliency_guidance": 8.5,
+        "reinit": "trunc_normal",
+        "objective": "contrast",
+        "anchor": None,
+        "lam": 0.1,
+        "lr": 2e-5,
+        "steps": 500,
+        "batch_size": 128,
+        "grad_clip": None,
+        "trainable": None,
+        "projection": "none",
+        "margin": 0.5,
+        "eps": 1e-3,
+        "memory_num": 1,
+        "memory_every": 50,
+        "log_every": 50,
+        "seed": 0,
+    },
+    "scissorhands_anchor": {  # the release's concept recipe: L_r + lam * anchor loss
+        "eligible": "up_attn",
+        "sparsity": 0.995,
+        "prune_num": 1,
+        "saliency_guidance": None,
+        "reinit": "model",
+        "objective": "anchor",
+        "anchor": "next",
+        "lam": 0.1,
+        "lr": 1e-5,
+        "steps": 500,
+        "batch_size": 128,
+        "grad_clip": None,
+        "trainable": None,
+        "projection": "none",
+        "margin": 0.5,
+        "eps": 1e-3,
+        "memory_num": 1,
+        "memory_every": 50,
+        "log_every": 50,
+        "seed": 0,
+    },
+    "salun": {  # keywords of salun_diffusion, and the seed
+        "mask_ratio": 0.5,
+        "saliency_guidance": 2.0,
+        "mask_batches": 1,
+        "anchor": "next",
+        "alpha": 1e-3 * 3072,
+        "log_every": 50,
+        **_REPAIR,
+    },
+    "finetune": dict(_REPAIR),  # keywords of finetune_diffusion, and the seed
+    "eval": {"fid_features": None},  # "MODULE:FUNCTION", see diffusion-evaluate
+}
+"""Every key of a diffusion config and its default (SalUn's CIFAR-10 DDPM, Scissorhands
+mapped from the release's Stable Diffusion class recipe)."""
+
+SCHEMAS: dict[str, dict[str, Any]] = {"classifier": DEFAULTS, "diffusion": DIFFUSION_DEFAULTS}
+"""Config kind -> its schema of keys and defaults."""
+
 
 def _merge(base: dict, update: dict, schema: dict, where: str, source: str) -> dict:
     out = copy.deepcopy(base)
@@ -114,8 +251,24 @@ def _nest(keys: list[str], value: Any) -> dict:
     return {keys[0]: value} if len(keys) == 1 else {keys[0]: _nest(keys[1:], value)}
 
 
+def config_kind(config: dict) -> str:
+    """``"diffusion"`` for a ``CONFIG`` with a top-level ``"diffusion"`` section, else
+    ``"classifier"``."""
+    return "diffusion" if isinstance(config, dict) and "diffusion" in config else "classifier"
+
+
+_COMMANDS = {
+    "classifier": "train/unlearn/evaluate",
+    "diffusion": "diffusion-train/-unlearn/-evaluate",
+}
+
+
 def load_config(
-    path: str | os.PathLike, *, smoke: bool = False, overrides: Sequence[str] = ()
+    path: str | os.PathLike,
+    *,
+    smoke: bool = False,
+    overrides: Sequence[str] = (),
+    kind: str = "classifier",
 ) -> dict[str, Any]:
     """Loads a config file into a complete, validated dict.
 
@@ -123,15 +276,20 @@ def load_config(
       path: a ``.py`` file defining ``CONFIG`` (and ``SMOKE`` for ``smoke``).
       smoke: merge the file's ``SMOKE`` dict (a run of seconds).
       overrides: ``"section.key=value"`` strings; values are Python literals or words.
+      kind: ``"classifier"`` or ``"diffusion"``: the schema (:data:`SCHEMAS`) the file
+        must follow (see :func:`config_kind`).
 
     Returns:
-      :data:`DEFAULTS` updated by ``CONFIG``, ``SMOKE`` and ``overrides``, with
+      The schema's defaults updated by ``CONFIG``, ``SMOKE`` and ``overrides``, with
       ``"config_path"`` and ``"smoke"`` added.
 
     Raises:
-      ValueError: a missing or broken file, no ``CONFIG`` (or ``SMOKE``), an unknown
-        key, or no ``data.name``.
+      ValueError: a missing or broken file, no ``CONFIG`` (or ``SMOKE``), a config of
+        the other kind, an unknown key, or no ``data.name``.
     """
+    if kind not in SCHEMAS:
+        raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(SCHEMAS)}.")
+    schema = SCHEMAS[kind]
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise ValueError(f"config {path} is not a .py file (see experiments/configs/).")
@@ -143,14 +301,20 @@ def load_config(
         raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from err
     if not isinstance(getattr(module, "CONFIG", None), dict):
         raise ValueError(f"config {path} defines no CONFIG dict.")
-    cfg = _merge(DEFAULTS, module.CONFIG, DEFAULTS, "", str(path))
+    found = config_kind(module.CONFIG)
+    if found != kind:
+        raise ValueError(
+            f"config {path} is a {found} config (a 'diffusion' section marks those); use "
+            f"it with scissorhands {_COMMANDS[found]}, not with the {kind} commands."
+        )
+    cfg = _merge(schema, module.CONFIG, schema, "", str(path))
     if smoke:
         if not isinstance(getattr(module, "SMOKE", None), dict):
             raise ValueError(f"config {path} defines no SMOKE dict for --smoke.")
-        cfg = _merge(cfg, module.SMOKE, DEFAULTS, "", f"{path} (SMOKE)")
+        cfg = _merge(cfg, module.SMOKE, schema, "", f"{path} (SMOKE)")
     for text in overrides:
         keys, value = _parse_override(text)
-        cfg = _merge(cfg, _nest(keys, value), DEFAULTS, "", f"--set {text}")
+        cfg = _merge(cfg, _nest(keys, value), schema, "", f"--set {text}")
     if not cfg["data"]["name"]:
         raise ValueError(f"config {path}: data.name is required (e.g. 'cifar10').")
     return {**cfg, "config_path": str(path), "smoke": bool(smoke)}

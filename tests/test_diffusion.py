@@ -1,5 +1,6 @@
 """Diffusion: schedule and posterior, samplers, the UNet, Scissorhands for generation,
-baselines, metrics, checkpoints and the generate-demo command."""
+baselines, metrics, checkpoints and the generate-demo command (the config-driven
+diffusion-train/-unlearn/-evaluate pipeline: tests/test_diffusion_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -366,11 +367,14 @@ def test_unlearned_checkpoint_keeps_the_format(toy, contrast_gem, tmp_path):
     assert jax.tree.structure(new) == jax.tree.structure(params)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(new), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
-    dm.save_params(tmp_path / "unlearned", new)
-    back = dm.restore_params(tmp_path / "unlearned", params)  # the original as template
-    jax.tree.map(np.testing.assert_array_equal, back, new)
-    with pytest.raises(ValueError, match="already exists"):
-        dm.save_params(tmp_path / "unlearned", new)
+    with shs.Checkpoints(tmp_path / "unlearned", identity={"model": "toy"}) as ck:
+        ck.save(1, {"params": new})
+    with shs.Checkpoints(tmp_path / "unlearned", identity={"model": "toy"}) as ck:
+        back, _ = ck.restore({"params": params})  # the original as template
+    jax.tree.map(np.testing.assert_array_equal, back["params"], new)
+    with pytest.raises(shs.CheckpointError, match="different run"):
+        with shs.Checkpoints(tmp_path / "unlearned", identity={"model": "other"}) as ck:
+            ck.restore({"params": params})
 
 
 def test_baselines_run_and_salun_masks_half(toy):
@@ -557,27 +561,45 @@ def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
 
 
 def test_cifar10_config_documents_the_settings():
+    from scissorhands_jax.config import load_config
+
     path = (
         Path(__file__).resolve().parents[1] / "experiments" / "configs" / "cifar10_ddpm_class0.py"
     )
     spec = importlib.util.spec_from_file_location("cifar10_ddpm_class0", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    cfg = module.CONFIG
-    for word in ("SalUn", "Scissorhands", "Expected"):
+    for word in ("SalUn", "Scissorhands", "Expected", "scissorhands diffusion-train"):
         assert word in module.__doc__
-    unet = dm.UNet(**cfg["unet"])
-    assert unet.ch_mult == (1, 2, 2, 2)
+    cfg = load_config(path, kind="diffusion")
+    unet = dm.UNet(
+        num_classes=10,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()},
+    )
+    assert unet.ch_mult == (1, 2, 2, 2) and unet.attn_resolutions == (16,)
     assert cfg["diffusion"]["schedule"]["num_timesteps"] == 1000
-    assert set(cfg) >= {"scissorhands", "salun", "train", "sample"}
-    # every setting is a keyword of the library function it documents
-    for fn, kw in (
-        (dm.scissorhands_diffusion, cfg["scissorhands"]),
-        (dm.scissorhands_diffusion, cfg["scissorhands_anchor"]),
-        (dm.salun_diffusion, cfg["salun"]),
-        (dm.train_diffusion, cfg["train"]),
-        (dm.sample, cfg["sample"]),
-        (dm.make_schedule, cfg["diffusion"]["schedule"]),
+    # SalUn's DDPM and unlearning settings, typed from the header by hand
+    t = cfg["train"]
+    assert (t["steps"], t["lr"], t["batch_size"], t["grad_clip"], t["ema_decay"]) == (
+        800_000,
+        2e-4,
+        128,
+        1.0,
+        0.9999,
+    )
+    s = cfg["salun"]
+    assert (s["mask_ratio"], s["saliency_guidance"], s["lr"], s["steps"]) == (0.5, 2.0, 1e-4, 500)
+    assert s["alpha"] == pytest.approx(1e-3 * 3072) and cfg["data"]["random_flip"]
+    sh = cfg["scissorhands"]
+    assert (sh["sparsity"], sh["saliency_guidance"], sh["lam"], sh["lr"]) == (0.999, 8.5, 0.1, 2e-5)
+    assert sh["reinit"] == "trunc_normal" and sh["projection"] == "none"
+    # every library setting is a keyword of the function it documents
+    for fn, section in (
+        (dm.scissorhands_diffusion, "scissorhands"),
+        (dm.scissorhands_diffusion, "scissorhands_anchor"),
+        (dm.salun_diffusion, "salun"),
+        (dm.finetune_diffusion, "finetune"),
     ):
         params = inspect.signature(fn).parameters
-        assert set(kw) <= set(params), (fn.__name__, set(kw) - set(params))
+        assert set(cfg[section]) - {"seed"} <= set(params), (fn.__name__, section)
+    assert set(cfg["diffusion"]["schedule"]) <= set(inspect.signature(dm.make_schedule).parameters)

@@ -279,3 +279,18 @@ def test_matches_pytorch_fid(tmp_path, monkeypatch):
         assert want.std() > 1e-2  # informative features, not a collapsed network
         assert err <= 1.5 * err_torch + 1e-5 * scale
         np.testing.assert_allclose(got, want32, rtol=0, atol=2.5e-4 * scale)
+
+
+def test_commands_build_the_inception_features_from_the_flag(weights_file, tmp_path):
+    """``--inception-weights`` (diffusion-evaluate, generate-demo) gives the same features as
+    the library call; bad combinations fail before any sampling."""
+    from scissorhands_jax.commands.diffusion_evaluate import feature_function
+
+    got = feature_function(None, str(weights_file))
+    x = images(2, size=16)
+    np.testing.assert_array_equal(got(x), inc.inception_fid_features(weights_file)(x))
+    with pytest.raises(ValueError, match="not both"):
+        feature_function("numpy:mean", str(weights_file))
+    with pytest.raises(ValueError):
+        feature_function(None, str(tmp_path / "missing.npz"))
+    assert feature_function(None, None) is None

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 import scissorhands_jax as shs
 from scissorhands_jax import cli
-from scissorhands_jax.config import DEFAULTS, load_config
+from scissorhands_jax.config import SCHEMAS, load_config
 
 # orbax's parallel reads of a damaged checkpoint leave asyncio callbacks that fire after
 # their event loop closed (reported at a later garbage collection, in any test)
@@ -194,12 +194,19 @@ def test_configs_match_the_spec_table(name):
 
 
 def test_config_files_hold_only_known_keys():
+    kinds = {"classifier": 0, "diffusion": 0}
     for path in sorted(CONFIGS.glob("*.py")):
-        if path.name in ("digits10.py", "cifar10_ddpm_class0.py"):  # demo record; diffusion config
+        if path.name == "digits10.py":  # the demo's record, not a pipeline config
             continue
+        kind = "diffusion" if "_ddpm_" in path.name else "classifier"
+        kinds[kind] += 1
         for smoke in (False, True):
-            cfg = load_config(path, smoke=smoke)
-            assert set(cfg) == {*DEFAULTS, "config_path", "smoke"}
+            cfg = load_config(path, smoke=smoke, kind=kind)
+            assert set(cfg) == {*SCHEMAS[kind], "config_path", "smoke"}
+        other = "classifier" if kind == "diffusion" else "diffusion"
+        with pytest.raises(ValueError, match=f"is a {kind} config"):
+            load_config(path, kind=other)
+    assert kinds["diffusion"] >= 2 and kinds["classifier"] >= 10
 
 
 def test_digits_config_selects_the_demo_forget_set():

@@ -27,34 +27,44 @@ Settings taken from the releases:
                        i.e. s = 8.5 here; prune_num 1; re-init trunc_normal(std 0.02),
                        biases 0; Adam on all UNet weights; L_r - lambda * L_f.
 
-Command (no runner for CIFAR-10 in this project yet: the generate-demo command runs the
-same library calls on digits); on an accelerator, with CIFAR-10 as float arrays in
-[-1, 1] (e.g. from tfds):
-  import jax, scissorhands_jax as shs
-  from experiments.configs.cifar10_ddpm_class0 import CONFIG as C
-  d = shs.diffusion
-  model = d.diffusion_model(d.UNet(**C["unet"]), image_shape=(32, 32, 3), num_classes=10,
-      schedule=d.make_schedule(**C["diffusion"]["schedule"]), p_uncond=C["diffusion"]["p_uncond"])
-  params, _ = d.train_diffusion(model, model.init(jax.random.key(0))[0],
-      d.diffusion_source(train, 128), key=jax.random.key(1), **C["train"])
-  res = d.scissorhands_diffusion(model, params, retain=retain, forget=forget,
-      key=jax.random.key(2), **C["scissorhands"])
-  sal = d.salun_diffusion(model, params, retain=retain, forget=forget,
-      key=jax.random.key(3), **C["salun"])
-  samples = d.sample(model, res.params, jax.random.key(4), labels, **C["sample"])
+Commands (add --smoke to each for a run of seconds on a small UNet and 512 images):
+  C=experiments/configs/cifar10_ddpm_class0.py RUN=runs/cifar10_ddpm_class0
+  scissorhands prepare cifar10 --data-dir DATA
+  scissorhands diffusion-train $C --data-dir DATA --out $RUN     # original, retrain, judge
+  scissorhands diffusion-unlearn $C --data-dir DATA --run $RUN --method scissorhands
+  scissorhands diffusion-unlearn $C --data-dir DATA --run $RUN --method salun
+  scissorhands diffusion-evaluate $C --data-dir DATA --run $RUN --inception-weights W.npz
+(diffusion-train checkpoints every train.checkpoint_every steps; after a preemption, the
+same command with --resume continues to the same bits. --inception-weights takes the
+.npz of python -m scissorhands_jax.diffusion.convert_inception; without it the Fréchet
+distance is in the judge's features only.)
+
+This project's choices where the releases leave one open: the judge is a CIFAR ResNet-34
+trained here on the same training split (SGD 0.1, 30 epochs, crop + flip; SalUn uses a
+pre-trained ResNet-34); 500 DDIM samples per class with guidance 2 for every model
+(SalUn: 5,000 per remaining class for its FID); Scissorhands' sparsity 0.999 keeps the
+top 0.1 % of the 36M parameters, of which only those in the up-path attention change.
 
 Expected:  not measured by this project (its machines have no GPU). Training dominates:
-           800k iterations of a 36M-parameter UNet; each unlearning run is 500 steps.
+           800k iterations of a 36M-parameter UNet (twice: original and retrain); each
+           unlearning run is 500 steps.
 """
 
 CONFIG = {
-    "data": {"name": "cifar10", "forget_class": 0, "random_flip": True, "scale": "[-1, 1]"},
+    "data": {
+        "name": "cifar10",
+        "data_dir": None,
+        "forget_class": 0,  # airplane
+        "image_size": None,  # 32x32
+        "random_flip": True,
+        "limit_train": None,
+        "limit_test": None,
+    },
     "unet": {
-        "num_classes": 10,
         "ch": 128,
-        "ch_mult": (1, 2, 2, 2),
+        "ch_mult": [1, 2, 2, 2],
         "num_res_blocks": 2,
-        "attn_resolutions": (16,),
+        "attn_resolutions": [16],
         "dropout": 0.1,
         "num_heads": 1,
         "norm_groups": 32,
@@ -63,8 +73,53 @@ CONFIG = {
         "schedule": {"kind": "linear", "num_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
         "p_uncond": 0.1,
     },
-    "train": {"steps": 800_000, "lr": 2e-4, "grad_clip": 1.0},  # batch 128, EMA 0.9999 in SalUn
-    "sample": {"method": "ddim", "num_steps": 100, "guidance_scale": 2.0, "batch_size": 512},
+    "train": {
+        "steps": 800_000,
+        "lr": 2e-4,
+        "grad_clip": 1.0,
+        "batch_size": 128,
+        "ema_decay": 0.9999,
+        "seed": 0,
+        "log_every": 1000,
+        "checkpoint_every": 5000,
+        "keep": 2,
+    },
+    "retrain": {
+        "steps": 800_000,
+        "lr": 2e-4,
+        "grad_clip": 1.0,
+        "batch_size": 128,
+        "ema_decay": 0.9999,
+        "seed": 0,
+        "log_every": 1000,
+        "checkpoint_every": 5000,
+        "keep": 2,
+    },
+    "classifier": {
+        "model": "resnet34",
+        "width": 64,
+        "epochs": 30,
+        "lr": 0.1,
+        "milestones": [15, 25],
+        "gamma": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": 128,
+        "augment": True,
+        "seed": 0,
+        "checkpoint_every": 1000,
+        "keep": 2,
+    },
+    "sample": {
+        "method": "ddim",
+        "num_steps": 100,
+        "guidance_scale": 2.0,
+        "eta": 0.0,
+        "batch_size": 512,
+        "per_class": 500,
+        "seed": 0,
+        "grid_per_class": 8,
+    },
     "scissorhands": {
         "eligible": "up_attn",
         "sparsity": 0.999,
@@ -72,12 +127,20 @@ CONFIG = {
         "saliency_guidance": 8.5,
         "reinit": "trunc_normal",
         "objective": "contrast",
+        "anchor": None,
         "lam": 0.1,
         "lr": 2e-5,
         "steps": 500,
         "batch_size": 128,
         "grad_clip": None,
+        "trainable": None,
         "projection": "none",
+        "margin": 0.5,
+        "eps": 1e-3,
+        "memory_num": 1,
+        "memory_every": 50,
+        "log_every": 50,
+        "seed": 0,
     },
     "scissorhands_anchor": {  # the release's nudity recipe, with class 1 as the anchor
         "eligible": "up_attn",
@@ -91,17 +154,46 @@ CONFIG = {
         "lr": 1e-5,
         "steps": 500,
         "batch_size": 128,
+        "grad_clip": None,
+        "trainable": None,
         "projection": "none",
+        "margin": 0.5,
+        "eps": 1e-3,
+        "memory_num": 1,
+        "memory_every": 50,
+        "log_every": 50,
+        "seed": 0,
     },
     "salun": {
         "mask_ratio": 0.5,
         "saliency_guidance": 2.0,
+        "mask_batches": 1,
         "anchor": "next",
         "alpha": 1e-3 * 3072,  # SalUn's alpha on its summed retain loss, as a mean-loss weight
         "lr": 1e-4,
         "steps": 500,
         "batch_size": 128,
         "grad_clip": 1.0,
+        "log_every": 50,
+        "seed": 0,
     },
-    "metrics": ["forget_share", "forget_prob", "forget_entropy", "other_acc", "frechet"],
+    "finetune": {"lr": 1e-4, "steps": 500, "batch_size": 128, "grad_clip": 1.0, "seed": 0},
+    "eval": {"fid_features": None},
+}
+
+_TINY_GENERATOR = {"steps": 4, "batch_size": 32, "log_every": 2, "checkpoint_every": 2}
+_TINY_REPAIR = {"steps": 2, "batch_size": 32}
+
+SMOKE = {  # --smoke: 512 images, a small UNet, a few steps of everything
+    "data": {"limit_train": 512, "limit_test": 256},
+    "unet": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16]},
+    "diffusion": {"schedule": {"num_timesteps": 100}},
+    "train": _TINY_GENERATOR,
+    "retrain": _TINY_GENERATOR,
+    "classifier": {"model": "resnet18", "width": 8, "epochs": 1, "batch_size": 64},
+    "sample": {"num_steps": 5, "per_class": 4, "batch_size": None},
+    "scissorhands": {**_TINY_REPAIR, "sparsity": 0.99},
+    "scissorhands_anchor": {**_TINY_REPAIR, "prune_num": 1},
+    "salun": _TINY_REPAIR,
+    "finetune": _TINY_REPAIR,
 }

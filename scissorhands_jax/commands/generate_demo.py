@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,14 +50,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--fid-features",
         default=None,
         metavar="MODULE:FUNCTION",
-        help="an importable features(images in [0, 1], NHWC) -> (N, D) function, e.g. "
-        "over your Inception-v3 weights: adds the usual FID to every row",
+        help="an importable features(images in [0, 1], NHWC) -> (N, D) function: adds a "
+        "Fréchet distance in its features to every row",
+    )
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="NPZ",
+        help="weights of the FID Inception-v3 (python -m "
+        "scissorhands_jax.diffusion.convert_inception): adds the standard FID to every row",
     )
     p.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs the generation demo and prints its table."""
+    from scissorhands_jax.commands.diffusion_evaluate import feature_function
     from scissorhands_jax.diffusion.demo import METHODS, format_rows, run_generate_demo
 
     overrides: dict = {"forget_class": args.forget_class, "seed": args.seed}
@@ -94,15 +101,7 @@ def run(args: argparse.Namespace) -> int:
         sample["per_class"] = args.per_class
     if sample:
         overrides["sample"] = sample
-    fid_features = None
-    if args.fid_features:
-        module_name, _, attr = args.fid_features.partition(":")
-        if not attr:
-            raise ValueError(f"--fid-features wants MODULE:FUNCTION, got {args.fid_features!r}.")
-        try:
-            fid_features = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"--fid-features {args.fid_features}: {err}") from err
+    fid_features = feature_function(args.fid_features, args.inception_weights)
     payload = run_generate_demo(
         args.out,
         fid_features=fid_features,

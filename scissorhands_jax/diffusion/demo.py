@@ -7,8 +7,11 @@ release's class recipe :math:`L_r - \\lambda L_f`, and its anchor recipe), and b
 baselines FT, SalUn and Retrain. Every model generates the same seeded batch (same
 initial noise per slot); the run writes ``metrics.json``, one PNG grid per model
 (rows: classes 0..9), ``before_after.png`` (original | Scissorhands with
-:math:`L_r - \\lambda L_f` | Scissorhands with the anchor recipe) and orbax
-checkpoints of every model and of the classifier.
+:math:`L_r - \\lambda L_f` | Scissorhands with the anchor recipe) and a checkpoint of
+every model and of the classifier (:class:`~scissorhands_jax.Checkpoints`, step 0,
+``{"params": ...}``). ``scissorhands diffusion-train`` / ``-unlearn`` / ``-evaluate``
+run the same recipe from a config (``experiments/configs/digits_ddpm_class0.py``) with
+resumable checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax.checkpoint import Checkpoints
 from scissorhands_jax.data import array_source, load_digits10
 from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
 from scissorhands_jax.diffusion.baselines import (
@@ -30,7 +34,6 @@ from scissorhands_jax.diffusion.baselines import (
     retrain_diffusion,
     salun_diffusion,
 )
-from scissorhands_jax.diffusion.checkpoint import save_params
 from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
 from scissorhands_jax.diffusion.metrics import (
     feature_extractor,
@@ -289,6 +292,10 @@ def run_generate_demo(
     grids: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
 
+    def save_params(name: str, tree) -> None:  # one step-0 checkpoint per model
+        with Checkpoints(ckpt_dir / name, identity={"demo": name, "config": cfg}, keep=1) as ck:
+            ck.save(0, {"params": tree}, info={"final": True})
+
     def evaluate(name: str, p, extra: dict) -> None:
         t1 = time.perf_counter()
         x = sample(
@@ -320,14 +327,14 @@ def run_generate_demo(
         per = np.asarray((x + 1.0) / 2.0).reshape(10, sc["per_class"], size, size, 1)
         grids[name] = image_grid(per[:, : cfg["grid_per_class"]], scale=32 // size)
         save_png(out / f"grid_{name}.png", grids[name])
-        save_params(ckpt_dir / name, p)
+        save_params(name, p)
         log(
             f"{name}: forget share {row['forget_share']:.1f} %, other-class accuracy "
             f"{row['other_acc']:.1f} %, Fréchet {row['frechet']:.3f}"
             + (f" ({extra['time_s']:.1f} s)" if "time_s" in extra else "")
         )
 
-    save_params(ckpt_dir / "classifier", c_params)
+    save_params("classifier", c_params)
     evaluate("original", params, {"time_s": timing["train_ddpm_s"]})
     key = jax.random.key(seed + 5)
     for name in methods:

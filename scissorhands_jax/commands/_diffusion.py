@@ -1,0 +1,325 @@
+"""What ``diffusion-train``, ``-unlearn`` and ``-evaluate`` share: config -> data, models,
+run files.
+
+A run directory (``--out`` of ``diffusion-train``, ``--run`` of the others) holds::
+
+    run.json                                the request: data, forget class, counts
+    original/checkpoints/<step>/  log.json  the DDPM trained on every class
+    retrain/checkpoints/<step>/   log.json  the DDPM trained without the forget class
+    classifier/checkpoints/<step>/ log.json the judge of the generation metrics
+    <method>/checkpoints/<steps>/ log.json  an unlearned DDPM (scissorhands, salun, ...)
+    evaluation.json, grid_<model>.png, before_after.png
+
+Every checkpoint goes through :class:`~scissorhands_jax.Checkpoints` with an identity
+(data, network, schedule, settings): a run directory is never continued or read under
+another config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
+from scissorhands_jax.config import load_config
+from scissorhands_jax.diffusion.baselines import finetune_diffusion, salun_diffusion
+from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
+from scissorhands_jax.diffusion.metrics import feature_extractor
+from scissorhands_jax.diffusion.model import DiffusionModel, diffusion_model
+from scissorhands_jax.diffusion.resumable import DiffusionTrainState, init_train_state
+from scissorhands_jax.diffusion.schedule import make_schedule
+from scissorhands_jax.diffusion.training import adam_direction
+from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
+from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
+from scissorhands_jax.resumable import TrainState, step_decay_sgd
+
+GENERATORS = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
+"""Generator role -> (config section of its schedule, data part it trains on)."""
+ROLES = (*GENERATORS, "classifier")
+METHODS = ("scissorhands", "scissorhands_anchor", "salun", "finetune")
+"""``diffusion-unlearn --method`` choices; each has its config section of keywords."""
+PIPELINE_KEYS = {
+    "train": ("batch_size", "ema_decay", "seed", "log_every", "checkpoint_every", "keep"),
+    "method": ("seed",),
+    "sample": ("per_class", "seed", "grid_per_class"),
+}
+"""Config keys read by the commands themselves; the rest of a section are keywords of
+the library function it documents."""
+_JUDGES = {"digits_cnn": None, "resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+
+
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = list(args.set)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir!r}")
+    return load_config(args.config, smoke=args.smoke, overrides=overrides, kind="diffusion")
+
+
+def build_data(cfg: dict, *, progress: bool) -> GenerationData:
+    d = cfg["data"]
+    return load_generation_data(
+        d["name"],
+        forget_class=d["forget_class"],
+        image_size=d["image_size"],
+        data_dir=d["data_dir"],
+        limit_train=d["limit_train"],
+        limit_test=d["limit_test"],
+        progress=progress,
+    )
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return tuple(map(_frozen, value)) if isinstance(value, list | tuple) else value
+
+
+def build_model(cfg: dict, data: GenerationData) -> DiffusionModel:
+    """The config's DDPM for ``data``; equal settings give the same object, so that commands
+    run in one process (tests, notebooks) share its compiled programs."""
+    return _model(
+        _frozen(cfg["unet"]),
+        _frozen(cfg["diffusion"]["schedule"]),
+        float(cfg["diffusion"]["p_uncond"]),
+        data.num_classes,
+        data.image_shape,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _model(unet, schedule, p_uncond, num_classes, image_shape) -> DiffusionModel:
+    from scissorhands_jax.models.unet import UNet
+
+    s = dict(schedule)
+    module = UNet(num_classes=num_classes, **dict(unet))
+    sched = make_schedule(
+        s["kind"], s["num_timesteps"], beta_start=s["beta_start"], beta_end=s["beta_end"]
+    )
+    return diffusion_model(
+        module,
+        image_shape=image_shape,
+        num_classes=num_classes,
+        schedule=sched,
+        p_uncond=p_uncond,
+    )
+
+
+def build_judge(cfg: dict, data: GenerationData):
+    """``(model, features)``: the judge classifier as a :class:`Model`, and
+    ``features(params, model_state, x) -> (N, D)`` of its penultimate layer."""
+    c = cfg["classifier"]
+    if c["model"] not in _JUDGES:
+        raise ValueError(
+            f"unknown classifier.model {c['model']!r}; choose one of {sorted(_JUDGES)}."
+        )
+    return _judge(c["model"], int(c["width"]), data.num_classes, data.dataset.image_shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _judge(name, width, num_classes, image_shape):
+    example = jnp.zeros((1, *image_shape), jnp.float32)
+    if name == "digits_cnn":
+        module = DigitsCNN(num_classes)
+        extract = feature_extractor(module, layer="Dense_0", train=False)
+    else:
+        module = ResNet(_JUDGES[name], num_classes, image_shape[0] <= 64, width)
+        pool = lambda h: jnp.mean(h, axis=(1, 2))  # noqa: E731  (ResNet's global pool)
+        extract = feature_extractor(module, layer="layer4", activation=pool, train=False)
+
+    def features(params, model_state, x):
+        return extract({"params": params, **model_state}, x)
+
+    return linen_model(module, example), features
+
+
+def generator_tx(section: dict):
+    return adam_direction(section["grad_clip"])  # cached: one object per setting
+
+
+@functools.lru_cache(maxsize=8)
+def _sgd(lr, steps_per_epoch, milestones, gamma, momentum, weight_decay):
+    return step_decay_sgd(
+        lr,
+        steps_per_epoch=steps_per_epoch,
+        milestones=milestones,
+        gamma=gamma,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
+
+
+def classifier_setup(cfg: dict, data: GenerationData, judge: Model, *, abstract: bool = False):
+    """``(section, source, tx, fresh_state, data_key)`` of the judge's training."""
+    c = cfg["classifier"]
+    source = data.classifier_source(c["batch_size"], augment=c["augment"])
+    tx = _sgd(
+        c["lr"],
+        source.num_batches,
+        tuple(c["milestones"]),
+        c["gamma"],
+        c["momentum"],
+        c["weight_decay"],
+    )
+    key = jax.random.key(c["seed"])
+
+    def fresh(key):
+        params, model_state = judge.init(key)
+        return params, model_state, tx.init(params)
+
+    tree = jax.eval_shape(fresh, key) if abstract else fresh(key)
+    return c, source, tx, TrainState(0, *tree), jax.random.fold_in(key, 1)
+
+
+def generator_setup(
+    cfg: dict, role: str, data: GenerationData, model: DiffusionModel, *, abstract: bool = False
+):
+    """``(section, source, tx, fresh_state, train_key)`` of the original or the retrain
+    oracle: Adam (with clipping) on the ε-loss, the state initialised from
+    ``fold_in(key(seed), 0)``, the run keyed by ``fold_in(key(seed), 1)``; with
+    ``abstract`` the fresh state's arrays are only shapes (enough to restore)."""
+    name, part = GENERATORS[role]
+    section = cfg[name]
+    source = data.source(part, section["batch_size"], flip=cfg["data"]["random_flip"])
+    tx = generator_tx(section)
+    key = jax.random.key(section["seed"])
+    ema = section["ema_decay"] is not None
+
+    def fresh(k):
+        return init_train_state(model, k, tx, ema=ema)[1:]
+
+    init_key = jax.random.fold_in(key, 0)
+    tree = jax.eval_shape(fresh, init_key) if abstract else fresh(init_key)
+    return section, source, tx, DiffusionTrainState(0, *tree), jax.random.fold_in(key, 1)
+
+
+def _sha(values: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(values, np.int64).tobytes()).hexdigest()[:16]
+
+
+def _data_identity(cfg: dict, data: GenerationData) -> dict[str, Any]:
+    d = cfg["data"]
+    return {
+        "name": d["name"],
+        "num_train": int(len(data.dataset.train)),
+        "labels_sha": _sha(data.dataset.train.labels),
+        "image_shape": list(data.image_shape),
+    }
+
+
+def _without(section: dict, keys) -> dict:
+    return {k: v for k, v in section.items() if k not in keys}
+
+
+def identity(cfg: dict, role: str, data: GenerationData) -> dict[str, Any]:
+    """What a checkpoint of ``role`` depends on (a changed value refuses the checkpoint)."""
+    base = {"role": role, "data": _data_identity(cfg, data)}
+    if role == "classifier":
+        section = _without(cfg["classifier"], ("checkpoint_every", "keep"))
+        return {**base, "classifier": section}
+    generator = {"unet": cfg["unet"], "diffusion": cfg["diffusion"]}
+    if role in GENERATORS:
+        name = GENERATORS[role][0]
+        schedule = _without(cfg[name], ("checkpoint_every", "keep", "log_every"))
+        schedule["random_flip"] = cfg["data"]["random_flip"]
+        if role == "retrain":
+            base["data"]["forget_class"] = cfg["data"]["forget_class"]
+        return {**base, **generator, "schedule": schedule}
+    base["data"]["forget_class"] = cfg["data"]["forget_class"]
+    original = identity(cfg, "original", data)
+    return {**base, "original": original, "settings": cfg[role]}
+
+
+def checkpoints(run: Path, role: str, cfg: dict, data: GenerationData) -> Checkpoints:
+    keep = cfg[GENERATORS[role][0]]["keep"] if role in GENERATORS else 1
+    keep = cfg["classifier"]["keep"] if role == "classifier" else keep
+    return Checkpoints(run / role / "checkpoints", identity=identity(cfg, role, data), keep=keep)
+
+
+def committed_steps(run: Path, role: str) -> list[int]:
+    """The saved steps of ``role`` (cheap: reads only the directory listing)."""
+    return check_directory(run / role / "checkpoints")
+
+
+def restore(ck: Checkpoints, like: Any) -> tuple[Any, dict]:
+    """:meth:`Checkpoints.restore` into host arrays: orbax returns arrays committed to a
+    device, which the jitted steps would compile a second time for (their cache key
+    differs from that of arrays the steps made themselves)."""
+    tree, info = ck.restore(like)
+    return jax.device_get(tree), info
+
+
+def _restore_final(ck: Checkpoints, role: str, like: Any, fix: str) -> Any:
+    if ck.latest_step() is None:
+        raise CheckpointError(f"no {role} checkpoint in {ck.directory}; run: {fix}")
+    tree, info = restore(ck, like)
+    if not info.get("final"):
+        raise CheckpointError(
+            f"the {role} run in {ck.directory} is unfinished (step {ck.latest_step()}); "
+            f"finish it with: {fix} --resume"
+        )
+    return tree
+
+
+def load_generator(run: Path, role: str, cfg: dict, data: GenerationData, model) -> Any:
+    """The published weights (the EMA when kept) of a finished ``original`` or ``retrain``.
+
+    Raises:
+      CheckpointError: no checkpoint, an unfinished run, or a mismatched/corrupt one.
+    """
+    fix = f"scissorhands diffusion-train {cfg['config_path']} --out {run} --only {role}"
+    _, _, _, fresh, _ = generator_setup(cfg, role, data, model, abstract=True)
+    with checkpoints(run, role, cfg, data) as ck:
+        tree = _restore_final(ck, role, fresh.tree(), fix)
+    return DiffusionTrainState(0, tree["params"], None, tree.get("ema")).published
+
+
+def load_judge(run: Path, cfg: dict, data: GenerationData, judge: Model):
+    """``(params, model_state)`` of the finished judge classifier."""
+    fix = f"scissorhands diffusion-train {cfg['config_path']} --out {run} --only classifier"
+    _, _, _, fresh, _ = classifier_setup(cfg, data, judge, abstract=True)
+    with checkpoints(run, "classifier", cfg, data) as ck:
+        tree = _restore_final(ck, "classifier", fresh.tree(), fix)
+    return tree["params"], tree["model_state"]
+
+
+def unlearned_like(params: Any, method: str) -> dict[str, Any]:
+    """The tree a ``method`` checkpoint holds: parameters, and the mask when it has one."""
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
+    if method == "finetune":
+        return {"params": shapes}
+    mask = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, bool), shapes)
+    return {"params": shapes, "mask": mask}
+
+
+def load_unlearned(run: Path, method: str, cfg: dict, data: GenerationData, like: Any):
+    """The parameters saved by ``diffusion-unlearn --method method``."""
+    fix = f"scissorhands diffusion-unlearn {cfg['config_path']} --run {run} --method {method}"
+    with checkpoints(run, method, cfg, data) as ck:
+        return _restore_final(ck, method, unlearned_like(like, method), fix)["params"]
+
+
+def unlearn(method: str, model, params, data: GenerationData, settings: dict, *, key, progress):
+    """Runs one method with its config section's keywords (``settings``, without the
+    seed); returns ``(params, mask or None, log)``."""
+    retain = data.source("retain", settings["batch_size"])
+    if method == "finetune":
+        new, log = finetune_diffusion(
+            model, params, retain=retain, key=key, progress=progress, **settings
+        )
+        return new, None, log
+    forget = data.source("forget", settings["batch_size"])
+    fn = salun_diffusion if method == "salun" else scissorhands_diffusion
+    res = fn(model, params, retain=retain, forget=forget, key=key, progress=progress, **settings)
+    return res.params, res.mask, res.log
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    return json.loads(path.read_text()) if path.exists() else default

@@ -1,0 +1,183 @@
+"""``scissorhands diffusion-train``: the original DDPM, the retrain oracle and the judge."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from scissorhands_jax.commands import _args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers ``scissorhands diffusion-train``."""
+    p = sub.add_parser(
+        "diffusion-train",
+        help="train the original DDPM (all classes), the retrain oracle (without the forget "
+        "class) and the judge classifier of a diffusion config",
+        description="Trains the class-conditional DDPM on every class (original), on every "
+        "class but data.forget_class (retrain) and the classifier that judges samples "
+        "(classifier), checkpointing each every checkpoint_every steps and at the end "
+        "(with the EMA of the weights when train.ema_decay is set). --resume continues "
+        "to the same bits as an uninterrupted run.",
+    )
+    _args.add_common_arguments(p)
+    p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument(
+        "--only",
+        choices=["original", "retrain", "classifier"],
+        help="train only this model (default: all three)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoints in --out"
+    )
+    p.add_argument(
+        "--until-step",
+        type=int,
+        metavar="K",
+        help="stop each model after K steps in total (checkpointed; continue with --resume)",
+    )
+
+
+def _refuse_existing(run_dir, roles, resume: bool) -> None:
+    from scissorhands_jax.commands import _diffusion as dif
+
+    for role in roles:
+        steps = dif.committed_steps(run_dir, role)
+        if steps and not resume:
+            raise ValueError(
+                f"{run_dir / role / 'checkpoints'} already holds checkpoints (steps {steps}); "
+                "pass --resume to continue that run, or choose another --out."
+            )
+
+
+def _record(run_dir, role: str, state_step: int, total: int, seconds: float, log, section):
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.demo import write_json_atomic
+
+    path = run_dir / role / "log.json"
+    record = dif.read_json(path, {"role": role, "segments": []})
+    record["segments"].append(
+        {"to_step": state_step, "time_s": seconds, "log": log, "schedule": section}
+    )
+    record.update(
+        total_steps=total,
+        step=state_step,
+        complete=state_step >= total,
+        train_time_s=sum(s["time_s"] for s in record["segments"]),
+    )
+    write_json_atomic(path, record)
+
+
+def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, float, list]:
+    import jax
+
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.diffusion.resumable import DiffusionTrainState, fit_diffusion_resumable
+
+    section, source, tx, state, key = dif.generator_setup(cfg, role, data, model)
+    total = section["steps"]
+    if ck.latest_step() is not None:
+        tree, _ = dif.restore(ck, state.tree())
+        state = DiffusionTrainState(ck.latest_step(), **tree)
+        print(f"{role}: resuming from step {state.step} of {total}")
+    if state.step >= total:
+        return state.step, total, 0.0, []
+    start = time.perf_counter()
+    state, log = fit_diffusion_resumable(
+        model,
+        state,
+        source,
+        key=key,
+        steps=total,
+        tx=tx,
+        lr=section["lr"],
+        ema_decay=section["ema_decay"],
+        stop_step=args.until_step,
+        save=lambda s, info: ck.save(s.step, s.tree(), info=info),
+        save_every=section["checkpoint_every"],
+        log_every=section["log_every"],
+        progress=not args.no_progress,
+        desc=role,
+    )
+    ck.wait()
+    jax.block_until_ready(state.params)
+    return state.step, total, time.perf_counter() - start, log
+
+
+def _train_classifier(cfg, data, ck, args) -> tuple[int, int, float, list]:
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.resumable import TrainState, fit_resumable
+
+    judge, _ = dif.build_judge(cfg, data)
+    section, source, tx, state, key = dif.classifier_setup(cfg, data, judge)
+    total = section["epochs"] * source.num_batches
+    if ck.latest_step() is not None:
+        tree, _ = dif.restore(ck, state.tree())
+        state = TrainState(ck.latest_step(), **tree)
+        print(f"classifier: resuming from step {state.step} of {total}")
+    if state.step >= total:
+        return state.step, total, 0.0, []
+    start = time.perf_counter()
+    state, log = fit_resumable(
+        judge.loss,
+        state,
+        source,
+        key=key,
+        epochs=section["epochs"],
+        tx=tx,
+        stop_step=args.until_step,
+        save=lambda s, info: ck.save(s.step, s.tree(), info=info),
+        save_every=section["checkpoint_every"],
+        progress=not args.no_progress,
+        desc="classifier",
+    )
+    ck.wait()
+    return state.step, total, time.perf_counter() - start, log
+
+
+def run(args: argparse.Namespace) -> int:
+    """Trains the requested models; returns 0."""
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
+
+    cfg = dif.config_from_args(args)
+    if args.until_step is not None and args.until_step < 0:
+        raise ValueError(f"--until-step must be >= 0, got {args.until_step}.")
+    roles = [args.only] if args.only else list(dif.ROLES)
+    run_dir = prepare_out_dir(args.out)
+    _refuse_existing(run_dir, roles, args.resume)  # before any work
+    data = dif.build_data(cfg, progress=not args.no_progress)
+    model = dif.build_model(cfg, data)
+    d = cfg["data"]
+    request = {
+        "data": d["name"],
+        "forget_class": d["forget_class"],
+        "num_train": len(data.indices("train")),
+        "num_retain": len(data.indices("retain")),
+        "num_forget": len(data.indices("forget")),
+        "image_shape": list(data.image_shape),
+        "config": cfg["config_path"],
+        "smoke": cfg["smoke"],
+    }
+    write_json_atomic(run_dir / "run.json", request)
+    print(
+        f"{d['name']}: {request['num_train']} training images, class {d['forget_class']} to "
+        f"forget ({request['num_forget']} images), generator at {tuple(data.image_shape)}"
+    )
+    for role in roles:
+        with dif.checkpoints(run_dir, role, cfg, data) as ck:
+            if role == "classifier":
+                step, total, seconds, log = _train_classifier(cfg, data, ck, args)
+            else:
+                step, total, seconds, log = _train_generator(cfg, role, data, model, ck, args)
+        if not log:
+            print(f"{role}: at step {step} of {total}, nothing to do")
+            continue
+        section = cfg["classifier" if role == "classifier" else dif.GENERATORS[role][0]]
+        _record(run_dir, role, step, total, seconds, log, section)
+        done = "complete" if step >= total else "stopped; continue with --resume"
+        print(
+            f"{role}: step {step} of {total} ({done}) in {seconds:.1f} s, "
+            f"loss {log[-1]['loss']:.4f}; {ck.directory}"
+        )
+    return 0
