@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
+from scissorhands_jax.commands._pipeline import indices_sha, schedule_tx
 from scissorhands_jax.config import load_config
 from scissorhands_jax.diffusion.baselines import finetune_diffusion, salun_diffusion
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
@@ -39,7 +39,7 @@ from scissorhands_jax.diffusion.schedule import make_schedule
 from scissorhands_jax.diffusion.training import adam_direction
 from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
-from scissorhands_jax.resumable import TrainState, step_decay_sgd
+from scissorhands_jax.resumable import TrainState
 
 GENERATORS = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
 """Generator role -> (config section of its schedule, data part it trains on)."""
@@ -144,30 +144,11 @@ def generator_tx(section: dict):
     return adam_direction(section["grad_clip"])  # cached: one object per setting
 
 
-@functools.lru_cache(maxsize=8)
-def _sgd(lr, steps_per_epoch, milestones, gamma, momentum, weight_decay):
-    return step_decay_sgd(
-        lr,
-        steps_per_epoch=steps_per_epoch,
-        milestones=milestones,
-        gamma=gamma,
-        momentum=momentum,
-        weight_decay=weight_decay,
-    )
-
-
 def classifier_setup(cfg: dict, data: GenerationData, judge: Model, *, abstract: bool = False):
     """``(section, source, tx, fresh_state, data_key)`` of the judge's training."""
     c = cfg["classifier"]
     source = data.classifier_source(c["batch_size"], augment=c["augment"])
-    tx = _sgd(
-        c["lr"],
-        source.num_batches,
-        tuple(c["milestones"]),
-        c["gamma"],
-        c["momentum"],
-        c["weight_decay"],
-    )
+    tx = schedule_tx(c, source.num_batches)  # the classifier pipeline's SGD, cached
     key = jax.random.key(c["seed"])
 
     def fresh(key):
@@ -200,16 +181,12 @@ def generator_setup(
     return section, source, tx, DiffusionTrainState(0, *tree), jax.random.fold_in(key, 1)
 
 
-def _sha(values: np.ndarray) -> str:
-    return hashlib.sha256(np.asarray(values, np.int64).tobytes()).hexdigest()[:16]
-
-
 def _data_identity(cfg: dict, data: GenerationData) -> dict[str, Any]:
     d = cfg["data"]
     return {
         "name": d["name"],
         "num_train": int(len(data.dataset.train)),
-        "labels_sha": _sha(data.dataset.train.labels),
+        "labels_sha": indices_sha(data.dataset.train.labels),
         "image_shape": list(data.image_shape),
     }
 

@@ -84,7 +84,8 @@ def _model(name, num_classes, stages, stem, width, image_shape) -> Model:
     return linen_model(ResNet(stages, num_classes, stem, width), example)
 
 
-def _sha(values: np.ndarray) -> str:
+def indices_sha(values: np.ndarray) -> str:
+    """A short SHA-256 of an index (or label) array: what a checkpoint identity records."""
     return hashlib.sha256(np.asarray(values, np.int64).tobytes()).hexdigest()[:16]
 
 
@@ -93,12 +94,12 @@ def identity(cfg: dict, role: str, split: Split) -> dict[str, Any]:
     data = {
         "name": cfg["data"]["name"],
         "num_train": split.indices.num_train,
-        "val_sha": _sha(split.indices.val),
+        "val_sha": indices_sha(split.indices.val),
         "augment": cfg["data"]["augment"],
         "image_size": cfg["data"]["image_size"],
     }
     if role != "original":
-        data["forget_sha"] = _sha(split.indices.forget)
+        data["forget_sha"] = indices_sha(split.indices.forget)
     out = {"role": role, "model": cfg["model"], "data": data}
     if role in ROLES:
         schedule = dict(cfg[ROLES[role][0]])
