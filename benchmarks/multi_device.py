@@ -31,12 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import machine, resnet18_repair_setup
 
 SINGLE_THREADED_OPS = "--xla_cpu_multi_thread_eigen=false"
 """Virtual devices run each op on its device's own thread. With Eigen's intra-op thread
@@ -103,10 +104,9 @@ def _resnet18(mesh, batch: int, steps: int) -> tuple[dict, dict]:
 
     import scissorhands_jax as shs
     from scissorhands_jax.parallel import on_mesh, shard_batch
-    from scissorhands_jax.repair import _apply, _optimizer, _train_grad
+    from scissorhands_jax.repair import _apply, _train_grad
 
-    model = shs.linen_model(shs.models.resnet18(), jnp.zeros((1, 32, 32, 3), jnp.float32))
-    params, state = model.init(jax.random.key(0))
+    model, params, state, eligible, tx = resnet18_repair_setup()
 
     def data(i):
         r = np.random.default_rng(i)
@@ -115,13 +115,10 @@ def _resnet18(mesh, batch: int, steps: int) -> tuple[dict, dict]:
             "label": r.integers(0, 10, batch).astype(np.int32),
         }
 
-    eligible = shs.eligible_mask(params, "layer3,layer4,fc")
     params, state = on_mesh(params, mesh), on_mesh(state, mesh)
     memory = shs.forget_memory(
         shs.bind_state(model, state), params, [data(10_000)], eligible=eligible, mesh=mesh
     )
-    leaves, treedef = jax.tree.flatten(eligible)
-    tx = _optimizer("gem", 0.5, 1e-3, 5e-3, 0.9, 5e-4, treedef, tuple(map(bool, leaves)))
     opt = on_mesh(tx.init(params), mesh)
     lam = jnp.float32(0.05)
     times = []
@@ -190,19 +187,6 @@ def compare(ref: dict, got: dict) -> dict:
             "mask_mismatch": int(sum(np.sum(a[k] != b[k]) for k in a if a[k].dtype == bool)),
         }
     return out
-
-
-def machine() -> dict:
-    import jax
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "devices": [str(d) for d in jax.devices()],
-        "device_kind": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
 
 
 def main() -> None:

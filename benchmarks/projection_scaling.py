@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import resource
 import sys
 import time
@@ -45,20 +43,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
+from _common import machine
 
 import scissorhands_jax as shs
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "devices": [str(d) for d in jax.devices()],
-        "device_kind": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
-
 
 MODEL_LEAF = 3 * 3 * 512 * 512
 

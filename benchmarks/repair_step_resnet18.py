@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,20 +34,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
-from scissorhands_jax.repair import _apply, _optimizer, _train_grad
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "devices": [str(d) for d in jax.devices()],
-        "device_kind": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
+from scissorhands_jax.repair import _apply, _train_grad
 
 
 def main() -> None:
@@ -61,8 +49,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
-    model = shs.linen_model(shs.models.resnet18(), jnp.zeros((1, 32, 32, 3), jnp.float32))
-    params, state = model.init(jax.random.key(0))
+    model, params, state, eligible, tx = resnet18_repair_setup()
     n_params = sum(x.size for x in jax.tree.leaves(params))
     rng = np.random.default_rng(0)
 
@@ -73,15 +60,12 @@ def main() -> None:
         }
 
     retain, forget = batch(), batch()
-    eligible = shs.eligible_mask(params, "layer3,layer4,fc")
     memory = shs.forget_memory(
         shs.bind_state(model, state),
         params,
         [batch() for _ in range(args.memory_num)],
         eligible=eligible,
     )
-    mask_leaves, mask_def = jax.tree.flatten(eligible)
-    tx = _optimizer("gem", 0.5, 1e-3, 5e-3, 0.9, 5e-4, mask_def, tuple(map(bool, mask_leaves)))
     lam = jnp.float32(0.05)
     carry = {"params": params, "state": state, "opt": tx.init(params)}
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,21 +32,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
-from scissorhands_jax.repair import _apply, _optimizer, _train_grad
-from scissorhands_jax.resumable import _step, step_decay_sgd
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "devices": [str(d) for d in jax.devices()],
-        "device_kind": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
+from scissorhands_jax import training
+from scissorhands_jax.repair import _apply, _train_grad
+from scissorhands_jax.resumable import step_decay_sgd
 
 
 def main() -> None:
@@ -59,8 +48,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
-    model = shs.linen_model(shs.models.resnet18(), jnp.zeros((1, 32, 32, 3), jnp.float32))
-    params, state = model.init(jax.random.key(0))
+    model, params, state, eligible, repair_tx = resnet18_repair_setup()
     n_params = sum(x.size for x in jax.tree.leaves(params))
     rng = np.random.default_rng(0)
 
@@ -72,10 +60,7 @@ def main() -> None:
 
     retain, forget = batch(), batch()
     train_tx = step_decay_sgd(0.1, steps_per_epoch=176, milestones=(91, 136))
-    eligible = shs.eligible_mask(params, "layer3,layer4,fc")
     memory = shs.forget_memory(shs.bind_state(model, state), params, [batch()], eligible=eligible)
-    leaves, treedef = jax.tree.flatten(eligible)
-    repair_tx = _optimizer("gem", 0.5, 1e-3, 5e-3, 0.9, 5e-4, treedef, tuple(map(bool, leaves)))
     lam = jnp.float32(0.05)
     carry = {
         "train": (params, state, train_tx.init(params)),
@@ -85,7 +70,7 @@ def main() -> None:
 
     def train_step():
         p, s, o = carry["train"]
-        p, s, o, loss = _step(model.loss, train_tx, p, s, o, retain)
+        p, s, o, loss = training.train_step(model.loss, train_tx, p, s, o, retain)
         carry["train"] = (p, s, o)
         return p, s, o, loss
 

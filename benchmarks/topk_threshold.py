@@ -31,12 +31,13 @@ import functools
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import machine
 
 METHODS = ("bisection", "sort", "host")
 FRACTIONS = (0.40, 0.25, 0.15, 0.10, 0.05, 0.03, 0.02)
@@ -133,19 +134,6 @@ def worker(method: str, total: int, repeats: int) -> dict:
     }
 
 
-def machine() -> dict:
-    import jax
-
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "devices": [str(d) for d in jax.devices()],
-        "jax": jax.__version__,
-        "memory_total_gb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
-        "load_average_at_start": os.getloadavg(),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100", help="millions of scores")
@@ -197,7 +185,9 @@ def main() -> None:
     payload = {
         "benchmark": "topk_threshold",
         "command": "python " + " ".join(a for a in sys.argv),
-        "machine": machine(),
+        "machine": machine(
+            memory_total_gb=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        ),
         "settings": {"sparsity": SPARSITY, "leaf_fractions": FRACTIONS, "repeats": args.repeats},
         "rows": rows,
         "summary": ratios,
