@@ -19,6 +19,7 @@ the baselines run with their release defaults (:func:`method_defaults`).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -315,7 +316,7 @@ class _Config:
             from scissorhands_jax.scissorhands import check_settings
 
             check_settings(**self.hyperparameters["scissorhands"])
-        self.split_cache: dict[int, Any] = {}
+        self._arrays: tuple = (None, None, None)  # (split, retain, forget) of the last request
 
     def open(self, out: Path) -> None:
         from scissorhands_jax.commands import _pipeline as pipe
@@ -333,27 +334,20 @@ class _Config:
                     "new --out, or the same config and --set values, to resume."
                 )
         _write_json(path, wanted)
-        self.dataset = pipe.build_split(self.cfg, progress=False).dataset
+        self.dataset = pipe.build_dataset(self.cfg, progress=False)
         self.model = pipe.build_model(self.cfg, self.dataset)
 
     def seed_config(self, seed: int) -> dict:
-        cfg = json.loads(json.dumps(self.cfg))
+        cfg = copy.deepcopy(self.cfg)
         cfg["data"]["forget"]["seed"] = int(seed)
         for section in ("train", "retrain", "unlearn"):
             cfg[section]["seed"] = int(seed)
         return cfg
 
     def split(self, scenario, seed):
-        from scissorhands_jax.data.datasets import make_split
+        from scissorhands_jax.commands import _pipeline as pipe
 
-        d = self.seed_config(seed)["data"]
-        split = make_split(
-            self.dataset,
-            val_fraction=d["val_fraction"],
-            split_seed=d["split_seed"],
-            forget=d["forget"],
-        )
-        return split
+        return pipe.build_split(self.seed_config(seed), progress=False, dataset=self.dataset)
 
     def _trained(self, role, seed, split, progress):
         from scissorhands_jax.commands import _pipeline as pipe
@@ -381,7 +375,7 @@ class _Config:
         if name == "scissorhands":
             augment = self.cfg["unlearn"]["augment"]
             bs = hps["batch_size"]
-            (result, seconds) = rte(
+            result, seconds = rte(
                 _scissorhands_fn,
                 self.model,
                 params,
@@ -393,8 +387,10 @@ class _Config:
                 **hps,
             )
         else:
-            retain = pipe.split_arrays(split, "retain")
-            forget = pipe.split_arrays(split, "forget")
+            if self._arrays[0] is not split:  # once per request, not once per method
+                arrays = (pipe.split_arrays(split, "retain"), pipe.split_arrays(split, "forget"))
+                self._arrays = (split, *arrays)
+            _, retain, forget = self._arrays
             result, seconds = rte(
                 METHODS[name],
                 self.model,

@@ -45,9 +45,10 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return load_config(args.config, smoke=args.smoke, overrides=overrides)
 
 
-def build_split(cfg: dict, *, progress: bool) -> Split:
+def build_dataset(cfg: dict, *, progress: bool) -> Dataset:
+    """The config's data set (``data.name``, ``data_dir``, limits, image size)."""
     d = cfg["data"]
-    dataset = load_dataset(
+    return load_dataset(
         d["name"],
         data_dir=d["data_dir"],
         limit_train=d["limit_train"],
@@ -55,6 +56,14 @@ def build_split(cfg: dict, *, progress: bool) -> Split:
         image_size=d["image_size"],
         progress=progress,
     )
+
+
+def build_split(cfg: dict, *, progress: bool, dataset: Dataset | None = None) -> Split:
+    """The config's validation hold-out and forget request over ``dataset`` (default: the
+    config's data set, loaded here)."""
+    d = cfg["data"]
+    if dataset is None:
+        dataset = build_dataset(cfg, progress=progress)
     return make_split(
         dataset, val_fraction=d["val_fraction"], split_seed=d["split_seed"], forget=d["forget"]
     )
