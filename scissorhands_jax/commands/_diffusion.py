@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
-from scissorhands_jax.commands._pipeline import indices_sha, schedule_tx
+from scissorhands_jax.commands._pipeline import indices_sha, sgd_setup
 from scissorhands_jax.config import load_config
 from scissorhands_jax.diffusion.baselines import finetune_diffusion, salun_diffusion
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
@@ -39,7 +38,6 @@ from scissorhands_jax.diffusion.schedule import make_schedule
 from scissorhands_jax.diffusion.training import adam_direction
 from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
-from scissorhands_jax.resumable import TrainState
 
 GENERATORS = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
 """Generator role -> (config section of its schedule, data part it trains on)."""
@@ -148,15 +146,7 @@ def classifier_setup(cfg: dict, data: GenerationData, judge: Model, *, abstract:
     """``(section, source, tx, fresh_state, data_key)`` of the judge's training."""
     c = cfg["classifier"]
     source = data.classifier_source(c["batch_size"], augment=c["augment"])
-    tx = schedule_tx(c, source.num_batches)  # the classifier pipeline's SGD, cached
-    key = jax.random.key(c["seed"])
-
-    def fresh(key):
-        params, model_state = judge.init(key)
-        return params, model_state, tx.init(params)
-
-    tree = jax.eval_shape(fresh, key) if abstract else fresh(key)
-    return c, source, tx, TrainState(0, *tree), jax.random.fold_in(key, 1)
+    return (c, source, *sgd_setup(c, source, judge, abstract=abstract))  # the classifiers' SGD
 
 
 def generator_setup(
@@ -296,7 +286,3 @@ def unlearn(method: str, model, params, data: GenerationData, settings: dict, *,
     fn = salun_diffusion if method == "salun" else scissorhands_diffusion
     res = fn(model, params, retain=retain, forget=forget, key=key, progress=progress, **settings)
     return res.params, res.mask, res.log
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.exists() else default

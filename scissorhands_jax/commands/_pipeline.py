@@ -167,6 +167,13 @@ def role_setup(cfg: dict, role: str, split: Split, model: Model, *, abstract: bo
     name, part = ROLES[role]
     section = cfg[name]
     source = split.source(part, section["batch_size"], augment=cfg["data"]["augment"])
+    return (section, source, *sgd_setup(section, source, model, abstract=abstract))
+
+
+def sgd_setup(section: dict, source, model: Model, *, abstract: bool = False):
+    """``(tx, fresh_state, data_key)`` of a classifier trained by :func:`schedule_tx` on
+    ``source``: ``model.init(key(seed))``, the data keyed by ``fold_in(key(seed), 1)``;
+    with ``abstract`` the fresh state holds only shapes (enough to restore a checkpoint)."""
     tx = schedule_tx(section, source.num_batches)
     key = jax.random.key(section["seed"])
 
@@ -175,7 +182,7 @@ def role_setup(cfg: dict, role: str, split: Split, model: Model, *, abstract: bo
         return params, model_state, tx.init(params)
 
     tree = jax.eval_shape(fresh, key) if abstract else fresh(key)
-    return section, source, tx, TrainState(0, *tree), jax.random.fold_in(key, 1)
+    return tx, TrainState(0, *tree), jax.random.fold_in(key, 1)
 
 
 def checkpoints(run: Path, role: str, cfg: dict, split: Split) -> Checkpoints:
@@ -205,8 +212,6 @@ def train_role(
     Raises:
       CheckpointError: a checkpoint of another setting (identity) or a corrupt one.
     """
-    from scissorhands_jax.demo import write_json_atomic  # local: demo imports the models
-
     section, source, tx, state, data_key = role_setup(cfg, role, split, model)
     total = section["epochs"] * source.num_batches
     if ck.latest_step() is not None:
@@ -234,18 +239,14 @@ def train_role(
     finally:
         ck.wait()  # every asynchronous save is on disk before the log says so
     seconds = time.perf_counter() - start
-    log_path = run / role / "log.json"
-    record = read_json(log_path, {"role": role, "segments": []})
-    record["segments"].append(
-        {"to_step": state.step, "time_s": seconds, "epochs": log, "schedule": section}
-    )
-    record.update(
-        total_steps=total,
+    append_training_log(
+        run / role / "log.json",
+        role,
         step=state.step,
-        complete=state.step >= total,
-        train_time_s=sum(s["time_s"] for s in record["segments"]),
+        total=total,
+        seconds=seconds,
+        segment={"epochs": log, "schedule": section},
     )
-    write_json_atomic(log_path, record)
     done = "complete" if state.step >= total else "stopped; continue with --resume"
     loss = log[-1]["loss"] if log else float("nan")
     print(
@@ -253,6 +254,26 @@ def train_role(
         f"loss {loss:.4f}; {ck.directory}"
     )
     return state
+
+
+def append_training_log(
+    path: Path, role: str, *, step: int, total: int, seconds: float, segment: dict
+) -> None:
+    """Adds one training segment (a run from start or resume to ``step``) to the role's
+    ``log.json``: ``segments`` (each with ``to_step``, ``time_s`` and ``segment``'s
+    entries), ``total_steps``, ``step``, ``complete`` and ``train_time_s`` (the sum, the
+    RTE of a trained model)."""
+    from scissorhands_jax.demo import write_json_atomic  # local: demo imports the models
+
+    record = read_json(path, {"role": role, "segments": []})
+    record["segments"].append({"to_step": step, "time_s": seconds, **segment})
+    record.update(
+        total_steps=total,
+        step=step,
+        complete=step >= total,
+        train_time_s=sum(s["time_s"] for s in record["segments"]),
+    )
+    write_json_atomic(path, record)
 
 
 def split_arrays(split: Split, part: str) -> dict[str, np.ndarray]:

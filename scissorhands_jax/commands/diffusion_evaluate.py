@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.commands._pipeline import read_json
     from scissorhands_jax.demo import write_json_atomic
     from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
     from scissorhands_jax.diffusion.metrics import frechet_distance_features, generation_metrics
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         )
         if fid_features is not None:
             row["fid"] = frechet_distance_features(fid_features((x[other] + 1.0) / 2.0), fid_real)
-        log = dif.read_json(run_dir / name / "log.json", {})
+        log = read_json(run_dir / name / "log.json", {})
         row["rte_s"] = log.get("rte_s", log.get("train_time_s"))
         row["eval_s"] = time.perf_counter() - start
         rows.append(row)

@@ -50,24 +50,6 @@ def _refuse_existing(run_dir, roles, resume: bool) -> None:
             )
 
 
-def _record(run_dir, role: str, state_step: int, total: int, seconds: float, log, section):
-    from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.demo import write_json_atomic
-
-    path = run_dir / role / "log.json"
-    record = dif.read_json(path, {"role": role, "segments": []})
-    record["segments"].append(
-        {"to_step": state_step, "time_s": seconds, "log": log, "schedule": section}
-    )
-    record.update(
-        total_steps=total,
-        step=state_step,
-        complete=state_step >= total,
-        train_time_s=sum(s["time_s"] for s in record["segments"]),
-    )
-    write_json_atomic(path, record)
-
-
 def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, float, list]:
     import jax
 
@@ -138,6 +120,7 @@ def _train_classifier(cfg, data, ck, args) -> tuple[int, int, float, list]:
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0."""
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.commands._pipeline import append_training_log
     from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
 
     cfg = dif.config_from_args(args)
@@ -174,7 +157,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{role}: at step {step} of {total}, nothing to do")
             continue
         section = cfg["classifier" if role == "classifier" else dif.GENERATORS[role][0]]
-        _record(run_dir, role, step, total, seconds, log, section)
+        append_training_log(
+            run_dir / role / "log.json",
+            role,
+            step=step,
+            total=total,
+            seconds=seconds,
+            segment={"log": log, "schedule": section},
+        )
         done = "complete" if step >= total else "stopped; continue with --resume"
         print(
             f"{role}: step {step} of {total} ({done}) in {seconds:.1f} s, "
