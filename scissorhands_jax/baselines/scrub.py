@@ -31,7 +31,7 @@ from scissorhands_jax.baselines._common import (
     run_pass,
     sgd_chain,
 )
-from scissorhands_jax.models._adapters import Model, forward
+from scissorhands_jax.models._adapters import Model, cross_entropy, forward
 
 
 def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature) -> jax.Array:
@@ -50,8 +50,9 @@ def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature
 
 
 @functools.cache
-def _objectives(input_key: str):
-    """(max objective, min objective) reading inputs from ``input_key``."""
+def _objectives(input_key: str, label_key: str):
+    """(max objective, min objective) reading inputs from ``input_key`` (and the retain
+    labels from ``label_key``)."""
 
     def teacher_logits(model, batch, aux):
         z = model.logits(aux["teacher"], aux["teacher_state"], batch[input_key])
@@ -62,9 +63,9 @@ def _objectives(input_key: str):
         return -distill_kl(student, teacher_logits(model, batch, aux), aux["T"]), new_state
 
     def minimize(model, params, model_state, batch, aux):
-        ce, new_state = model.loss(params, model_state, batch, True)
-        # the same training-mode pass as the loss's (batch statistics), for the KL term
-        student, _ = forward(model, params, model_state, batch[input_key], True)
+        # one training-mode pass serves both terms (the authors' CE and KL on one output)
+        student, new_state = forward(model, params, model_state, batch[input_key], True)
+        ce = cross_entropy(student, batch[label_key])
         kl = distill_kl(student, teacher_logits(model, batch, aux), aux["T"])
         return aux["gamma"] * ce + aux["alpha"] * kl, new_state
 
@@ -90,6 +91,7 @@ def scrub(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     input_key: str = "image",
+    label_key: str = "label",
     progress: bool = False,
 ) -> UnlearnResult:
     r"""Alternating max-steps on the forget set and min-steps on the retain set.
@@ -121,6 +123,7 @@ def scrub(
       forget_batch_size: forget batch size.
       momentum, weight_decay: SGD settings.
       input_key: the batch entry of the inputs.
+      label_key: the batch entry of the retain labels (CE term).
       progress: show progress bars.
 
     Returns:
@@ -141,7 +144,9 @@ def scrub(
     for name, data in (("retain", retain), ("forget", forget)):
         if input_key not in data:
             raise ValueError(f"{name} data has no {input_key!r} entry; pass input_key=.")
-    maximize, minimize = _objectives(input_key)
+    if label_key not in retain:
+        raise ValueError(f"retain data has no {label_key!r} entry; pass label_key=.")
+    maximize, minimize = _objectives(input_key, label_key)
     aux = {
         "teacher": params,
         "teacher_state": model_state,

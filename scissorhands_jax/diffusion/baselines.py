@@ -45,8 +45,8 @@ def retrain_diffusion(
     grad_clip: float | None = 1.0,
     progress: bool = False,
 ) -> tuple[Params, list[dict[str, Any]]]:
-    """Retrain: a fresh model (``model.init(fold_in(key, 0))``) trained on the retain
-    data for ``steps`` Adam steps.
+    """Retrain: a fresh model (``model.init`` with the first key of ``split(key)``) trained
+    on the retain data for ``steps`` Adam steps, keyed by the second.
 
     Returns:
       ``(params, log)``.
