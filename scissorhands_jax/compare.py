@@ -36,18 +36,18 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import _report
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.data import array_source, load_digits10
+from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
 from scissorhands_jax.demo import (
     TRAIN_DEFAULTS,
     UNLEARN_DEFAULTS,
     prepare_out_dir,
     split_predictions,
+    train_digits,
 )
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.scissorhands import scissorhands as _scissorhands_fn
-from scissorhands_jax.training import fit, sgd
 
 CONFIG_SECTIONS_OF_MODELS = ("data", "model", "train", "retrain", "eval")
 """Config sections the trained models depend on: a resumed comparison must not change them."""
@@ -230,21 +230,11 @@ class _Digits:
     def split(self, scenario, seed):
         return load_digits10(scenario, seed)
 
-    def _train_on(self, data, seed):
-        params, state = self.model.init(jax.random.key(seed))
-        params, state, _ = fit(
-            self.model.loss,
-            params,
-            state,
-            array_source(data, self.train["batch_size"]),
-            key=jax.random.key(1000 + seed),
-            epochs=self.train["epochs"],
-            tx=sgd(self.train["lr"]),
-        )
-        return params, state
-
     def original(self, scenario, seed, split):
-        return self.cache.get(f"original_seed{seed}", lambda: self._train_on(split.train, seed))
+        def make():
+            return train_digits(self.model, split.train, seed, self.train)[:2]
+
+        return self.cache.get(f"original_seed{seed}", make)
 
     def retrain(self, scenario, seed, split):
         def make():

@@ -65,7 +65,10 @@ def _evaluate(model, params, state, split) -> dict[str, float]:
     return classification_metrics(**split_predictions(model, params, state, split))
 
 
-def _train(model, data, seed, train_cfg, progress, desc):
+def train_digits(model, data, seed, train_cfg, progress=False, desc="train"):
+    """``(params, state, seconds)``: ``model`` trained on array ``data`` with the digits
+    schedule ``train_cfg`` (:data:`TRAIN_DEFAULTS`): init key ``seed``, shuffling key
+    ``1000 + seed``, plain SGD."""
     params, state = model.init(jax.random.key(seed))
     start = time.perf_counter()
     params, state, _ = fit(
@@ -122,10 +125,12 @@ def run_digits(
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         full = load_digits10(scenarios[0], seed)
-        original = _train(model, full.train, seed, train_cfg, progress, f"original s{seed}")
+        original = train_digits(model, full.train, seed, train_cfg, progress, f"original s{seed}")
         for scenario in scenarios:
             split = load_digits10(scenario, seed)
-            retrain = _train(model, split.retain, seed, train_cfg, progress, f"retrain s{seed}")
+            retrain = train_digits(
+                model, split.retain, seed, train_cfg, progress, f"retrain s{seed}"
+            )
             start = time.perf_counter()
             result = scissorhands(
                 model,

@@ -92,7 +92,7 @@ def test_compare_writes_every_file_and_metric(first_run):
 def test_compare_resumes_without_redoing_finished_rows(first_run, monkeypatch):
     before = {r["method"]: r for r in _rows(first_run)}
     # Only GA failed: training, Retrain and FT must not run again.
-    monkeypatch.setattr(compare, "fit", _boom(compare.fit))
+    monkeypatch.setattr(compare, "train_digits", _boom(compare.train_digits))
     for name in ("retrain", "ft"):
         monkeypatch.setitem(METHODS, name, _boom(METHODS[name]))
     assert cli.main([*BASE, "--out", str(first_run)]) == 0
