@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
-from scissorhands_jax.commands._pipeline import indices_sha, sgd_setup
+from scissorhands_jax.commands._pipeline import indices_sha, restore, sgd_setup
 from scissorhands_jax.config import load_config
 from scissorhands_jax.diffusion.baselines import finetune_diffusion, salun_diffusion
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
@@ -213,14 +213,6 @@ def checkpoints(run: Path, role: str, cfg: dict, data: GenerationData) -> Checkp
 def committed_steps(run: Path, role: str) -> list[int]:
     """The saved steps of ``role`` (cheap: reads only the directory listing)."""
     return check_directory(run / role / "checkpoints")
-
-
-def restore(ck: Checkpoints, like: Any) -> tuple[Any, dict]:
-    """:meth:`Checkpoints.restore` into host arrays: orbax returns arrays committed to a
-    device, which the jitted steps would compile a second time for (their cache key
-    differs from that of arrays the steps made themselves)."""
-    tree, info = ck.restore(like)
-    return jax.device_get(tree), info
 
 
 def _restore_final(ck: Checkpoints, role: str, like: Any, fix: str) -> Any:

@@ -185,6 +185,14 @@ def sgd_setup(section: dict, source, model: Model, *, abstract: bool = False):
     return tx, TrainState(0, *tree), jax.random.fold_in(key, 1)
 
 
+def restore(ck: Checkpoints, like: Any) -> tuple[Any, dict]:
+    """:meth:`Checkpoints.restore` into host arrays, for the commands (one process, one
+    device): orbax returns arrays committed to a device, for which jitted programs
+    already compiled for the arrays they made themselves would compile a second time."""
+    tree, info = ck.restore(like)
+    return jax.device_get(tree), info
+
+
 def checkpoints(run: Path, role: str, cfg: dict, split: Split) -> Checkpoints:
     keep = cfg[ROLES[role][0]]["keep"] if role in ROLES else 1
     return Checkpoints(run / role / "checkpoints", identity=identity(cfg, role, split), keep=keep)
@@ -215,7 +223,7 @@ def train_role(
     section, source, tx, state, data_key = role_setup(cfg, role, split, model)
     total = section["epochs"] * source.num_batches
     if ck.latest_step() is not None:
-        tree, _ = ck.restore(state.tree())
+        tree, _ = restore(ck, state.tree())
         state = TrainState(ck.latest_step(), **tree)
         print(f"{role}: resuming from step {state.step} of {total}")
     if state.step >= total:
@@ -329,7 +337,7 @@ def load_trained(run: Path, role: str, cfg: dict, split: Split, model: Model):
         if ck.latest_step() is None:
             raise CheckpointError(f"no {role} checkpoint in {ck.directory}; run: {fix}")
         _, _, _, fresh, _ = role_setup(cfg, role, split, model, abstract=True)
-        tree, info = ck.restore(fresh.tree())
+        tree, info = restore(ck, fresh.tree())
         if not info.get("final"):
             raise CheckpointError(
                 f"the {role} run in {ck.directory} is unfinished (step {ck.latest_step()}); "
@@ -351,7 +359,7 @@ def load_unlearned(run: Path, cfg: dict, split: Split, model: Model):
             )
         params, model_state = jax.eval_shape(model.init, jax.random.key(0))
         mask = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, bool), params)
-        tree, _ = ck.restore({"params": params, "model_state": model_state, "mask": mask})
+        tree, _ = restore(ck, {"params": params, "model_state": model_state, "mask": mask})
     finally:
         ck.close()
     return tree["params"], tree["model_state"], tree["mask"]
