@@ -29,6 +29,7 @@ import numpy as np
 
 import scissorhands_jax as shs
 from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+from scissorhands_jax.method import check_settings
 
 
 def main() -> None:
@@ -64,8 +65,7 @@ def main() -> None:
             forget=split.forget,
             key=jax.random.key(2),
             eligible="all_but_first_conv",
-            progress=False,
-            **UNLEARN_DEFAULTS,
+            **check_settings(progress=False, **UNLEARN_DEFAULTS),
         )
         return jax.block_until_ready(result.params)
 

@@ -52,6 +52,7 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
 
     import scissorhands_jax as shs
     from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+    from scissorhands_jax.method import check_settings
 
     split = shs.data.load_digits10("random10", 0)
     model = shs.linen_model(shs.DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
@@ -76,9 +77,7 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
             forget=split.forget,
             key=jax.random.key(2),
             eligible="all_but_first_conv",
-            progress=False,
-            mesh=mesh,
-            **settings,
+            **check_settings(progress=False, mesh=mesh, **settings),
         )
         return jax.block_until_ready(result)
 
@@ -104,7 +103,6 @@ def _resnet18(mesh, batch: int, steps: int) -> tuple[dict, dict]:
 
     import scissorhands_jax as shs
     from scissorhands_jax.parallel import on_mesh, shard_batch
-    from scissorhands_jax.repair import _apply, _train_grad
 
     model, params, state, eligible, tx = resnet18_repair_setup()
 
@@ -125,9 +123,9 @@ def _resnet18(mesh, batch: int, steps: int) -> tuple[dict, dict]:
     for i in range(steps + 1):  # step 0 compiles
         b_r, b_f = shard_batch(data(2 * i), mesh), shard_batch(data(2 * i + 1), mesh)
         start = time.perf_counter()
-        _, state, g_r = _train_grad(model.loss, params, state, b_r)
-        _, state, g_f = _train_grad(model.loss, params, state, b_f)
-        params, opt, _ = _apply(tx, True, params, opt, g_r, g_f, lam, memory)
+        params, state, opt, _, _ = shs.repair_step(
+            model.loss, tx, params, state, opt, b_r, b_f, lam, memory
+        )
         jax.block_until_ready((params, opt, state))
         times.append(time.perf_counter() - start)
     summary = {

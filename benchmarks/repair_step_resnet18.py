@@ -2,9 +2,9 @@
 
 Question: how much does the GEM projection add to a Scissorhands repair step? A joint
 repair step is a retain and a forget forward/backward pass, then the optimiser update
-(:func:`scissorhands_jax.repair`'s ``_train_grad`` twice and ``_apply`` once, the very
-programs the repair loop runs). Three variants are timed side by side in one process,
-alternating their order every round:
+(:func:`scissorhands_jax.repair_grads` then :func:`scissorhands_jax.repair_update`, the
+very programs :func:`scissorhands_jax.repair_step` runs in the repair loop). Three
+variants are timed side by side in one process, alternating their order every round:
 
 - ``projected``: the two passes + GEM projection (t memories) + weight decay + SGD;
 - ``unprojected``: the same two passes + weight decay + SGD, no projection;
@@ -37,7 +37,6 @@ import numpy as np
 from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
-from scissorhands_jax.repair import _apply, _train_grad
 
 
 def main() -> None:
@@ -70,14 +69,17 @@ def main() -> None:
     carry = {"params": params, "state": state, "opt": tx.init(params)}
 
     def passes():
-        _, s, g_r = _train_grad(model.loss, carry["params"], carry["state"], retain)
-        _, s, g_f = _train_grad(model.loss, carry["params"], s, forget)
+        _, _, s, g_r, g_f = shs.repair_grads(
+            model.loss, carry["params"], carry["state"], retain, forget
+        )
         return g_r, g_f, s
 
     def step(project):
         def run():
             g_r, g_f, s = passes()
-            p, o, _ = _apply(tx, project, carry["params"], carry["opt"], g_r, g_f, lam, memory)
+            p, o = shs.repair_update(
+                tx, project, carry["params"], carry["opt"], g_r, g_f, lam, memory
+            )
             carry.update(params=p, state=s, opt=o)
             return p, o, s
 
@@ -94,7 +96,7 @@ def main() -> None:
     # projection's own cost, measured many times because it is small
     g_r, g_f, _ = passes()
     updates = {
-        project: lambda project=project: _apply(
+        project: lambda project=project: shs.repair_update(
             tx, project, carry["params"], carry["opt"], g_r, g_f, lam, memory
         )
         for project in (True, False)

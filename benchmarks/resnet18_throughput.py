@@ -10,8 +10,8 @@ the programs the library runs:
   backward, weight decay, momentum SGD, BatchNorm statistics updated);
 - ``saliency``: :func:`scissorhands_jax.connection_sensitivity` on one forget batch
   (evaluation mode, as :func:`scissorhands_jax.trim` runs it);
-- ``repair_step``: :func:`scissorhands_jax.repair`'s joint step: ``_train_grad`` on the
-  retain and the forget batch, then ``_apply`` with the GEM projection (t = 1 memory on
+- ``repair_step``: :func:`scissorhands_jax.repair_step`, the repair loop's joint step:
+  gradients of the retain and the forget batch, then the GEM projection (t = 1 memory on
   ``layer3, layer4, fc``), weight decay and momentum SGD.
 
 Reported: images/s of each (a repair step counts its retain + forget images) and the
@@ -36,7 +36,6 @@ from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
 from scissorhands_jax import training
-from scissorhands_jax.repair import _apply, _train_grad
 from scissorhands_jax.resumable import step_decay_sgd
 
 
@@ -79,9 +78,7 @@ def main() -> None:
 
     def repair_step():
         p, s, o = carry["repair"]
-        _, s, g_r = _train_grad(model.loss, p, s, retain)
-        _, s, g_f = _train_grad(model.loss, p, s, forget)
-        p, o, _ = _apply(repair_tx, True, p, o, g_r, g_f, lam, memory)
+        p, s, o, _, _ = shs.repair_step(model.loss, repair_tx, p, s, o, retain, forget, lam, memory)
         carry["repair"] = (p, s, o)
         return p, s, o
 

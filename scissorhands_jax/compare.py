@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import _report
 from scissorhands_jax.baselines import METHODS
+from scissorhands_jax.baselines.scissorhands import scissorhands as _scissorhands_fn
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
 from scissorhands_jax.demo import (
@@ -47,7 +48,7 @@ from scissorhands_jax.demo import (
 )
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.models import DigitsCNN, linen_model
-from scissorhands_jax.scissorhands import scissorhands as _scissorhands_fn
+from scissorhands_jax.settings import flat_defaults
 
 CONFIG_SECTIONS_OF_MODELS = ("data", "model", "train", "retrain", "eval")
 """Config sections the trained models depend on: a resumed comparison must not change them."""
@@ -88,8 +89,13 @@ def _method_fn(name: str):
     return _scissorhands_fn if name == "scissorhands" else METHODS[name]
 
 
+_RUNTIME_SETTINGS = ("progress", "mesh", "shard_params")
+
+
 def method_parameters(name: str) -> set[str]:
     """The keyword hyperparameters method ``name`` accepts."""
+    if name == "scissorhands":
+        return set(method_defaults(name))
     return {
         p.name
         for p in inspect.signature(_method_fn(name)).parameters.values()
@@ -100,6 +106,9 @@ def method_parameters(name: str) -> set[str]:
 def method_defaults(name: str) -> dict[str, Any]:
     """The defaults of method ``name``'s hyperparameters: the release settings of SPEC
     "Baselines" (what a config comparison runs unless ``--set`` says otherwise)."""
+    if name == "scissorhands":
+        flat = {k: v for k, v in flat_defaults().items() if k not in _RUNTIME_SETTINGS}
+        return {"eligible": None, **flat}
     return {
         p.name: p.default
         for p in inspect.signature(_method_fn(name)).parameters.values()
@@ -303,7 +312,7 @@ class _Config:
             base = unlearn if name == "scissorhands" else method_defaults(name)
             self.hyperparameters[name] = {**base, **overrides.get(name, {})}
         if "scissorhands" in self.hyperparameters:
-            from scissorhands_jax.scissorhands import check_settings
+            from scissorhands_jax.method import check_settings
 
             check_settings(**self.hyperparameters["scissorhands"])
         self._arrays: tuple = (None, None, None)  # (split, retain, forget) of the last request

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scissorhands_jax.settings import flat_defaults
+
 _TRAIN = {
     "epochs": 182,
     "lr": 0.1,
@@ -64,24 +66,13 @@ DEFAULTS: dict[str, Any] = {
     "retrain": {**_TRAIN, "epochs": 160},
     "unlearn": {
         "seed": 0,
-        "batch_size": 256,
         "augment": True,
         "eligible": "layer3,layer4,fc",
-        "sparsity": 0.97,
-        "lr": 5e-3,
-        "epochs": 10,
-        "lam": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "prune_num": 1,
-        "memory_num": 1,
-        "margin": 0.5,
-        "eps": 1e-3,
-        "projection": "gem",
-        "project_every": 1,
-        "reinit": "model",
-        "release_memory": False,
-        "saliency_train_mode": False,
+        **{
+            k: v
+            for k, v in flat_defaults().items()
+            if k not in ("progress", "mesh", "shard_params")
+        },
     },
     "eval": {"batch_size": 512},
 }

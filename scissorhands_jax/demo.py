@@ -18,12 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax.baselines.scissorhands import scissorhands
 from scissorhands_jax.data import array_source, load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
+from scissorhands_jax.method import check_settings
 from scissorhands_jax.metrics import avg_gap, classification_metrics
 from scissorhands_jax.models import DigitsCNN, linen_model
-from scissorhands_jax.models._adapters import predict_probs
-from scissorhands_jax.scissorhands import check_settings, scissorhands
+from scissorhands_jax.models.adapters import predict_probs
 from scissorhands_jax.training import fit, sgd
 
 TRAIN_DEFAULTS = {"lr": 0.05, "epochs": 30, "batch_size": 64}
@@ -42,7 +43,6 @@ UNLEARN_DEFAULTS = {
     "projection": "gem",
     "project_every": 1,
     "reinit": "model",
-    "release_memory": False,
 }
 """Scissorhands on digits-10 (SPEC): everything but the first conv is eligible."""
 

@@ -20,8 +20,7 @@ def forget_memory(
     batches: Iterable[Batch],
     *,
     eligible: Mask | None = None,
-    accumulate: bool = False,
-    stale: Params | None = None,
+    cumulative: bool = False,
     mesh: jax.sharding.Mesh | None = None,
 ) -> Params:
     r"""Stacks the gradients of the negated forget loss, one per batch.
@@ -33,18 +32,22 @@ def forget_memory(
     :func:`gem_projection` takes as ``memory``. Call it with the model in evaluation
     mode (through the closure of ``loss_fn``), as the release does.
 
-    The release never clears the copied model's gradient buffer before these backward
-    passes, so its memories carry a stale gradient and add up onto each other. With
-    ``accumulate=True`` this is reproduced:
-    :math:`m_i = \text{stale} + \sum_{j \le i} \nabla[-L(b_{f,j})]`.
+    With ``cumulative=True`` row i is the running sum
+    :math:`m_i = \sum_{j \le i} \nabla[-L(\theta; b_{f,j})]`: the release never zeroes
+    the gradients between its memory batches, so for ``t > 1`` its rows add up this way
+    (for ``t = 1`` both are the same).
+
+    It runs eagerly (it checks every loss for NaN/inf) and also inside ``jax.jit``,
+    where the check is left out; ``eligible`` must then be a tree of Python bools (it
+    decides which leaves are kept, so it cannot be traced).
 
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``.
       params: the current (trimmed) parameters.
       batches: ``memory_num`` forget batches.
       eligible: bool-per-leaf tree (see :func:`eligible_mask`); None keeps every leaf.
-      accumulate: release-parity accumulation (see above); default: clean memories.
-      stale: the stale gradient tree added under ``accumulate`` (None: zero).
+      cumulative: release-parity running sums (see above); default: one clean
+        gradient per row.
       mesh: compute data-parallel on this mesh (see
         :func:`scissorhands_jax.parallel.data_mesh`): each batch is split over its data
         axis, the other arrays replicated unless already on it.
@@ -53,20 +56,28 @@ def forget_memory(
       A pytree shaped like ``params`` whose leaves have a leading axis ``t``.
 
     Raises:
-      ValueError: if ``batches`` is empty, or ``stale`` is given without ``accumulate``.
-      FloatingPointError: if a forget loss is not finite.
+      ValueError: if ``batches`` is empty or ``eligible`` holds traced values.
+      FloatingPointError: if a forget loss is not finite (outside jit).
     """
-    if stale is not None and not accumulate:
-        raise ValueError("forget_memory: `stale` only has a meaning with accumulate=True.")
+    keep = None
+    if eligible is not None:
+        flags = jax.tree.leaves(eligible)
+        if any(isinstance(e, jax.core.Tracer) for e in flags):
+            raise ValueError(
+                "forget_memory: `eligible` must hold Python bools (or concrete arrays), not "
+                "traced values; close over it instead of passing it to the jitted function, "
+                "or call forget_memory outside jax.jit."
+            )
+        keep = tuple(bool(e) for e in flags)
     loss_fn = as_partial(loss_fn)
     if mesh is not None:
-        loss_fn, params, stale = (on_mesh(t, mesh) for t in (loss_fn, params, stale))
+        loss_fn, params = on_mesh(loss_fn, mesh), on_mesh(params, mesh)
     grads = []
     for i, batch in enumerate(batches):
         if mesh is not None:
             batch = shard_batch(batch, mesh)
         loss, g = loss_and_grad(loss_fn, params, batch)
-        if not np.isfinite(float(loss)):
+        if not isinstance(loss, jax.core.Tracer) and not np.isfinite(float(loss)):
             raise FloatingPointError(
                 f"forget_memory: the loss of forget batch {i} is {float(loss)}; the model "
                 "produces non-finite values."
@@ -74,22 +85,16 @@ def forget_memory(
         grads.append(g)
     if not grads:
         raise ValueError("forget_memory: `batches` is empty; pass at least one forget batch.")
-    keep = None if eligible is None else tuple(bool(e) for e in jax.tree.leaves(eligible))
-    return _stack_memories(grads, stale, accumulate, keep)
+    return _stack_memories(grads, cumulative, keep)
 
 
-@functools.partial(jax.jit, static_argnames=("accumulate", "keep"))
-def _stack_memories(grads, stale, accumulate, keep):
-    """Memories -g_i (or their running sum on top of ``stale``), stacked on a new
-    leading axis, with the leaves outside ``keep`` zeroed."""
-    memories, running = [], stale
-    for g in grads:
-        neg = jax.tree.map(jnp.negative, g)
-        if accumulate:
-            running = neg if running is None else jax.tree.map(jnp.add, running, neg)
-            neg = running
-        memories.append(neg)
-    memory = jax.tree.map(lambda *ms: jnp.stack(ms), *memories)
+@functools.partial(jax.jit, static_argnames=("cumulative", "keep"))
+def _stack_memories(grads, cumulative, keep):
+    """Memories -g_i (or their running sums), stacked on a new leading axis, with the
+    leaves outside ``keep`` zeroed."""
+    memory = jax.tree.map(lambda *gs: -jnp.stack(gs), *grads)
+    if cumulative:
+        memory = jax.tree.map(lambda m: jnp.cumsum(m, axis=0), memory)
     if keep is None:
         return memory
     leaves, treedef = jax.tree.flatten(memory)

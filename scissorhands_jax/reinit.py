@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +119,58 @@ def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -
             f"the parameter paths are: {shown}"
         )
     return mask
+
+
+class Eligibility(NamedTuple):
+    """Separate leaf sets for the two phases (see :func:`release_bn_parity`).
+
+    Attributes:
+      reinit: bool-per-leaf tree of the leaves that may be re-initialised.
+      protect: bool-per-leaf tree of the leaves the memory and projection act on.
+    """
+
+    reinit: Mask
+    protect: Mask
+
+
+def release_bn_parity(params: Params, stages: str = "layer3,layer4,fc") -> Eligibility:
+    """The release's leaf sets on a BatchNorm ResNet (release parity; off by default).
+
+    The release protects (memory and projection) every parameter of the chosen stages,
+    BatchNorm scales and biases included, and re-initialises those whose PyTorch name
+    does not contain ``"bn"``. That filter lets a ResNet's downsample BatchNorm through
+    (PyTorch names it ``downsample.1``): its 1-D weight is then re-drawn by the
+    kaiming-uniform default, i.e. uniform in ±1. Here that BatchNorm is the module
+    ``downsample_bn``, eligible for re-initialisation like a convolution.
+
+    To reproduce the release, pair it with
+    ``TrimSettings(reinit="torch", saliency_train_mode=True, update_stats=True)``: the
+    saliency runs in training mode and its forget batches move the running statistics.
+    The library's own default treats the downsample BatchNorm as an accident and leaves
+    every normalisation layer alone (:func:`eligible_mask`).
+
+    Args:
+      params: the ResNet's parameters.
+      stages: a :data:`PRESETS` name or a regex on the paths of the chosen stages.
+
+    Returns:
+      An :class:`Eligibility` to pass as ``eligible`` to
+      :func:`scissorhands_jax.scissorhands`.
+
+    Raises:
+      ValueError: if no leaf matches ``stages``.
+    """
+    in_stage = path_regex(stages)
+    paths = leaf_paths(params)
+    protect = [in_stage(p) for p in paths]
+    reinit = [
+        keep and ("bn" not in p.lower() or "downsample_bn" in p)
+        for p, keep in zip(paths, protect, strict=True)
+    ]
+    if not any(protect):
+        raise ValueError(f"no parameter path matches {stages!r}.")
+    treedef = jax.tree.structure(params)
+    return Eligibility(jax.tree.unflatten(treedef, reinit), jax.tree.unflatten(treedef, protect))
 
 
 @jax.jit

@@ -3,9 +3,12 @@
 Step ``s`` of a run with ``n`` batches per epoch is batch ``i = s mod n`` of epoch
 ``e = s div n``, drawn from ``data`` with the key ``fold_in(key, e)`` (the rule of
 :func:`scissorhands_jax.fit`). The learning-rate schedule reads the optimiser's own step
-counter. So the state ``(step, params, model_state, opt_state)`` is everything a resumed
-run needs: restored from a checkpoint, it continues with exactly the batches, learning
-rates and arithmetic of an uninterrupted run.
+counter. So the :class:`~scissorhands_jax.loop.TrainState` is everything a resumed run
+needs: restored from a checkpoint, it continues with exactly the batches, learning rates
+and arithmetic of an uninterrupted run. Classifiers and diffusion models share it; they
+differ in their step (:func:`scissorhands_jax.training.train_step` with the learning
+rate inside the optimiser, or :func:`scissorhands_jax.objective.objective_step` with
+Adam's direction times ``lr``) and in how often they log.
 """
 
 from __future__ import annotations
@@ -13,35 +16,18 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
+from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
+from scissorhands_jax.loop import TrainState, ema_update
+from scissorhands_jax.objective import objective_step
 from scissorhands_jax.training import sgd, train_step
-
-
-class TrainState(NamedTuple):
-    """Everything a training run carries from one step to the next.
-
-    Attributes:
-      step: steps taken so far (a Python int).
-      params: parameters.
-      model_state: model state (BatchNorm statistics).
-      opt_state: optimiser state (momentum, the schedule's counter).
-    """
-
-    step: int
-    params: Params
-    model_state: ModelState
-    opt_state: optax.OptState
-
-    def tree(self) -> dict[str, Any]:
-        """The arrays to checkpoint (the step goes into the checkpoint's step number)."""
-        return {"params": self.params, "model_state": self.model_state, "opt_state": self.opt_state}
 
 
 def step_decay_sgd(
@@ -90,50 +76,69 @@ def fit_resumable(
     data: BatchSource,
     *,
     key: PRNGKey,
-    epochs: int,
     tx: optax.GradientTransformation,
+    epochs: int | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    ema_decay: float | None = None,
     stop_step: int | None = None,
     save: Callable[[TrainState, dict], None] | None = None,
     save_every: int = 0,
+    log_every: int = 0,
     progress: bool = False,
     desc: str = "train",
 ) -> tuple[TrainState, list[dict[str, Any]]]:
-    """Trains from ``state.step`` to ``epochs * data.num_batches`` steps (or ``stop_step``).
+    """Trains from ``state.step`` to the run's last step (or ``stop_step``).
 
     Args:
       loss_fn: ``loss_fn(params, model_state, batch, train) -> (loss, new_state)``.
       state: where to start: ``TrainState(0, params, model_state, tx.init(params))`` for
-        a new run, or a restored state.
+        a new run (with ``ema=params`` to keep an EMA), or a restored state.
       data: a :data:`BatchSource` with ``num_batches``; one with ``batches(key, start)``
         (e.g. :class:`~scissorhands_jax.data.loader.ImageSource`) resumes mid-epoch
         without reading the skipped batches.
       key: the run's data key; epoch ``e`` uses ``fold_in(key, e)``.
-      epochs: total epochs of the run.
       tx: the optimiser that made ``state.opt_state`` (hashable: build it once).
+      epochs: the run's length in epochs, or
+      steps: its length in steps (give one of the two).
+      lr: None: ``tx`` holds the learning rate (:func:`~scissorhands_jax.training.train_step`);
+        a number: ``tx`` is an update direction (e.g.
+        :func:`~scissorhands_jax.objective.adam_tx`) scaled by ``-lr``
+        (:func:`~scissorhands_jax.objective.objective_step`, for a model without state).
+      ema_decay: the EMA's decay; needs ``state.ema`` (None: no EMA).
       stop_step: stop after this many steps in total (preemption, tests); None: the end.
       save: ``save(state, info)`` is called every ``save_every`` steps and at the last
         step taken (``info`` has ``epoch`` and ``final``).
       save_every: steps between saves (0: only at the end).
+      log_every: steps per log entry (0: one per epoch).
       progress: a progress bar over steps with rate and ETA.
       desc: the bar's label.
 
     Returns:
-      ``(state, log)``: the state at the last step, and one ``{"epoch", "loss", "steps",
-      "time_s"}`` per epoch (or part of one) walked in this call.
+      ``(state, log)``: the state at the last step, and one ``{"epoch", "step", "loss",
+      "steps", "time_s"}`` per epoch (or ``log_every`` steps, or part of them) walked
+      in this call.
 
     Raises:
-      ValueError: ``data`` has no ``num_batches``, or ``stop_step`` / ``state.step`` is
-        out of range.
-      FloatingPointError: an epoch's mean loss is not finite.
+      ValueError: ``data`` has no ``num_batches``, not exactly one of ``epochs`` and
+        ``steps``, an EMA decay without an EMA in ``state`` (or the reverse), or
+        ``stop_step`` / ``state.step`` out of range.
+      FloatingPointError: a mean loss that is not finite.
     """
     per_epoch = getattr(data, "num_batches", None)
     if not per_epoch:
         raise ValueError("fit_resumable needs a data source with num_batches >= 1.")
-    total = epochs * per_epoch
+    if (epochs is None) == (steps is None):
+        raise ValueError("fit_resumable: give the run's length as epochs or as steps.")
+    if (ema_decay is None) != (state.ema is None):
+        raise ValueError("ema_decay and the state's EMA go together: give both or neither.")
+    total = epochs * per_epoch if steps is None else int(steps)
     end = total if stop_step is None else min(int(stop_step), total)
     if not 0 <= state.step <= end:
         raise ValueError(f"cannot run from step {state.step} to step {end} (of {total}).")
-    step, params, model_state, opt_state = state
+    one_step = _step_fn(loss_fn, tx, lr)
+    decay = None if ema_decay is None else jnp.float32(ema_decay)
+    step, params, model_state, opt_state, ema = state
     log: list[dict[str, Any]] = []
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress)
     losses, start, batches = [], time.perf_counter(), None
@@ -141,23 +146,27 @@ def fit_resumable(
         epoch, i = divmod(step, per_epoch)
         if batches is None:
             batches = _epoch_batches(data, jax.random.fold_in(key, epoch), i)
-        batch = next(batches)
-        params, model_state, opt_state, loss = train_step(
-            loss_fn, tx, params, model_state, opt_state, batch
+        params, model_state, opt_state, loss = one_step(
+            params, model_state, opt_state, next(batches)
         )
+        if decay is not None:
+            ema = ema_update(ema, params, decay)
         losses.append(loss)
         step += 1
         bar.update(1)
         epoch_done = step % per_epoch == 0
-        if epoch_done or step == end:
+        window_done = len(losses) == log_every if log_every else epoch_done
+        if window_done or step == end:
             mean = float(np.mean(jax.device_get(losses)))
             if not np.isfinite(mean):
                 raise FloatingPointError(
-                    f"{desc}: the mean loss of epoch {epoch} is {mean}; lower the learning rate."
+                    f"{desc}: the mean loss by step {step} (epoch {epoch}) is {mean}; lower "
+                    "the learning rate."
                 )
             log.append(
                 {
                     "epoch": epoch,
+                    "step": step,
                     "loss": mean,
                     "steps": len(losses),
                     "time_s": time.perf_counter() - start,
@@ -165,11 +174,30 @@ def fit_resumable(
             )
             bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4f}")
             losses, start = [], time.perf_counter()
-            batches = None if epoch_done else batches
+        if epoch_done:
+            batches = None
         if save is not None and ((save_every and step % save_every == 0) or step == end):
             save(
-                TrainState(step, params, model_state, opt_state),
+                TrainState(step, params, model_state, opt_state, ema),
                 {"epoch": step / per_epoch, "final": step == total},
             )
     bar.close()
-    return TrainState(step, params, model_state, opt_state), log
+    return TrainState(step, params, model_state, opt_state, ema), log
+
+
+def _step_fn(loss_fn, tx, lr):
+    if lr is None:
+
+        def one(params, model_state, opt_state, batch):
+            return train_step(loss_fn, tx, params, model_state, opt_state, batch)
+
+        return one
+    w_r, w_f, lr_arr = jnp.float32(1.0), jnp.float32(0.0), jnp.float32(lr)
+
+    def one(params, model_state, opt_state, batch):
+        p, o, loss, _ = objective_step(
+            loss_fn, tx, -1.0, params, opt_state, batch, None, w_r, w_f, lr_arr, None, None
+        )
+        return p, model_state, o, loss
+
+    return one

@@ -6,7 +6,6 @@ import functools
 import math
 import numbers
 from collections.abc import Iterable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ from jax.tree_util import Partial
 
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
 from scissorhands_jax.parallel import on_mesh, shard_batch
+from scissorhands_jax.settings import check_sparsity
 
 
 def as_partial(loss_fn: LossFn) -> Partial:
@@ -223,16 +223,6 @@ def _stats_and_kth(scores, k, chunkable):
     hi = jnp.max(jnp.stack([jnp.max(leaf) for leaf in leaves]))
     finite = jnp.isfinite(lo) & jnp.isfinite(hi)  # min and max propagate NaN
     return lo, hi, finite, _kth_smallest(scores, k, chunkable)
-
-
-def check_sparsity(sparsity: Any) -> None:
-    """Raises ValueError unless ``sparsity`` is a real number in the open interval (0, 1)."""
-    real = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
-    if not real or not 0.0 < float(sparsity) < 1.0:
-        raise ValueError(
-            f"sparsity must be a number in the open interval (0, 1), got {sparsity!r}; "
-            "it is the fraction of parameters kept (0.97 re-initialises the top 3 %)."
-        )
 
 
 HOST_MAX_ENTRIES = 1 << 22

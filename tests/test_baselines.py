@@ -324,7 +324,7 @@ def test_influence_step_matches_the_formula(tiny):
     g_f = _per_example_grads_loop(model, params, state, forget).mean(0)
     g_r = _per_example_grads_loop(model, params, state, retain).mean(0)
     v = 12 / 52 * (g_f - g_r)
-    pick = np.sort(shs.data._batching._permutation(jax.random.key(2), 40)[:m])
+    pick = np.sort(shs.data.batching.permutation(jax.random.key(2), 40)[:m])
     g = _per_example_grads_loop(model, params, state, jax.tree.map(lambda x: x[pick], retain))
     step = alpha * np.linalg.solve(damping * np.eye(len(v)) + g.T @ g / m, v)
     flat = lambda t: np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree.leaves(t)])  # noqa: E731
@@ -427,7 +427,7 @@ def test_training_mode_forward_updates_batch_norm_by_hand():
     model = shs.linen_model(BatchNormNet(), jnp.zeros((1, 4, 4, 1)))
     params, state = model.init(jax.random.key(0))
     x = jnp.asarray(_data(10, 2)["image"])
-    from scissorhands_jax.models._adapters import forward
+    from scissorhands_jax.models.adapters import forward
 
     _, same = forward(model, params, state, x, False)
     assert same is state

@@ -13,8 +13,9 @@ import pytest
 
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
 from scissorhands_jax.data import ImageSource, ImageTable, Normalization
+from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import ResNet, linen_model
-from scissorhands_jax.resumable import TrainState, fit_resumable, step_decay_sgd
+from scissorhands_jax.resumable import fit_resumable, step_decay_sgd
 
 IDENTITY = {"role": "original", "model": {"width": 4}}
 # orbax's parallel reads of a damaged checkpoint leave asyncio callbacks that fire after

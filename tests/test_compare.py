@@ -123,11 +123,11 @@ def test_changed_training_on_a_resumed_dir_is_refused(first_run, capsys):
 
 
 def test_parse_overrides():
-    got = parse_overrides(["ft.lr=0.02", "be.head=Dense_1", "scissorhands.release_memory=True"])
+    got = parse_overrides(["ft.lr=0.02", "be.head=Dense_1", "scissorhands.cumulative_memory=True"])
     assert got == {
         "ft": {"lr": 0.02},
         "be": {"head": "Dense_1"},
-        "scissorhands": {"release_memory": True},
+        "scissorhands": {"cumulative_memory": True},
     }
 
 

@@ -19,7 +19,7 @@ from scissorhands_jax import diffusion as dm
 from scissorhands_jax.commands import _diffusion as dif
 from scissorhands_jax.config import load_config
 from scissorhands_jax.data import load_digits10
-from scissorhands_jax.models._adapters import predict_probs
+from scissorhands_jax.models.adapters import predict_probs
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import scissorhands_flat
 
 import scissorhands_jax as shs
 from scissorhands_jax import cli
@@ -27,7 +28,7 @@ def _run(model, params, state, split, **kw):
         progress=False,
     )
     args.update(kw)
-    return shs.scissorhands(model, params, state, **args)
+    return scissorhands_flat(model, params, state, **args)
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 1.0, -0.5, 1.5, "0.9", None])

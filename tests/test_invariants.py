@@ -14,15 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import scissorhands_flat
 
 import scissorhands_jax as shs
 from scissorhands_jax import saliency
 
-repair = importlib.import_module("scissorhands_jax.repair")  # the package exports the function
+repair = importlib.import_module("scissorhands_jax.repairing")
 
 
 def _scissorhands(model, params, state, split, key, epochs):
-    return shs.scissorhands(
+    return scissorhands_flat(
         model,
         params,
         state,
@@ -47,7 +48,7 @@ TRANSFORMS = {
 
 
 def _compiled_programs() -> int:
-    fns = (repair._train_grad, repair._apply, saliency.loss_and_grad)
+    fns = (repair._grad_pass, repair.repair_update, saliency.loss_and_grad)
     return sum(f._cache_size() for f in fns)
 
 

@@ -107,47 +107,60 @@ def test_eligible_zeroes_the_other_leaves():
     np.testing.assert_array_equal(np.asarray(memory["dense"]["bias"]), 0.0)
 
 
-@pytest.mark.parametrize("with_stale", [False, True])
-def test_accumulate_gives_stale_plus_cumulative_sums(with_stale):
-    """Release parity: the grad buffer is never zeroed, so m_i = stale + sum_{j<=i} -grad_j."""
+def test_cumulative_gives_running_sums():
+    """Release parity for t > 1: gradients are never zeroed between the memory batches,
+    so row i is sum_{j<=i} -grad_j (and row 1 is the clean memory)."""
     rng = np.random.default_rng(12)
     params = _params(rng)
     batches = _batches(rng, 3)
     negs = [jax.tree.map(np.negative, _hand_grad(params, b)) for b in batches]
-    stale = jax.tree.map(lambda p: rng.normal(size=p.shape), params) if with_stale else None
-    running = jax.tree.map(np.zeros_like, negs[0]) if stale is None else stale
-    want = []
+    running, want = None, []
     for n in negs:
-        running = jax.tree.map(np.add, running, n)
+        running = n if running is None else jax.tree.map(np.add, running, n)
         want.append(running)
-    want = _stack(want)
-    stale_arg = (
-        None if stale is None else jax.tree.map(lambda s: jnp.asarray(s, jnp.float32), stale)
-    )
 
-    memory = shs.forget_memory(_loss_fn, params, batches, accumulate=True, stale=stale_arg)
+    memory = shs.forget_memory(_loss_fn, params, batches, cumulative=True)
 
-    _assert_tree_close(memory, want)
+    _assert_tree_close(memory, _stack(want))
 
 
-def test_accumulate_with_stale_respects_eligible():
+def test_cumulative_respects_eligible():
     rng = np.random.default_rng(13)
     params = _params(rng)
     batches = _batches(rng, 2)
-    stale = jax.tree.map(lambda p: jnp.ones_like(p), params)
     eligible = {"dense": {"kernel": False, "bias": True}, "scale": False}
     negs = [jax.tree.map(np.negative, _hand_grad(params, b)) for b in batches]
-    bias = 1.0 + np.cumsum(np.stack([n["dense"]["bias"] for n in negs]), axis=0)
+    bias = np.cumsum(np.stack([n["dense"]["bias"] for n in negs]), axis=0)
     want = {
         "dense": {"kernel": np.zeros((2, D_IN, D_OUT)), "bias": bias},
         "scale": np.zeros((2, D_OUT)),
     }
 
-    memory = shs.forget_memory(
-        _loss_fn, params, batches, eligible=eligible, accumulate=True, stale=stale
-    )
+    memory = shs.forget_memory(_loss_fn, params, batches, eligible=eligible, cumulative=True)
 
     _assert_tree_close(memory, want)
+
+
+def test_works_inside_jit():
+    """Under jax.jit the finite check is left out and the result is the eager one."""
+    rng = np.random.default_rng(17)
+    params = _params(rng)
+    batches = _batches(rng, 2)
+    eligible = {"dense": {"kernel": True, "bias": False}, "scale": True}
+    jitted = jax.jit(lambda p, bs: shs.forget_memory(_loss_fn, p, bs, eligible=eligible))
+    want = _stack([jax.tree.map(np.negative, _hand_grad(params, b)) for b in batches])
+    want["dense"]["bias"] = np.zeros_like(want["dense"]["bias"])
+    _assert_tree_close(jitted(params, batches), want)
+
+
+def test_traced_eligible_is_refused_with_advice():
+    rng = np.random.default_rng(18)
+    params = _params(rng)
+    batches = _batches(rng, 1)
+    eligible = {"dense": {"kernel": True, "bias": False}, "scale": True}
+    bad = jax.jit(lambda p, e: shs.forget_memory(_loss_fn, p, batches, eligible=e))
+    with pytest.raises(ValueError, match="outside jax.jit"):
+        bad(params, jax.tree.map(jnp.asarray, eligible))
 
 
 def test_memory_feeds_gem_projection():
@@ -187,11 +200,3 @@ def test_non_finite_loss_raises(bad):
     batches[1]["y"] = batches[1]["y"].at[0, 0].set(bad)
     with pytest.raises(FloatingPointError, match="forget batch 1"):
         shs.forget_memory(_loss_fn, params, batches)
-
-
-def test_stale_without_accumulate_raises():
-    rng = np.random.default_rng(16)
-    params = _params(rng)
-    stale = jax.tree.map(jnp.zeros_like, params)
-    with pytest.raises(ValueError, match="stale"):
-        shs.forget_memory(_loss_fn, params, _batches(rng, 1), stale=stale)

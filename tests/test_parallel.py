@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import scissorhands_flat
 from jax.sharding import NamedSharding, PartitionSpec
 
 import scissorhands_jax as shs
@@ -330,11 +331,11 @@ def _repair_runs(model, params, state, split) -> dict:
             **{k: entry[k] for k in ("joint_steps", "retain_steps", "projected_steps")},
         }
 
-    ref = summary(shs.scissorhands(model, params, state, **kwargs))
+    ref = summary(scissorhands_flat(model, params, state, **kwargs))
     runs = {}
     for n in DEVICE_COUNTS:
         name = str(n)
-        result = shs.scissorhands(
+        result = scissorhands_flat(
             model, params, state, mesh=parallel.data_mesh(devices[:n]), **kwargs
         )
         got = summary(result)

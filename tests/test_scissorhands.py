@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import accuracy_of
+from conftest import accuracy_of, scissorhands_flat
 from flax import nnx
 
 import scissorhands_jax as shs
@@ -27,7 +27,7 @@ def test_forgets_and_keeps_retain(digits_model, original, scenario):
     split = shs.data.load_digits10(scenario, 0)
     params, state = original
     before = accuracy_of(digits_model, params, state, split.forget)
-    result = shs.scissorhands(
+    result = scissorhands_flat(
         digits_model,
         params,
         state,
@@ -60,7 +60,7 @@ def test_same_key_is_bit_identical_and_input_untouched(digits_model, original):
     split = shs.data.load_digits10("random10", 1)
     params, state = original
     copy = jax.tree.map(np.array, params)
-    run = lambda key: shs.scissorhands(  # noqa: E731
+    run = lambda key: scissorhands_flat(  # noqa: E731
         digits_model,
         params,
         state,
@@ -81,7 +81,7 @@ def test_same_key_is_bit_identical_and_input_untouched(digits_model, original):
 def test_mask_respects_eligibility_and_sparsity(digits_model, original):
     split = shs.data.load_digits10("random10", 0)
     params, state = original
-    result = shs.scissorhands(
+    result = scissorhands_flat(
         digits_model,
         params,
         state,
@@ -107,7 +107,7 @@ def test_mask_respects_eligibility_and_sparsity(digits_model, original):
         np.testing.assert_array_equal(np.asarray(p)[~np.asarray(m)], np.asarray(q)[~np.asarray(m)])
 
 
-def test_project_every_and_release_memory(digits_model, original):
+def test_project_every_and_cumulative_memory(digits_model, original):
     split = shs.data.load_digits10("random10", 0)
     params, state = original
     common = dict(
@@ -118,17 +118,23 @@ def test_project_every_and_release_memory(digits_model, original):
         epochs=2,
         **FAST,
     )
-    every2 = shs.scissorhands(digits_model, params, state, project_every=2, **common)
+    every2 = scissorhands_flat(digits_model, params, state, project_every=2, **common)
     for entry in every2.log[1:]:
         assert entry["projected_steps"] <= entry["joint_steps"] // 2
-    clean = shs.scissorhands(digits_model, params, state, memory_num=2, **common)
-    parity = shs.scissorhands(
-        digits_model, params, state, memory_num=2, release_memory=True, **common
+    clean = scissorhands_flat(digits_model, params, state, memory_num=2, **common)
+    cumulative = scissorhands_flat(
+        digits_model, params, state, memory_num=2, cumulative_memory=True, **common
     )
-    assert np.isfinite(parity.log[-1]["loss_retain"])
-    assert _leaves_equal(clean.mask, parity.mask)  # same trim ...
-    assert not _leaves_equal(clean.params, parity.params)  # ... different memories
-    none = shs.scissorhands(digits_model, params, state, projection="none", **common)
+    assert np.isfinite(cumulative.log[-1]["loss_retain"])
+    assert _leaves_equal(clean.mask, cumulative.mask)  # same trim ...
+    assert not _leaves_equal(clean.params, cumulative.params)  # ... different memories
+    # with one memory batch the running sum is the clean memory: the same run
+    one = scissorhands_flat(digits_model, params, state, **common)
+    one_cumulative = scissorhands_flat(
+        digits_model, params, state, cumulative_memory=True, **common
+    )
+    assert _leaves_equal(one.params, one_cumulative.params)
+    none = scissorhands_flat(digits_model, params, state, projection="none", **common)
     assert all(e["projected_steps"] == 0 for e in none.log[1:])
 
 
@@ -155,7 +161,7 @@ def test_linen_batchnorm_model(original):
         epochs=2,
         tx=shs.sgd(0.05),
     )
-    result = shs.scissorhands(
+    result = scissorhands_flat(
         model,
         params,
         state,
@@ -189,7 +195,7 @@ def test_nnx_model_through_split():
         tx=shs.sgd(0.05),
     )
     before = accuracy_of(model, params, state, split.forget)
-    result = shs.scissorhands(
+    result = scissorhands_flat(
         model,
         params,
         state,

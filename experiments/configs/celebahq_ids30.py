@@ -90,7 +90,6 @@ CONFIG = {
         "projection": "gem",
         "project_every": 10,
         "reinit": "model",
-        "release_memory": False,
         "saliency_train_mode": False,
     },
     "eval": {"batch_size": 64},

@@ -42,7 +42,6 @@ CONFIG = {
         "projection": "gem",
         "project_every": 1,
         "reinit": "model",
-        "release_memory": False,
     },
     "metrics": ["UA", "RA", "TA", "MIA_entropy", "MIA_confidence", "avg_gap", "rte_s"],
 }

@@ -86,7 +86,6 @@ CONFIG = {
         "projection": "gem",
         "project_every": 1,
         "reinit": "model",
-        "release_memory": False,
         "saliency_train_mode": False,
     },
     "eval": {"batch_size": 512},

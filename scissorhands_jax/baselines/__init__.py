@@ -4,7 +4,7 @@ Every method is ``unlearn(model, params, model_state, *, retain, forget, key, **
 UnlearnResult(params, model_state, log)``: the original model as a :class:`Model` and
 its pytrees, retain and forget data as pytrees of arrays, a PRNG key (the result is a
 pure function of it), and the method's hyperparameters as keywords whose defaults are
-the release settings of SPEC "Baselines" (or the cited paper where SPEC is silent).
+the release settings of the baselines (or the cited paper where the release is silent).
 :data:`METHODS` maps the names of the comparison to the functions.
 """
 

@@ -22,8 +22,8 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
-from scissorhands_jax.data._batching import array_source
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.models.adapters import Model
 
 Objective = Callable[[Model, Any, ModelState, Batch, Any], tuple[jax.Array, ModelState]]
 

@@ -4,7 +4,7 @@ Chen, Gao, Liu, Peng & Wang, "Boundary Unlearning: Rapid Forgetting of Deep Netw
 via Shifting the Decision Space", CVPR 2023. The output layer gains one extra (shadow)
 neuron; the widened model is fine-tuned to put every forget example in the shadow
 class, and the shadow neuron is then pruned, leaving the forget examples scattered over
-the remaining classes. Release setting: lr 1e-6, 10 epochs (SPEC).
+the remaining classes. Release setting: lr 1e-6, 10 epochs.
 
 No architecture is rebuilt here. For a head :math:`z = hW + b` (a Dense/Linear output
 layer with kernel ``(d, C)``) the shadow logit :math:`z_s = h w_s + b_s` needs the
@@ -36,7 +36,7 @@ from scissorhands_jax.baselines._common import (
     num_classes,
     sgd_chain,
 )
-from scissorhands_jax.models._adapters import Model, forward
+from scissorhands_jax.models.adapters import Model, forward
 from scissorhands_jax.reinit import leaf_paths
 
 

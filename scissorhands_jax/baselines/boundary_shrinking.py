@@ -5,7 +5,7 @@ via Shifting the Decision Space", CVPR 2023. A one-step FGSM perturbation of eac
 forget example (Goodfellow, Shlens & Szegedy, ICLR 2015) crosses the nearest decision
 boundary; the class the original model then predicts (other than the true one) is the
 new label, and the model is fine-tuned on the forget set under these labels, shrinking
-the forgotten region. Release setting: bound 0.1, lr 1e-6, 10 epochs (SPEC).
+the forgotten region. Release setting: bound 0.1, lr 1e-6, 10 epochs.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from scissorhands_jax.baselines._common import (
     task_loss,
 )
 from scissorhands_jax.baselines.random_labels import check_keys
-from scissorhands_jax.data._batching import array_source
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.models.adapters import Model
 
 
 @functools.partial(jax.jit, static_argnames=("model", "input_key", "label_key"))

@@ -20,7 +20,7 @@ from scissorhands_jax.baselines._common import (
     sgd_chain,
     task_loss,
 )
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.models.adapters import Model
 
 
 def finetune(

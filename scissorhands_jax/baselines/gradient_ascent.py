@@ -19,7 +19,7 @@ from scissorhands_jax.baselines._common import (
     fit_objective,
     sgd_chain,
 )
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.models.adapters import Model
 
 
 def negated_loss(model: Model, params: Params, model_state: ModelState, batch: Batch, aux: Any):

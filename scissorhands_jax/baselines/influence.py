@@ -35,8 +35,8 @@ from scissorhands_jax.baselines._common import (
     check_positive,
     num_examples,
 )
-from scissorhands_jax.data._batching import _permutation, array_source
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.data.batching import array_source, permutation
+from scissorhands_jax.models.adapters import Model
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -196,7 +196,7 @@ def influence_unlearning(
     g_f = mean_gradient(model, params, model_state, forget, batch_size)
     g_r = mean_gradient(model, params, model_state, retain, batch_size)
     v = (n_f / (n_f + n_r)) * (g_f - g_r)
-    pick = np.sort(_permutation(key, n_r)[: min(fisher_examples, n_r)])
+    pick = np.sort(permutation(key, n_r)[: min(fisher_examples, n_r)])
     fisher = jax.tree.map(lambda x: x[pick], retain)
     step = alpha * woodfisher_inverse_product(
         model, params, model_state, fisher, v, damping=damping, chunk_size=chunk_size

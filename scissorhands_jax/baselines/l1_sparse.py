@@ -23,7 +23,7 @@ from scissorhands_jax.baselines._common import (
     sgd_chain,
     tree_l1,
 )
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.models.adapters import Model
 
 
 def l1_objective(model: Model, params: Params, model_state: ModelState, batch: Batch, aux: Any):

@@ -27,8 +27,8 @@ from scissorhands_jax.baselines._common import (
     sgd_chain,
     task_loss,
 )
-from scissorhands_jax.data._batching import array_source
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.models.adapters import Model
 
 
 def check_keys(data: dict, input_key: str, label_key: str, name: str) -> None:
@@ -125,7 +125,7 @@ def random_labels(
     r"""Fine-tunes on :math:`D_r \cup \{(x, \tilde y): (x, y) \in D_f\}`,
     :math:`\tilde y \sim \mathcal U\{0, \dots, C-1\}` redrawn every epoch.
 
-    SPEC lists no release values for RL; the defaults are FT's (lr 0.01, 10 epochs).
+    The release gives no values for RL; the defaults are FT's (lr 0.01, 10 epochs).
 
     Args:
       model: the :class:`Model`.

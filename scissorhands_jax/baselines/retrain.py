@@ -19,8 +19,8 @@ from scissorhands_jax.baselines._common import (
     check_positive,
     sgd_chain,
 )
-from scissorhands_jax.data._batching import array_source
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.training import fit
 
 

@@ -29,8 +29,8 @@ from scissorhands_jax.baselines._common import (
     check_positive,
 )
 from scissorhands_jax.baselines.random_labels import check_keys, train_random_labels
-from scissorhands_jax.data._batching import array_source
-from scissorhands_jax.models._adapters import Model
+from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.saliency import top_k_mask
 
 

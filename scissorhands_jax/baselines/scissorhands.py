@@ -11,8 +11,9 @@ from typing import Any
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import UnlearnResult, check_arrays
-from scissorhands_jax.models._adapters import Model
-from scissorhands_jax.scissorhands import scissorhands as _scissorhands
+from scissorhands_jax.method import scissorhands as _scissorhands
+from scissorhands_jax.models.adapters import Model
+from scissorhands_jax.settings import from_flat
 
 
 def scissorhands(
@@ -24,22 +25,27 @@ def scissorhands(
     forget: Any,
     key: PRNGKey,
     progress: bool = False,
+    eligible: Any = None,
     **hyperparameters: Any,
 ) -> UnlearnResult:
-    """:func:`scissorhands_jax.scissorhands` with its result as an :class:`UnlearnResult`.
+    """:func:`scissorhands_jax.scissorhands` with flat settings and its result as an
+    :class:`UnlearnResult`.
 
     Args:
-      model, params, model_state, retain, forget, key, progress: as for every baseline.
-      **hyperparameters: any keyword of :func:`scissorhands_jax.scissorhands`
-        (``eligible``, ``sparsity``, ``lr``, ``epochs``, ``lam``, ``batch_size``, ...);
-        its defaults are the release's CIFAR-10 random-10 % setting.
+      model, params, model_state, key, progress: as for every baseline.
+      retain, forget: arrays as for every baseline, or batch sources.
+      eligible: as for :func:`scissorhands_jax.scissorhands`.
+      **hyperparameters: flat settings (``sparsity``, ``lr``, ``epochs``, ``lam``,
+        ``batch_size``, ... : :data:`scissorhands_jax.settings.FLAT_NAMES`); the
+        defaults are the release's CIFAR-10 random-10 % setting.
 
     Returns:
       An :class:`UnlearnResult` (the re-initialisation mask is dropped; its size is in
       the log's ``"trim"`` entry).
     """
-    check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
+    for data, name in ((retain, "retain"), (forget, "forget")):
+        if not callable(data):  # Scissorhands also takes batch sources
+            check_arrays(data, name)
     result = _scissorhands(
         model,
         params,
@@ -47,7 +53,7 @@ def scissorhands(
         retain=retain,
         forget=forget,
         key=key,
-        progress=progress,
-        **hyperparameters,
+        eligible=eligible,
+        **from_flat(progress=progress, **hyperparameters),
     )
     return UnlearnResult(result.params, result.model_state, result.log)

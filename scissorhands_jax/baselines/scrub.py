@@ -31,7 +31,7 @@ from scissorhands_jax.baselines._common import (
     run_pass,
     sgd_chain,
 )
-from scissorhands_jax.models._adapters import Model, cross_entropy, forward
+from scissorhands_jax.models.adapters import Model, cross_entropy, forward
 
 
 def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature) -> jax.Array:

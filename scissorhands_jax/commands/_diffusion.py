@@ -33,11 +33,11 @@ from scissorhands_jax.diffusion.baselines import finetune_diffusion, salun_diffu
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
 from scissorhands_jax.diffusion.metrics import feature_extractor
 from scissorhands_jax.diffusion.model import DiffusionModel, diffusion_model
-from scissorhands_jax.diffusion.resumable import DiffusionTrainState, init_train_state
 from scissorhands_jax.diffusion.schedule import make_schedule
-from scissorhands_jax.diffusion.training import adam_direction
 from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
+from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
+from scissorhands_jax.objective import adam_tx
 
 GENERATORS = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
 """Generator role -> (config section of its schedule, data part it trains on)."""
@@ -139,7 +139,7 @@ def _judge(name, width, num_classes, image_shape):
 
 
 def generator_tx(section: dict):
-    return adam_direction(section["grad_clip"])  # cached: one object per setting
+    return adam_tx(section["grad_clip"])  # cached: one object per setting
 
 
 def classifier_setup(cfg: dict, data: GenerationData, judge: Model, *, abstract: bool = False):
@@ -164,11 +164,12 @@ def generator_setup(
     ema = section["ema_decay"] is not None
 
     def fresh(k):
-        return init_train_state(model, k, tx, ema=ema)[1:]
+        params = model.init(k)[0]
+        return params, {}, tx.init(params), params if ema else None
 
     init_key = jax.random.fold_in(key, 0)
     tree = jax.eval_shape(fresh, init_key) if abstract else fresh(init_key)
-    return section, source, tx, DiffusionTrainState(0, *tree), jax.random.fold_in(key, 1)
+    return section, source, tx, TrainState(0, *tree), jax.random.fold_in(key, 1)
 
 
 def _data_identity(cfg: dict, data: GenerationData) -> dict[str, Any]:
@@ -237,7 +238,7 @@ def load_generator(run: Path, role: str, cfg: dict, data: GenerationData, model)
     _, _, _, fresh, _ = generator_setup(cfg, role, data, model, abstract=True)
     with checkpoints(run, role, cfg, data) as ck:
         tree = _restore_final(ck, role, fresh.tree(), fix)
-    return DiffusionTrainState(0, tree["params"], None, tree.get("ema")).published
+    return TrainState(0, tree["params"], {}, None, tree.get("ema")).published
 
 
 def load_judge(run: Path, cfg: dict, data: GenerationData, judge: Model):

@@ -26,8 +26,9 @@ import numpy as np
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
 from scissorhands_jax.config import load_config
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
+from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
-from scissorhands_jax.resumable import TrainState, fit_resumable, step_decay_sgd
+from scissorhands_jax.resumable import fit_resumable, step_decay_sgd
 
 MODELS = {
     "resnet18": {"stage_sizes": (2, 2, 2, 2), "cifar_stem": True},
@@ -300,7 +301,7 @@ def predictions(
     any data set size fits; the test set omits forgotten classes (:attr:`Split.test_indices`)."""
     from tqdm.auto import tqdm
 
-    from scissorhands_jax.models._adapters import predict_probs
+    from scissorhands_jax.models.adapters import predict_probs
 
     out = {}
     for part in ("forget", "retain", "test"):

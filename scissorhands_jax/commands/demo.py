@@ -45,9 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project-every", type=int, default=u["project_every"])
     p.add_argument("--reinit", default=u["reinit"], choices=["model", "torch"])
     p.add_argument(
-        "--release-memory",
+        "--cumulative-memory",
         action="store_true",
-        help="reproduce the release's stale-gradient memory (SPEC quirk)",
+        help="memory rows as running sums of the batch gradients, as the release computes "
+        "them for --memory-num > 1",
     )
     p.add_argument("--no-progress", action="store_true")
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "projection": args.projection,
         "project_every": args.project_every,
         "reinit": args.reinit,
-        "release_memory": args.release_memory,
+        "cumulative_memory": args.cumulative_memory,
     }
     train = {"epochs": args.train_epochs, "lr": args.train_lr}
     rows = run_digits(

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
     from scissorhands_jax.diffusion.metrics import frechet_distance_features, generation_metrics
     from scissorhands_jax.diffusion.sampler import sample
-    from scissorhands_jax.models._adapters import predict_probs
+    from scissorhands_jax.models.adapters import predict_probs
 
     cfg = dif.config_from_args(args)
     run_dir = Path(args.run)

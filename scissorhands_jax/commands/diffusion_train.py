@@ -54,22 +54,23 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, float,
     import jax
 
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.diffusion.resumable import DiffusionTrainState, fit_diffusion_resumable
+    from scissorhands_jax.loop import TrainState
+    from scissorhands_jax.resumable import fit_resumable
 
     section, source, tx, state, key = dif.generator_setup(cfg, role, data, model)
     total = section["steps"]
     if ck.latest_step() is not None:
         tree, _ = dif.restore(ck, state.tree())
-        state = DiffusionTrainState(ck.latest_step(), **tree)
+        state = TrainState(ck.latest_step(), **tree)
         print(f"{role}: resuming from step {state.step} of {total}")
     if state.step >= total:
         return state.step, total, 0.0, []
     start = time.perf_counter()
-    state, log = fit_diffusion_resumable(
-        model,
+    state, log = fit_resumable(
+        model.loss,
         state,
         source,
-        key=key,
+        key=jax.random.split(key, 3)[0],  # the data key of train_diffusion
         steps=total,
         tx=tx,
         lr=section["lr"],
@@ -88,7 +89,8 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, float,
 
 def _train_classifier(cfg, data, ck, args) -> tuple[int, int, float, list]:
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.resumable import TrainState, fit_resumable
+    from scissorhands_jax.loop import TrainState
+    from scissorhands_jax.resumable import fit_resumable
 
     judge, _ = dif.build_judge(cfg, data)
     section, source, tx, state, key = dif.classifier_setup(cfg, data, judge)

@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
 
     from scissorhands_jax.commands import _pipeline as pipe
     from scissorhands_jax.demo import write_json_atomic
-    from scissorhands_jax.scissorhands import check_settings, scissorhands
+    from scissorhands_jax.method import check_settings, scissorhands
 
     cfg = pipe.config_from_args(args)
-    settings = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
-    check_settings(**settings)
+    flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
+    settings = check_settings(progress=not args.no_progress, **flat)
     run_dir = _existing_run(args.run)
     split = pipe.build_split(cfg, progress=not args.no_progress)
     pipe.record_split(run_dir, split, cfg)  # refuses another request's run directory
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             retain=split.source("retain", u["batch_size"], augment=u["augment"]),
             forget=split.source("forget", u["batch_size"], augment=u["augment"]),
             key=jax.random.key(u["seed"]),
-            progress=not args.no_progress,
+            eligible=u["eligible"],
             **settings,
         )
         jax.block_until_ready(result.params)

@@ -1,47 +1,39 @@
-"""Data: digits-10, tfds and CelebA-HQ folder sources, splits, forget requests, batching."""
+"""Data: digits-10, tfds and CelebA-HQ folder sources, splits, forget requests, batching.
 
-from scissorhands_jax.data._batching import ArraySource, array_source, first_batch
-from scissorhands_jax.data.celeba_folder import read_identity_folder
-from scissorhands_jax.data.datasets import DATASETS, Dataset, Split, load_dataset, make_split
-from scissorhands_jax.data.digits import DigitsSplit, load_digits10, select_forget
-from scissorhands_jax.data.loader import (
-    ImageSource,
-    ImageTable,
-    Normalization,
-    random_crop_flip,
-)
-from scissorhands_jax.data.splits import (
-    FORGET_KINDS,
-    SplitIndices,
-    holdout_validation,
-    read_index_file,
-    select_forget_indices,
-)
-from scissorhands_jax.data.tfds_source import TFDS_DATASETS, prepare_tfds, read_tfds_split
+Every name loads on first use (scikit-learn, tfds and the image loaders only when asked
+for).
+"""
 
-__all__ = [
-    "ArraySource",
-    "DATASETS",
-    "Dataset",
-    "DigitsSplit",
-    "FORGET_KINDS",
-    "ImageSource",
-    "ImageTable",
-    "Normalization",
-    "Split",
-    "SplitIndices",
-    "TFDS_DATASETS",
-    "array_source",
-    "first_batch",
-    "holdout_validation",
-    "load_dataset",
-    "load_digits10",
-    "make_split",
-    "prepare_tfds",
-    "random_crop_flip",
-    "read_identity_folder",
-    "read_index_file",
-    "read_tfds_split",
-    "select_forget",
-    "select_forget_indices",
-]
+from scissorhands_jax._lazy import lazy_attributes
+
+_ATTRIBUTES = {
+    "ArraySource": "scissorhands_jax.data.batching",
+    "array_source": "scissorhands_jax.data.batching",
+    "first_batch": "scissorhands_jax.data.batching",
+    "read_identity_folder": "scissorhands_jax.data.celeba_folder",
+    "DATASETS": "scissorhands_jax.data.datasets",
+    "Dataset": "scissorhands_jax.data.datasets",
+    "Split": "scissorhands_jax.data.datasets",
+    "load_dataset": "scissorhands_jax.data.datasets",
+    "make_split": "scissorhands_jax.data.datasets",
+    "DigitsSplit": "scissorhands_jax.data.digits",
+    "load_digits10": "scissorhands_jax.data.digits",
+    "select_forget": "scissorhands_jax.data.digits",
+    "ImageSource": "scissorhands_jax.data.loader",
+    "ImageTable": "scissorhands_jax.data.loader",
+    "Normalization": "scissorhands_jax.data.loader",
+    "random_crop_flip": "scissorhands_jax.data.loader",
+    "FORGET_KINDS": "scissorhands_jax.data.splits",
+    "SplitIndices": "scissorhands_jax.data.splits",
+    "holdout_validation": "scissorhands_jax.data.splits",
+    "read_index_file": "scissorhands_jax.data.splits",
+    "select_forget_indices": "scissorhands_jax.data.splits",
+    "TFDS_DATASETS": "scissorhands_jax.data.tfds_source",
+    "prepare_tfds": "scissorhands_jax.data.tfds_source",
+    "read_tfds_split": "scissorhands_jax.data.tfds_source",
+}
+_SUBMODULES = ("batching", "celeba_folder", "datasets", "digits", "loader", "splits", "tfds_source")
+
+__getattr__, __dir__ = lazy_attributes(__name__, _ATTRIBUTES, _SUBMODULES)
+
+__all__ = sorted(_ATTRIBUTES)

@@ -72,7 +72,7 @@ def load_dataset(
     Args:
       name: ``"cifar10"``, ``"cifar100"``, ``"svhn_cropped"`` (tfds, ArrayRecord),
         ``"celeba_folder"`` (:func:`read_identity_folder` at ``data_dir``) or
-        ``"digits10"`` (scikit-learn's embedded digits, SPEC's split).
+        ``"digits10"`` (scikit-learn's embedded digits, the digits-10 protocol's split).
       data_dir: tfds data directory, or the CelebA-HQ folder.
       limit_train: keep only the first ``limit_train`` training examples (smoke runs).
       limit_test: likewise for the test split.

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from scissorhands_jax._types import Batch, PRNGKey
-from scissorhands_jax.data._batching import _permutation
+from scissorhands_jax.data.batching import permutation
 
 AUGMENTATIONS = ("crop_flip", "flip", "none")
 
@@ -168,7 +168,7 @@ class ImageSource:
     def batches(self, key: PRNGKey, start: int = 0) -> Iterator[Batch]:
         """The batches ``start, start + 1, ...`` of the epoch that ``key`` draws."""
         n = len(self)
-        order = _permutation(key, n) if self.shuffle else np.arange(n)
+        order = permutation(key, n) if self.shuffle else np.arange(n)
         for i in range(start, self.num_batches):
             rows = np.asarray(self.indices)[order[i * self.batch_size : (i + 1) * self.batch_size]]
             images = np.asarray(self.table.images[rows])

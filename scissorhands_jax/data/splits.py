@@ -5,8 +5,8 @@ All indices here are *absolute*: positions in the data set's training split as s
 re-derivable from three saved things: the validation indices, the forget indices and the
 split's size; ``retain = all - validation - forget``.
 
-SPEC: 10 % of each class of the training split is held out as validation (CIFAR: 45,000
-training images remain; random 10 % forgets 4,500 of them).
+The release settings: 10 % of each class of the training split is held out as
+validation (CIFAR: 45,000 training images remain; random 10 % forgets 4,500 of them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Baselines for class forgetting in diffusion models: Retrain, FT and SalUn.
+"""Training a diffusion model, and the baselines for class forgetting: Retrain, FT, SalUn.
 
 - **Retrain**: a fresh model trained on the retain data only (the gold standard).
 - **FT**: the original model fine-tuned on the retain data (catastrophic forgetting).
@@ -25,13 +25,46 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from scissorhands_jax._types import Params, PRNGKey
-from scissorhands_jax.data._batching import first_batch
+from scissorhands_jax._types import BatchSource, Params, PRNGKey
+from scissorhands_jax.data.batching import first_batch
 from scissorhands_jax.diffusion.model import DiffusionModel
-from scissorhands_jax.diffusion.training import adam_direction, run_steps
-from scissorhands_jax.diffusion.unlearn import DiffusionUnlearnResult, _count, as_noised
-from scissorhands_jax.models._adapters import bind_state
+from scissorhands_jax.diffusion.unlearn import DiffusionUnlearnResult, as_noised, count_true
+from scissorhands_jax.models.adapters import bind_state
+from scissorhands_jax.objective import adam_tx, train_objective
 from scissorhands_jax.saliency import as_partial, loss_and_grad, top_k_mask
+
+
+def train_diffusion(
+    model: DiffusionModel,
+    params: Params,
+    data: BatchSource,
+    *,
+    key: PRNGKey,
+    steps: int,
+    lr: float = 2e-4,
+    grad_clip: float | None = 1.0,
+    log_every: int = 100,
+    progress: bool = False,
+    desc: str = "train",
+) -> tuple[Params, list[dict[str, Any]]]:
+    """Trains on the ε-prediction loss (with the model's label dropout): Adam, gradient
+    clipping at global norm ``grad_clip``, as SalUn's CIFAR-10 DDPM (lr 2e-4, clip 1).
+
+    Returns:
+      ``(params, log)`` (see :func:`~scissorhands_jax.objective.train_objective`).
+    """
+    return train_objective(
+        model.loss,
+        params,
+        retain=data,
+        key=key,
+        steps=steps,
+        lr=lr,
+        tx=adam_tx(grad_clip),
+        log_every=log_every,
+        progress=progress,
+        desc=desc,
+    )
 
 
 def retrain_diffusion(
@@ -53,14 +86,14 @@ def retrain_diffusion(
     """
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init)[0]
-    return run_steps(
-        model,
+    return train_objective(
+        model.loss,
         params,
         retain=as_noised(retain, batch_size, "retain"),
         key=k_train,
         steps=steps,
         lr=lr,
-        tx=adam_direction(grad_clip),
+        tx=adam_tx(grad_clip),
         progress=progress,
         desc="retrain",
     )
@@ -83,14 +116,14 @@ def finetune_diffusion(
     Returns:
       ``(params, log)``.
     """
-    return run_steps(
-        model,
+    return train_objective(
+        model.loss,
         params,
         retain=as_noised(retain, batch_size, "retain"),
         key=key,
         steps=steps,
         lr=lr,
-        tx=adam_direction(grad_clip),
+        tx=adam_tx(grad_clip),
         progress=progress,
         desc="finetune",
     )
@@ -147,19 +180,19 @@ def salun_diffusion(
         g = jax.tree.map(abs, g)
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
     mask = top_k_mask(grads, mask_ratio)
-    entry = {"phase": "mask", "selected": _count(mask), "time_s": time.perf_counter() - start}
+    entry = {"phase": "mask", "selected": count_true(mask), "time_s": time.perf_counter() - start}
     repair_forget = dataclasses.replace(
         forget_src, guidance=None, anchor=anchor, num_classes=model.num_classes
     )
-    new_params, log = run_steps(
-        model,
+    new_params, log = train_objective(
+        model.loss,
         params,
         retain=retain_src,
         forget=repair_forget,
         key=k_run,
         steps=steps,
         lr=lr,
-        tx=adam_direction(grad_clip),
+        tx=adam_tx(grad_clip),
         w_retain=alpha,
         w_forget=1.0,
         sign=1.0,

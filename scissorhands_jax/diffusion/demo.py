@@ -33,6 +33,7 @@ from scissorhands_jax.diffusion.baselines import (
     finetune_diffusion,
     retrain_diffusion,
     salun_diffusion,
+    train_diffusion,
 )
 from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
 from scissorhands_jax.diffusion.metrics import (
@@ -43,10 +44,9 @@ from scissorhands_jax.diffusion.metrics import (
 from scissorhands_jax.diffusion.model import diffusion_model, diffusion_source
 from scissorhands_jax.diffusion.sampler import sample
 from scissorhands_jax.diffusion.schedule import make_schedule
-from scissorhands_jax.diffusion.training import train_diffusion
 from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
 from scissorhands_jax.models import DigitsCNN, linen_model
-from scissorhands_jax.models._adapters import predict_probs
+from scissorhands_jax.models.adapters import predict_probs
 from scissorhands_jax.models.unet import UNet
 from scissorhands_jax.training import fit, sgd
 

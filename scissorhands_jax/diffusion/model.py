@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax._types import Batch, BatchSource, Params, PRNGKey
-from scissorhands_jax.data._batching import array_source
+from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.diffusion.schedule import NoiseSchedule, q_sample
 
 EpsFn = Callable[..., jax.Array]

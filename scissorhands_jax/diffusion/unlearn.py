@@ -34,21 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax._types import Mask, Params, PRNGKey
-from scissorhands_jax.data._batching import first_batch
+from scissorhands_jax.data.batching import first_batch
 from scissorhands_jax.diffusion.model import DiffusionModel, NoisedSource, diffusion_source
-from scissorhands_jax.diffusion.training import PROJECTIONS, adam_direction, run_steps
 from scissorhands_jax.memory import forget_memory
-from scissorhands_jax.models._adapters import bind_state
+from scissorhands_jax.models.adapters import bind_state
 from scissorhands_jax.models.unet import UNET_PRESETS
-from scissorhands_jax.reinit import (
-    eligible_mask,
-    leaf_paths,
-    masked_reinit,
-    torch_default_init,
-)
-from scissorhands_jax.saliency import check_sparsity, connection_sensitivity, top_k_mask
+from scissorhands_jax.objective import adam_tx, train_objective
+from scissorhands_jax.reinit import eligible_mask, leaf_paths
+from scissorhands_jax.settings import ProjectionSettings, TrimSettings, check_choice, check_int
+from scissorhands_jax.trimming import fresh_values, trim
 
-REINITS = ("model", "trunc_normal", "torch")
 OBJECTIVES = ("contrast", "anchor")
 
 
@@ -60,7 +55,7 @@ class DiffusionUnlearnResult(NamedTuple):
       mask: bool tree, True where an entry was re-initialised (Scissorhands) or may be
         updated (SalUn).
       log: a ``"trim"``/``"mask"`` entry, then the entries of
-        :func:`~scissorhands_jax.diffusion.training.run_steps`.
+        :func:`~scissorhands_jax.loop.run_steps`.
     """
 
     params: Params
@@ -103,78 +98,17 @@ def as_noised(data: Any, batch_size: int, name: str) -> NoisedSource:
     return diffusion_source(data, batch_size)
 
 
-def _trunc_normal(key: PRNGKey, params: Params, std: float = 0.02) -> Params:
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(
-        treedef,
-        [
-            std * jax.random.truncated_normal(k, -2.0 / std, 2.0 / std, x.shape, x.dtype)
-            for k, x in zip(keys, leaves, strict=True)
-        ],
-    )
-
-
-def fresh_values(model: DiffusionModel, params: Params, key: PRNGKey, reinit: str) -> Params:
-    """Fresh values for the re-initialisation: the model's own initialisers
-    (``"model"``), the release's class recipe ``trunc_normal_(std=0.02)``
-    (``"trunc_normal"``, truncated at ±2 as timm does), or PyTorch's default
-    (``"torch"``)."""
-    if reinit == "model":
-        return model.init(key)[0]
-    if reinit == "trunc_normal":
-        return _trunc_normal(key, params)
-    return torch_default_init(key, params)
-
-
-def trim_diffusion(
-    model: DiffusionModel,
-    params: Params,
-    forget: NoisedSource,
-    *,
-    key: PRNGKey,
-    eligible: Mask,
-    sparsity: float,
-    prune_num: int = 1,
-    saliency_guidance: float | None = None,
-    reinit: str = "model",
-) -> tuple[Params, Mask]:
-    """Phase 1 for a diffusion model: saliency, global top-k, masked re-init.
-
-    Returns:
-      ``(trimmed_params, mask)``, the mask restricted to the eligible leaves.
-    """
-    k_batches, k_fresh = jax.random.split(key)
-    source = dataclasses.replace(forget, guidance=saliency_guidance, anchor=None)
-    batches = [first_batch(source, jax.random.fold_in(k_batches, i)) for i in range(prune_num)]
-    scores = connection_sensitivity(bind_state(model, {}, train=False), params, batches)
-    selected = top_k_mask(scores, sparsity)
-    fresh = fresh_values(model, params, k_fresh, reinit)
-    trimmed = masked_reinit(params, selected, fresh, eligible=eligible)
-    mask = jax.tree.map(lambda m, e: m if e else jnp.zeros_like(m), selected, eligible)
-    return trimmed, mask
-
-
-def _count(mask: Mask) -> int:
+def count_true(mask: Mask) -> int:
+    """How many entries of the bool tree ``mask`` are True."""
     return int(sum(np.sum(m) for m in jax.device_get(jax.tree.leaves(mask))))
 
 
-def _check(**settings) -> None:
-    check_sparsity(settings["sparsity"])
-    if settings["reinit"] not in REINITS:
-        raise ValueError(f"reinit must be one of {REINITS}, got {settings['reinit']!r}.")
-    if settings["objective"] not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {settings['objective']!r}.")
-    if settings["projection"] not in PROJECTIONS:
-        raise ValueError(
-            f"projection must be one of {PROJECTIONS}, got {settings['projection']!r}."
-        )
-    if settings["objective"] == "anchor" and settings["anchor"] is None:
+def _check(objective, anchor, batch_size, memory_every) -> None:
+    check_choice("objective", objective, OBJECTIVES)
+    if objective == "anchor" and anchor is None:
         raise ValueError("objective='anchor' needs an anchor: a class index, 'next' or 'random'.")
-    for name in ("steps", "prune_num", "memory_num", "memory_every", "batch_size"):
-        value, low = settings[name], 0 if name == "steps" else 1
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    check_int("batch_size", batch_size, 1)
+    check_int("memory_every", memory_every, 1)
 
 
 def scissorhands_diffusion(
@@ -248,18 +182,10 @@ def scissorhands_diffusion(
       ValueError: bad settings, empty data, no eligible leaf.
       FloatingPointError: a non-finite loss.
     """
-    _check(
-        sparsity=sparsity,
-        reinit=reinit,
-        objective=objective,
-        projection=projection,
-        anchor=anchor,
-        steps=steps,
-        prune_num=prune_num,
-        memory_num=memory_num,
-        memory_every=memory_every,
-        batch_size=batch_size,
-    )
+    trim_settings = TrimSettings(sparsity=sparsity, prune_num=prune_num, reinit=reinit)
+    proj = ProjectionSettings(kind=projection, margin=margin, eps=eps, memory_num=memory_num)
+    _check(objective, anchor, batch_size, memory_every)
+    check_int("steps", steps, 0)
     retain_src = as_noised(retain, batch_size, "retain")
     forget_src = dataclasses.replace(
         as_noised(forget, batch_size, "forget"), guidance=None, anchor=None
@@ -268,36 +194,27 @@ def scissorhands_diffusion(
     grad_mask = path_mask(params, trainable)
     k_trim, k_repair = jax.random.split(key)
     start = time.perf_counter()
-    trimmed, mask = trim_diffusion(
-        model,
+    trimmed = trim(
+        bind_state(model, {}, train=False),
         params,
-        forget_src,
+        dataclasses.replace(forget_src, guidance=saliency_guidance, anchor=None),
         key=k_trim,
         eligible=eligible_tree,
-        sparsity=sparsity,
-        prune_num=prune_num,
-        saliency_guidance=saliency_guidance,
-        reinit=reinit,
+        fresh=fresh_values(reinit, params, lambda k: model.init(k)[0]),
+        settings=trim_settings,
     )
+    mask = trimmed.mask
     n_eligible = sum(
         math.prod(np.shape(x)) if e else 0
         for x, e in zip(jax.tree.leaves(params), jax.tree.leaves(eligible_tree), strict=True)
     )
     trim_entry = {
         "phase": "trim",
-        "reinitialised": _count(mask),
+        "reinitialised": count_true(mask),
         "eligible_entries": int(n_eligible),
         "time_s": time.perf_counter() - start,
     }
-    mask_leaves, mask_def = jax.tree.flatten(eligible_tree)
-    tx = adam_direction(
-        grad_clip,
-        projection,
-        float(margin),
-        float(eps),
-        mask_def,
-        tuple(map(bool, mask_leaves)),
-    )
+    tx = adam_tx(grad_clip, proj, eligible_tree)
     memory_fn = None
     if projection != "none":
         loss_fn = bind_state(model, {}, train=False)
@@ -311,9 +228,9 @@ def scissorhands_diffusion(
         repair_forget = dataclasses.replace(forget_src, anchor=anchor, num_classes=num_classes)
     else:
         repair_forget = forget_src
-    new_params, log = run_steps(
-        model,
-        trimmed,
+    new_params, log = train_objective(
+        model.loss,
+        trimmed.params,
         retain=retain_src,
         forget=repair_forget,
         key=k_repair,

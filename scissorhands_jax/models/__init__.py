@@ -1,6 +1,6 @@
 """Models and the adapters that let any Flax model enter the methods."""
 
-from scissorhands_jax.models._adapters import Model, linen_model, nnx_model
+from scissorhands_jax.models.adapters import Model, linen_model, nnx_model
 from scissorhands_jax.models.digits import DigitsCNN, DigitsCNNNNX
 from scissorhands_jax.models.resnet import ResNet, resnet18, resnet34
 

@@ -1,4 +1,4 @@
-"""The digits-10 network of SPEC: conv32 -> conv64 -> dense128 -> dense10."""
+"""The network of the digits-10 protocol: conv32 -> conv64 -> dense128 -> dense10."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flax import nnx
 class DigitsCNN(nn.Module):
     """conv 3x3 32 SAME, relu, conv 3x3 64 SAME, relu, flatten, dense 128, relu, dense 10.
 
-    Parameter paths: ``Conv_0``, ``Conv_1``, ``Dense_0``, ``Dense_1``; SPEC's eligible
+    Parameter paths: ``Conv_0``, ``Conv_1``, ``Dense_0``, ``Dense_1``; the protocol's eligible
     set for digits is everything but ``Conv_0`` (preset ``"all_but_first_conv"``).
     """
 

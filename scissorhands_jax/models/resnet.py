@@ -1,7 +1,7 @@
 """ResNets in Flax Linen with the parameter paths of the paper's eligible sets.
 
 Paths are ``conv1``/``bn1`` (stem), ``layer1`` .. ``layer4`` (stages, each holding
-``block0``, ``block1``, ...), and ``fc``, so SPEC's eligible sets are the presets
+``block0``, ``block1``, ...), and ``fc``, so the release's eligible sets are the presets
 ``"layer3,layer4,fc"`` and ``"layer4,fc"``. BatchNorm follows PyTorch's defaults
 (running-average momentum 0.1, i.e. Flax ``momentum=0.9``; epsilon 1e-5).
 """

@@ -12,7 +12,7 @@ import numpy as np
 from scissorhands_jax._types import Batch, BatchSource, PRNGKey
 
 
-def _permutation(key: PRNGKey, n: int) -> np.ndarray:
+def permutation(key: PRNGKey, n: int) -> np.ndarray:
     """A permutation of ``range(n)`` that is a pure function of ``key``.
 
     Drawn on the host by NumPy's PCG64 seeded with the key's bits: no device program
@@ -27,7 +27,7 @@ class ArraySource:
     """One epoch of batches of an in-memory dataset, shuffled by a key.
 
     Calling it with a key yields the batches of one epoch: a permutation drawn from the
-    key (see :func:`_permutation`: the same key gives the same order on any host),
+    key (see :func:`permutation`: the same key gives the same order on any host),
     cut into ``batch_size`` slices; the last one is smaller unless ``drop_last``.
 
     Attributes:
@@ -61,7 +61,7 @@ class ArraySource:
 
     def __call__(self, key: PRNGKey) -> Iterator[Batch]:
         n = len(self)
-        order = _permutation(key, n) if self.shuffle else np.arange(n)
+        order = permutation(key, n) if self.shuffle else np.arange(n)
         for i in range(self.num_batches):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield jax.tree.map(lambda x, idx=idx: x[idx], self.arrays)

@@ -173,10 +173,14 @@ def _loss_with_state(loss: Callable, train: bool) -> Callable:
     return f
 
 
-def bind_state(model: Model, model_state: ModelState, *, train: bool = False) -> Partial:
-    """``loss_fn(params, batch)`` of ``model`` with its state fixed: for
+def bind_state(
+    model: Model | ModelLossFn, model_state: ModelState, *, train: bool = False
+) -> Partial:
+    """``loss_fn(params, batch)`` of a model (a :class:`Model` or its
+    ``loss(params, model_state, batch, train)``) with its state fixed: for
     :func:`connection_sensitivity` and :func:`forget_memory` on stateful models."""
-    return Partial(_loss_with_state(model.loss, train), model_state)
+    loss = getattr(model, "loss", model)
+    return Partial(_loss_with_state(loss, train), model_state)
 
 
 @functools.partial(jax.jit, static_argnums=0)

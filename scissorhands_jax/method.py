@@ -1,0 +1,187 @@
+"""Scissorhands for classifiers: trim by connection sensitivity, then repair under
+gradient projection.
+
+Wu & Harandi, "Scissorhands: Scrub Data Influence via Connection Sensitivity in
+Networks", ECCV 2024 (arXiv 2401.06187). The defaults (see
+:mod:`scissorhands_jax.settings`) are the release's CIFAR-10 random-10 % setting.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from scissorhands_jax import repairing, trimming
+from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGKey
+from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.models.adapters import Model, bind_state
+from scissorhands_jax.parallel import on_mesh, sharded_source
+from scissorhands_jax.reinit import Eligibility, PathPredicate, eligible_mask
+from scissorhands_jax.settings import (
+    ProjectionSettings,
+    RepairSettings,
+    TrainingSettings,
+    TrimSettings,
+    from_flat,
+)
+
+
+class ScissorhandsResult(NamedTuple):
+    """What :func:`scissorhands` returns.
+
+    Attributes:
+      params: the unlearned parameters.
+      model_state: the model state after repair (BatchNorm statistics).
+      mask: bool tree, True where an entry was re-initialised (selection within the
+        eligible leaves).
+      log: one dict per repair epoch (see :func:`repair`), after a ``"trim"`` entry.
+    """
+
+    params: Params
+    model_state: ModelState
+    mask: Mask
+    log: list[dict[str, Any]]
+
+
+def as_source(data: Any, batch_size: int, name: str) -> BatchSource:
+    """``data`` as a shuffled :data:`BatchSource` (a source is passed through).
+
+    Raises:
+      ValueError: empty arrays.
+    """
+    if callable(data):
+        return data
+    sizes = {np.shape(x)[0] for x in jax.tree.leaves(data)}
+    if not sizes or sizes == {0}:
+        raise ValueError(
+            f"the {name} set is empty; "
+            + (
+                "unlearning needs at least one forget example."
+                if name == "forget"
+                else "a forget set equal to the whole training set leaves nothing to retain "
+                "(train a new model instead)."
+            )
+        )
+    return array_source(data, batch_size, shuffle=True)
+
+
+def check_settings(**flat: Any) -> dict[str, Any]:
+    """The settings objects from flat names (see :func:`~scissorhands_jax.settings.from_flat`);
+    raises ValueError for settings :func:`scissorhands` cannot run, before any work."""
+    return from_flat(**{k: v for k, v in flat.items() if k != "eligible"})
+
+
+def scissorhands(
+    model: Model,
+    params: Params,
+    model_state: ModelState | None = None,
+    *,
+    retain: Any,
+    forget: Any,
+    key: PRNGKey,
+    eligible: PathPredicate | str | Eligibility | None = None,
+    trim: TrimSettings = TrimSettings(),
+    repair: RepairSettings = RepairSettings(),
+    projection: ProjectionSettings = ProjectionSettings(),
+    training: TrainingSettings = TrainingSettings(),
+    eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
+) -> ScissorhandsResult:
+    r"""Unlearns the forget set: trim (:func:`~scissorhands_jax.trim`), then repair
+    (:func:`~scissorhands_jax.repair`).
+
+    1. :math:`s = |\theta \odot \sum_b |\nabla L(\theta; b)||` on ``prune_num`` fresh
+       forget batches; :math:`\tau` = the :math:`\lfloor\text{sparsity}\cdot N\rfloor`-th
+       smallest score over all parameters; entries with :math:`s > \tau` in eligible
+       leaves are re-initialised (biases to 0).
+    2. ``epochs`` of SGD on :math:`L_r - \lambda L_f` with the GEM projection against
+       :math:`\nabla[-L_f]` memories refreshed every epoch.
+
+    Args:
+      model: a :class:`Model` (from :func:`linen_model` or :func:`nnx_model`).
+      params: the trained parameters (not modified).
+      model_state: model state (``{}`` or None when there is none).
+      retain: retain data: a pytree of arrays with a leading example axis, or a
+        :data:`BatchSource`.
+      forget: forget data, likewise.
+      key: PRNG key; the run is a pure function of it.
+      eligible: which leaves may be re-initialised and projected: a path predicate, a
+        regex, a preset name of :data:`PRESETS`, None for all non-normalisation leaves,
+        or an :class:`Eligibility` with separate re-init and projection leaves (e.g.
+        :func:`release_bn_parity`).
+      trim: sparsity, saliency batches, fresh values, saliency mode.
+      repair: learning rate, epochs, :math:`\lambda`, momentum, weight decay.
+      projection: the memory and the projection.
+      training: batch size, progress bars, mesh (data-parallel: N devices give the
+        one-device result on the same global batches up to float round-off).
+      eval_fn: ``eval_fn(params, model_state) -> dict`` logged after every epoch.
+
+    Returns:
+      A :class:`ScissorhandsResult`.
+
+    Raises:
+      ValueError: empty retain or forget data, no eligible leaf.
+      FloatingPointError: a non-finite loss during saliency, memory or repair.
+    """
+    model_state = {} if model_state is None else model_state
+    mesh, bs = training.mesh, training.batch_size
+    forget_src = as_source(forget, bs, "forget")
+    retain_src = as_source(retain, bs, "retain")
+    if isinstance(eligible, Eligibility):
+        reinit_tree, protect_tree = eligible
+    else:
+        reinit_tree = protect_tree = eligible_mask(params, eligible)
+    if mesh is not None:
+        params = on_mesh(params, mesh, shard=training.shard_params)
+        model_state = on_mesh(model_state, mesh)
+        forget_src, retain_src = sharded_source(forget_src, mesh), sharded_source(retain_src, mesh)
+    k_trim, k_repair = jax.random.split(key)
+    start = time.perf_counter()
+    trimmed = _trim_classifier(model, params, model_state, forget_src, k_trim, reinit_tree, trim,
+                               mesh)  # fmt: skip
+    if trim.update_stats:
+        model_state = _moved_stats(model, params, model_state, trimmed.batches)
+    n_reinit = int(sum(np.sum(m) for m in jax.device_get(jax.tree.leaves(trimmed.mask))))
+    trim_entry = {"epoch": "trim", "reinitialised": n_reinit, "time_s": time.perf_counter() - start}
+    new_params, new_state, log = repairing.repair(
+        model.loss,
+        trimmed.params,
+        model_state,
+        retain=retain_src,
+        forget=forget_src,
+        key=k_repair,
+        eligible=protect_tree,
+        settings=repair,
+        projection=projection,
+        eval_fn=eval_fn,
+        progress=training.progress,
+        mesh=mesh,
+        shard_params=training.shard_params,
+    )
+    return ScissorhandsResult(new_params, new_state, trimmed.mask, [trim_entry, *log])
+
+
+def _trim_classifier(model, params, model_state, forget, key, eligible, settings, mesh):
+    if mesh is not None:
+        model_state = on_mesh(model_state, mesh)
+    loss_fn = bind_state(model, model_state, train=settings.saliency_train_mode)
+    fresh = trimming.fresh_values(settings.reinit, params, lambda k: model.init(k)[0])
+    return trimming.trim(loss_fn, params, forget, key=key, eligible=eligible, fresh=fresh,
+                settings=settings, mesh=mesh)  # fmt: skip
+
+
+def _moved_stats(model, params, model_state, batches):
+    """The model state after the saliency's training-mode forward passes (the release's
+    BatchNorm running statistics move on the forget batches)."""
+    for batch in batches:
+        model_state = _forward_train(model.loss, params, model_state, batch)
+    return model_state
+
+
+@functools.partial(jax.jit, static_argnames="loss")
+def _forward_train(loss, params, model_state, batch):
+    return loss(params, model_state, batch, True)[1]

@@ -1,0 +1,187 @@
+"""Step-based training on a weighted retain / forget objective, with Adam's direction.
+
+One jitted step serves a diffusion model's training (retain term only), Scissorhands'
+diffusion repair (:math:`L_r - \\lambda L_f` or :math:`L_r + \\lambda L_{anchor}`) and
+the diffusion baselines (fine-tuning, SalUn's :math:`L_{anchor} + \\alpha L_r` with an
+elementwise gradient mask), with an optional forget-memory projection chained in front
+of Adam. The steps run in the one loop of :func:`scissorhands_jax.loop.run_steps`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from scissorhands_jax._types import Batch, BatchSource, Mask, ModelLossFn, Params, PRNGKey
+from scissorhands_jax.loop import TrainState, cycle, run_steps
+from scissorhands_jax.repairing import projection_tx
+from scissorhands_jax.settings import ProjectionSettings, check_int
+
+
+def adam_tx(
+    grad_clip: float | None = None,
+    projection: ProjectionSettings | None = None,
+    eligible: Mask | None = None,
+) -> optax.GradientTransformation:
+    """``[projection] -> [clip_by_global_norm] -> scale_by_adam()``: Adam's update
+    direction; :func:`objective_step` multiplies it by ``-lr``, so one compiled step
+    serves every learning rate. The same settings give the same (hashable) transform.
+
+    The projection (on the ``eligible`` leaves) acts on the raw gradient, before
+    clipping and Adam, as the release projects before its optimiser step.
+    """
+    proj = None
+    if projection is not None and projection.kind != "none":
+        proj = (projection.kind, projection.margin, projection.eps)  # what the update reads
+    if eligible is None:
+        return _cached_adam(grad_clip, proj, None, None)
+    leaves, treedef = jax.tree.flatten(eligible)
+    return _cached_adam(grad_clip, proj, treedef, tuple(map(bool, leaves)))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_adam(grad_clip, proj, mask_def, mask_leaves):
+    parts = []
+    if proj is not None:
+        mask = None if mask_def is None else jax.tree.unflatten(mask_def, mask_leaves)
+        kind, margin, eps = proj
+        parts.append(projection_tx(ProjectionSettings(kind=kind, margin=margin, eps=eps), mask))
+    if grad_clip is not None:
+        parts.append(optax.clip_by_global_norm(grad_clip))
+    parts.append(optax.scale_by_adam())
+    return optax.chain(*parts)
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "tx", "sign"))
+def objective_step(
+    loss: ModelLossFn,
+    tx: optax.GradientTransformation,
+    sign: float,
+    params: Params,
+    opt_state: Any,
+    b_r: Batch,
+    b_f: Batch | None,
+    w_r: jax.Array,
+    w_f: jax.Array,
+    lr: jax.Array,
+    memory: Params | None,
+    grad_mask: Mask | None,
+):
+    r"""One step :math:`\theta \leftarrow \theta - \text{lr} \cdot \text{tx}(g)` on
+    :math:`w_r L(\theta; b_r) + \text{sign} \cdot w_f L(\theta; b_f)`.
+
+    The retain term runs in training mode (label dropout, dropout), the forget term in
+    evaluation mode (the forget condition itself, no label dropout); the model has no
+    state (``{}``). ``grad_mask`` (a tree of bools, per leaf or per entry) zeroes the
+    other gradient entries before the optimiser; ``memory`` feeds the projection
+    transform, when ``tx`` has one.
+
+    Returns:
+      ``(params, opt_state, loss_retain, loss_forget)``.
+    """
+
+    def objective(p):
+        l_r = loss(p, {}, b_r, True)[0]
+        if b_f is None:
+            return w_r * l_r, (l_r, jnp.zeros_like(l_r))
+        l_f = loss(p, {}, b_f, False)[0]
+        return w_r * l_r + sign * w_f * l_f, (l_r, l_f)
+
+    (_, (l_r, l_f)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    if grad_mask is not None:
+        grads = jax.tree.map(lambda g, m: jnp.where(m, g, jnp.zeros_like(g)), grads, grad_mask)
+    updates, opt_state = tx.update(grads, opt_state, params, memory=memory)
+    updates = jax.tree.map(lambda u: -lr * u, updates)
+    return optax.apply_updates(params, updates), opt_state, l_r, l_f
+
+
+def train_objective(
+    loss: ModelLossFn,
+    params: Params,
+    *,
+    retain: BatchSource,
+    key: PRNGKey,
+    steps: int,
+    lr: float,
+    tx: optax.GradientTransformation,
+    forget: BatchSource | None = None,
+    w_retain: float = 1.0,
+    w_forget: float = 0.0,
+    sign: float = -1.0,
+    grad_mask: Mask | None = None,
+    memory_fn: Callable[[Params, PRNGKey], Params] | None = None,
+    memory_every: int = 1,
+    log_every: int = 100,
+    progress: bool = False,
+    desc: str = "train",
+) -> tuple[Params, list[dict[str, Any]]]:
+    """Runs ``steps`` of :func:`objective_step`, drawing retain and forget batches endlessly.
+
+    With ``k_r, k_f, k_m = split(key, 3)``: epoch e of the retain (forget) data is drawn
+    with ``fold_in(k_r, e)`` (``fold_in(k_f, e)``), the memory before step s with
+    ``fold_in(k_m, s)``.
+
+    Args:
+      loss: ``loss(params, model_state, batch, train) -> (loss, model_state)``.
+      params: the starting parameters.
+      retain: :data:`BatchSource` of the retain term.
+      key: PRNG key; the run is a pure function of it.
+      steps: optimiser steps.
+      lr: the learning rate (a traced argument: no recompilation per value).
+      tx: the update direction without the learning rate (e.g. :func:`adam_tx`).
+      forget: :data:`BatchSource` of the forget term, or None for the retain term only.
+      w_retain, w_forget, sign: the objective's weights (see :func:`objective_step`).
+      grad_mask: gradient mask (see :func:`objective_step`).
+      memory_fn: ``memory_fn(params, key) -> memory`` for a projecting ``tx``, called
+        at step 0 and every ``memory_every`` steps after.
+      memory_every: steps between memory refreshes.
+      log_every: steps per log entry.
+      progress: show a progress bar.
+      desc: the progress bar's label.
+
+    Returns:
+      ``(params, log)`` with the entries of :func:`~scissorhands_jax.loop.run_steps`.
+
+    Raises:
+      ValueError: for ``steps < 0``, ``memory_every < 1`` or ``log_every < 1``.
+      FloatingPointError: when a loss becomes non-finite.
+    """
+    check_int("steps", steps, 0)
+    check_int("memory_every", memory_every, 1)
+    check_int("log_every", log_every, 1)
+    k_r, k_f, k_m = jax.random.split(key, 3)
+    retains = cycle(retain, k_r)
+    forgets = cycle(forget, k_f) if forget is not None else itertools.repeat(None)
+    w_r, w_f, lr_arr = jnp.float32(w_retain), jnp.float32(w_forget), jnp.float32(lr)
+
+    def step(st, b_r, b_f, memory, _i):
+        p, o, l_r, l_f = objective_step(
+            loss, tx, float(sign), st.params, st.opt_state, b_r, b_f, w_r, w_f, lr_arr, memory,
+            grad_mask,
+        )  # fmt: skip
+        return TrainState(st.step + 1, p, st.model_state, o), l_r, l_f
+
+    hook = None
+    if memory_fn is not None:
+
+        def hook(st, i):
+            return memory_fn(st.params, jax.random.fold_in(k_m, i))
+
+    state, log = run_steps(
+        step,
+        TrainState(0, params, {}, tx.init(params)),
+        zip(retains, forgets, strict=False),  # both endless
+        steps=steps,
+        memory_fn=hook,
+        memory_every=memory_every,
+        log_every=log_every,
+        progress=progress,
+        desc=desc,
+    )
+    return state.params, log
