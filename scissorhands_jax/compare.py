@@ -586,7 +586,6 @@ def run_compare(
                     reference = row
                 if reference is not None:
                     row.update(against_retrain(row, reference, mia_feature=mia_feature))
-                    row["avg_gap_mia"] = f"MIA_{mia_feature}"
             except Exception as err:  # a failed method is a row, never a lost run
                 row["error"] = f"{type(err).__name__}: {err}"
             put(row)
