@@ -184,28 +184,41 @@ def _epoch_batches(row: np.ndarray, shuffle_key: PRNGKey, epoch: int, batch_size
     return [row[b] for b in source(jax.random.fold_in(shuffle_key, epoch))]
 
 
-def _check_finite(losses: Any, epoch: int, models: Sequence[int]) -> None:
-    mean = np.mean(np.asarray(jax.device_get(losses)), axis=0).reshape(-1)
-    if not np.all(np.isfinite(mean)):
-        bad = [models[i] for i in np.flatnonzero(~np.isfinite(mean))]
-        raise FloatingPointError(
-            f"train_population: the mean loss of epoch {epoch} is not finite for models "
-            f"{bad}; lower the learning rate."
-        )
+def _check_finite(pending: list[tuple[int, Sequence[int], Any]]) -> None:
+    """Raises on the first ``(epoch, models, losses)`` whose mean loss (over the steps,
+    per model) is not finite. Checked one model or epoch late, so that reading the
+    losses never stalls the steps already dispatched."""
+    for epoch, models, losses in pending:
+        mean = np.mean(np.asarray(jax.device_get(losses)), axis=0).reshape(-1)
+        if not np.all(np.isfinite(mean)):
+            bad = [models[i] for i in np.flatnonzero(~np.isfinite(mean))]
+            raise FloatingPointError(
+                f"train_population: the mean loss of epoch {epoch} is not finite for models "
+                f"{bad}; lower the learning rate."
+            )
+    pending.clear()
 
 
 def _train_one_by_one(loss_fn, tx, carries, data, members, shuffle_keys, epochs, batch_size, bar):
     """Model after model, one dispatch per step (see :func:`train_population`)."""
-    out = []
+    out, pending = [], []
     for k, carry in enumerate(carries):
-        for epoch in range(epochs):
+        # every epoch's batches drawn before the first step: no host wait between epochs
+        batches = [
+            _epoch_batches(members[k], shuffle_keys[k], e, batch_size) for e in range(epochs)
+        ]
+        done = []
+        for epoch, epoch_batches in enumerate(batches):
             losses = []
-            for idx in _epoch_batches(members[k], shuffle_keys[k], epoch, batch_size):
+            for idx in epoch_batches:
                 carry, loss = _step(loss_fn, tx, False, carry, data, idx)
                 losses.append(loss)
-            _check_finite(losses, epoch, [k])
-            bar.update()
+            done.append((epoch, [k], losses))
+        _check_finite(pending)
+        pending = done
         out.append(carry)
+        bar.update(epochs)
+    _check_finite(pending)
     return stack_trees(out)
 
 
@@ -213,7 +226,7 @@ def _train_together(
     loss_fn, tx, backend, scan, carry, data, members, shuffle_keys, epochs, batch_size, bar
 ):
     """Every model at each step (vmap) or epoch (scan over steps, either backend)."""
-    models = list(range(len(members)))
+    models, pending = list(range(len(members))), []
     for epoch in range(epochs):
         per_model = [
             _epoch_batches(row, key, epoch, batch_size)
@@ -221,23 +234,24 @@ def _train_together(
         ]
         # The same batch sizes for every model: stack batch s of all models.
         steps = [np.stack(batch) for batch in zip(*per_model, strict=True)]
+        losses = []
         if scan:
-            losses = []
             full = [s for s in steps if s.shape[1] == batch_size]
             for group in (full, steps[len(full) :]):
                 if group:
                     carry, loss = _scanned_steps(
                         loss_fn, tx, backend, carry, data, np.stack(group, axis=1)
                     )
-                    losses.append(np.asarray(loss).T)
-            losses = np.concatenate(losses)
+                    losses.append(loss.T)
+            losses = jnp.concatenate(losses)
         else:
-            losses = []
             for idx in steps:
                 carry, loss = _step(loss_fn, tx, True, carry, data, idx)
                 losses.append(loss)
-        _check_finite(losses, epoch, models)
+        _check_finite(pending)
+        pending = [(epoch, models, losses)]
         bar.update(len(members))
+    _check_finite(pending)
     return carry
 
 
@@ -295,7 +309,8 @@ def train_population(
     Raises:
       ValueError: on a membership matrix that is not bool (K, N), a model with no
         examples, models of different sizes, or an unknown backend.
-      FloatingPointError: when a model's mean loss over an epoch is not finite.
+      FloatingPointError: when a model's mean loss over an epoch is not finite (raised
+        at most one model or epoch later).
     """
     backend = _resolve(backend)
     if scan_steps is None:
