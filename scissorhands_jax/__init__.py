@@ -7,7 +7,7 @@ forget data. Every piece is a pure function on pytrees; the projections are opta
 gradient transformations.
 """
 
-from scissorhands_jax import baselines, data, diffusion, metrics, models, parallel
+from scissorhands_jax import baselines, data, diffusion, metrics, models, parallel, population
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
 from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models import DigitsCNN, DigitsCNNNNX, Model, linen_model, nnx_model
@@ -70,6 +70,7 @@ __all__ = [
     "orthogonal_projection",
     "parallel",
     "path_regex",
+    "population",
     "predict_probs",
     "repair",
     "scissorhands",
