@@ -119,15 +119,16 @@ PROTOCOLS: dict[str, Protocol] = {
     ),
     "digits_small": Protocol(
         name="digits_small",
-        pool_size=600,
-        candidates=200,
+        pool_size=400,
+        candidates=80,
         model="digits_mlp",
-        epochs=60,
+        epochs=80,
         lr=0.05,
         weight_decay=0.0,
         batch_size=64,
-        why="membership made measurable: a wide MLP without weight decay on halves of 600 "
-        "digits memorises its 300 training examples",
+        why="membership made measurable: a wide MLP (two hidden layers of 512) without "
+        "weight decay on halves of 400 digits memorises its 200 training examples; each "
+        "model forgets 40 of them (20 %)",
     ),
 }
 DEFAULT_PROTOCOL = "digits_small"
@@ -316,7 +317,9 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.nd
 def _finite_ci(values: np.ndarray, statistic, boot: dict) -> list[float]:
     """A bootstrap interval of a statistic that may be infinite (ε of separated samples)."""
     with np.errstate(invalid="ignore"):  # quantiles of infinite values: inf - inf
-        return [float(v) for v in M.bootstrap_ci(values, statistic, **boot)[1:]]
+        low, high = M.bootstrap_ci(values, statistic, **boot)[1:]
+    # an interpolated quantile between a finite and an infinite value is NaN: it is inf
+    return [float(v) if not np.isnan(v) else float("inf") for v in (low, high)]
 
 
 def _valid(scores: np.ndarray) -> np.ndarray:

@@ -421,9 +421,7 @@ def test_svc_attack_auc_separates_signal_from_noise():
         r = np.random.default_rng(100 + seed)
         a, b = _random_probs(r, 300), _random_probs(r, 300)
         noise.append(
-            svc_attack_auc(
-                retain_probs=a[0], retain_labels=a[1], test_probs=b[0], test_labels=b[1]
-            )
+            svc_attack_auc(retain_probs=a[0], retain_labels=a[1], test_probs=b[0], test_labels=b[1])
         )
     assert abs(np.mean(noise) - 0.5) < 0.05, noise
 
