@@ -62,7 +62,7 @@ _ATTRIBUTES = {
     "fit": "scissorhands_jax.training",
     "sgd": "scissorhands_jax.training",
 }
-_SUBMODULES = ("baselines", "data", "diffusion", "metrics", "models", "parallel")
+_SUBMODULES = ("baselines", "data", "diffusion", "metrics", "models", "parallel", "population")
 
 __getattr__, __dir__ = lazy_attributes(__name__, _ATTRIBUTES, _SUBMODULES)
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from scissorhands_jax.metrics import MIA_FEATURES
+from scissorhands_jax.metrics._mia import INFORMATIVE_ATTACK_AUC
 
 REFERENCE, ORIGINAL = "retrain", "original"
 CSV_COLUMNS = (
@@ -28,6 +29,7 @@ CSV_COLUMNS = (
     "RA",
     "TA",
     *(f"MIA_{f}" for f in MIA_FEATURES),
+    *(f"MIA_{f}_attack_auc" for f in MIA_FEATURES),
     "MIA_loss",
     "ToW",
     "avg_gap",
@@ -37,7 +39,9 @@ CSV_COLUMNS = (
     "hyperparameters",
 )
 HIGHER_IS_BETTER, LOWER_IS_BETTER = ("ToW",), ("avg_gap", "rte_s")
-"""Columns judged on their own; every other column is best when closest to Retrain."""
+"""Columns judged on their own; every other column is best when closest to Retrain, except
+the attack AUCs, which describe the attack rather than the method and are never bold."""
+UNINFORMATIVE = "†"
 
 
 def check_plotting() -> None:
@@ -56,7 +60,15 @@ def table_columns(mia_feature: str) -> tuple[str, ...]:
     mias = ["MIA_entropy", "MIA_confidence", "MIA_loss"]
     if f"MIA_{mia_feature}" not in mias:
         mias.append(f"MIA_{mia_feature}")
-    return ("UA", "RA", "TA", *mias, "ToW", "avg_gap", "rte_s")
+    auc = [f"MIA_{mia_feature}_attack_auc"] if mia_feature in MIA_FEATURES else []
+    return ("UA", "RA", "TA", *mias, *auc, "ToW", "avg_gap", "rte_s")
+
+
+def _uninformative(entry: dict, column: str) -> bool:
+    """True when ``column`` is an SVC MIA whose attack's mean held-out AUC is below
+    :data:`INFORMATIVE_ATTACK_AUC` in this table entry."""
+    auc = entry.get(f"{column}_attack_auc")
+    return auc is not None and auc[0] < INFORMATIVE_ATTACK_AUC
 
 
 def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict:
@@ -86,7 +98,7 @@ def best_methods(summary: dict, scenario: str, column: str) -> set[str]:
         for (s, m), e in summary.items()
         if s == scenario and m not in (REFERENCE, ORIGINAL) and e.get(column) is not None
     }
-    if not cands:
+    if not cands or column.endswith("_attack_auc"):
         return set()
     if column in HIGHER_IS_BETTER:
         score = {m: -v for m, v in cands.items()}
@@ -104,7 +116,7 @@ def best_methods(summary: dict, scenario: str, column: str) -> set[str]:
 def _cell(column: str, stat: tuple[float, float] | None, bold: bool) -> str:
     if stat is None:
         return "–"
-    digits = 3 if column == "ToW" else 2
+    digits = 3 if column == "ToW" or column.endswith("_attack_auc") else 2
     text = f"{stat[0]:.{digits}f} ± {stat[1]:.{digits}f}"
     return f"**{text}**" if bold else text
 
@@ -114,8 +126,12 @@ def markdown_tables(
 ) -> str:
     """One Markdown table per scenario: mean ± std per method, best per column in bold."""
     columns = table_columns(mia_feature)
-    summary = summarize(rows, columns)
-    header = {"avg_gap": f"Avg. Gap ({mia_feature})", "rte_s": "RTE (s)"}
+    summary = summarize(rows, (*columns, *(f"MIA_{f}_attack_auc" for f in MIA_FEATURES)))
+    header = {
+        "avg_gap": f"Avg. Gap (MIA_{mia_feature})",
+        "rte_s": "RTE (s)",
+        f"MIA_{mia_feature}_attack_auc": f"attack AUC ({mia_feature})",
+    }
     parts = []
     for scenario in _scenarios(rows, scenarios):
         best = {c: best_methods(summary, scenario, c) for c in columns}
@@ -127,7 +143,11 @@ def markdown_tables(
             if s != scenario:
                 continue
             n = f"{entry['n']}" + (f" ({entry['failed']} failed)" if entry["failed"] else "")
-            cells = [_cell(c, entry[c], method in best[c]) for c in columns]
+            cells = [
+                _cell(c, entry[c], method in best[c])
+                + (f" {UNINFORMATIVE}" if _uninformative(entry, c) else "")
+                for c in columns
+            ]
             lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -192,7 +212,12 @@ def markdown_report(
         f"attack, all in percent; Avg. Gap against Retrain over UA, RA, TA and "
         f"MIA_{mia_feature}; ToW (Zhao et al. 2024) in [0, 1]; RTE in seconds, "
         "compilation included. **Bold**: the best unlearning method per column (closest "
-        "to Retrain; for ToW the highest; for Avg. Gap and RTE the lowest).",
+        "to Retrain; for ToW the highest; for Avg. Gap and RTE the lowest). "
+        f"attack AUC: how well the MIA_{mia_feature} attack tells its own members from "
+        "non-members on held-out data (0.5 = not at all); "
+        f"{UNINFORMATIVE} marks an SVC MIA whose attack AUC is below "
+        f"{INFORMATIVE_ATTACK_AUC}: uninformative, its value is noise, and so is its share "
+        "of the Avg. Gap.",
         "",
         markdown_tables(rows, mia_feature=mia_feature, scenarios=scenarios),
         "",

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
+    "audit": "scissorhands_jax.commands.audit",
     "compare": "scissorhands_jax.commands.compare",
     "demo": "scissorhands_jax.commands.demo",
     "diffusion-evaluate": "scissorhands_jax.commands.diffusion_evaluate",

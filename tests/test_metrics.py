@@ -14,6 +14,7 @@ from scissorhands_jax.metrics import (
     avg_gap,
     classification_metrics,
     mia_features,
+    svc_attack_auc,
     svc_mia,
 )
 
@@ -338,7 +339,15 @@ def test_classification_metrics_row():
         test_probs=test[0],
         test_labels=test[1],
     )
-    assert set(row) == {"UA", "RA", "TA", "MIA_entropy", "MIA_confidence"}
+    assert set(row) == {
+        "UA",
+        "RA",
+        "TA",
+        "MIA_entropy",
+        "MIA_confidence",
+        "MIA_entropy_attack_auc",
+        "MIA_confidence_attack_auc",
+    }
     assert all(isinstance(v, float) for v in row.values())
     assert row["UA"] == pytest.approx(25.0)
     assert row["RA"] == pytest.approx(117 / 120 * 100)
@@ -357,3 +366,77 @@ def test_classification_metrics_row():
             test_probs=test[0],
             test_labels=test[1],
         )
+
+
+# ------------------------------------------------------------------- attack validity
+
+
+def _brute_force_auc(pos, neg):
+    """P[s+ > s-] + P[s+ = s-] / 2 by counting every pair."""
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_svc_attack_auc_matches_two_fold_reference():
+    rng = np.random.default_rng(11)
+    members = _peaked_probs(rng, 90, peak=0.8)
+    members[0][:, :] = np.clip(members[0] + rng.normal(0, 0.05, members[0].shape), 0, 1)
+    members = (members[0] / members[0].sum(1, keepdims=True), members[1])
+    non_members = _random_probs(rng, 70, concentration=0.7)
+    x_m = _loop_confidence(*members)[:70]  # members: the first len(test) retain rows
+    x_n = _loop_confidence(*non_members)
+    # Folds alternate within each side, in order; fit on one fold, score the other.
+    scores_m, scores_n = np.empty(len(x_m)), np.empty(len(x_n))
+    for held in (0, 1):
+        fm, fn = np.arange(len(x_m)) % 2 != held, np.arange(len(x_n)) % 2 != held
+        x = np.concatenate([x_m[fm], x_n[fn]])
+        y = np.concatenate([np.ones(fm.sum()), np.zeros(fn.sum())])
+        clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+        scores_m[~fm] = clf.decision_function(x_m[~fm])
+        scores_n[~fn] = clf.decision_function(x_n[~fn])
+    expected = _brute_force_auc(scores_m, scores_n)
+    got = svc_attack_auc(
+        retain_probs=members[0],
+        retain_labels=members[1],
+        test_probs=non_members[0],
+        test_labels=non_members[1],
+        feature="confidence",
+    )
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_svc_attack_auc_separates_signal_from_noise():
+    rng = np.random.default_rng(12)
+    # Members confident, non-members unsure: a valid attack, AUC near 1.
+    strong = svc_attack_auc(
+        retain_probs=_peaked_probs(rng, 200, 0.99)[0],
+        retain_labels=_peaked_probs(rng, 200, 0.99)[1],
+        test_probs=_peaked_probs(rng, 150, 0.3)[0],
+        test_labels=_peaked_probs(rng, 150, 0.3)[1],
+    )
+    assert strong > 0.95
+    # One distribution for both: nothing to learn, AUC near 0.5 on average.
+    noise = []
+    for seed in range(6):
+        r = np.random.default_rng(100 + seed)
+        a, b = _random_probs(r, 300), _random_probs(r, 300)
+        noise.append(
+            svc_attack_auc(retain_probs=a[0], retain_labels=a[1], test_probs=b[0], test_labels=b[1])
+        )
+    assert abs(np.mean(noise) - 0.5) < 0.05, noise
+
+
+def test_svc_attack_auc_uses_the_svc_mia_members_and_checks_input():
+    rng = np.random.default_rng(13)
+    head = _peaked_probs(rng, 100, peak=0.99)
+    tail = _peaked_probs(rng, 400, peak=0.3)
+    retain = (np.concatenate([head[0], tail[0]]), np.concatenate([head[1], tail[1]]))
+    test = _peaked_probs(rng, 100, peak=0.3)
+    kw = dict(test_probs=test[0], test_labels=test[1])
+    with_tail = svc_attack_auc(retain_probs=retain[0], retain_labels=retain[1], **kw)
+    head_only = svc_attack_auc(retain_probs=head[0], retain_labels=head[1], **kw)
+    assert with_tail == head_only
+    with pytest.raises(ValueError, match="at least 2 members"):
+        svc_attack_auc(retain_probs=head[0][:1], retain_labels=head[1][:1], **kw)
+    with pytest.raises(ValueError, match="unknown MIA feature"):
+        svc_attack_auc(retain_probs=head[0], retain_labels=head[1], feature="nope", **kw)

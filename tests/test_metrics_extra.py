@@ -122,6 +122,7 @@ def test_against_retrain_uses_the_chosen_mia_by_hand():
     row = {"UA": 14.0, "RA": 98.0, "TA": 91.0, "MIA_entropy": 30.0, "MIA_loss": 40.0}
     got = against_retrain(row, ref)
     assert got["avg_gap"] == pytest.approx((4 + 2 + 1 + 10) / 4)
+    assert got["avg_gap_mia"] == "MIA_entropy"
     assert got["ToW"] == pytest.approx(0.96 * 0.98 * 0.99)
     assert against_retrain(row, ref, mia_feature="loss")["avg_gap"] == pytest.approx(17 / 4)
     with pytest.raises(ValueError, match="unknown MIA feature"):
@@ -135,7 +136,14 @@ def test_evaluation_suite_has_every_metric_and_agrees_with_the_parts():
     rng = np.random.default_rng(1)
     sets = _sets(_peaked(rng, 120, 0.9), _peaked(rng, 80, 0.6), _peaked(rng, 40, 0.7))
     row = evaluation_suite(**sets)
-    assert set(row) == {"UA", "RA", "TA", "MIA_loss", *(f"MIA_{f}" for f in MIA_FEATURES)}
+    assert set(row) == {
+        "UA",
+        "RA",
+        "TA",
+        "MIA_loss",
+        *(f"MIA_{f}" for f in MIA_FEATURES),
+        *(f"MIA_{f}_attack_auc" for f in MIA_FEATURES),
+    }
     assert row["UA"] == 100.0 - accuracy(sets["forget_probs"], sets["forget_labels"])
     assert row["MIA_entropy"] == svc_mia(**sets, feature="entropy")
     assert row["MIA_loss"] == loss_mia(**sets)

@@ -1,4 +1,4 @@
-"""digits-10: the protocol of SPEC on scikit-learn's embedded 8x8 digits (no download)."""
+"""digits-10: the small offline protocol on scikit-learn's embedded 8x8 digits (no download)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ class DigitsSplit:
       train: ``{"image": (n, 8, 8, 1) float32, "label": (n,) int32}``.
       test: the test set; for class-wise forgetting the forgotten class is removed.
       forget_idx: sorted indices into ``train`` of the forget set.
-      retain_idx: sorted indices into ``train`` of the rest.
+      retain_idx: indices into ``train`` of the rest, ordered by the examples' index in
+        the data set (``train_ids``), as the authors' release orders its retain set
+        (``numpy.setdiff1d`` of data-set indices). The order matters: the SVC attack's
+        members are the first ``len(test)`` retain examples.
       scenario: ``"random10"`` or ``"class0"``.
+      train_ids: index in scikit-learn's data set of each ``train`` example.
     """
 
     train: dict
@@ -27,6 +31,7 @@ class DigitsSplit:
     forget_idx: np.ndarray
     retain_idx: np.ndarray
     scenario: str
+    train_ids: np.ndarray | None = None
 
     @property
     def forget(self) -> dict:
@@ -47,7 +52,7 @@ def _load_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def select_forget(labels: np.ndarray, scenario: str, seed: int) -> np.ndarray:
-    """Forget indices into the training set for a scenario of SPEC's digits-10.
+    """Forget indices into the training set for a scenario of digits-10.
 
     ``random10``: ``sorted(default_rng(seed).choice(n, 143, replace=False))`` (143 is
     ~10 % of the 1,437 training examples); ``class0``: every training example of class 0.
@@ -76,10 +81,11 @@ def select_forget(labels: np.ndarray, scenario: str, seed: int) -> np.ndarray:
 
 
 def load_digits10(scenario: str = "random10", seed: int = 0) -> DigitsSplit:
-    """Loads digits-10 with SPEC's split and forget request.
+    """Loads digits-10 with its split and forget request.
 
     ``perm = default_rng(0).permutation(1797)``; test = ``perm[:360]``, train =
-    ``perm[360:]`` (1,437 examples). For ``class0`` the test set drops class 0.
+    ``perm[360:]`` (1,437 examples, in that order). For ``class0`` the test set drops
+    class 0. The retain set is ordered by data-set index (see :class:`DigitsSplit`).
 
     Args:
       scenario: ``"random10"`` or ``"class0"``.
@@ -97,5 +103,6 @@ def load_digits10(scenario: str = "random10", seed: int = 0) -> DigitsSplit:
     if scenario == "class0":
         keep = test["label"] != 0
         test = {k: v[keep] for k, v in test.items()}
-    retain_idx = np.setdiff1d(np.arange(train["label"].shape[0]), forget_idx)
-    return DigitsSplit(train, test, forget_idx, retain_idx, scenario)
+    retain_pos = np.setdiff1d(np.arange(train["label"].shape[0]), forget_idx)
+    retain_idx = retain_pos[np.argsort(train_idx[retain_pos], kind="stable")]
+    return DigitsSplit(train, test, forget_idx, retain_idx, scenario, train_ids=train_idx)

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from scissorhands_jax.metrics._accuracy import accuracy
-from scissorhands_jax.metrics._mia import svc_mia
+from scissorhands_jax.metrics._mia import svc_attack_auc, svc_mia
 
 
 def avg_gap(
@@ -72,6 +72,9 @@ def classification_metrics(
     - ``RA`` = accuracy on the retain set; ``TA`` = accuracy on the test set.
     - ``MIA_entropy`` / ``MIA_confidence`` = :func:`svc_mia` with the entropy or
       confidence feature.
+    - ``MIA_entropy_attack_auc`` / ``MIA_confidence_attack_auc`` = :func:`svc_attack_auc`:
+      whether that attack can tell members from non-members at all (0.5: it cannot, and
+      its MIA value is noise).
 
     For class-wise forgetting, pass a test set from which the forgotten class has
     already been removed; this function does not know which classes were forgotten.
@@ -86,7 +89,8 @@ def classification_metrics(
 
     Returns:
         A dict with keys ``UA``, ``RA``, ``TA``, ``MIA_entropy`` and
-        ``MIA_confidence``, all Python floats in percent.
+        ``MIA_confidence`` (Python floats in percent) and the two attacks' held-out AUCs
+        ``MIA_entropy_attack_auc``, ``MIA_confidence_attack_auc`` (in ``[0, 1]``).
 
     Raises:
         ValueError: If any set is empty or shapes, labels or probabilities are
@@ -100,10 +104,18 @@ def classification_metrics(
         forget_probs=forget_probs,
         forget_labels=forget_labels,
     )
-    return {
+    row = {
         "UA": 100.0 - accuracy(forget_probs, forget_labels),
         "RA": accuracy(retain_probs, retain_labels),
         "TA": accuracy(test_probs, test_labels),
-        "MIA_entropy": svc_mia(**sets, feature="entropy"),
-        "MIA_confidence": svc_mia(**sets, feature="confidence"),
     }
+    for feature in ("entropy", "confidence"):
+        row[f"MIA_{feature}"] = svc_mia(**sets, feature=feature)
+        row[f"MIA_{feature}_attack_auc"] = svc_attack_auc(
+            retain_probs=retain_probs,
+            retain_labels=retain_labels,
+            test_probs=test_probs,
+            test_labels=test_labels,
+            feature=feature,
+        )
+    return row

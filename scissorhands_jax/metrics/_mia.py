@@ -22,9 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+from sklearn.metrics import roc_auc_score
 from sklearn.svm import SVC
 
 MIA_FEATURES = ("correctness", "confidence", "entropy", "modified_entropy", "probabilities")
+
+INFORMATIVE_ATTACK_AUC = 0.55
+"""Below this held-out AUC an SVC attack is reported as uninformative: it cannot tell its
+own members from non-members, so its verdict on the forget set is noise."""
 
 # Floor for the argument of every log; 1e-30 matches the SalUn evaluation code and is
 # far below any probability a float32 softmax can represent apart from exact zero.
@@ -192,13 +197,94 @@ def svc_mia(
     if len(set(num_classes.values())) != 1:
         raise ValueError(f"all sets must have the same number of classes; got {num_classes}.")
 
+    x_shadow, y_shadow = _shadow_set(retain_probs, retain_labels, test_probs, test_labels, feature)
+    attack = _svc().fit(x_shadow, y_shadow)
+    predicted = attack.predict(mia_features(forget_probs, forget_labels, feature))
+    return float(100.0 * np.mean(predicted == 0))
+
+
+def _svc() -> SVC:
+    return SVC(C=3, gamma="auto", kernel="rbf")
+
+
+def _shadow_set(retain_probs, retain_labels, test_probs, test_labels, feature):
+    """Features and member labels of the attack's training set: members (1) are the first
+    ``len(test)`` retain examples, non-members (0) the test set."""
     n_members = min(len(test_labels), len(retain_labels))
     members = mia_features(retain_probs[:n_members], retain_labels[:n_members], feature)
     non_members = mia_features(test_probs, test_labels, feature)
-    x_shadow = np.concatenate([members, non_members], axis=0)
-    y_shadow = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
+    x = np.concatenate([members, non_members], axis=0)
+    y = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
+    return x, y
 
-    attack = SVC(C=3, gamma="auto", kernel="rbf")
-    attack.fit(x_shadow, y_shadow)
-    predicted = attack.predict(mia_features(forget_probs, forget_labels, feature))
-    return float(100.0 * np.mean(predicted == 0))
+
+def svc_attack_auc(
+    *,
+    retain_probs: ArrayLike,
+    retain_labels: ArrayLike,
+    test_probs: ArrayLike,
+    test_labels: ArrayLike,
+    feature: str = "entropy",
+) -> float:
+    r"""The SVC attack's own validity: its AUC for members vs non-members it did not see.
+
+        :func:`svc_mia` trusts an attack that may have learned nothing. This function asks the
+        same attack (same members: the first ``len(test)`` retain examples; non-members: the
+        test set; same SVC and features) to separate members from non-members on data held
+        out from its fit. The shadow set is split into two halves that keep the member share
+        (alternate members and alternate non-members, in the given order); an SVC is fit on
+        each half and scored (``decision_function``) on the other, and the AUC is computed
+        over all held-out scores (two-fold cross-fitting):
+
+        .. math::
+
+            \mathrm{AUC} = P\left[s(x_{\mathrm{member}}) > s(x_{\mathrm{non	ext{-}member}})
+    ight]
+                + 	frac12 P\left[s(x_{\mathrm{member}}) = s(x_{\mathrm{non	ext{-}member}})
+    ight]
+
+        0.5 means the attack cannot tell members from non-members, and then its
+        MIA-efficacy on the forget set is noise; values below :data:`INFORMATIVE_ATTACK_AUC`
+        are reported as uninformative.
+
+        Args:
+            retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``, in the order
+                that :func:`svc_mia` uses (its first ``len(test)`` rows are the members).
+            retain_labels: Labels of the retain set, shape ``(n_r,)``.
+            test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
+            test_labels: Labels of the test set, shape ``(n_t,)``.
+            feature: Which of :data:`MIA_FEATURES` the attack sees.
+
+        Returns:
+            The held-out AUC in ``[0, 1]`` as a float.
+
+        Raises:
+            ValueError: If ``feature`` is unknown, inputs are invalid, or either side has
+                fewer than 2 examples (no held-out half to score).
+    """
+    if feature not in MIA_FEATURES:
+        raise ValueError(f"unknown MIA feature {feature!r}; expected one of {MIA_FEATURES}.")
+    retain_probs, retain_labels = _check_probs_labels(retain_probs, retain_labels, "retain")
+    test_probs, test_labels = _check_probs_labels(test_probs, test_labels, "test")
+    if retain_probs.shape[1] != test_probs.shape[1]:
+        raise ValueError(
+            f"retain and test sets must have the same number of classes; got "
+            f"{retain_probs.shape[1]} and {test_probs.shape[1]}."
+        )
+    x, y = _shadow_set(retain_probs, retain_labels, test_probs, test_labels, feature)
+    if min(np.sum(y == 1), np.sum(y == 0)) < 2:
+        raise ValueError(
+            "the attack AUC needs at least 2 members and 2 non-members to hold half out; "
+            f"got {int(np.sum(y == 1))} and {int(np.sum(y == 0))}."
+        )
+    fold = np.empty(len(y), dtype=np.int64)
+    for label in (0, 1):
+        where = np.flatnonzero(y == label)
+        fold[where] = np.arange(where.size) % 2
+    scores = np.empty(len(y))
+    for held in (0, 1):
+        fit, out = fold != held, fold == held
+        if np.unique(y[fit]).size < 2:
+            raise ValueError("each half of the attack's data must hold members and non-members.")
+        scores[out] = _svc().fit(x[fit], y[fit]).decision_function(x[out])
+    return float(roc_auc_score(y, scores))

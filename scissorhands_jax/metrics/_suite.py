@@ -9,7 +9,7 @@ from numpy.typing import ArrayLike
 from scissorhands_jax.metrics._accuracy import accuracy
 from scissorhands_jax.metrics._gap import avg_gap
 from scissorhands_jax.metrics._loss_mia import loss_mia
-from scissorhands_jax.metrics._mia import MIA_FEATURES, svc_mia
+from scissorhands_jax.metrics._mia import MIA_FEATURES, svc_attack_auc, svc_mia
 from scissorhands_jax.metrics._tow import tow
 
 
@@ -25,7 +25,9 @@ def evaluation_suite(
     """UA, RA, TA, the SVC MIA with all five features, and the loss MIA (percent).
 
     Keys: ``UA``, ``RA``, ``TA``, ``MIA_<feature>`` for each of :data:`MIA_FEATURES`
-    (:func:`svc_mia`) and ``MIA_loss`` (:func:`loss_mia`). As in
+    (:func:`svc_mia`) with its attack's held-out AUC ``MIA_<feature>_attack_auc``
+    (:func:`svc_attack_auc`; 0.5 = the attack learned nothing) and ``MIA_loss``
+    (:func:`loss_mia`). As in
     :func:`classification_metrics`, a class-wise request passes a test set without the
     forgotten class.
 
@@ -53,8 +55,10 @@ def evaluation_suite(
         "RA": accuracy(retain_probs, retain_labels),
         "TA": accuracy(test_probs, test_labels),
     }
+    shadow = {k: v for k, v in sets.items() if not k.startswith("forget")}
     for feature in MIA_FEATURES:
         row[f"MIA_{feature}"] = svc_mia(**sets, feature=feature)
+        row[f"MIA_{feature}_attack_auc"] = svc_attack_auc(**shadow, feature=feature)
     row["MIA_loss"] = loss_mia(**sets)
     return row
 
@@ -70,7 +74,8 @@ def against_retrain(
         mia_feature: Which MIA enters the gap: one of :data:`MIA_FEATURES` or ``"loss"``.
 
     Returns:
-        ``{"avg_gap": ..., "ToW": ...}``.
+        ``{"avg_gap": ..., "avg_gap_mia": "MIA_<mia_feature>", "ToW": ...}``: the gap, the
+        name of the MIA it used, and ToW.
 
     Raises:
         ValueError: For an unknown ``mia_feature``.
@@ -81,4 +86,8 @@ def against_retrain(
             f"{(*MIA_FEATURES, 'loss')}."
         )
     keys = ("UA", "RA", "TA", f"MIA_{mia_feature}")
-    return {"avg_gap": avg_gap(row, reference, keys), "ToW": tow(row, reference)}
+    return {
+        "avg_gap": avg_gap(row, reference, keys),
+        "avg_gap_mia": f"MIA_{mia_feature}",
+        "ToW": tow(row, reference),
+    }

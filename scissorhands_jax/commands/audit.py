@@ -1,0 +1,70 @@
+"""``scissorhands audit``: U-LiRA and the challenge's forgetting quality over a population."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+PROTOCOL_NAMES = ("digits_small", "digits10")
+"""The keys of ``scissorhands_jax.audit.PROTOCOLS`` (kept here so parsing stays cheap; a
+test checks they agree)."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers ``scissorhands audit``."""
+    from scissorhands_jax.commands.compare import METHOD_NAMES
+
+    p = sub.add_parser(
+        "audit",
+        help="membership audit: U-LiRA and the NeurIPS-challenge forgetting quality per method",
+        description="Trains K models on random halves of a digits pool, K retrains without a "
+        "candidate forget set, runs every method on each model's forget request, and scores "
+        "how well a per-example likelihood-ratio attack tells unlearned from retrained "
+        "models. Writes OUT/audit.json, report.md and report.png; re-running with the same "
+        "--out resumes.",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--protocol",
+        nargs="+",
+        default=["digits_small"],
+        choices=PROTOCOL_NAMES,
+        help="digits_small (membership measurable, default) and/or digits10",
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("original", *METHOD_NAMES),
+        help="default: all (with --quick: original, retrain, scissorhands, ft, ga, rl, salun)",
+    )
+    p.add_argument("--shadows", type=int, help="models per protocol (even; default 64, quick 16)")
+    p.add_argument("--quick", action="store_true", help="16 models and the cheaper methods")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--backend", default="auto", choices=("auto", "vmap", "sequential"), help="population"
+    )
+    p.add_argument("--no-plot", action="store_true", help="skip report.png")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the audit and prints its report."""
+    from scissorhands_jax.audit import run_audit
+
+    command = "scissorhands " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_audit(
+        out=args.out,
+        protocols=args.protocol,
+        methods=args.methods,
+        shadows=args.shadows,
+        quick=args.quick,
+        seed=args.seed,
+        backend=args.backend,
+        plot=not args.no_plot,
+        progress=not args.no_progress,
+        command=command,
+    )
+    print((Path(args.out) / "report.md").read_text())
+    return 0
