@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scissorhands_jax.metrics import MIA_FEATURES
-from scissorhands_jax.metrics._mia import INFORMATIVE_ATTACK_AUC
+from scissorhands_jax.metrics import INFORMATIVE_ATTACK_AUC, MIA_FEATURES
 
 REFERENCE, ORIGINAL = "retrain", "original"
 CSV_COLUMNS = (

@@ -319,7 +319,7 @@ class _Config:
         self._arrays: tuple = (None, None, None)  # (split, retain, forget) of the last request
 
     def open(self, out: Path) -> None:
-        from scissorhands_jax.commands import _pipeline as pipe
+        from scissorhands_jax import pipeline as pipe
 
         self.out = out
         wanted = {k: self.cfg[k] for k in CONFIG_SECTIONS_OF_MODELS}
@@ -345,12 +345,12 @@ class _Config:
         return cfg
 
     def split(self, scenario, seed):
-        from scissorhands_jax.commands import _pipeline as pipe
+        from scissorhands_jax import pipeline as pipe
 
         return pipe.build_split(self.seed_config(seed), progress=False, dataset=self.dataset)
 
     def _trained(self, role, seed, split, progress):
-        from scissorhands_jax.commands import _pipeline as pipe
+        from scissorhands_jax import pipeline as pipe
 
         cfg = self.seed_config(seed)
         run = self.out / "runs" / f"seed{seed}"
@@ -368,7 +368,7 @@ class _Config:
         return self._trained(REFERENCE, seed, split, progress)
 
     def unlearn(self, name, seed, split, params, state, *, progress):
-        from scissorhands_jax.commands import _pipeline as pipe
+        from scissorhands_jax import pipeline as pipe
 
         hps = self.hyperparameters[name]
         key = jax.random.key(2000 + seed)
@@ -404,7 +404,7 @@ class _Config:
         return result.params, result.model_state, seconds
 
     def evaluate(self, split, params, state, *, progress):
-        from scissorhands_jax.commands import _pipeline as pipe
+        from scissorhands_jax import pipeline as pipe
 
         preds = pipe.predictions(
             self.model,

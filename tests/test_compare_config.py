@@ -19,8 +19,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from scissorhands_jax import cli, compare
+from scissorhands_jax import pipeline as pipe
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.commands import _pipeline as pipe
 from scissorhands_jax.commands.compare import split_overrides
 from scissorhands_jax.config import load_config
 

@@ -38,7 +38,7 @@ def _cli(*argv: str) -> int:
 
 def _params(run: Path, role: str, *overrides: str) -> list[np.ndarray]:
     """The final parameters of a run, read through the same code as `unlearn`."""
-    from scissorhands_jax.commands import _pipeline as pipe
+    from scissorhands_jax import pipeline as pipe
 
     cfg = load_config(CIFAR10, smoke=True, overrides=[*TINY[1::2], *overrides])
     with _mock():
@@ -82,7 +82,7 @@ def test_train_unlearn_evaluate_chain(tmp_path, capsys):
     log = json.loads((run / "unlearned" / "log.json").read_text())
     assert log["log"][0]["epoch"] == "trim" and log["reinitialised"] > 0
     # the saved mask re-initialised only eligible leaves (layer3, layer4, fc)
-    from scissorhands_jax.commands import _pipeline as pipe
+    from scissorhands_jax import pipeline as pipe
 
     cfg = load_config(CIFAR10, smoke=True, overrides=TINY[1::2])
     with _mock():
@@ -210,7 +210,7 @@ def test_config_files_hold_only_known_keys():
 
 
 def test_digits_config_selects_the_demo_forget_set():
-    from scissorhands_jax.commands import _pipeline as pipe
+    from scissorhands_jax import pipeline as pipe
 
     for scenario in ("random10", "class0"):
         cfg = load_config(CONFIGS / f"digits10_{scenario}.py")

@@ -90,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.commands._pipeline import read_json
     from scissorhands_jax.demo import write_json_atomic
     from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
     from scissorhands_jax.diffusion.metrics import frechet_distance_features, generation_metrics
     from scissorhands_jax.diffusion.sampler import sample
     from scissorhands_jax.models.adapters import predict_probs
+    from scissorhands_jax.pipeline import read_json
 
     cfg = dif.config_from_args(args)
     run_dir = Path(args.run)

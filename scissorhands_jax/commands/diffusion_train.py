@@ -122,8 +122,8 @@ def _train_classifier(cfg, data, ck, args) -> tuple[int, int, float, list]:
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0."""
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.commands._pipeline import append_training_log
     from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
+    from scissorhands_jax.pipeline import append_training_log
 
     cfg = dif.config_from_args(args)
     if args.until_step is not None and args.until_step < 0:

@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def score(model, params, model_state, split, *, batch_size: int, progress: bool) -> dict:
     """UA, RA, TA and the two MIA-efficacies of one model on a split."""
-    from scissorhands_jax.commands._pipeline import predictions
     from scissorhands_jax.metrics import classification_metrics
+    from scissorhands_jax.pipeline import predictions
 
     sets = predictions(model, params, model_state, split, batch_size=batch_size, progress=progress)
     return classification_metrics(**sets)
@@ -51,7 +51,7 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Scores the models, writes ``evaluation.json`` and prints the table; returns 0."""
-    from scissorhands_jax.commands import _pipeline as pipe
+    from scissorhands_jax import pipeline as pipe
     from scissorhands_jax.demo import write_json_atomic
     from scissorhands_jax.metrics import avg_gap
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rte(run_dir: Path, name: str) -> float | None:
-    from scissorhands_jax.commands._pipeline import read_json
+    from scissorhands_jax.pipeline import read_json
 
     log = read_json(run_dir / name / "log.json", {})
     return log.get("rte_s", log.get("train_time_s"))

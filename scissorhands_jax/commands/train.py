@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0."""
-    from scissorhands_jax.commands import _pipeline as pipe
+    from scissorhands_jax import pipeline as pipe
     from scissorhands_jax.demo import prepare_out_dir
 
     cfg = pipe.config_from_args(args)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from scissorhands_jax.commands import _pipeline as pipe
+    from scissorhands_jax import pipeline as pipe
     from scissorhands_jax.demo import write_json_atomic
     from scissorhands_jax.method import check_settings, scissorhands
 

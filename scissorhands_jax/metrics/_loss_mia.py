@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.linear_model import LogisticRegression
 
-from scissorhands_jax.metrics._mia import _check_probs_labels, _safe_log
+from scissorhands_jax.metrics._mia import check_probs_labels, safe_log
 
 
 def example_losses(probs: ArrayLike, labels: ArrayLike) -> np.ndarray:
@@ -34,8 +34,8 @@ def example_losses(probs: ArrayLike, labels: ArrayLike) -> np.ndarray:
     Returns:
         A float64 array of shape ``(n,)``.
     """
-    probs, labels = _check_probs_labels(probs, labels, "input", allow_empty=True)
-    return -_safe_log(probs[np.arange(probs.shape[0]), labels])
+    probs, labels = check_probs_labels(probs, labels, "input", allow_empty=True)
+    return -safe_log(probs[np.arange(probs.shape[0]), labels])
 
 
 def loss_mia(
@@ -73,9 +73,9 @@ def loss_mia(
         ValueError: If a set is empty or the inputs are not probabilities with integer
             labels in range.
     """
-    retain_probs, retain_labels = _check_probs_labels(retain_probs, retain_labels, "retain")
-    test_probs, test_labels = _check_probs_labels(test_probs, test_labels, "test")
-    forget_probs, forget_labels = _check_probs_labels(forget_probs, forget_labels, "forget")
+    retain_probs, retain_labels = check_probs_labels(retain_probs, retain_labels, "retain")
+    test_probs, test_labels = check_probs_labels(test_probs, test_labels, "test")
+    forget_probs, forget_labels = check_probs_labels(forget_probs, forget_labels, "forget")
     n_members = min(len(test_labels), len(retain_labels))
     members = example_losses(retain_probs[:n_members], retain_labels[:n_members])
     non_members = example_losses(test_probs, test_labels)

@@ -38,11 +38,11 @@ _LOG_FLOOR = 1e-30
 _PROB_TOLERANCE = 1e-6
 
 
-def _safe_log(x: np.ndarray) -> np.ndarray:
+def safe_log(x: np.ndarray) -> np.ndarray:
     return np.log(np.clip(x, _LOG_FLOOR, 1.0))
 
 
-def _check_probs_labels(
+def check_probs_labels(
     probs: ArrayLike, labels: ArrayLike, name: str, *, allow_empty: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validates one set of softmax outputs and labels and returns them as NumPy."""
@@ -122,19 +122,19 @@ def mia_features(probs: ArrayLike, labels: ArrayLike, kind: str) -> np.ndarray:
     """
     if kind not in MIA_FEATURES:
         raise ValueError(f"unknown MIA feature {kind!r}; expected one of {MIA_FEATURES}.")
-    probs, labels = _check_probs_labels(probs, labels, "input", allow_empty=True)
+    probs, labels = check_probs_labels(probs, labels, "input", allow_empty=True)
     rows = np.arange(probs.shape[0])
     if kind == "correctness":
         feature = (np.argmax(probs, axis=-1) == labels).astype(np.float64)
     elif kind == "confidence":
         feature = probs[rows, labels]
     elif kind == "entropy":
-        feature = -np.sum(probs * _safe_log(probs), axis=-1)
+        feature = -np.sum(probs * safe_log(probs), axis=-1)
     elif kind == "modified_entropy":
         # Wrong classes contribute p_i log(1 - p_i); the true class (1 - p_y) log p_y.
-        terms = probs * _safe_log(1.0 - probs)
+        terms = probs * safe_log(1.0 - probs)
         p_true = probs[rows, labels]
-        terms[rows, labels] = (1.0 - p_true) * _safe_log(p_true)
+        terms[rows, labels] = (1.0 - p_true) * safe_log(p_true)
         feature = -np.sum(terms, axis=-1)
     else:  # "probabilities"
         return probs.copy()
@@ -186,9 +186,9 @@ def svc_mia(
     """
     if feature not in MIA_FEATURES:
         raise ValueError(f"unknown MIA feature {feature!r}; expected one of {MIA_FEATURES}.")
-    retain_probs, retain_labels = _check_probs_labels(retain_probs, retain_labels, "retain")
-    test_probs, test_labels = _check_probs_labels(test_probs, test_labels, "test")
-    forget_probs, forget_labels = _check_probs_labels(forget_probs, forget_labels, "forget")
+    retain_probs, retain_labels = check_probs_labels(retain_probs, retain_labels, "retain")
+    test_probs, test_labels = check_probs_labels(test_probs, test_labels, "test")
+    forget_probs, forget_labels = check_probs_labels(forget_probs, forget_labels, "forget")
     num_classes = {
         "retain": retain_probs.shape[1],
         "test": test_probs.shape[1],
@@ -264,8 +264,8 @@ def svc_attack_auc(
     """
     if feature not in MIA_FEATURES:
         raise ValueError(f"unknown MIA feature {feature!r}; expected one of {MIA_FEATURES}.")
-    retain_probs, retain_labels = _check_probs_labels(retain_probs, retain_labels, "retain")
-    test_probs, test_labels = _check_probs_labels(test_probs, test_labels, "test")
+    retain_probs, retain_labels = check_probs_labels(retain_probs, retain_labels, "retain")
+    test_probs, test_labels = check_probs_labels(test_probs, test_labels, "test")
     if retain_probs.shape[1] != test_probs.shape[1]:
         raise ValueError(
             f"retain and test sets must have the same number of classes; got "
