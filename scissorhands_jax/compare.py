@@ -9,7 +9,7 @@ finish, so an interrupted run resumes where it stopped; a method that fails beco
 with its ``error``. The report files come from :mod:`scissorhands_jax._report`.
 
 This is the runner behind ``scissorhands compare``; it takes keyword arguments only.
-A *setting* is either ``"digits10"`` (SPEC's protocol: both scenarios, the small digits
+A *setting* is either ``"digits10"`` (the digits-10 protocol: both scenarios, the small digits
 schedule, :data:`DIGITS_HYPERPARAMETERS`) or the path of an experiment config
 (``experiments/configs/*.py``): then the data set, model, forget request, the original's
 and Retrain's schedules and Scissorhands' settings are the config's, the models are
@@ -105,8 +105,8 @@ def method_parameters(name: str) -> set[str]:
 
 
 def method_defaults(name: str) -> dict[str, Any]:
-    """The defaults of method ``name``'s hyperparameters: the release settings of SPEC
-    "Baselines" (what a config comparison runs unless ``--set`` says otherwise)."""
+    """The defaults of method ``name``'s hyperparameters: the release settings of the
+    baselines (what a config comparison runs unless ``--set`` says otherwise)."""
     if name == "scissorhands":
         flat = {k: v for k, v in flat_defaults().items() if k not in _RUNTIME_SETTINGS}
         return {"eligible": None, **flat}
@@ -213,7 +213,7 @@ class _ModelCache:
 
 
 class _Digits:
-    """SPEC's digits-10 setting: both scenarios, models cached as msgpack in ``OUT/models``.
+    """The digits-10 protocol: both scenarios, models cached as msgpack in ``OUT/models``.
 
     Per seed s the original is trained on the full training split (init key ``s``,
     shuffling key ``1000 + s``, as ``scissorhands demo``) and Retrain runs

@@ -223,8 +223,32 @@ def _merge(base: dict, update: dict, schema: dict, where: str, source: str) -> d
         if isinstance(schema[key], dict):
             out[key] = _merge(out[key], value, schema[key], name, source)
         else:
+            _check_type(name, value, schema[key], source)
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _check_type(name: str, value: Any, default: Any, source: str) -> None:
+    """Raises ValueError unless ``value`` has the kind of ``default`` (None is always
+    allowed and defers to the method's own checks; an int is a valid float)."""
+    if value is None or default is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):  # a class index may stand for a name (anchor)
+        ok, kind = isinstance(value, (str, int)) and not isinstance(value, bool), "a string"
+    elif isinstance(default, (list, tuple)):
+        ok, kind = isinstance(value, (list, tuple)), "a list"
+    else:
+        return
+    if not ok:
+        raise ValueError(
+            f"{source}: {name} must be {kind} (like its default {default!r}), got {value!r}."
+        )
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

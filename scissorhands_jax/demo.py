@@ -1,6 +1,6 @@
 """digits-10 end to end: original, retrain and Scissorhands, evaluated as in the paper.
 
-The protocol is SPEC's "digits-10" (scikit-learn's embedded digits, no download). This
+The digits-10 protocol (scikit-learn's embedded digits, no download). This
 module is the runner behind ``scissorhands demo``; it takes keyword arguments only.
 """
 
@@ -44,7 +44,7 @@ UNLEARN_DEFAULTS = {
     "project_every": 1,
     "reinit": "model",
 }
-"""Scissorhands on digits-10 (SPEC): everything but the first conv is eligible."""
+"""Scissorhands on digits-10 (the protocol's settings): all but the first conv is eligible."""
 
 METRIC_KEYS = (
     "UA",

@@ -122,3 +122,36 @@ def test_cli_reports_bad_input_and_writes_nothing(tmp_path, capsys):
     a_file.write_text("x")
     assert cli.main(["demo", "--out", str(a_file), "--no-progress"]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text,pattern",
+    [
+        ("unlearn.lr=5e-3x", r"unlearn.lr must be a number .* got '5e-3x'"),
+        ("unlearn.epochs=2.5", "unlearn.epochs must be an integer"),
+        ("unlearn.augment=1", "unlearn.augment must be true or false"),
+        ("unlearn.eligible=0.5", "unlearn.eligible must be a string"),
+    ],
+)
+def test_config_overrides_are_type_checked_at_once(text, pattern):
+    from scissorhands_jax.config import load_config
+
+    with pytest.raises(ValueError, match=pattern):
+        load_config("experiments/configs/cifar10_random10.py", overrides=[text])
+    good = load_config("experiments/configs/cifar10_random10.py", overrides=["unlearn.lr=5e-3"])
+    assert good["unlearn"]["lr"] == 5e-3
+
+
+def test_settings_refuse_unknown_names_and_bad_values():
+    from scissorhands_jax.settings import flat_defaults, from_flat
+
+    with pytest.raises(ValueError, match="unknown setting"):
+        from_flat(sparsty=0.9)
+    with pytest.raises(ValueError, match="projection must be one of"):
+        from_flat(projection="gen")
+    with pytest.raises(ValueError, match="update_stats needs saliency_train_mode"):
+        shs.TrimSettings(update_stats=True)
+    # every flat default is the dataclass default (one copy of each)
+    objs = from_flat()
+    assert objs["trim"] == shs.TrimSettings() and objs["repair"] == shs.RepairSettings()
+    assert flat_defaults()["sparsity"] == shs.TrimSettings().sparsity == 0.97

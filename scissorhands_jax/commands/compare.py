@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--setting",
         default="digits10",
         metavar="digits10|CONFIG.py",
-        help="digits10 (SPEC's protocol, both scenarios) or a config, e.g. "
+        help="digits10 (the digits-10 protocol, both scenarios) or a config, e.g. "
         "experiments/configs/cifar10_random10.py (its data, model, request and schedules)",
     )
     p.add_argument(

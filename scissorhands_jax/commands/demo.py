@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="digits-10 end to end: original, retrain, Scissorhands; UA/RA/TA/MIA table",
         description="Trains the original and retrained models on scikit-learn's digits, "
-        "runs Scissorhands and writes DIR/results.json (SPEC digits-10 protocol).",
+        "runs Scissorhands and writes DIR/results.json (the digits-10 protocol).",
     )
     p.add_argument("--out", required=True, help="output directory for results.json")
     p.add_argument(
