@@ -58,6 +58,7 @@ def first_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_compare_writes_every_file_and_metric(first_run):
     rows = _rows(first_run)
     assert [(r["scenario"], r["method"], r["seed"]) for r in rows] == [
@@ -89,6 +90,7 @@ def test_compare_writes_every_file_and_metric(first_run):
     assert (first_run / "models" / "original_seed0.msgpack").exists()
 
 
+@pytest.mark.slow
 def test_compare_resumes_without_redoing_finished_rows(first_run, monkeypatch):
     before = {r["method"]: r for r in _rows(first_run)}
     # Only GA failed: training, Retrain and FT must not run again.
@@ -116,6 +118,7 @@ def test_errors_come_before_any_work(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_changed_training_on_a_resumed_dir_is_refused(first_run, capsys):
     args = [*BASE, "--out", str(first_run), "--train-epochs", "3"]
     assert cli.main(args) == 2

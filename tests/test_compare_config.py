@@ -24,7 +24,10 @@ from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.commands.compare import split_overrides
 from scissorhands_jax.config import load_config
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]  # end to end
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 DIGITS = str(CONFIGS / "digits10_random10.py")

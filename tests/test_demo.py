@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from scissorhands_jax import cli
 from scissorhands_jax.demo import format_table, summarize
+
+pytestmark = pytest.mark.slow  # end to end
 
 KEYS = {
     "scenario",

@@ -289,6 +289,7 @@ def _share(model, params, means, forget_class=FORGET):
     return dm.generation_metrics(probs, np.asarray(labels), forget_class)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_sampling_is_deterministic(toy):
     model, params, log, *_ = toy
     assert log[-1]["loss_retain"] < 0.5 * log[0]["loss_retain"]
@@ -303,6 +304,7 @@ def test_training_lowers_the_loss_and_sampling_is_deterministic(toy):
     assert chunked.shape == a.shape
 
 
+@pytest.mark.slow
 def test_trim_touches_only_the_selected_blocks(toy):
     model, params, _, _, retain, forget = toy
     res = dm.scissorhands_diffusion(
@@ -329,6 +331,7 @@ def test_trim_touches_only_the_selected_blocks(toy):
                 assert np.all(np.asarray(new)[np.asarray(m)] == 0)
 
 
+@pytest.mark.slow
 def test_anchor_repair_lowers_the_forget_share(toy):
     model, params, _, means, retain, forget = toy
     before = _share(model, params, means)
@@ -354,6 +357,7 @@ def contrast_gem(toy):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_contrast_repair_raises_the_forget_loss(toy, contrast_gem):
     model, params, _, _, _, forget = toy
     batch = next(iter(dm.diffusion_source(forget, 48)(jax.random.key(9))))
@@ -362,6 +366,7 @@ def test_contrast_repair_raises_the_forget_loss(toy, contrast_gem):
     assert contrast_gem.log[-1]["step"] == 20
 
 
+@pytest.mark.slow
 def test_unlearned_checkpoint_keeps_the_format(toy, contrast_gem, tmp_path):
     params, new = toy[1], contrast_gem.params
     assert jax.tree.structure(new) == jax.tree.structure(params)
@@ -377,6 +382,7 @@ def test_unlearned_checkpoint_keeps_the_format(toy, contrast_gem, tmp_path):
             ck.restore({"params": params})
 
 
+@pytest.mark.slow
 def test_baselines_run_and_salun_masks_half(toy):
     model, params, _, _, retain, forget = toy
     ft, log = dm.finetune_diffusion(
@@ -400,6 +406,7 @@ def test_baselines_run_and_salun_masks_half(toy):
         )
 
 
+@pytest.mark.slow
 def test_unlearning_rejects_bad_settings(toy):
     model, params, _, _, retain, forget = toy
     common = dict(retain=retain, forget=forget, key=jax.random.key(0))
@@ -505,6 +512,7 @@ TINY_DEMO = {
 }
 
 
+@pytest.mark.slow
 def test_generate_demo_writes_metrics_grids_and_checkpoints(tmp_path):
     from scissorhands_jax.diffusion.demo import format_rows, run_generate_demo
 
@@ -535,6 +543,7 @@ def test_generate_demo_writes_metrics_grids_and_checkpoints(tmp_path):
         run_generate_demo(tmp_path / "x", methods=("ga",))
 
 
+@pytest.mark.slow
 def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
     import scissorhands_jax.diffusion.demo as demo
 

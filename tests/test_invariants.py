@@ -52,6 +52,7 @@ def _compiled_programs() -> int:
     return sum(f._cache_size() for f in fns)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_invariants(name, digits_model, original):
     split = shs.data.load_digits10("random10", 2)

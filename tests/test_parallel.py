@@ -170,24 +170,29 @@ def multi():
     return out
 
 
+@pytest.mark.slow
 def test_subprocess_sees_eight_devices(multi):
     assert multi["device_count"] == DEVICES
 
 
+@pytest.mark.slow
 def test_batches_are_split_or_replicated_when_uneven(multi):
     assert multi["spec_even"] == str(PartitionSpec("data"))
     assert multi["spec_uneven"] == str(PartitionSpec())  # 12 examples on 8 devices
     assert multi["params_after_repair"] == [str(PartitionSpec())]  # still replicated
 
 
+@pytest.mark.slow
 def test_sharded_saliency_matches_one_device(multi):
     assert multi["saliency_rel"] < 1e-5
 
 
+@pytest.mark.slow
 def test_sharded_memory_matches_one_device(multi):
     assert multi["memory_rel"] < 1e-5
 
 
+@pytest.mark.slow
 def test_sharded_top_k_mask_equals_the_sort_reference(multi):
     # exact: no entry differs from the np.partition reference, whatever the placement
     assert multi["topk_mismatch"] == {
@@ -198,16 +203,19 @@ def test_sharded_top_k_mask_equals_the_sort_reference(multi):
     }
 
 
+@pytest.mark.slow
 def test_top_k_of_a_split_leaf_does_not_gather_it(multi):
     # per device: at most its shard (1/8 of the leaf), not the whole leaf
     assert multi["topk_split_leaf_temp_over_leaf"] < 0.2
 
 
+@pytest.mark.slow
 def test_data_parallel_fit_with_sharded_params_matches_one_device(multi):
     assert multi["fit_sharded_specs"] > 1  # some leaves really were split
     assert multi["fit_max_abs"] < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", list(map(str, DEVICE_COUNTS)))
 def test_scissorhands_on_n_devices_matches_one_device(multi, config):
     ref, got = multi["scissorhands"]["reference"], multi["scissorhands"][config]
@@ -220,6 +228,7 @@ def test_scissorhands_on_n_devices_matches_one_device(multi, config):
     np.testing.assert_allclose(got["losses"], ref["losses"], rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("projection", ["gem", "orthogonal"])
 def test_projection_inside_pmap_matches_one_device(multi, projection):
     result = multi["pmap"][projection]

@@ -21,6 +21,8 @@ import pytest
 import scissorhands_jax as shs
 from scissorhands_jax import diffusion as dm
 
+pytestmark = pytest.mark.slow  # end to end
+
 PINS = Path(__file__).parent / "pins" / "pins.json"
 
 

@@ -17,7 +17,10 @@ from scissorhands_jax.config import SCHEMAS, load_config
 
 # orbax's parallel reads of a damaged checkpoint leave asyncio callbacks that fire after
 # their event loop closed (reported at a later garbage collection, in any test)
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]  # end to end
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 CIFAR10 = str(CONFIGS / "cifar10_random10.py")

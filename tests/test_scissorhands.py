@@ -22,6 +22,7 @@ def _leaves_equal(a, b) -> bool:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["random10", "class0"])
 def test_forgets_and_keeps_retain(digits_model, original, scenario):
     split = shs.data.load_digits10(scenario, 0)
@@ -56,6 +57,7 @@ def test_forgets_and_keeps_retain(digits_model, original, scenario):
         assert 0 <= entry["projected_steps"] <= entry["joint_steps"]
 
 
+@pytest.mark.slow
 def test_same_key_is_bit_identical_and_input_untouched(digits_model, original):
     split = shs.data.load_digits10("random10", 1)
     params, state = original
@@ -107,6 +109,7 @@ def test_mask_respects_eligibility_and_sparsity(digits_model, original):
         np.testing.assert_array_equal(np.asarray(p)[~np.asarray(m)], np.asarray(q)[~np.asarray(m)])
 
 
+@pytest.mark.slow
 def test_project_every_and_cumulative_memory(digits_model, original):
     split = shs.data.load_digits10("random10", 0)
     params, state = original
@@ -147,6 +150,7 @@ class _BNNet(nn.Module):
         return nn.Dense(10, name="fc")(x)
 
 
+@pytest.mark.slow
 def test_linen_batchnorm_model(original):
     del original
     split = shs.data.load_digits10("random10", 0)
@@ -181,6 +185,7 @@ def test_linen_batchnorm_model(original):
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(result.params))
 
 
+@pytest.mark.slow
 def test_nnx_model_through_split():
     split = shs.data.load_digits10("class0", 0)
     make = lambda rngs: shs.DigitsCNNNNX(rngs=rngs, batch_norm=True)  # noqa: E731
