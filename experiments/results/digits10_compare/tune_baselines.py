@@ -1,11 +1,11 @@
 """How the digits-10 baseline hyperparameters were chosen (a record, not part of the library).
 
-The release settings (SPEC "Baselines") are tuned for CIFAR-scale data and barely move
+The release settings (docs/metrics.md, "The methods") are tuned for CIFAR-scale data and barely move
 a digits model (e.g. GA at lr 1e-4 for 5 epochs is 15 steps on 143 examples). Each
 baseline's learning rate (ℓ1-sparse: α; IU: α) was therefore picked from a small grid
 around its release value on a *tuning seed* (100) that is not among the reported seeds
 0-4, by the mean Avg. Gap (MIA entropy) over both scenarios. Scissorhands was not tuned:
-it runs SPEC's digits-10 setting. Writes tuning.json beside this file.
+it runs the digits-10 protocol's setting. Writes tuning.json beside this file.
 
 Run: python experiments/results/digits10_compare/tune_baselines.py  (about 10 minutes)
 """
@@ -36,7 +36,7 @@ GRID = {  # the release value and neighbours; a value was added wherever the bes
     "bs": {"lr": [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]},
     "scrub": {"lr": [5e-4, 5e-3, 2e-2]},
 }
-BASE = {  # the release values (SPEC), scaled to digits only in batch size and IU's m
+BASE = {  # the release values, scaled to digits only in batch size and IU's m
     "ft": {"lr": 0.01, "epochs": 10, "batch_size": 64},
     "ga": {"lr": 1e-4, "epochs": 5, "batch_size": 64},
     "rl": {"lr": 0.01, "epochs": 10, "batch_size": 64},
