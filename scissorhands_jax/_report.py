@@ -46,8 +46,8 @@ def check_plotting() -> None:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise ValueError(
-            "report.png needs matplotlib: pip install 'scissorhands_jax[plot]', or pass "
-            "--no-plot (plot=False)."
+            "report.png needs matplotlib: pip install matplotlib (in a clone: pip install "
+            "'.[plot]'), or pass --no-plot (plot=False)."
         ) from err
 
 
