@@ -1,6 +1,6 @@
 """CelebA-HQ, identity-wise forgetting of 30 of 307 identities, ResNet-34 at 224 px.
 
-Reproduces: the paper's CelebA-HQ identity setting with SPEC's hyperparameters: a ResNet-34
+Reproduces: the paper's CelebA-HQ identity setting with the release's hyperparameters: a ResNet-34
 (ImageNet stem) classifies 307 identities; Scissorhands forgets every training image of 30
 identities drawn with seed 0 (they are also dropped from the test set for TA): batch 8,
 lr 2e-4, 5 epochs, sparsity 0.95, lambda 0.5, eligible layer4, fc, projection on every
@@ -17,8 +17,8 @@ Commands (add --smoke to each for a run of seconds on a tiny ResNet and 64 image
   scissorhands evaluate $C --data-dir ROOT --run $RUN
   scissorhands compare --setting $C --data-dir ROOT --out $RUN-compare  # all methods vs Retrain
 
-The schedule of the original and retrained ResNet-34 is not in SPEC (the paper does not
-state it); the "train"/"retrain" values below are this project's choice, not the
+The paper does not state the schedule of the original and retrained ResNet-34; the
+"train"/"retrain" values below are this project's choice, not the
 release's. Expected: not measured by this project (no GPU and no CelebA-HQ copy).
 """
 
@@ -72,7 +72,7 @@ CONFIG = {
         "checkpoint_every": 500,
         "keep": 3,
     },
-    "unlearn": {  # Scissorhands (SPEC's hyperparameter table)
+    "unlearn": {  # Scissorhands (the release's hyperparameters)
         "seed": 0,
         "batch_size": 8,
         "augment": True,

@@ -3,10 +3,10 @@
 Reproduces: Scissorhands against Retrain on CIFAR-10 with a random 20 % forget set
 (9,000 of the 45,000 training images left after the validation hold-out): lr 4e-3,
 10 epochs, sparsity 0.99, lambda 0.01, eligible layer3, layer4, fc, projection on
-every joint step (SPEC's hyperparameter table).
+every joint step (the release's hyperparameters).
 
 Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 images):
-  pip install "scissorhands_jax[prepare]"
+  pip install ".[prepare]"    # from a clone of this repository (not on PyPI)
   scissorhands prepare cifar10 --data-dir DATA
   C=experiments/configs/cifar10_random20.py RUN=runs/cifar10_random20
   scissorhands train $C --data-dir DATA --out $RUN
@@ -22,7 +22,7 @@ CONFIG = {
     "data": {
         "name": "cifar10",
         "data_dir": None,  # --data-dir DATA (tfds data directory)
-        "val_fraction": 0.1,  # 10 % of each class of train held out (SPEC)
+        "val_fraction": 0.1,  # 10 % of each class of train held out, as in the release
         "split_seed": 0,
         "forget": {
             "kind": "random",
@@ -44,7 +44,7 @@ CONFIG = {
         "stage_sizes": None,
         "cifar_stem": None,
     },
-    "train": {  # the original model: retain + forget (SPEC: 182 epochs, lr 0.1, 91/136)
+    "train": {  # the original model: retain + forget (the release: 182 epochs, lr 0.1, 91/136)
         "epochs": 182,
         "lr": 0.1,
         "milestones": [91, 136],
@@ -56,7 +56,7 @@ CONFIG = {
         "checkpoint_every": 1000,
         "keep": 3,
     },
-    "retrain": {  # the oracle: retain only (SPEC: 160 epochs, lr 0.1, same milestones)
+    "retrain": {  # the oracle: retain only (the release: 160 epochs, lr 0.1, same milestones)
         "epochs": 160,
         "lr": 0.1,
         "milestones": [91, 136],
@@ -68,7 +68,7 @@ CONFIG = {
         "checkpoint_every": 1000,
         "keep": 3,
     },
-    "unlearn": {  # Scissorhands (SPEC's hyperparameter table)
+    "unlearn": {  # Scissorhands (the release's hyperparameters)
         "seed": 0,
         "batch_size": 256,
         "augment": True,

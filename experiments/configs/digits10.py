@@ -1,4 +1,4 @@
-"""digits-10: SPEC's offline protocol (scikit-learn digits, no download).
+"""digits-10: the offline protocol (scikit-learn digits, no download).
 
 Reproduces: the README's digits-10 table (Original, Retrain, Scissorhands; random10 and
 class0; seeds 0, 1, 2; mean ± std).
