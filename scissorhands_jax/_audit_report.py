@@ -68,16 +68,18 @@ def markdown(rows: Sequence[dict[str, Any]], command: str | None = None) -> str:
         verdict = (
             "valid: the untouched original is detectable and Retrain is not"
             if check["valid"]
-            else "NOT valid: the attack cannot separate the original from Retrain here "
-            f"(needs original ≥ {SANITY_ORIGINAL_MIN} and Retrain ≤ {SANITY_RETRAIN_MAX}), "
-            "so its numbers say nothing about the methods"
+            else "weak: the untouched original is barely told from Retrain (needs original "
+            f"≥ {SANITY_ORIGINAL_MIN} and Retrain ≤ {SANITY_RETRAIN_MAX}); a method scoring "
+            "near 0.5 here may simply have changed nothing, while scores well above the "
+            "original's still show a trace of the forget set"
         )
         why = PROTOCOLS[protocol].why if protocol in PROTOCOLS else ""
         parts += [
             f"## {protocol}",
             "",
-            f"{why}. {n} models. Audit {verdict} (original "
-            f"{check['original_ulira_accuracy']}, Retrain {check['retrain_ulira_accuracy']}).",
+            f"{why}. {n} models. Audit {verdict} (U-LiRA accuracy of the original "
+            f"{check['original_ulira_accuracy']:.3f}, of Retrain "
+            f"{check['retrain_ulira_accuracy']:.3f}).",
             "",
             table(rows, protocol),
             "",
