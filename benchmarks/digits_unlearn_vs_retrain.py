@@ -8,8 +8,8 @@ alternating, in two regimes:
   (what a user pays for the first request in a fresh process);
 - warm: the same run again with the compiled programs cached (every later request).
 
-Retrain = init + 30 epochs of SGD on the retain set (SPEC digits-10). Scissorhands =
-saliency + re-init + 10 repair epochs with the GEM projection (SPEC digits-10).
+Retrain = init + 30 epochs of SGD on the retain set (the digits-10 protocol). Scissorhands =
+saliency + re-init + 10 repair epochs with the GEM projection (the digits-10 protocol).
 
 Run:  python benchmarks/digits_unlearn_vs_retrain.py [--repeats 3]
 Writes benchmarks/results/digits_unlearn_vs_retrain.json.

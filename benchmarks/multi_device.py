@@ -4,7 +4,7 @@ Question: does splitting every batch over N devices (``mesh=data_mesh(...)``, th
 on the ``data`` axis, parameters replicated) give the one-device result, and how does
 the step time scale? Two workloads, each on a mesh of N devices:
 
-- ``digits``: the whole of ``scissorhands()`` on digits-10 (random10, seed 0, SPEC
+- ``digits``: the whole of ``scissorhands()`` on digits-10 (random10, seed 0, the demo's
   settings, ``--epochs`` repair epochs), timed warm (a second run, programs compiled);
 - ``resnet18``: repair steps of ResNet-18 on CIFAR shapes (retain + forget
   forward/backward, GEM projection against a t = 1 memory on layer3/layer4/fc,

@@ -14,20 +14,25 @@ examples, per-class strata, batch 64, ``sgd(0.05)``), side by side in one proces
   ``vmap`` on accelerators), with ``--scan-steps`` (``auto``: scan on accelerators only).
 
 Each variant first runs one untimed epoch (the same shapes, so every program is compiled;
-its time is recorded as ``warmup_s``), then the timed ``--epochs``. The figure is
-``speedup = fit_s / population_s`` per backend; model 0 of each population is compared
-with fit's model 0 (max |parameter difference|) to show the variants train the same
-models. Goals: ``auto`` no slower than ``fit`` on a CPU (speedup >= 1); at least 20x for
-K = 256 on an accelerator (``--num-models 256 --fit-models 32``).
+its time is recorded as ``warmup_s``), then ``--repeats`` rounds of the timed
+``--epochs``, the variants in a rotated order each round (these machines are shared: the
+load drifts). The figure is ``speedup = fit_s / population_s`` per round and its median,
+per backend; model 0 of each population is compared with fit's model 0 (max |parameter
+difference|) to show the variants train the same models. Goals: ``auto`` no slower than
+``fit`` on a CPU (speedup >= 1); at least 20x for K = 256 on an accelerator.
 
 Run:  python benchmarks/population.py [--num-models 16 64] [--epochs 30]
       [--backends vmap sequential] [--fit-models M] [--scan-steps auto|on|off]
-Writes benchmarks/results/population_<platform>.json (platform: cpu, gpu or tpu).
+      [--repeats 3] [--suffix S]
+Writes benchmarks/results/population_<platform>[_S].json (platform: cpu, gpu or tpu).
+On an accelerator: python benchmarks/population.py --num-models 256 --fit-models 32
+--backends vmap --suffix k256 (fit's time for 256 models scaled from 32).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -46,12 +51,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--max-models-vmap", type=int, default=None, help="skip vmap above this K (slow on CPU)"
+    )
     parser.add_argument("--backends", nargs="+", default=["vmap", "sequential"])
     parser.add_argument("--scan-steps", choices=["auto", "on", "off"], default="auto")
     parser.add_argument(
         "--fit-models", type=int, default=None, help="time fit on this many models, scaled"
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--suffix", default="", help="appended to the file name: _SUFFIX")
     args = parser.parse_args()
 
     import jax
@@ -72,7 +82,7 @@ def main() -> None:
     settings = {"key": key, "batch_size": args.batch_size, "tx": tx}
     record = machine(backend=jax.default_backend())
 
-    def run_fit(membership, num, epochs):
+    def run_fit(membership, num, epochs):  # model 0's parameters
         out = None
         for k in range(num):
             init_key, shuffle_key = model_keys(key, k)
@@ -110,23 +120,41 @@ def main() -> None:
     for num in args.num_models:
         membership = membership_matrix(0, num, len(train["label"]), strata=train["label"])
         fit_num = num if args.fit_models is None else min(num, args.fit_models)
-        row = {"num_models": num, "fit_models_timed": fit_num, "fit_s": None}
-        fit_params = None
+        backends = [
+            b
+            for b in args.backends
+            if b != "vmap" or args.max_models_vmap is None or num <= args.max_models_vmap
+        ]
+        variants = {b: functools.partial(run_population, membership, b) for b in backends}
         if fit_num:
-            row["fit_warmup_s"], _ = timed(run_fit, membership, 1, 1)
-            fit_s, fit_params = timed(run_fit, membership, fit_num, args.epochs)
-            row["fit_s"] = fit_s * num / fit_num
-            print(f"K={num}: fit {row['fit_s']:.1f}s ({fit_num} timed)", flush=True)
-        for backend in args.backends:
-            warmup_s, _ = timed(run_population, membership, backend, 1)
-            pop_s, params = timed(run_population, membership, backend, args.epochs)
-            entry = {"warmup_s": warmup_s, "population_s": pop_s}
-            if fit_params is not None:
-                entry["speedup_vs_fit"] = row["fit_s"] / pop_s
-                diffs = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), params, fit_params)
+            variants = {"fit": functools.partial(run_fit, membership, fit_num), **variants}
+        warmup = {name: timed(fn, 1)[0] for name, fn in variants.items()}
+        names, times, outputs = list(variants), {name: [] for name in variants}, {}
+        for r in range(args.repeats):
+            # rotate the order: a variant is not always first after the same neighbour
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                seconds, outputs[name] = timed(variants[name], args.epochs)
+                times[name].append(seconds * (num / fit_num if name == "fit" else 1))
+                print(f"K={num} repeat {r}: {name} {times[name][-1]:.1f}s", flush=True)
+        row = {"num_models": num, "fit_models_timed": fit_num}
+        for name in names:
+            entry = {"warmup_s": warmup[name], "seconds": times[name]}
+            entry["median_s"] = float(np.median(times[name]))
+            if fit_num and name != "fit":
+                # per repeat: the two runs closest in time, so the least affected by load
+                ratios = np.array(times["fit"]) / np.array(times[name])
+                entry["speedup_vs_fit"] = [float(v) for v in ratios]
+                entry["speedup_vs_fit_median"] = float(np.median(ratios))
+                diffs = jax.tree.map(
+                    lambda a, b: jnp.max(jnp.abs(a - b)), outputs[name], outputs["fit"]
+                )
                 entry["max_abs_param_diff_model0"] = float(max(jax.tree.leaves(diffs)))
-            row[backend] = entry
-            print(f"K={num}: {backend} {json.dumps(entry)}", flush=True)
+                print(
+                    f"K={num}: {name} median speedup over fit "
+                    f"{entry['speedup_vs_fit_median']:.2f}x",
+                    flush=True,
+                )
+            row[name] = entry
         rows.append(row)
 
     out = Path(args.out)
@@ -141,11 +169,14 @@ def main() -> None:
             "batch_size": args.batch_size,
             "lr": args.lr,
             "scan_steps": args.scan_steps,
+            "repeats": args.repeats,
+            "max_models_vmap": args.max_models_vmap,
             "examples_per_model": int(np.sum(membership[0])),
         },
         "rows": rows,
     }
-    path = out / f"population_{jax.default_backend()}.json"
+    suffix = f"_{args.suffix}" if args.suffix else ""
+    path = out / f"population_{jax.default_backend()}{suffix}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
 

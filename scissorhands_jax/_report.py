@@ -49,8 +49,8 @@ def check_plotting() -> None:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise ValueError(
-            "report.png needs matplotlib: pip install 'scissorhands_jax[plot]', or pass "
-            "--no-plot (plot=False)."
+            "report.png needs matplotlib: pip install matplotlib (in a clone: pip install "
+            "'.[plot]'), or pass --no-plot (plot=False)."
         ) from err
 
 
@@ -271,16 +271,16 @@ def plot_report(
 ) -> None:
     """``report.png``, one column per scenario: the Avg. Gap of every method split into its
     four terms (lowest first), and UA vs TA of every method (mean ± std; Retrain a star)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The object API: a Figure with its own Agg canvas leaves pyplot's global state and
+    # the user's backend (a notebook's inline plots) untouched.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = _scenarios(rows, scenarios)
     summary = summarize(rows, ("UA", "TA"))
-    fig, axes = plt.subplots(
-        2, len(names), figsize=(7 * len(names), 10), squeeze=False, height_ratios=(1, 1)
-    )
+    fig = Figure(figsize=(7 * len(names), 10))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(names), squeeze=False, height_ratios=(1, 1))
     colors = {"UA": "tab:blue", "RA": "tab:orange", "TA": "tab:green", "MIA": "tab:purple"}
     for col, scenario in enumerate(names):
         top, bottom = axes[0, col], axes[1, col]
@@ -327,7 +327,6 @@ def plot_report(
         bottom.grid(alpha=0.3)
     fig.tight_layout()
     _save_figure(fig, path)
-    plt.close(fig)
 
 
 def _save_figure(fig, path: Path) -> None:

@@ -340,7 +340,10 @@ def method_row(
 
     U-LiRA and the ε-based forgetting quality use the candidate examples: the method's
     outputs where model k forgot x, against Retrain's where model k never saw x.
-    ``epsilon`` is the median of the per-example ε (with few models an attack often
+    ε comes from threshold attacks in both directions (a method that makes forget examples
+    *less* confident than Retrain does is caught too); ``forget_quality_one_sided`` uses
+    the competition's one-directional attacks only. ``epsilon`` is the median of the
+    per-example ε (with few models an attack often
     separates the two samples completely, and that example's ε is infinite, so the mean
     would say nothing). UA, RA
     and TA are means over the K models of 100 − accuracy on each model's forget set,
@@ -353,10 +356,13 @@ def method_row(
     phi_u = M.logit_confidence(outputs["pool"], labels[None, :])
     phi_r = M.logit_confidence(retrain["pool"], labels[None, :])
     attack = M.ulira(phi_u, data.forgets, phi_r, data.unseen)
-    eps = M.challenge_epsilon(
-        np.where(data.forgets, phi_u, np.nan)[:, cand],
-        np.where(data.unseen, phi_r, np.nan)[:, cand],
-    )
+    unlearned_obs = np.where(data.forgets, phi_u, np.nan)[:, cand]
+    retrained_obs = np.where(data.unseen, phi_r, np.nan)[:, cand]
+    eps = M.challenge_epsilon(unlearned_obs, retrained_obs)
+    # The competition's own attacks threshold in one direction only; they miss a method
+    # that overshoots (forget examples less confident than under Retrain), which then
+    # scores better than Retrain itself. Reported beside, not instead.
+    eps_one_sided = M.challenge_epsilon(unlearned_obs, retrained_obs, two_sided=False)
     ua = 100.0 - _accuracy(outputs["pool"], labels, data.forgets)
     ra = _accuracy(outputs["pool"], labels, data.retains)
     everything = np.ones(outputs["test"].shape[:2], bool)
@@ -382,6 +388,7 @@ def method_row(
         "epsilon_ci": _finite_ci(eps, np.median, boot),
         "forget_quality": float(quality),
         "forget_quality_ci": list(M.bootstrap_ci(eps, M.forget_quality, **boot)[1:]),
+        "forget_quality_one_sided": M.forget_quality(eps_one_sided),
         "challenge_score": M.challenge_score(quality, ra.mean(), ra_ref, ta.mean(), ta_ref),
     }
     for name, values in (("UA", ua), ("RA", ra), ("TA", ta)):

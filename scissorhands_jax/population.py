@@ -338,7 +338,10 @@ def train_population(
         )
     members = np.stack([np.flatnonzero(row) for row in membership])
     keys = [model_keys(key, k) for k in range(len(membership))]
-    shuffle_keys = [shuffle_key for _, shuffle_key in keys]
+    # Batches are drawn on the host CPU (the same bits as on any device), so that drawing
+    # the next epoch's never waits for the accelerator's queue of training steps.
+    cpu = jax.devices("cpu")[0]
+    shuffle_keys = [jax.device_put(shuffle_key, cpu) for _, shuffle_key in keys]
     carries = []
     for init_key, _ in keys:
         params, model_state = init_fn(init_key)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from scissorhands_jax import cli
+from scissorhands_jax.commands import _legends
 from scissorhands_jax.demo import format_table, summarize
 
 pytestmark = pytest.mark.slow  # end to end
@@ -64,6 +65,7 @@ def test_demo_writes_rows_and_prints_table(tmp_path, capsys):
     assert all(r["UA"] == 100.0 for r in retrain)
     printed = capsys.readouterr().out
     assert "| class0 | scissorhands |" in printed and "results.json" in printed
+    assert printed.index(_legends.CLASSIFIER) > printed.index("| class0 | scissorhands |")
 
 
 def test_summary_mean_and_std_by_hand():

@@ -21,7 +21,12 @@ from scissorhands_jax.population import (
     unstack_tree,
 )
 
-BACKENDS = [("vmap", False), ("vmap", True), ("sequential", False), ("sequential", True)]
+BACKENDS = [  # the CPU default and the accelerator default fast, the other two marked slow
+    ("sequential", False),
+    ("vmap", True),
+    pytest.param("vmap", False, marks=pytest.mark.slow),
+    pytest.param("sequential", True, marks=pytest.mark.slow),
+]
 
 
 class _MLP(nn.Module):

@@ -104,7 +104,7 @@ def test_random_forget_is_seeded_and_matches_digits_rule():
     b, _ = select_forget_indices(labels, pool, kind="random", fraction=0.1, seed=3)
     c, _ = select_forget_indices(labels, pool, kind="random", fraction=0.1, seed=4)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    # digits-10 random10 (SPEC): sorted(default_rng(s).choice(1437, 143, replace=False))
+    # digits-10 random10 (the protocol): sorted(default_rng(s).choice(1437, 143, replace=False))
     assert np.array_equal(a, shs.data.select_forget(labels, "random10", 3))
 
 

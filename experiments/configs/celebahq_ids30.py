@@ -17,8 +17,8 @@ Commands (add --smoke to each for a run of seconds on a tiny ResNet and 64 image
   scissorhands evaluate $C --data-dir ROOT --run $RUN
   scissorhands compare --setting $C --data-dir ROOT --out $RUN-compare  # all methods vs Retrain
 
-The schedule of the original and retrained ResNet-34 is not in the release (the paper does
-not state it); the "train"/"retrain" values below are this project's choice, not the
+The paper does not state the schedule of the original and retrained ResNet-34; the
+"train"/"retrain" values below are this project's choice, not the
 release's. Expected: not measured by this project (no GPU and no CelebA-HQ copy).
 """
 

@@ -2,10 +2,10 @@
 
 Reproduces: Scissorhands against Retrain on CIFAR-100 with a random 10 % forget set
 (4,500 of 45,000 training images): lr 5e-3, 10 epochs, sparsity 0.99, lambda 1.0,
-eligible layer4, fc, projection on every joint step (the release's hyperparameter table).
+eligible layer4, fc, projection on every joint step (the release's hyperparameters).
 
 Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 images):
-  pip install "scissorhands_jax[prepare]"
+  pip install ".[prepare]"    # from a clone of this repository (not on PyPI)
   scissorhands prepare cifar100 --data-dir DATA
   C=experiments/configs/cifar100_random10.py RUN=runs/cifar100_random10
   scissorhands train $C --data-dir DATA --out $RUN

@@ -3,10 +3,10 @@
 Reproduces: Scissorhands against Retrain on CIFAR-10 with a random 10 % forget set
 (4,500 of the 45,000 training images left after the validation hold-out): lr 5e-3,
 10 epochs, sparsity 0.97, lambda 0.05, eligible layer3, layer4, fc, projection on
-every joint step (the release's hyperparameter table).
+every joint step (the release's hyperparameters).
 
 Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 images):
-  pip install "scissorhands_jax[prepare]"
+  pip install ".[prepare]"    # from a clone of this repository (not on PyPI)
   scissorhands prepare cifar10 --data-dir DATA
   C=experiments/configs/cifar10_random10.py RUN=runs/cifar10_random10
   scissorhands train $C --data-dir DATA --out $RUN

@@ -1,6 +1,6 @@
 """digits-10, class 0 (TA on the test set without 0s): the paper-scale commands, offline.
 
-Reproduces: the release's digits-10 protocol (scikit-learn's embedded digits, no download) through
+Reproduces: the digits-10 protocol (scikit-learn's embedded digits, no download) through
 the same train / unlearn / evaluate commands as the CIFAR, SVHN and CelebA-HQ configs, so
 the whole pipeline runs on any machine: Original and Retrain (SGD lr 0.05, batch 64, 30
 epochs), then Scissorhands (lr 5e-3, 10 epochs, sparsity 0.97, lambda 0.05, everything

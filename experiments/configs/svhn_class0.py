@@ -2,10 +2,10 @@
 
 Reproduces: Scissorhands against Retrain on SVHN forgetting every training image of class 0
 (TA is measured on the test set without class 0): lr 1e-3, 10 epochs, sparsity 0.90,
-lambda 0.1, eligible layer4, fc, projection on every joint step (the release's table).
+lambda 0.1, eligible layer4, fc, projection on every joint step (the release's hyperparameters).
 
 Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 images):
-  pip install "scissorhands_jax[prepare]"
+  pip install ".[prepare]"    # from a clone of this repository (not on PyPI)
   scissorhands prepare svhn_cropped --data-dir DATA
   C=experiments/configs/svhn_class0.py RUN=runs/svhn_class0
   scissorhands train $C --data-dir DATA --out $RUN

@@ -3,10 +3,10 @@
 Reproduces: Scissorhands against Retrain on SVHN (tfds svhn_cropped, 73,257 training
 images, 10 % per class held out) with a random 20 % forget set: lr 1e-3, 10 epochs,
 sparsity 0.90, lambda 0.01, eligible layer3, layer4, fc, projection on every joint
-step (the release's hyperparameter table). The originals use the CIFAR schedule.
+step (the release's hyperparameters). The originals use the CIFAR schedule.
 
 Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 images):
-  pip install "scissorhands_jax[prepare]"
+  pip install ".[prepare]"    # from a clone of this repository (not on PyPI)
   scissorhands prepare svhn_cropped --data-dir DATA
   C=experiments/configs/svhn_random20.py RUN=runs/svhn_random20
   scissorhands train $C --data-dir DATA --out $RUN

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from scissorhands_jax.commands import _legends
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``scissorhands demo``."""
@@ -82,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     write_json_atomic(out / "results.json", rows)
-    print(format_table(rows))
+    print(_legends.under(format_table(rows), _legends.CLASSIFIER))
     print(f"\nwrote {out / 'results.json'} ({len(rows)} rows)")
     return 0

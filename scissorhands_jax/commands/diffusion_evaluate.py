@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scissorhands_jax.commands import _args
+from scissorhands_jax.commands import _args, _legends
 
 COLUMNS = ("forget_share", "forget_prob", "other_acc", "frechet", "fid", "rte_s")
 
@@ -173,6 +173,6 @@ def run(args: argparse.Namespace) -> int:
         "devices": [str(d) for d in jax.devices()],
     }
     write_json_atomic(run_dir / "evaluation.json", payload)
-    print(format_table(rows))
+    print(_legends.under(format_table(rows), _legends.DIFFUSION))
     print(f"wrote {run_dir / 'evaluation.json'} and {', '.join(payload['files'])}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scissorhands_jax.commands import _args
+from scissorhands_jax.commands import _args, _legends
 
 MODELS = ("retrain", "original", "unlearned")
 COLUMNS = ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence", "avg_gap", "rte_s")
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         "rows": rows,
     }
     write_json_atomic(run_dir / "evaluation.json", payload)
-    print(format_table(rows))
+    print(_legends.under(format_table(rows), _legends.CLASSIFIER))
     print(f"\nwrote {run_dir / 'evaluation.json'}")
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from scissorhands_jax.commands import _legends
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``scissorhands generate-demo``."""
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         methods=tuple(args.methods) if args.methods else METHODS,
         progress=not args.no_progress,
     )
-    print(format_rows(payload["rows"]))
+    print(_legends.under(format_rows(payload["rows"]), _legends.DIFFUSION))
     print(f"\nwrote {args.out}/metrics.json and {', '.join(payload['files'])}")
     print(f"total {payload['timing']['total_s']:.1f} s")
     return 0

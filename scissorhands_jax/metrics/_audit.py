@@ -27,7 +27,7 @@ def logit_confidence(logits: Any, labels: Any) -> np.ndarray:
 
     with ``z = logits`` and ``y = labels``, computed from the logits (never from
     rounded probabilities), so it stays finite and exact for confident models
-    (Carlini et al. 2022, Sec. IV-C).
+    (Carlini et al. 2022).
 
     Args:
       logits: float array (..., C).
@@ -138,7 +138,7 @@ def lira_scores(
         \\Lambda_{kx} = \\log \\mathcal{N}(\\phi_{kx}; \\mu_{in}, \\sigma_{in}^2)
                      - \\log \\mathcal{N}(\\phi_{kx}; \\mu_{out}, \\sigma_{out}^2)
 
-    (Carlini et al. 2022, Eq. 4, with per-example means). The variance rule: on each
+    (Carlini et al. 2022, with per-example means). The variance rule: on each
     side, the unbiased per-example variance of the other models when at least
     ``min_samples`` (and 2) remain, else (or always, with ``fixed_variance``, LiRA's
     choice for few shadow models) that side's global variance: the within-example
@@ -244,7 +244,7 @@ def ulira(
         \\Lambda = \\log \\mathcal{N}(\\phi; \\mu_u, \\sigma_u^2)
                  - \\log \\mathcal{N}(\\phi; \\mu_r, \\sigma_r^2)
 
-    says "unlearned" when positive (Hayes et al. 2024, Sec. 4). With perfect unlearning
+    says "unlearned" when positive (Hayes et al. 2024). With perfect unlearning
     the families are one distribution and the test is at chance: ``accuracy`` = 0.5.
 
     Args:

@@ -1,7 +1,7 @@
 """The forgetting quality of the NeurIPS 2023 unlearning competition.
 
 Triantafillou et al. 2024, "Are we making progress in unlearning? Findings from the
-first NeurIPS unlearning competition" (arXiv 2406.09073), Sec. 3: unlearning is
+first NeurIPS unlearning competition" (arXiv 2406.09073): unlearning is
 (epsilon, delta)-unlearning when no attack tells the unlearned models' outputs on a
 forget example from the outputs of models retrained without it better than
 (epsilon, delta)-differential privacy allows. Per forget example, epsilon is estimated

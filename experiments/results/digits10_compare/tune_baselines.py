@@ -1,6 +1,6 @@
 """How the digits-10 hyperparameters of every method were chosen (a record, not a module).
 
-The release settings are tuned for CIFAR-scale data and barely move a digits model
+The release settings (docs/metrics.md) are tuned for CIFAR-scale data and barely move a digits model
 (e.g. GA at lr 1e-4 for 5 epochs is 15 steps on 143 examples). Each method's learning
 rate (ℓ1-sparse: α; IU: α) is therefore picked from a small grid around its release
 value on a *tuning seed* (100) that is not among the reported seeds 0-4, by the mean

@@ -1,0 +1,44 @@
+"""The documentation builds in strict mode and its Python blocks run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+BLOCKS = [
+    (page, i, block)
+    for page in PAGES
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S))
+]
+
+
+def test_every_page_is_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    assert PAGES and all(f": {page.name}" in nav for page in PAGES)
+
+
+@pytest.mark.slow
+def test_docs_build_strict(tmp_path):
+    # the docs extra: pip install -e ".[test,docs]"
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    api = (tmp_path / "api" / "index.html").read_text()
+    for name in ("connection_sensitivity", "gem_projection", "forget_memory", "top_k_mask"):
+        assert f'id="scissorhands_jax.{name}"' in api, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page, index, block", BLOCKS, ids=[f"{p.stem}-{i}" for p, i, _ in BLOCKS])
+def test_docs_snippet_runs(page, index, block):
+    exec(compile(block, f"{page.name} python block {index}", "exec"), {})

@@ -1,0 +1,29 @@
+"""report.png is drawn with matplotlib's object API: the caller's backend and pyplot's
+figures are left as they were (a notebook's inline plots keep working)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scissorhands_jax import _report
+
+ROWS = Path(__file__).resolve().parents[1] / "experiments/results/digits10_compare/results.json"
+
+
+def test_plot_report_leaves_the_backend_and_pyplot_alone(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    plt = pytest.importorskip("matplotlib.pyplot")
+    before = matplotlib.get_backend()
+    user_figure = plt.figure()
+    rows = json.loads(ROWS.read_text())
+    _report.plot_report(
+        rows, tmp_path / "report.png", mia_feature="entropy", scenarios=("random10", "class0")
+    )
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == before
+    assert plt.get_fignums() == [user_figure.number]  # no figure of ours left in pyplot
+    assert plt.gcf() is user_figure
+    plt.close(user_figure)
