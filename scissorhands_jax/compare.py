@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import _report
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.baselines.scissorhands import scissorhands as _scissorhands_fn
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
 from scissorhands_jax.demo import (
@@ -46,6 +45,7 @@ from scissorhands_jax.demo import (
     split_predictions,
     train_digits,
 )
+from scissorhands_jax.method import scissorhands_flat as _scissorhands_fn
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.settings import flat_defaults

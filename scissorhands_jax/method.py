@@ -165,6 +165,28 @@ def scissorhands(
     return ScissorhandsResult(new_params, new_state, trimmed.mask, [trim_entry, *log])
 
 
+def scissorhands_flat(
+    model: Model,
+    params: Params,
+    model_state: ModelState | None = None,
+    *,
+    retain: Any,
+    forget: Any,
+    key: PRNGKey,
+    eligible: PathPredicate | str | Eligibility | None = None,
+    eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
+    **flat: Any,
+) -> ScissorhandsResult:
+    """:func:`scissorhands` with the settings under their flat names (``sparsity=0.9,
+    epochs=2``: a config's ``unlearn`` section), for configs, ``--set`` and comparisons.
+
+    Raises:
+      ValueError: an unknown setting or a bad value, before any work.
+    """
+    return scissorhands(model, params, model_state, retain=retain, forget=forget, key=key,
+                        eligible=eligible, eval_fn=eval_fn, **check_settings(**flat))  # fmt: skip
+
+
 def _trim_classifier(model, params, model_state, forget, key, eligible, settings, mesh):
     if mesh is not None:
         model_state = on_mesh(model_state, mesh)

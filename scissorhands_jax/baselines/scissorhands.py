@@ -32,8 +32,7 @@ def scissorhands(
     :class:`UnlearnResult`.
 
     Args:
-      model, params, model_state, key, progress: as for every baseline.
-      retain, forget: arrays as for every baseline, or batch sources.
+      model, params, model_state, retain, forget, key, progress: as for every baseline.
       eligible: as for :func:`scissorhands_jax.scissorhands`.
       **hyperparameters: flat settings (``sparsity``, ``lr``, ``epochs``, ``lam``,
         ``batch_size``, ... : :data:`scissorhands_jax.settings.FLAT_NAMES`); the
@@ -43,9 +42,8 @@ def scissorhands(
       An :class:`UnlearnResult` (the re-initialisation mask is dropped; its size is in
       the log's ``"trim"`` entry).
     """
-    for data, name in ((retain, "retain"), (forget, "forget")):
-        if not callable(data):  # Scissorhands also takes batch sources
-            check_arrays(data, name)
+    check_arrays(retain, "retain")
+    check_arrays(forget, "forget")
     result = _scissorhands(
         model,
         params,
