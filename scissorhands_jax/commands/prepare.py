@@ -12,7 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="download a tfds data set and write it as ArrayRecord (pip install '.[prepare]')",
         description="Downloads and prepares a tensorflow-datasets data set in the ArrayRecord "
         "format that train/unlearn/evaluate read without TensorFlow. Preparing needs "
-        "TensorFlow: pip install 'scissorhands_jax[prepare]'. CelebA-HQ is a folder you "
+        "TensorFlow: pip install tensorflow (or pip install '.[prepare]' in a clone). "
+        "CelebA-HQ is a folder you "
         "provide (see scissorhands_jax/data/celeba_folder.py); digits10 needs nothing.",
     )
     p.add_argument("name", help="cifar10, cifar100 or svhn_cropped")

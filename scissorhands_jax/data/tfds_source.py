@@ -6,7 +6,7 @@ conversion) still needs TensorFlow inside tfds; it lives behind the ``prepare`` 
 
 .. code-block:: bash
 
-    pip install "scissorhands_jax[prepare]"
+    pip install ".[prepare]"   # from a clone of the repository (not on PyPI)
     scissorhands prepare cifar10 --data-dir ~/tensorflow_datasets
 
 A split is read once into host memory as uint8 (CIFAR-10: 150 MB), then batched by
@@ -70,7 +70,7 @@ TFDS_DATASETS = {
 def prepare_command(name: str, data_dir: str | os.PathLike | None) -> str:
     """The shell command that prepares ``name`` in ``data_dir``."""
     where = f" --data-dir {data_dir}" if data_dir else ""
-    return f"pip install 'scissorhands_jax[prepare]' && scissorhands prepare {name}{where}"
+    return f"pip install tensorflow && scissorhands prepare {name}{where}"
 
 
 def _spec(name: str) -> TfdsSpec:
@@ -158,7 +158,7 @@ def prepare_tfds(name: str, data_dir: str | os.PathLike | None = None) -> str:
     if importlib.util.find_spec("tensorflow") is None:
         raise ValueError(
             "preparing a tfds data set needs TensorFlow; install it with: "
-            "pip install 'scissorhands_jax[prepare]'"
+            "pip install tensorflow (or pip install '.[prepare]' in a clone)"
         )
     import tensorflow_datasets as tfds
 
