@@ -25,6 +25,7 @@ from scissorhands_jax.method import check_settings
 from scissorhands_jax.metrics import INFORMATIVE_ATTACK_AUC, avg_gap, classification_metrics
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.models.adapters import predict_probs
+from scissorhands_jax.settings import FLAT_NAMES
 from scissorhands_jax.training import fit, sgd
 
 TRAIN_DEFAULTS = {"lr": 0.05, "epochs": 30, "batch_size": 64}
@@ -131,7 +132,7 @@ def run_digits(
     if bad:
         raise ValueError(f"unknown scenario(s) {bad}; choose from {SCENARIOS}.")
     train_cfg = _merge(TRAIN_DEFAULTS, train, "train")
-    shs_cfg = _merge(UNLEARN_DEFAULTS, unlearn, "unlearn")
+    shs_cfg = _merge(UNLEARN_DEFAULTS, unlearn, "unlearn", also=FLAT_NAMES)
     check_settings(**shs_cfg)
     model = linen_model(DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
     rows: list[dict[str, Any]] = []
@@ -173,10 +174,11 @@ def run_digits(
     return rows
 
 
-def _merge(defaults: dict, overrides: dict | None, name: str) -> dict:
-    unknown = set(overrides or {}) - set(defaults)
+def _merge(defaults: dict, overrides: dict | None, name: str, also: Sequence[str] = ()) -> dict:
+    known = set(defaults) | set(also)
+    unknown = set(overrides or {}) - known
     if unknown:
-        raise ValueError(f"unknown {name} setting(s) {sorted(unknown)}; known: {sorted(defaults)}.")
+        raise ValueError(f"unknown {name} setting(s) {sorted(unknown)}; known: {sorted(known)}.")
     return {**defaults, **(overrides or {})}
 
 

@@ -73,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
         "projection": args.projection,
         "project_every": args.project_every,
         "reinit": args.reinit,
-        "cumulative_memory": args.cumulative_memory,
     }
+    if args.cumulative_memory:  # off by default: the demo's settings stay the protocol's
+        unlearn["cumulative_memory"] = True
     train = {"epochs": args.train_epochs, "lr": args.train_lr}
     rows = run_digits(
         scenarios=args.scenarios,
