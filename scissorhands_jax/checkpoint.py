@@ -1,43 +1,58 @@
-"""Checkpoints of one run: an orbax ``CheckpointManager`` that refuses anything doubtful.
+"""Checkpoints of one run: an orbax ``CheckpointManager`` that refuses anything doubtful
+and gets past anything a killed job leaves behind.
 
-A run directory holds one sub-directory per saved step (orbax's layout). Each step keeps
-two items: ``state`` (the pytree, orbax ``StandardSave``) and ``meta`` (JSON: the run's
-identity, the tree's signature of paths, shapes and dtypes, a SHA-256 digest of every
-leaf's bytes, and free-form info such as the step's epoch).
+A run directory (a local path or any ``etils.epath`` URL such as ``gs://bucket/run``)
+holds one sub-directory per saved step (orbax's layout). Each step keeps two items:
+``state`` (the pytree, orbax ``StandardSave``) and ``meta`` (JSON: the run's identity,
+the tree's signature of paths, shapes and dtypes, a digest of every leaf
+(:func:`tree_digest`), and free-form info such as the step's epoch).
+
+What a killed or requeued job leaves is cleaned up, never used and never fatal:
+
+- an *unfinished* save (killed at any moment, even inside an asynchronous save): an
+  orbax temporary step, or a step whose items are not all committed, as orbax's public
+  checks :func:`orbax.checkpoint.path.step.is_tmp_checkpoint` and
+  :func:`~orbax.checkpoint.path.step.is_checkpoint_finalized` tell. Opening the
+  directory logs a warning naming it and deletes it (process 0), so the same command
+  with ``--resume`` continues from the last complete step and ends bit-identical to an
+  uninterrupted run.
 
 What is never silently used:
 
-- a *partial* checkpoint: an orbax temporary directory left by an interrupted save, or a
-  step directory without orbax's ``commit_success.txt``: opening the directory fails and
-  names the path to delete;
-- a *mismatched* one: a different identity (model, data, schedule) or a different tree
-  signature than the caller expects: restoring fails and names the first differences;
-- a *corrupt* one: orbax cannot read it, or the restored bytes do not hash to the saved
+- a *mismatched* checkpoint: a different identity (model, data, schedule) or a different
+  tree signature than the caller expects: restoring fails and names the first
+  differences;
+- a *corrupt* one: orbax cannot read it, or the restored values do not match the saved
   digest: restoring fails and names the step to delete.
 
 Saves are asynchronous (orbax writes in a background thread while training goes on);
 :meth:`Checkpoints.wait` blocks until every save is on disk, and callers report success
-only after it.
+only after it. :class:`PreemptionGuard` turns a SIGTERM (a cluster's preemption notice)
+into :func:`preemption_requested`, for a loop to save at its next step boundary.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
-from pathlib import Path
+import signal
+import threading
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
-_TMP_MARK = ".orbax-checkpoint-tmp"
-_COMMIT_FILE = "commit_success.txt"
+from scissorhands_jax._tree_digest import _legacy_sha256, tree_digest
+
+logger = logging.getLogger(__name__)
+_COMMIT_FILE = ocp.path.atomicity.COMMIT_SUCCESS_FILE
 
 
 class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, partial, mismatched or corrupt."""
+    """A checkpoint directory that is missing, mismatched or corrupt."""
 
 
 def tree_signature(tree: Any) -> dict[str, str]:
@@ -47,16 +62,6 @@ def tree_signature(tree: Any) -> dict[str, str]:
         jax.tree_util.keystr(path): f"{np.dtype(leaf.dtype).name}{list(np.shape(leaf))}"
         for path, leaf in flat
     }
-
-
-def tree_digest(tree: Any) -> str:
-    """SHA-256 over every leaf's path, dtype, shape and bytes (host copies), in tree order."""
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]:
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{jax.tree_util.keystr(path)}|{arr.dtype.str}|{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -76,6 +81,8 @@ def _differences(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
 
 
 def _abstract(like: Any) -> Any:
+    """Restore targets: each leaf's own sharding (an array's, or a ``ShapeDtypeStruct``'s),
+    else the default device; orbax reads every shard straight into that layout."""
     device = jax.devices()[0]
 
     def one(x):
@@ -85,53 +92,79 @@ def _abstract(like: Any) -> Any:
     return jax.tree.map(one, like)
 
 
-def check_directory(directory: str | os.PathLike) -> list[int]:
-    """The committed steps of ``directory``; raises on any partial checkpoint in it.
+def _path(directory: str | os.PathLike) -> epath.Path:
+    """An ``epath.Path``; local paths made absolute, URLs (``gs://...``) kept as given."""
+    if "://" in os.fspath(directory):
+        return epath.Path(directory)
+    return epath.Path(os.path.abspath(os.fspath(directory)))
 
-    Raises:
-      CheckpointError: an orbax temporary directory (an interrupted save) or a step
-        directory (or one of its items) without ``commit_success.txt``.
+
+def _unfinished(entry: epath.Path) -> str | None:
+    """Why ``entry`` is an unfinished save (None: it is not one, or not a step at all)."""
+    if ocp.path.step.is_tmp_checkpoint(entry):
+        return "an interrupted save (orbax temporary directory)"
+    if not (entry.is_dir() and entry.name.isdigit()):
+        return None
+    if not ocp.path.step.is_checkpoint_finalized(entry):
+        return "an interrupted save (not finalised)"
+    items = [c for c in entry.iterdir() if c.is_dir()]
+    missing = [c.name for c in items if not (c / _COMMIT_FILE).exists()]
+    if missing:
+        return f"incomplete ({missing[0]} has no {_COMMIT_FILE}: interrupted or half-copied)"
+    return None
+
+
+def check_directory(directory: str | os.PathLike, *, clean: bool = False) -> list[int]:
+    """The complete steps of ``directory``; unfinished saves are skipped and logged.
+
+    Args:
+      directory: the run's checkpoint directory (missing: no steps).
+      clean: also delete the unfinished saves (on process 0; the others wait for it).
+
+    Returns:
+      The steps whose save finished, in increasing order.
     """
-    directory = Path(directory)
+    directory = _path(directory)
     if not directory.exists():
         return []
-    steps = []
-    for entry in sorted(directory.iterdir()):
-        if _TMP_MARK in entry.name:
-            raise CheckpointError(
-                f"{entry} is a partial checkpoint (an interrupted save); it is never used: "
-                f"delete it (rm -r {entry}) to resume from the last complete step."
-            )
-        if not (entry.is_dir() and entry.name.isdigit()):
-            continue
-        incomplete = [p for p in (entry, *(c for c in entry.iterdir() if c.is_dir()))]
-        incomplete = [p for p in incomplete if not (p / _COMMIT_FILE).exists()]
-        if incomplete:
-            raise CheckpointError(
-                f"{entry} is a partial checkpoint ({incomplete[0].name} has no {_COMMIT_FILE}); "
-                f"it is never used: delete it (rm -r {entry}) to resume from an earlier step."
-            )
-        steps.append(int(entry.name))
+    steps, unfinished = [], []
+    for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+        why = _unfinished(entry)
+        if why is not None:
+            unfinished.append(entry)
+            action = "deleting it" if clean else "ignoring it"
+            logger.warning("checkpoint %s is %s; never used, %s.", entry, why, action)
+        elif entry.is_dir() and entry.name.isdigit():
+            steps.append(int(entry.name))
+    if clean and unfinished:
+        if jax.process_index() == 0:
+            for entry in unfinished:
+                entry.rmtree(missing_ok=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"scissorhands-clean:{directory}")
     return sorted(steps)
 
 
 class Checkpoints:
     """The step checkpoints of one run, with an identity checked on every restore.
 
+    Opening the directory deletes what an interrupted job left unfinished (logged; see
+    the module docstring), so a requeued job continues from the last complete step.
+
     Args:
-      directory: the run's checkpoint directory (created on the first save).
+      directory: the run's checkpoint directory (a path or an ``etils.epath`` URL such
+        as ``gs://bucket/run/checkpoints``; created on the first save).
       identity: JSON-able description of what produced the checkpoints (model, data,
         schedule); a directory written under another identity is refused.
       keep: how many most recent steps to keep.
-
-    Raises:
-      CheckpointError: the directory holds a partial checkpoint (:func:`check_directory`).
     """
 
     def __init__(self, directory: str | os.PathLike, *, identity: dict, keep: int = 3):
-        self.directory = Path(directory).absolute()
+        self.directory = _path(directory)
         self.identity = _plain(identity)
-        check_directory(self.directory)
+        check_directory(self.directory, clean=True)
         self._closed = False
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=True
@@ -158,7 +191,7 @@ class Checkpoints:
         meta = {
             "identity": self.identity,
             "signature": tree_signature(tree),
-            "sha256": tree_digest(tree),
+            "digest": tree_digest(tree),
             "info": _plain(info or {}),
         }
         self._manager.save(
@@ -194,7 +227,9 @@ class Checkpoints:
 
         Args:
           like: a pytree of arrays (or ``ShapeDtypeStruct``) with the expected structure,
-            shapes and dtypes, e.g. a freshly initialised state.
+            shapes and dtypes, e.g. a freshly initialised state; leaves that carry a
+            sharding are restored straight into it (e.g. replicated or split over a
+            mesh), the others onto the default device.
           step: which step.
 
         Returns:
@@ -236,8 +271,12 @@ class Checkpoints:
             )["state"]
         except Exception as err:  # orbax raises many types for unreadable files
             raise self._corrupt(step, err) from err
-        if tree_digest(tree) != meta.get("sha256"):
-            raise self._corrupt(step, "the restored bytes do not match the saved SHA-256 digest")
+        if "digest" in meta:
+            intact = tree_digest(tree) == meta["digest"]
+        else:  # written before shard-wise digests
+            intact = _legacy_sha256(tree) == meta.get("sha256")
+        if not intact:
+            raise self._corrupt(step, "the restored values do not match the saved digest")
         return tree, meta.get("info", {})
 
     def _corrupt(self, step: int, err: Any) -> CheckpointError:
@@ -260,3 +299,47 @@ class Checkpoints:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_PREEMPTED = threading.Event()
+
+
+def preemption_requested() -> bool:
+    """Whether a :class:`PreemptionGuard` caught its signal: save at this step boundary
+    (:meth:`Checkpoints.save`, then :meth:`Checkpoints.wait`) and exit."""
+    return _PREEMPTED.is_set()
+
+
+class PreemptionGuard:
+    """Within the ``with`` block, SIGTERM (a cluster's preemption notice) only sets
+    :func:`preemption_requested` instead of killing the process, so the training loop
+    saves at its next step boundary and exits; the previous handlers come back on exit.
+
+    Multi-host jobs can ask JAX's coordination service instead
+    (``jax.experimental.multihost_utils.reached_preemption_sync_point``), which makes
+    every process save at the same step.
+
+    Args:
+      signals: the signals to catch (default: SIGTERM).
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+        self.signals = tuple(signals)
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        logger.warning(
+            "signal %d received: saving at the next step boundary, then stopping.", signum
+        )
+        _PREEMPTED.set()
+
+    def __enter__(self) -> PreemptionGuard:
+        _PREEMPTED.clear()
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
