@@ -208,3 +208,51 @@ def test_sigterm_saves_at_the_next_step_boundary(tmp_path):
     code, out, err = _child(tmp_path, "run")
     assert code == 0 and f"resumed at {stopped}" in out, err
     _same_bits(tmp_path / "out.npz", tmp_path / "ref" / "out.npz")
+
+
+SHARDED = textwrap.dedent(
+    """
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from scissorhands_jax._tree_digest import tree_digest
+    from scissorhands_jax.checkpoint import Checkpoints
+
+    mesh = jax.make_mesh((4,), ("data",))
+    host = {"w": np.arange(64, dtype=np.float32).reshape(8, 8), "b": np.arange(3, dtype=np.float32)}
+    split = NamedSharding(mesh, P("data"))
+    rep = NamedSharding(mesh, P())
+    tree = {"w": jax.device_put(host["w"], split), "b": jax.device_put(host["b"], rep)}
+    assert tree_digest(tree) == tree_digest(host)  # replicas counted once, any layout
+    ck = Checkpoints(sys.argv[1], identity={"m": 1})
+    ck.save(1, tree)
+    ck.wait()
+    other = NamedSharding(mesh, P(None, "data"))  # restore into another layout
+    back, _ = ck.restore({"w": jax.ShapeDtypeStruct((8, 8), jnp.float32, sharding=other),
+                          "b": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=rep)})
+    ck.close()
+    assert back["w"].sharding == other and back["b"].sharding == rep
+    assert np.array_equal(np.asarray(back["w"]), host["w"])
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_sharded_digest_and_restore_into_target_shardings(tmp_path):
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.getcwd(),
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    }
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ck")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
