@@ -15,7 +15,6 @@ from scissorhands_jax.data.loader import (
     batch_words,
     key_words,
     prefetch,
-    process_rows,
     threefry_fold_in,
 )
 
@@ -108,16 +107,6 @@ def test_prefetch_order_close_and_errors():
     assert isinstance(placed[0]["x"], jax.Array)
 
 
-def test_process_rows_partition_a_batch():
-    for n in [1, 7, 8, 256, 1000]:
-        for count in [1, 2, 3, 8]:
-            parts = [np.arange(n)[process_rows(n, p, count)] for p in range(count)]
-            np.testing.assert_array_equal(np.concatenate(parts), np.arange(n))
-            assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    with pytest.raises(ValueError, match="not in"):
-        process_rows(8, 3, 3)
-
-
 class _Recorder:
     """An image array that remembers which rows it was asked for."""
 
@@ -131,20 +120,34 @@ class _Recorder:
 
 def test_each_process_reads_and_yields_only_its_slice(table):
     key = jax.random.key(5)
-    whole = list(ImageSource(table, np.arange(37), 12, NORM, augment="crop_flip")(key))
+    whole = list(ImageSource(table, np.arange(37), 12, NORM, "crop_flip", drop_last=True)(key))
     parts = []
     for p in range(3):
         recorder = _Recorder(table.images)
         local = ImageTable(recorder, table.labels)
         source = ImageSource(
-            local, np.arange(37), 12, NORM, "crop_flip", process_index=p, process_count=3
+            local,
+            np.arange(37),
+            12,
+            NORM,
+            "crop_flip",
+            True,
+            True,
+            process_index=p,
+            process_count=3,
         )
         parts.append(list(source(key)))
-        assert len(recorder.read) == sum(len(b["label"]) for b in parts[-1]) < 37
+        assert len(recorder.read) == sum(len(b["label"]) for b in parts[-1]) == 12
     for i, batch in enumerate(whole):
         for name in ("image", "label"):
             joined = np.concatenate([parts[p][i][name] for p in range(3)])
             np.testing.assert_array_equal(joined, batch[name])
+
+
+def test_a_batch_that_does_not_split_over_processes_is_refused(table):
+    source = ImageSource(table, np.arange(37), 12, NORM, process_index=0, process_count=3)
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        list(source(jax.random.key(0)))  # the last batch holds 1 example
 
 
 def _write_folder(root, counts, size=(20, 30)):

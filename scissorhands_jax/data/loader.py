@@ -36,6 +36,7 @@ import numpy as np
 
 from scissorhands_jax._types import Batch, PRNGKey
 from scissorhands_jax.data._batching import _permutation
+from scissorhands_jax.parallel import local_batch_slice
 
 AUGMENTATIONS = ("crop_flip", "flip", "none")
 
@@ -201,17 +202,6 @@ def random_crop_flip(
     return _crop_flip_apply(images, dy, dx, mirror, pad, crop)
 
 
-def process_rows(n: int, process_index: int, process_count: int) -> slice:
-    """The rows ``[lo, hi)`` of an ``n``-row global batch that one process reads.
-
-    Contiguous, as even as possible (sizes differ by at most one), in process order:
-    the processes' slices concatenate to the whole batch.
-    """
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
-    return slice(n * process_index // process_count, n * (process_index + 1) // process_count)
-
-
 _DONE = object()
 
 
@@ -286,7 +276,9 @@ class ImageSource:
       process_index: which process this is (None: ``jax.process_index()``).
       process_count: how many processes share each batch (None:
         ``jax.process_count()``); each reads and yields only its rows of every global
-        batch (:func:`process_rows`), augmented exactly as in the global batch.
+        batch (:func:`scissorhands_jax.parallel.local_batch_slice`, which needs batches
+        that split evenly: ``drop_last`` or a multiple of the batch size), augmented
+        exactly as in the global batch; ``parallel.from_process_local`` assembles them.
     """
 
     table: ImageTable
@@ -340,7 +332,8 @@ class ImageSource:
         indices = np.asarray(self.indices)
         for i, w in enumerate(words, start):
             rows = indices[order[i * self.batch_size : (i + 1) * self.batch_size]]
-            yield self._batch(rows, w, process_rows(len(rows), index, count))
+            local = local_batch_slice(len(rows), process_index=index, process_count=count)
+            yield self._batch(rows, w, local)
 
     def batches(self, key: PRNGKey, start: int = 0) -> Iterator[Batch]:
         """The batches ``start, start + 1, ...`` of the epoch that ``key`` draws.
