@@ -36,7 +36,19 @@ def test_main_sets_the_cache_and_import_does_not(tmp_path):
     seen = _probe({"SCISSORHANDS_CACHE": str(tmp_path / "xla")})
     assert seen["after-import"] == "None"
     assert seen["after-main"] == str(tmp_path / "xla")
-    seen = _probe({"SCISSORHANDS_CACHE": "", "XDG_CACHE_HOME": str(tmp_path)})
-    assert seen["after-main"] == "None"  # set but empty: off
-    seen = _probe({"XDG_CACHE_HOME": str(tmp_path / "home")})
-    assert seen["after-main"] == str(tmp_path / "home" / "scissorhands_jax" / "xla")
+
+
+def test_cache_directory_choice(monkeypatch, tmp_path):
+    from scissorhands_jax.cli import compilation_cache_dir
+
+    monkeypatch.delenv("SCISSORHANDS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compilation_cache_dir() == str(tmp_path / "scissorhands_jax" / "xla")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert compilation_cache_dir() == str(tmp_path / "home" / ".cache" / "scissorhands_jax" / "xla")
+    for off in ("", "off", "OFF", "0"):
+        monkeypatch.setenv("SCISSORHANDS_CACHE", off)
+        assert compilation_cache_dir() is None
+    monkeypatch.setenv("SCISSORHANDS_CACHE", str(tmp_path / "mine"))
+    assert compilation_cache_dir() == str(tmp_path / "mine")
