@@ -12,10 +12,11 @@ What a killed or requeued job leaves is cleaned up, never used and never fatal:
 - an *unfinished* save (killed at any moment, even inside an asynchronous save): an
   orbax temporary step, or a step whose items are not all committed, as orbax's public
   checks :func:`orbax.checkpoint.path.step.is_tmp_checkpoint` and
-  :func:`~orbax.checkpoint.path.step.is_checkpoint_finalized` tell. Opening the
-  directory logs a warning naming it and deletes it (process 0), so the same command
-  with ``--resume`` continues from the last complete step and ends bit-identical to an
-  uninterrupted run.
+  :func:`~orbax.checkpoint.path.step.is_checkpoint_finalized` tell (plus orbax's
+  commit marker in every item). :class:`Checkpoints` ignores it from the start and
+  deletes it (process 0) before its first save, with a warning naming it each time, so
+  the same command with ``--resume`` continues from the last complete step and ends
+  bit-identical to an uninterrupted run; a reader that never saves leaves it alone.
 
 What is never silently used:
 
@@ -114,44 +115,54 @@ def _unfinished(entry: epath.Path) -> str | None:
     return None
 
 
-def check_directory(directory: str | os.PathLike, *, clean: bool = False) -> list[int]:
-    """The complete steps of ``directory``; unfinished saves are skipped and logged.
-
-    Args:
-      directory: the run's checkpoint directory (missing: no steps).
-      clean: also delete the unfinished saves (on process 0; the others wait for it).
-
-    Returns:
-      The steps whose save finished, in increasing order.
-    """
-    directory = _path(directory)
+def _scan(directory: epath.Path) -> tuple[list[int], list[tuple[epath.Path, str]]]:
+    """``(complete steps, [(unfinished entry, why)])`` of ``directory``."""
     if not directory.exists():
-        return []
+        return [], []
     steps, unfinished = [], []
     for entry in sorted(directory.iterdir(), key=lambda p: p.name):
         why = _unfinished(entry)
         if why is not None:
-            unfinished.append(entry)
-            action = "deleting it" if clean else "ignoring it"
-            logger.warning("checkpoint %s is %s; never used, %s.", entry, why, action)
+            unfinished.append((entry, why))
         elif entry.is_dir() and entry.name.isdigit():
             steps.append(int(entry.name))
-    if clean and unfinished:
-        if jax.process_index() == 0:
-            for entry in unfinished:
-                entry.rmtree(missing_ok=True)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+    return sorted(steps), unfinished
 
-            multihost_utils.sync_global_devices(f"scissorhands-clean:{directory}")
-    return sorted(steps)
+
+def check_directory(directory: str | os.PathLike) -> list[int]:
+    """The complete steps of ``directory`` (a cheap listing); unfinished saves are
+    skipped, with a warning, and left in place.
+
+    Args:
+      directory: the run's checkpoint directory (missing: no steps).
+
+    Returns:
+      The steps whose save finished, in increasing order.
+    """
+    steps, unfinished = _scan(_path(directory))
+    for entry, why in unfinished:
+        logger.warning("checkpoint %s is %s; ignored (never used).", entry, why)
+    return steps
+
+
+def _delete(entries: list[epath.Path], directory: epath.Path) -> None:
+    """Deletes ``entries`` on process 0; every process waits for it."""
+    if jax.process_index() == 0:
+        for entry in entries:
+            entry.rmtree(missing_ok=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"scissorhands-clean:{directory}")
 
 
 class Checkpoints:
     """The step checkpoints of one run, with an identity checked on every restore.
 
-    Opening the directory deletes what an interrupted job left unfinished (logged; see
-    the module docstring), so a requeued job continues from the last complete step.
+    What an interrupted job left unfinished (see the module docstring) is ignored from
+    the start and deleted at the first :meth:`save` (both logged), so a requeued job
+    continues from the last complete step, while a reader (an evaluation opening the
+    directory of a job still running) never touches a save in progress.
 
     Args:
       directory: the run's checkpoint directory (a path or an ``etils.epath`` URL such
@@ -164,7 +175,13 @@ class Checkpoints:
     def __init__(self, directory: str | os.PathLike, *, identity: dict, keep: int = 3):
         self.directory = _path(directory)
         self.identity = _plain(identity)
-        check_directory(self.directory, clean=True)
+        _, self._unfinished = _scan(self.directory)
+        for entry, why in self._unfinished:
+            logger.warning(
+                "checkpoint %s is %s; ignored, and deleted at this run's first save.",
+                entry,
+                why,
+            )
         self._closed = False
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=True
@@ -175,7 +192,8 @@ class Checkpoints:
 
     def steps(self) -> list[int]:
         """The committed steps, in increasing order."""
-        return sorted(self._manager.all_steps())
+        bad = {int(e.name) for e, _ in self._unfinished if e.name.isdigit()}
+        return sorted(set(self._manager.all_steps()) - bad)
 
     def latest_step(self) -> int | None:
         steps = self.steps()
@@ -186,7 +204,14 @@ class Checkpoints:
 
         A step that already exists is left as it is (a resumed run re-reaching it).
         """
-        if step in self._manager.all_steps():
+        if self._unfinished:
+            entries = [entry for entry, _ in self._unfinished]
+            _delete(entries, self.directory)
+            for entry in entries:
+                logger.warning("deleted the unfinished checkpoint %s.", entry)
+            self._unfinished = []
+            self._manager.reload()
+        if step in self.steps():
             return
         meta = {
             "identity": self.identity,
