@@ -340,9 +340,10 @@ class PreemptionGuard:
     :func:`preemption_requested` instead of killing the process, so the training loop
     saves at its next step boundary and exits; the previous handlers come back on exit.
 
-    Multi-host jobs can ask JAX's coordination service instead
-    (``jax.experimental.multihost_utils.reached_preemption_sync_point``), which makes
-    every process save at the same step.
+    Multi-host jobs should ask JAX's coordination service instead (orbax's
+    ``CheckpointManager.reached_preemption(step)``, built on
+    ``jax.experimental.multihost_utils.reached_preemption_sync_point``), which makes
+    every process save at the same step; the loops do not call either yet.
 
     Args:
       signals: the signals to catch (default: SIGTERM).
