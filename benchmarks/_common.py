@@ -28,17 +28,20 @@ def machine(**extra: Any) -> dict:
     }
 
 
-def resnet18_repair_setup():
+def resnet18_repair_setup(width: int = 64):
     """The CIFAR-10 setting's pieces for timing repair steps on ResNet-18 (32x32 inputs):
     ``(model, params, state, eligible, gem_tx)``, with ``eligible`` the ``layer3, layer4,
     fc`` mask and ``gem_tx`` the repair optimiser (GEM, margin 0.5, eps 1e-3, lr 5e-3,
-    momentum 0.9, weight decay 5e-4) as :func:`scissorhands_jax.repair_tx` builds it."""
+    momentum 0.9, weight decay 5e-4) as :func:`scissorhands_jax.repair_tx` builds it.
+    ``width`` is the first stage's channels (64: ResNet-18; smaller for smoke runs)."""
     import jax
     import jax.numpy as jnp
 
     import scissorhands_jax as shs
 
-    model = shs.linen_model(shs.models.resnet18(), jnp.zeros((1, 32, 32, 3), jnp.float32))
+    model = shs.linen_model(
+        shs.models.resnet18(width=width), jnp.zeros((1, 32, 32, 3), jnp.float32)
+    )
     params, state = model.init(jax.random.key(0))
     eligible = shs.eligible_mask(params, "layer3,layer4,fc")
     tx = shs.repair_tx(eligible)  # the default settings: GEM, lr 5e-3, momentum 0.9, wd 5e-4

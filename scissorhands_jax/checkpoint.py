@@ -1,43 +1,59 @@
-"""Checkpoints of one run: an orbax ``CheckpointManager`` that refuses anything doubtful.
+"""Checkpoints of one run: an orbax ``CheckpointManager`` that refuses anything doubtful
+and gets past anything a killed job leaves behind.
 
-A run directory holds one sub-directory per saved step (orbax's layout). Each step keeps
-two items: ``state`` (the pytree, orbax ``StandardSave``) and ``meta`` (JSON: the run's
-identity, the tree's signature of paths, shapes and dtypes, a SHA-256 digest of every
-leaf's bytes, and free-form info such as the step's epoch).
+A run directory (a local path or any ``etils.epath`` URL such as ``gs://bucket/run``)
+holds one sub-directory per saved step (orbax's layout). Each step keeps two items:
+``state`` (the pytree, orbax ``StandardSave``) and ``meta`` (JSON: the run's identity,
+the tree's signature of paths, shapes and dtypes, a digest of every leaf
+(:func:`tree_digest`), and free-form info such as the step's epoch).
+
+What a killed or requeued job leaves is cleaned up, never used and never fatal:
+
+- an *unfinished* save (killed at any moment, even inside an asynchronous save): an
+  orbax temporary step, or a step whose items are not all committed, as orbax's public
+  checks :func:`orbax.checkpoint.path.step.is_tmp_checkpoint` and
+  :func:`~orbax.checkpoint.path.step.is_checkpoint_finalized` tell (plus orbax's
+  commit marker in every item). :class:`Checkpoints` ignores it from the start and
+  deletes it (process 0) before its first save, with a warning naming it each time, so
+  the same command with ``--resume`` continues from the last complete step and ends
+  bit-identical to an uninterrupted run; a reader that never saves leaves it alone.
 
 What is never silently used:
 
-- a *partial* checkpoint: an orbax temporary directory left by an interrupted save, or a
-  step directory without orbax's ``commit_success.txt``: opening the directory fails and
-  names the path to delete;
-- a *mismatched* one: a different identity (model, data, schedule) or a different tree
-  signature than the caller expects: restoring fails and names the first differences;
-- a *corrupt* one: orbax cannot read it, or the restored bytes do not hash to the saved
+- a *mismatched* checkpoint: a different identity (model, data, schedule) or a different
+  tree signature than the caller expects: restoring fails and names the first
+  differences;
+- a *corrupt* one: orbax cannot read it, or the restored values do not match the saved
   digest: restoring fails and names the step to delete.
 
 Saves are asynchronous (orbax writes in a background thread while training goes on);
 :meth:`Checkpoints.wait` blocks until every save is on disk, and callers report success
-only after it.
+only after it. :class:`PreemptionGuard` turns a SIGTERM (a cluster's preemption notice)
+into :func:`preemption_requested`, for a loop to save at its next step boundary.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
-from pathlib import Path
+import signal
+import threading
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
-_TMP_MARK = ".orbax-checkpoint-tmp"
-_COMMIT_FILE = "commit_success.txt"
+from scissorhands_jax._tree_digest import legacy_sha256, tree_digest
+
+logger = logging.getLogger(__name__)
+_COMMIT_FILE = ocp.path.atomicity.COMMIT_SUCCESS_FILE
 
 
 class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, partial, mismatched or corrupt."""
+    """A checkpoint directory that is missing, mismatched or corrupt."""
 
 
 def tree_signature(tree: Any) -> dict[str, str]:
@@ -47,16 +63,6 @@ def tree_signature(tree: Any) -> dict[str, str]:
         jax.tree_util.keystr(path): f"{np.dtype(leaf.dtype).name}{list(np.shape(leaf))}"
         for path, leaf in flat
     }
-
-
-def tree_digest(tree: Any) -> str:
-    """SHA-256 over every leaf's path, dtype, shape and bytes (host copies), in tree order."""
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]:
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{jax.tree_util.keystr(path)}|{arr.dtype.str}|{arr.shape}".encode())
-        digest.update(arr.tobytes())
-    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:
@@ -76,6 +82,8 @@ def _differences(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
 
 
 def _abstract(like: Any) -> Any:
+    """Restore targets: each leaf's own sharding (an array's, or a ``ShapeDtypeStruct``'s),
+    else the default device; orbax reads every shard straight into that layout."""
     device = jax.devices()[0]
 
     def one(x):
@@ -85,53 +93,95 @@ def _abstract(like: Any) -> Any:
     return jax.tree.map(one, like)
 
 
-def check_directory(directory: str | os.PathLike) -> list[int]:
-    """The committed steps of ``directory``; raises on any partial checkpoint in it.
+def _path(directory: str | os.PathLike) -> epath.Path:
+    """An ``epath.Path``; local paths made absolute, URLs (``gs://...``) kept as given."""
+    if "://" in os.fspath(directory):
+        return epath.Path(directory)
+    return epath.Path(os.path.abspath(os.fspath(directory)))
 
-    Raises:
-      CheckpointError: an orbax temporary directory (an interrupted save) or a step
-        directory (or one of its items) without ``commit_success.txt``.
-    """
-    directory = Path(directory)
+
+def _unfinished(entry: epath.Path) -> str | None:
+    """Why ``entry`` is an unfinished save (None: it is not one, or not a step at all)."""
+    if ocp.path.step.is_tmp_checkpoint(entry):
+        return "an interrupted save (orbax temporary directory)"
+    if not (entry.is_dir() and entry.name.isdigit()):
+        return None
+    if not ocp.path.step.is_checkpoint_finalized(entry):
+        return "an interrupted save (not finalised)"
+    items = [c for c in entry.iterdir() if c.is_dir()]
+    missing = [c.name for c in items if not (c / _COMMIT_FILE).exists()]
+    if missing:
+        return f"incomplete ({missing[0]} has no {_COMMIT_FILE}: interrupted or half-copied)"
+    return None
+
+
+def _scan(directory: epath.Path) -> tuple[list[int], list[tuple[epath.Path, str]]]:
+    """``(complete steps, [(unfinished entry, why)])`` of ``directory``."""
     if not directory.exists():
-        return []
-    steps = []
-    for entry in sorted(directory.iterdir()):
-        if _TMP_MARK in entry.name:
-            raise CheckpointError(
-                f"{entry} is a partial checkpoint (an interrupted save); it is never used: "
-                f"delete it (rm -r {entry}) to resume from the last complete step."
-            )
-        if not (entry.is_dir() and entry.name.isdigit()):
-            continue
-        incomplete = [p for p in (entry, *(c for c in entry.iterdir() if c.is_dir()))]
-        incomplete = [p for p in incomplete if not (p / _COMMIT_FILE).exists()]
-        if incomplete:
-            raise CheckpointError(
-                f"{entry} is a partial checkpoint ({incomplete[0].name} has no {_COMMIT_FILE}); "
-                f"it is never used: delete it (rm -r {entry}) to resume from an earlier step."
-            )
-        steps.append(int(entry.name))
-    return sorted(steps)
+        return [], []
+    steps, unfinished = [], []
+    for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+        why = _unfinished(entry)
+        if why is not None:
+            unfinished.append((entry, why))
+        elif entry.is_dir() and entry.name.isdigit():
+            steps.append(int(entry.name))
+    return sorted(steps), unfinished
+
+
+def check_directory(directory: str | os.PathLike) -> list[int]:
+    """The complete steps of ``directory`` (a cheap listing); unfinished saves are
+    skipped, with a warning, and left in place.
+
+    Args:
+      directory: the run's checkpoint directory (missing: no steps).
+
+    Returns:
+      The steps whose save finished, in increasing order.
+    """
+    steps, unfinished = _scan(_path(directory))
+    for entry, why in unfinished:
+        logger.warning("checkpoint %s is %s; ignored (never used).", entry, why)
+    return steps
+
+
+def _delete(entries: list[epath.Path], directory: epath.Path) -> None:
+    """Deletes ``entries`` on process 0; every process waits for it."""
+    if jax.process_index() == 0:
+        for entry in entries:
+            entry.rmtree(missing_ok=True)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"scissorhands-clean:{directory}")
 
 
 class Checkpoints:
     """The step checkpoints of one run, with an identity checked on every restore.
 
+    What an interrupted job left unfinished (see the module docstring) is ignored from
+    the start and deleted at the first :meth:`save` (both logged), so a requeued job
+    continues from the last complete step, while a reader (an evaluation opening the
+    directory of a job still running) never touches a save in progress.
+
     Args:
-      directory: the run's checkpoint directory (created on the first save).
+      directory: the run's checkpoint directory (a path or an ``etils.epath`` URL such
+        as ``gs://bucket/run/checkpoints``; created on the first save).
       identity: JSON-able description of what produced the checkpoints (model, data,
         schedule); a directory written under another identity is refused.
       keep: how many most recent steps to keep.
-
-    Raises:
-      CheckpointError: the directory holds a partial checkpoint (:func:`check_directory`).
     """
 
     def __init__(self, directory: str | os.PathLike, *, identity: dict, keep: int = 3):
-        self.directory = Path(directory).absolute()
+        self.directory = _path(directory)
         self.identity = _plain(identity)
-        check_directory(self.directory)
+        _, self._unfinished = _scan(self.directory)
+        for entry, why in self._unfinished:
+            logger.warning(
+                "checkpoint %s is %s; ignored, and deleted at this run's first save.",
+                entry,
+                why,
+            )
         self._closed = False
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=True
@@ -142,7 +192,8 @@ class Checkpoints:
 
     def steps(self) -> list[int]:
         """The committed steps, in increasing order."""
-        return sorted(self._manager.all_steps())
+        bad = {int(e.name) for e, _ in self._unfinished if e.name.isdigit()}
+        return sorted(set(self._manager.all_steps()) - bad)
 
     def latest_step(self) -> int | None:
         steps = self.steps()
@@ -153,12 +204,19 @@ class Checkpoints:
 
         A step that already exists is left as it is (a resumed run re-reaching it).
         """
-        if step in self._manager.all_steps():
+        if self._unfinished:
+            entries = [entry for entry, _ in self._unfinished]
+            _delete(entries, self.directory)
+            for entry in entries:
+                logger.warning("deleted the unfinished checkpoint %s.", entry)
+            self._unfinished = []
+            self._manager.reload()
+        if step in self.steps():
             return
         meta = {
             "identity": self.identity,
             "signature": tree_signature(tree),
-            "sha256": tree_digest(tree),
+            "digest": tree_digest(tree),
             "info": _plain(info or {}),
         }
         self._manager.save(
@@ -194,7 +252,9 @@ class Checkpoints:
 
         Args:
           like: a pytree of arrays (or ``ShapeDtypeStruct``) with the expected structure,
-            shapes and dtypes, e.g. a freshly initialised state.
+            shapes and dtypes, e.g. a freshly initialised state; leaves that carry a
+            sharding are restored straight into it (e.g. replicated or split over a
+            mesh), the others onto the default device.
           step: which step.
 
         Returns:
@@ -236,8 +296,12 @@ class Checkpoints:
             )["state"]
         except Exception as err:  # orbax raises many types for unreadable files
             raise self._corrupt(step, err) from err
-        if tree_digest(tree) != meta.get("sha256"):
-            raise self._corrupt(step, "the restored bytes do not match the saved SHA-256 digest")
+        if "digest" in meta:
+            intact = tree_digest(tree) == meta["digest"]
+        else:  # written before shard-wise digests
+            intact = legacy_sha256(tree) == meta.get("sha256")
+        if not intact:
+            raise self._corrupt(step, "the restored values do not match the saved digest")
         return tree, meta.get("info", {})
 
     def _corrupt(self, step: int, err: Any) -> CheckpointError:
@@ -260,3 +324,48 @@ class Checkpoints:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_PREEMPTED = threading.Event()
+
+
+def preemption_requested() -> bool:
+    """Whether a :class:`PreemptionGuard` caught its signal: save at this step boundary
+    (:meth:`Checkpoints.save`, then :meth:`Checkpoints.wait`) and exit."""
+    return _PREEMPTED.is_set()
+
+
+class PreemptionGuard:
+    """Within the ``with`` block, SIGTERM (a cluster's preemption notice) only sets
+    :func:`preemption_requested` instead of killing the process, so the training loop
+    saves at its next step boundary and exits; the previous handlers come back on exit.
+
+    Multi-host jobs should ask JAX's coordination service instead (orbax's
+    ``CheckpointManager.reached_preemption(step)``, built on
+    ``jax.experimental.multihost_utils.reached_preemption_sync_point``), which makes
+    every process save at the same step; the loops do not call either yet.
+
+    Args:
+      signals: the signals to catch (default: SIGTERM).
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+        self.signals = tuple(signals)
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        logger.warning(
+            "signal %d received: saving at the next step boundary, then stopping.", signum
+        )
+        _PREEMPTED.set()
+
+    def __enter__(self) -> PreemptionGuard:
+        _PREEMPTED.clear()
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

@@ -2,12 +2,19 @@
 
 Each subcommand is a module of :mod:`scissorhands_jax.commands` with ``add_parser(sub)``
 (cheap: no heavy imports) and ``run(args) -> exit code``; :data:`COMMANDS` lists them.
+
+The command line (never the library) turns on JAX's persistent compilation cache, so a
+second run of a command loads its compiled programs instead of compiling them again:
+the directory is ``$SCISSORHANDS_CACHE`` if set, else ``$XDG_CACHE_HOME/scissorhands_jax/xla``
+(``~/.cache/scissorhands_jax/xla``); ``SCISSORHANDS_CACHE=off`` turns it off, and a cache
+directory already chosen through JAX's own ``JAX_COMPILATION_CACHE_DIR`` is kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,8 +34,32 @@ COMMANDS = {
 """Subcommand name -> module implementing it."""
 
 
+def compilation_cache_dir() -> str | None:
+    """The persistent compilation cache directory the command line uses (None: off)."""
+    chosen = os.environ.get("SCISSORHANDS_CACHE")
+    if chosen is not None:
+        return None if chosen.strip().lower() in ("", "off", "0", "none") else chosen
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "scissorhands_jax", "xla")
+
+
+def enable_compilation_cache() -> str | None:
+    """Points JAX's persistent compilation cache at :func:`compilation_cache_dir` and
+    caches every program, however quick to compile; returns the directory in use."""
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return jax.config.jax_compilation_cache_dir
+    directory = compilation_cache_dir()
+    if directory is not None:
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return directory
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scissorhands`` console script."""
+    enable_compilation_cache()
     parser = argparse.ArgumentParser(prog="scissorhands", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {name: importlib.import_module(path) for name, path in COMMANDS.items()}

@@ -11,12 +11,17 @@ build from their copy::
 Identities are the sub-folder names; sorted (numerically when every name is an integer,
 else as strings) they become labels ``0..K-1``, the same in both splits. Files are sorted
 by name inside each identity, so absolute indices are stable. Images are decoded with
-Pillow and resized to ``image_size`` x ``image_size`` when read, one batch at a time.
+Pillow and resized to ``image_size`` x ``image_size`` once, into a uint8 ``.npy`` cache in
+``ROOT/.scissorhands_cache`` (named by a digest of the file list, sizes and modification
+times, so an edited folder is decoded again) that every epoch reads as a memory map;
+with ``cache=False``, or a read-only ``ROOT``, they are decoded when read, batch by batch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +62,40 @@ class ImageFiles:
         return out
 
 
+CACHE_DIR = ".scissorhands_cache"
+
+
+def _files_digest(files: ImageFiles) -> str:
+    digest = hashlib.sha256(f"{files.size}".encode())
+    for path in files.paths:
+        st = os.stat(path)
+        digest.update(f"|{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def decoded_cache(files: ImageFiles, cache_dir: str | os.PathLike, *, chunk: int = 256):
+    """Every image of ``files`` decoded once into ``cache_dir``; a read-only memory map.
+
+    The cache file is ``<n>x<size>px-<digest>.npy``; a complete file is reused, an
+    interrupted decode leaves only a temporary file that is never read.
+
+    Returns:
+      A uint8 ``(n, size, size, 3)`` ``np.memmap`` with the pixels ``files[i]`` gives.
+    """
+    n = len(files.paths)
+    target = Path(cache_dir) / f"{n}x{files.size}px-{_files_digest(files)}.npy"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=files.shape)
+        for lo in range(0, n, chunk):
+            out[lo : lo + chunk] = files[np.arange(lo, min(lo + chunk, n))]
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    return np.load(target, mmap_mode="r")
+
+
 def _identities(root: Path) -> list[str]:
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     if names and all(n.isdigit() for n in names):
@@ -82,6 +121,7 @@ def read_identity_folder(
     image_size: int = 224,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    cache: bool = True,
 ) -> tuple[ImageTable, ImageTable, int]:
     """Reads ``ROOT/train`` and ``ROOT/test`` of an identity-labelled image folder.
 
@@ -90,6 +130,9 @@ def read_identity_folder(
       image_size: side of the square the images are resized to.
       limit_train: keep only the first ``limit_train`` training files (smoke runs).
       limit_test: likewise for the test files.
+      cache: decode every image once into ``ROOT/.scissorhands_cache``
+        (:func:`decoded_cache`); a folder that cannot be written falls back to decoding
+        batch by batch, with a warning.
 
     Returns:
       ``(train, test, num_identities)``; labels index the sorted identity names of
@@ -120,7 +163,15 @@ def read_identity_folder(
             raise ValueError(f"{root}/{split} holds no {'/'.join(IMAGE_SUFFIXES)} images.")
         if limit is not None:
             paths, labels = paths[:limit], labels[:limit]
-        tables.append(
-            ImageTable(ImageFiles(tuple(paths), image_size), np.asarray(labels, np.int32))
-        )
+        images = ImageFiles(tuple(paths), image_size)
+        if cache:
+            try:
+                images = decoded_cache(images, root / CACHE_DIR)
+            except OSError as err:
+                warnings.warn(
+                    f"cannot write the decoded-image cache in {root / CACHE_DIR} ({err}); "
+                    "decoding every batch instead (slower).",
+                    stacklevel=2,
+                )
+        tables.append(ImageTable(images, np.asarray(labels, np.int32)))
     return tables[0], tables[1], len(names)

@@ -1,0 +1,261 @@
+"""ResNet-18 on one accelerator: images/s and the fraction of the device's peak FLOP/s.
+
+Question: on a GPU or TPU, how fast are the programs a Scissorhands run spends its time
+in, and how close do they come to the device's peak? On synthetic CIFAR-shaped data
+(32x32x3, 10 classes, no download), for float32 and bfloat16 (bfloat16 compute with
+float32 parameters and optimiser state: the loss casts parameters and images) and for
+batches of 256 and 1024, it times side by side:
+
+- ``train_step``: :func:`scissorhands_jax.training.train_step` (forward, backward, weight
+  decay, momentum SGD, BatchNorm statistics);
+- ``saliency``: :func:`scissorhands_jax.connection_sensitivity` on one forget batch;
+- ``repair_gem``: a joint repair step as :func:`scissorhands_jax.repair` runs it
+  (gradients of a retain and a forget batch, the GEM projection against a t = 1 forget
+  memory on ``layer3, layer4, fc``, weight decay, momentum SGD);
+- ``repair_plain``: the same step without the projection (goal: ``repair_gem`` at most
+  1.05 times ``repair_plain``).
+
+MFU = FLOPs of one compiled training step (XLA's ``cost_analysis()``) x steps/s over the
+peak of :data:`PEAK_FLOPS` for the device kind (dense, no sparsity), bfloat16 against the
+bfloat16 peak, float32 against both the plain float32 and the TF32 tensor-core peak (XLA
+may run float32 convolutions in TF32 on NVIDIA GPUs). Goal: bfloat16 training MFU at
+least 35 %. Every configuration is compiled first (untimed); the whole run stops starting
+new configurations after ``--budget`` seconds (the rest are recorded as skipped).
+
+Run:  python benchmarks/accelerator.py            (about 5 minutes on one GPU)
+      python benchmarks/accelerator.py --quick    (CPU smoke test: batch 2, 2 steps,
+                                                   width 8: proves the script runs)
+Writes benchmarks/results/accelerator_<device kind>.json (``..._quick.json`` with --quick).
+Beside it, benchmarks/accelerator_torch.py times the same step in PyTorch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _common import machine, resnet18_repair_setup
+
+import scissorhands_jax as shs
+from scissorhands_jax import training
+
+PEAK_FLOPS = (
+    # (device kind contains, {precision: dense peak FLOP/s}), first match wins
+    ("H200", {"bfloat16": 989e12, "float32": 67e12, "tf32": 494e12}),
+    ("H100", {"bfloat16": 989e12, "float32": 67e12, "tf32": 494e12}),  # SXM
+    ("A100", {"bfloat16": 312e12, "float32": 19.5e12, "tf32": 156e12}),
+    ("TPU v6 lite", {"bfloat16": 918e12, "float32": 918e12}),
+    ("TPU v5 lite", {"bfloat16": 197e12, "float32": 197e12}),
+    ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
+    ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
+)
+"""Vendor datasheet peaks (dense); TPUs run float32 matmuls through bfloat16 passes."""
+
+
+def peak_flops(kind: str) -> dict[str, float]:
+    for name, peaks in PEAK_FLOPS:
+        if name.lower() in kind.lower():
+            return peaks
+    return {}
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def precision_loss(loss, dtype):
+    """``loss`` computed in ``dtype``; parameters, state and gradients stay float32."""
+    if dtype == jnp.float32:
+        return loss
+
+    def mixed(params, state, batch, train):
+        batch = {**batch, "image": batch["image"].astype(dtype)}
+        value, new_state = loss(_cast(params, dtype), state, batch, train)
+        new_state = jax.tree.map(lambda n, o: n.astype(o.dtype), new_state, state)
+        return value.astype(jnp.float32), new_state
+
+    return mixed
+
+
+def _flops(compiled) -> float | None:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def _time(fn, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / calls
+
+
+def run_config(setup, dtype, batch_size: int, steps: int, rounds: int) -> dict:
+    model, params, state, eligible, gem_tx, plain_tx = setup
+    loss = precision_loss(model.loss, dtype)
+    rng = np.random.default_rng(batch_size)
+
+    def batch():
+        return {
+            "image": jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32),
+            "label": jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32),
+        }
+
+    retain, forget = batch(), batch()
+    tx = shs.sgd(0.1, momentum=0.9, weight_decay=5e-4)
+    jstep = jax.jit(lambda p, s, o, b: training.train_step(loss, tx, p, s, o, b))
+    t0 = time.perf_counter()
+    compiled = jstep.lower(params, state, tx.init(params), retain).compile()
+    compile_s = time.perf_counter() - t0
+    flops = _flops(compiled)
+    memory = shs.forget_memory(shs.bind_state(model, state), params, [forget], eligible=eligible)
+    saliency_loss = jax.tree_util.Partial(lambda s, p, b: loss(p, s, b, False)[0], state)
+    lam = jnp.float32(0.05)
+    carry = {
+        "train": (params, state, tx.init(params)),
+        "gem": (params, state, gem_tx.init(params)),
+        "plain": (params, state, plain_tx.init(params)),
+    }
+
+    def train_step():
+        p, s, o, value = compiled(*carry["train"], retain)
+        carry["train"] = (p, s, o)
+        return value
+
+    def repair(name, tx_, project):
+        def step():
+            p, s, o = carry[name]
+            p, s, o, _, _ = shs.repair_step(
+                loss, tx_, p, s, o, retain, forget, lam, memory, project
+            )
+            carry[name] = (p, s, o)
+            return p
+
+        return step
+
+    variants = {
+        "train_step": train_step,
+        "saliency": lambda: shs.connection_sensitivity(saliency_loss, params, [forget]),
+        "repair_gem": repair("gem", gem_tx, True),
+        "repair_plain": repair("plain", plain_tx, False),
+    }
+    images = {"train_step": 1, "saliency": 1, "repair_gem": 2, "repair_plain": 2}
+    for fn in variants.values():  # compile and warm up, untimed
+        _time(fn, 2)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(rounds):
+        order = list(variants.items())
+        order = order[r % len(order) :] + order[: r % len(order)]
+        for name, fn in order:
+            times[name].append(_time(fn, steps))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    result = {
+        "train_step_compile_s": compile_s,
+        "seconds_per_call": times,
+        "median_seconds_per_call": med,
+        "images_per_second": {k: images[k] * batch_size / v for k, v in med.items()},
+        "repair_gem_over_repair_plain": med["repair_gem"] / med["repair_plain"],
+        "repair_gem_over_two_train_steps": med["repair_gem"] / (2 * med["train_step"]),
+        "train_step_flops": flops,
+        "train_step_flops_per_image": None if flops is None else flops / batch_size,
+        "train_step_flops_per_s": None if flops is None else flops / med["train_step"],
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="CPU smoke test: batch 2, 2 steps, width 8"
+    )
+    parser.add_argument("--width", type=int, default=64, help="first stage's channels")
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--precisions", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--steps", type=int, default=10, help="calls per variant per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds; then skip the rest")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    if args.quick:
+        args.batches, args.steps, args.rounds, args.width = [2], 2, 1, 8
+
+    start = time.perf_counter()
+    model, params, state, eligible, gem_tx = resnet18_repair_setup(args.width)
+    plain_tx = shs.repair_tx(eligible, projection=shs.ProjectionSettings(kind="none"))
+    setup = (model, params, state, eligible, gem_tx, plain_tx)
+    kind = jax.devices()[0].device_kind
+    peaks = peak_flops(kind)
+    results, skipped = {}, []
+    for batch_size in args.batches:
+        for precision in args.precisions:
+            name = f"{precision}_batch{batch_size}"
+            if time.perf_counter() - start > args.budget:
+                skipped.append(name)
+                print(f"{name}: skipped (past the {args.budget:.0f} s budget)", flush=True)
+                continue
+            res = run_config(setup, jnp.dtype(precision), batch_size, args.steps, args.rounds)
+            rate = res["train_step_flops_per_s"]
+            res["mfu"] = {
+                f"vs_{k}_peak": rate / v
+                for k, v in peaks.items()
+                if rate is not None and (k == precision or (precision == "float32" and k == "tf32"))
+            }
+            results[name] = res
+            ips = res["images_per_second"]
+            mfu = "  ".join(f"MFU {k[3:-5]} {v:.1%}" for k, v in res["mfu"].items())
+            print(
+                f"{name}: train {ips['train_step']:.0f} img/s, saliency {ips['saliency']:.0f}, "
+                f"repair {ips['repair_gem']:.0f} (gem/plain "
+                f"{res['repair_gem_over_repair_plain']:.3f})  {mfu}  "
+                f"[{time.perf_counter() - start:.0f} s]",
+                flush=True,
+            )
+    bf16 = [r["mfu"].get("vs_bfloat16_peak") for k, r in results.items() if "bfloat16" in k]
+    bf16 = [m for m in bf16 if m is not None]
+    goals = {
+        "repair_gem / repair_plain <= 1.05": all(
+            r["repair_gem_over_repair_plain"] <= 1.05 for r in results.values()
+        ),
+        "bfloat16 training MFU >= 35 %": bool(bf16) and max(bf16) >= 0.35,
+    }
+    print("goals: " + "; ".join(f"{k}: {'met' if v else 'not met'}" for k, v in goals.items()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", kind).strip("_").lower() + ("_quick" if args.quick else "")
+    payload = {
+        "benchmark": "accelerator",
+        "command": "python " + " ".join(sys.argv),
+        "machine": machine(),
+        "settings": {
+            "model": f"resnet18 (CIFAR stem, width {args.width})",
+            "parameters": int(sum(x.size for x in jax.tree.leaves(params))),
+            "input": [32, 32, 3],
+            "batches": args.batches,
+            "precisions": args.precisions,
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "peak_flops_used": peaks,
+            "mixed_precision": "bfloat16 compute, float32 parameters and optimiser state",
+        },
+        "results": results,
+        "skipped": skipped,
+        "total_seconds": time.perf_counter() - start,
+        "goals": goals,
+    }
+    path = out / f"accelerator_{slug}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
