@@ -122,7 +122,7 @@ CHILD = textwrap.dedent(
         tree, _ = ck.restore(state.tree())
         state = TrainState(ck.latest_step(), **tree)
         print("resumed at", state.step, flush=True)
-    step, p, s, o = state
+    step, p, s, o = state[:4]
     key, total, batches = jax.random.key(3), 3 * per, None
     with PreemptionGuard():
         while step < total:
