@@ -252,11 +252,14 @@ def _outputs(model, params, state, data: Population) -> dict[str, np.ndarray]:
     }
 
 
-def _train_roles(model, protocol, data, store, *, key, backend, progress):
-    """Originals (on each model's half) and retrains (on the half without F*), stacked."""
+def _train_roles(model, protocol, data, store, roles, *, key, backend, progress):
+    """The ``roles`` asked for, stacked: originals (on each model's half) and retrains (on
+    the half without F*)."""
     tx = sgd(protocol.lr, weight_decay=protocol.weight_decay)
     trained = {}
     for role, membership in ((ORIGINAL, data.members), (REFERENCE, data.retains)):
+        if role not in roles:
+            continue
         if progress:
             tqdm.write(f"training {membership.shape[0]} {role} models")
         start = time.perf_counter()
@@ -517,12 +520,15 @@ def run_audit(
         data = make_population(protocol, shadows, seed)
         store = _Store(out / protocol.name)
         missing = [m for m in methods if store.get(m) is None]
-        if missing:
+        # every method but Retrain starts from the originals; Retrain only from its own
+        roles = {ORIGINAL for m in missing if m != REFERENCE} | ({REFERENCE} & set(missing))
+        if roles:
             trained = _train_roles(
                 model,
                 protocol,
                 data,
                 store,
+                roles,
                 key=jax.random.key(seed),
                 backend=backend,
                 progress=progress,
