@@ -3,11 +3,11 @@
 Question: on a GPU or TPU, how fast are the programs a Scissorhands run spends its time
 in, and how close do they come to the device's peak? On synthetic CIFAR-shaped data
 (32x32x3, 10 classes, no download), for float32 and bfloat16 (bfloat16 compute with
-float32 parameters and optimiser state: the loss casts parameters and images) and for
+float32 parameters and optimiser state: :func:`scissorhands_jax.with_precision`) and for
 batches of 256 and 1024, it times side by side:
 
 - ``train_step``: :func:`scissorhands_jax.training.train_step` (forward, backward, weight
-  decay, momentum SGD, BatchNorm statistics);
+  decay, momentum SGD, BatchNorm statistics; parameters and optimiser state donated);
 - ``saliency``: :func:`scissorhands_jax.connection_sensitivity` on one forget batch;
 - ``repair_gem``: a joint repair step as :func:`scissorhands_jax.repair` runs it
   (gradients of a retain and a forget batch, the GEM projection against a t = 1 forget
@@ -45,6 +45,7 @@ from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
 from scissorhands_jax import training
+from scissorhands_jax.loop import private_copy
 
 PEAK_FLOPS = (
     # (device kind contains, {precision: dense peak FLOP/s}), first match wins
@@ -66,30 +67,11 @@ def peak_flops(kind: str) -> dict[str, float]:
     return {}
 
 
-def _cast(tree, dtype):
-    return jax.tree.map(
-        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
-    )
-
-
-def precision_loss(loss, dtype):
-    """``loss`` computed in ``dtype``; parameters, state and gradients stay float32."""
-    if dtype == jnp.float32:
-        return loss
-
-    def mixed(params, state, batch, train):
-        batch = {**batch, "image": batch["image"].astype(dtype)}
-        value, new_state = loss(_cast(params, dtype), state, batch, train)
-        new_state = jax.tree.map(lambda n, o: n.astype(o.dtype), new_state, state)
-        return value.astype(jnp.float32), new_state
-
-    return mixed
-
-
-def _flops(compiled) -> float | None:
+def _cost(compiled, field: str) -> float | None:
+    """One field of XLA's cost analysis of a compiled program (None when absent)."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"]) if cost and "flops" in cost else None
+    return float(cost[field]) if cost and field in cost else None
 
 
 def _time(fn, calls: int) -> float:
@@ -100,9 +82,9 @@ def _time(fn, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def run_config(setup, dtype, batch_size: int, steps: int, rounds: int) -> dict:
+def run_config(setup, precision: str, batch_size: int, steps: int, rounds: int) -> dict:
     model, params, state, eligible, gem_tx, plain_tx = setup
-    loss = precision_loss(model.loss, dtype)
+    loss = shs.with_precision(model.loss, precision)
     rng = np.random.default_rng(batch_size)
 
     def batch():
@@ -113,18 +95,21 @@ def run_config(setup, dtype, batch_size: int, steps: int, rounds: int) -> dict:
 
     retain, forget = batch(), batch()
     tx = shs.sgd(0.1, momentum=0.9, weight_decay=5e-4)
-    jstep = jax.jit(lambda p, s, o, b: training.train_step(loss, tx, p, s, o, b))
+    jstep = jax.jit(
+        lambda p, s, o, b: training.train_step(loss, tx, p, s, o, b), donate_argnums=(0, 1, 2)
+    )
     t0 = time.perf_counter()
     compiled = jstep.lower(params, state, tx.init(params), retain).compile()
     compile_s = time.perf_counter() - t0
-    flops = _flops(compiled)
+    flops, bytes_accessed = _cost(compiled, "flops"), _cost(compiled, "bytes accessed")
     memory = shs.forget_memory(shs.bind_state(model, state), params, [forget], eligible=eligible)
     saliency_loss = jax.tree_util.Partial(lambda s, p, b: loss(p, s, b, False)[0], state)
     lam = jnp.float32(0.05)
+    # the steps donate their carries, so each variant starts from its own copy
     carry = {
-        "train": (params, state, tx.init(params)),
-        "gem": (params, state, gem_tx.init(params)),
-        "plain": (params, state, plain_tx.init(params)),
+        "train": private_copy((params, state, tx.init(params))),
+        "gem": private_copy((params, state, gem_tx.init(params))),
+        "plain": private_copy((params, state, plain_tx.init(params))),
     }
 
     def train_step():
@@ -169,6 +154,12 @@ def run_config(setup, dtype, batch_size: int, steps: int, rounds: int) -> dict:
         "train_step_flops": flops,
         "train_step_flops_per_image": None if flops is None else flops / batch_size,
         "train_step_flops_per_s": None if flops is None else flops / med["train_step"],
+        # arithmetic intensity (FLOP per byte of memory traffic, as XLA estimates it):
+        # below the device's ridge point a step is bound by memory bandwidth, not FLOP/s
+        "train_step_bytes_accessed": bytes_accessed,
+        "train_step_flops_per_byte": (
+            None if not (flops and bytes_accessed) else flops / bytes_accessed
+        ),
     }
     return result
 
@@ -203,7 +194,7 @@ def main() -> None:
                 skipped.append(name)
                 print(f"{name}: skipped (past the {args.budget:.0f} s budget)", flush=True)
                 continue
-            res = run_config(setup, jnp.dtype(precision), batch_size, args.steps, args.rounds)
+            res = run_config(setup, precision, batch_size, args.steps, args.rounds)
             rate = res["train_step_flops_per_s"]
             res["mfu"] = {
                 f"vs_{k}_peak": rate / v

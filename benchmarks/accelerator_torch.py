@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="eager torch")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds; then skip the rest")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     try:
@@ -77,9 +78,13 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     use_compile = not args.no_compile and not args.quick
-    results = {}
+    results, skipped, start = {}, [], time.perf_counter()
     for batch_size in args.batches:
         for precision in args.precisions:
+            if time.perf_counter() - start > args.budget:
+                skipped.append(f"{precision}_batch{batch_size}")
+                print(f"{skipped[-1]}: skipped (past the {args.budget:.0f} s budget)", flush=True)
+                continue
             torch.manual_seed(0)
             model = resnet18(torch.nn).to(device, memory_format=torch.channels_last)
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -149,6 +154,7 @@ def main() -> int:
             "rounds": args.rounds,
         },
         "results": results,
+        "skipped": skipped,
         "jax_over_torch_images_per_second": ratios,
     }
     path = out / f"accelerator_torch_{slug}{'_quick' if args.quick else ''}.json"

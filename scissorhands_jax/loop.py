@@ -47,6 +47,12 @@ class TrainState(NamedTuple):
         return self.params if self.ema is None else self.ema
 
 
+def private_copy(tree: Any) -> Any:
+    """A copy of ``tree``'s device arrays that donating steps may consume, so that the
+    caller's arrays stay intact (host arrays are copied to the device by the step)."""
+    return jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, tree)
+
+
 @jax.jit
 def ema_update(ema: Params, params: Params, decay: jax.Array) -> Params:
     r""":math:`\bar\theta \leftarrow d\,\bar\theta + (1 - d)\,\theta` with d = ``decay``

@@ -21,6 +21,7 @@ from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGK
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model, bind_state
 from scissorhands_jax.parallel import on_mesh, sharded_source
+from scissorhands_jax.precision import with_precision
 from scissorhands_jax.reinit import Eligibility, PathPredicate, eligible_mask
 from scissorhands_jax.settings import (
     ProjectionSettings,
@@ -117,7 +118,9 @@ def scissorhands(
       repair: learning rate, epochs, :math:`\lambda`, momentum, weight decay.
       projection: the memory and the projection.
       training: batch size, progress bars, mesh (data-parallel: N devices give the
-        one-device result on the same global batches up to float round-off).
+        one-device result on the same global batches up to float round-off), and the
+        repair's compute precision (its steps and memories; the saliency stays float32,
+        so the selection of the entries to re-initialise does not depend on it).
       eval_fn: ``eval_fn(params, model_state) -> dict`` logged after every epoch.
 
     Returns:
@@ -148,7 +151,7 @@ def scissorhands(
     n_reinit = int(sum(np.sum(m) for m in jax.device_get(jax.tree.leaves(trimmed.mask))))
     trim_entry = {"epoch": "trim", "reinitialised": n_reinit, "time_s": time.perf_counter() - start}
     new_params, new_state, log = repairing.repair(
-        model.loss,
+        with_precision(model.loss, training.precision),
         trimmed.params,
         model_state,
         retain=retain_src,

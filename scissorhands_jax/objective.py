@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from scissorhands_jax._types import Batch, BatchSource, Mask, ModelLossFn, Params, PRNGKey
-from scissorhands_jax.loop import TrainState, cycle, run_steps
+from scissorhands_jax.loop import TrainState, cycle, private_copy, run_steps
 from scissorhands_jax.repairing import projection_tx
 from scissorhands_jax.settings import ProjectionSettings, check_int
 
@@ -58,7 +58,7 @@ def _cached_adam(grad_clip, proj, mask_def, mask_leaves):
     return optax.chain(*parts)
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "tx", "sign"))
+@functools.partial(jax.jit, static_argnames=("loss", "tx", "sign"), donate_argnums=(3, 4))
 def objective_step(
     loss: ModelLossFn,
     tx: optax.GradientTransformation,
@@ -80,7 +80,8 @@ def objective_step(
     evaluation mode (the forget condition itself, no label dropout); the model has no
     state (``{}``). ``grad_mask`` (a tree of bools, per leaf or per entry) zeroes the
     other gradient entries before the optimiser; ``memory`` feeds the projection
-    transform, when ``tx`` has one.
+    transform, when ``tx`` has one. ``params`` and ``opt_state`` are donated: use the
+    returned ones.
 
     Returns:
       ``(params, opt_state, loss_retain, loss_forget)``.
@@ -153,6 +154,7 @@ def train_objective(
       FloatingPointError: when a loss becomes non-finite.
     """
     check_int("steps", steps, 0)
+    params = private_copy(params)  # the steps donate it
     check_int("memory_every", memory_every, 1)
     check_int("log_every", log_every, 1)
     k_r, k_f, k_m = jax.random.split(key, 3)

@@ -27,7 +27,7 @@ from scissorhands_jax._types import (
     PRNGKey,
 )
 from scissorhands_jax.data.batching import first_batch
-from scissorhands_jax.loop import TrainState, run_steps
+from scissorhands_jax.loop import TrainState, private_copy, run_steps
 from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models.adapters import bind_state
 from scissorhands_jax.parallel import on_mesh, sharded_source
@@ -84,11 +84,12 @@ def _grad_pass(loss, params, state, batch):
     return value, state, grads
 
 
-@functools.partial(jax.jit, static_argnames=("tx", "project"))
+@functools.partial(jax.jit, static_argnames=("tx", "project"), donate_argnums=(2, 3))
 def repair_update(tx, project, params, opt_state, g_r, g_f, lam, memory):
     r"""The update of :func:`repair_step` on given gradients: ``tx`` on
     :math:`g_r - \lambda g_f` (:math:`g_r` alone when ``g_f`` is None), projected
-    against ``memory`` when ``project``; returns ``(params, opt_state)``."""
+    against ``memory`` when ``project``; returns ``(params, opt_state)``. ``params`` and
+    ``opt_state`` are donated (their buffers hold the result): use the returned ones."""
     grads = g_r if g_f is None else jax.tree.map(lambda a, b: a - lam * b, g_r, g_f)
     updates, opt_state = tx.update(grads, opt_state, params, memory=memory if project else None)
     return optax.apply_updates(params, updates), opt_state
@@ -119,7 +120,8 @@ def repair_step(
     Both losses run in training mode, the model state threaded through the retain pass,
     then the forget pass, as the release's two forward passes do; with ``b_f`` None
     the step is on :math:`\nabla L(b_r)` alone. ``tx`` (:func:`repair_tx`) projects
-    against ``memory`` when ``project`` is True and a memory is given.
+    against ``memory`` when ``project`` is True and a memory is given. ``params`` and
+    ``opt_state`` are donated to the update: use the returned ones.
 
     It can be wrapped in ``jax.jit`` (``loss``, ``tx`` and ``project`` static); called
     as it is, its gradient passes and its update run as separately compiled programs,
@@ -190,6 +192,7 @@ def repair(
       FloatingPointError: when a loss becomes non-finite (lower ``lr`` or ``lam``).
     """
     tx = repair_tx(eligible, settings, projection)
+    params = private_copy(params)  # the steps donate it
     if mesh is not None:
         params, model_state = (on_mesh(t, mesh, shard=shard_params) for t in (params, model_state))
         retain, forget = sharded_source(retain, mesh), sharded_source(forget, mesh)

@@ -25,7 +25,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
-from scissorhands_jax.loop import TrainState, ema_update
+from scissorhands_jax.loop import TrainState, ema_update, private_copy
 from scissorhands_jax.objective import objective_step
 from scissorhands_jax.training import sgd, train_step
 
@@ -137,6 +137,7 @@ def fit_resumable(
     if not 0 <= state.step <= end:
         raise ValueError(f"cannot run from step {state.step} to step {end} (of {total}).")
     one_step = _step_fn(loss_fn, tx, lr)
+    state = private_copy(state)  # the steps donate its arrays
     decay = None if ema_decay is None else jnp.float32(ema_decay)
     step, params, model_state, opt_state, ema = state
     log: list[dict[str, Any]] = []

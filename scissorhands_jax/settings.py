@@ -11,6 +11,8 @@ import dataclasses
 import numbers
 from typing import Any
 
+from scissorhands_jax.precision import check_precision
+
 REINITS = ("model", "torch", "trunc_normal")
 """Where fresh values come from: the model's own initialisers, PyTorch's default
 kaiming-uniform (release parity), or ``trunc_normal_(std=0.02)`` (the release's
@@ -146,15 +148,19 @@ class TrainingSettings:
       mesh: run data-parallel on this :class:`jax.sharding.Mesh` (see
         :func:`scissorhands_jax.parallel.data_mesh`); None: the default device.
       shard_params: with ``mesh``, split large parameter leaves over the data axis.
+      precision: ``"float32"`` or ``"bfloat16"`` (bfloat16 compute with float32
+        parameters and optimiser state; see :mod:`scissorhands_jax.precision`).
     """
 
     batch_size: int = 256
     progress: bool = True
     mesh: Any = None
     shard_params: bool = False
+    precision: str = "float32"
 
     def __post_init__(self):
         check_int("batch_size", self.batch_size, 1)
+        check_precision(self.precision)
 
 
 GROUPS: dict[str, type] = {

@@ -12,6 +12,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
+from scissorhands_jax.loop import private_copy
 from scissorhands_jax.parallel import on_mesh, sharded_source
 
 
@@ -22,9 +23,14 @@ def sgd(
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum))
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "tx"))
+@functools.partial(jax.jit, static_argnames=("loss_fn", "tx"), donate_argnums=(2, 3, 4))
 def train_step(loss_fn: ModelLossFn, tx, params, model_state, opt_state, batch):
-    """One step on ``loss_fn`` in training mode; returns the new triple and the loss."""
+    """One step on ``loss_fn`` in training mode; returns the new triple and the loss.
+
+    ``params``, ``model_state`` and ``opt_state`` are donated: their buffers hold the
+    new triple, so a step needs no second copy of the model on the device. Use the
+    returned trees; the ones passed in are gone after the call (on devices that
+    implement donation)."""
     (loss, new_state), grads = jax.value_and_grad(
         lambda p: loss_fn(p, model_state, batch, True), has_aux=True
     )(params)
@@ -69,6 +75,7 @@ def fit(
     Raises:
       FloatingPointError: when an epoch's mean loss is not finite.
     """
+    params, model_state = private_copy((params, model_state))  # the steps donate them
     if mesh is not None:
         params, model_state = on_mesh(params, mesh, shard=shard_params), on_mesh(model_state, mesh)
         data = sharded_source(data, mesh)
