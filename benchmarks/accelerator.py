@@ -15,7 +15,8 @@ batches of 256 and 1024, it times side by side:
 - ``repair_plain``: the same step without the projection (goal: ``repair_gem`` at most
   1.05 times ``repair_plain``).
 
-MFU = FLOPs of one compiled training step (XLA's ``cost_analysis()``) x steps/s over the
+MFU = FLOPs of one training step (XLA's ``cost_analysis()`` of the lowered program, which
+counts the convolutions; the compiled GPU program hides them in cuDNN calls) x steps/s over the
 peak of :data:`PEAK_FLOPS` for the device kind (dense, no sparsity), bfloat16 against the
 bfloat16 peak, float32 against both the plain float32 and the TF32 tensor-core peak (XLA
 may run float32 convolutions in TF32 on NVIDIA GPUs). Goal: bfloat16 training MFU at
@@ -82,6 +83,74 @@ def _time(fn, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def _program_flops(jitted, args) -> float | None:
+    """FLOPs of one call as written, counted by XLA on the program lowered for the CPU.
+
+    The count is a property of the program, not of the device; the compiled GPU program's
+    own analysis leaves out what it hands to cuDNN as custom calls (the convolutions), and
+    the lowered program's analysis returns nothing on GPUs (jax 0.11)."""
+    return _cost(jitted.trace(*args).lower(lowering_platforms=("cpu",)), "flops")
+
+
+def train_step_program(setup, precision: str, batch_size: int):
+    """The jitted training step of a configuration and its arguments (synthetic data)."""
+    model, params, state = setup[:3]
+    loss = shs.with_precision(model.loss, precision)
+    tx = shs.sgd(0.1, momentum=0.9, weight_decay=5e-4)
+    jstep = jax.jit(
+        lambda p, s, o, b: training.train_step(loss, tx, p, s, o, b), donate_argnums=(0, 1, 2)
+    )
+    batch = {
+        "image": jnp.zeros((batch_size, 32, 32, 3), jnp.float32),
+        "label": jnp.zeros((batch_size,), jnp.int32),
+    }
+    return jstep, (params, state, tx.init(params), batch)
+
+
+def with_mfu(name: str, res: dict, peaks: dict[str, float]) -> dict:
+    """``res`` with its FLOP rate and MFU filled in from ``train_step_flops``."""
+    precision, batch = name.split("_batch")
+    flops = res["train_step_flops"]
+    rate = None if flops is None else flops / res["median_seconds_per_call"]["train_step"]
+    res["train_step_flops_per_image"] = None if flops is None else flops / int(batch)
+    res["train_step_flops_per_s"] = rate
+    res["mfu"] = {
+        f"vs_{k}_peak": rate / v
+        for k, v in peaks.items()
+        if rate is not None and (k == precision or (precision == "float32" and k == "tf32"))
+    }
+    return res
+
+
+def goals_of(results: dict) -> dict[str, bool]:
+    bf16 = [r["mfu"].get("vs_bfloat16_peak") for k, r in results.items() if "bfloat16" in k]
+    bf16 = [m for m in bf16 if m is not None]
+    return {
+        "repair_gem / repair_plain <= 1.05": all(
+            r["repair_gem_over_repair_plain"] <= 1.05 for r in results.values()
+        ),
+        "bfloat16 training MFU >= 35 %": bool(bf16) and max(bf16) >= 0.35,
+    }
+
+
+def recount(path: Path, width: int) -> None:
+    """Fills in the FLOPs and MFU of a results file written without them (by a version
+    of this script that read the FLOPs from the compiled GPU program) on this machine."""
+    payload = json.loads(path.read_text())
+    setup = resnet18_repair_setup(width)
+    peaks = payload["settings"]["peak_flops_used"]
+    for name, res in payload["results"].items():
+        precision, batch = name.split("_batch")
+        res["train_step_flops"] = _program_flops(*train_step_program(setup, precision, int(batch)))
+        with_mfu(name, res, peaks)
+        mfu = "  ".join(f"MFU {k[3:-5]} {v:.1%}" for k, v in res["mfu"].items())
+        print(f"{name}: {res['train_step_flops_per_image'] / 1e9:.2f} GFLOP/image  {mfu}")
+    payload["goals"] = goals_of(payload["results"])
+    payload["flops_recounted"] = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__}
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"goals: {payload['goals']}; wrote {path}")
+
+
 def run_config(setup, precision: str, batch_size: int, steps: int, rounds: int) -> dict:
     model, params, state, eligible, gem_tx, plain_tx = setup
     loss = shs.with_precision(model.loss, precision)
@@ -94,20 +163,18 @@ def run_config(setup, precision: str, batch_size: int, steps: int, rounds: int) 
         }
 
     retain, forget = batch(), batch()
-    tx = shs.sgd(0.1, momentum=0.9, weight_decay=5e-4)
-    jstep = jax.jit(
-        lambda p, s, o, b: training.train_step(loss, tx, p, s, o, b), donate_argnums=(0, 1, 2)
-    )
+    jstep, (_, _, opt_state, _) = train_step_program(setup, precision, batch_size)
     t0 = time.perf_counter()
-    compiled = jstep.lower(params, state, tx.init(params), retain).compile()
+    compiled = jstep.lower(params, state, opt_state, retain).compile()
     compile_s = time.perf_counter() - t0
-    flops, bytes_accessed = _cost(compiled, "flops"), _cost(compiled, "bytes accessed")
+    flops = _program_flops(jstep, (params, state, opt_state, retain))
+    bytes_accessed = _cost(compiled, "bytes accessed")
     memory = shs.forget_memory(shs.bind_state(model, state), params, [forget], eligible=eligible)
     saliency_loss = jax.tree_util.Partial(lambda s, p, b: loss(p, s, b, False)[0], state)
     lam = jnp.float32(0.05)
     # the steps donate their carries, so each variant starts from its own copy
     carry = {
-        "train": private_copy((params, state, tx.init(params))),
+        "train": private_copy((params, state, opt_state)),
         "gem": private_copy((params, state, gem_tx.init(params))),
         "plain": private_copy((params, state, plain_tx.init(params))),
     }
@@ -152,10 +219,8 @@ def run_config(setup, precision: str, batch_size: int, steps: int, rounds: int) 
         "repair_gem_over_repair_plain": med["repair_gem"] / med["repair_plain"],
         "repair_gem_over_two_train_steps": med["repair_gem"] / (2 * med["train_step"]),
         "train_step_flops": flops,
-        "train_step_flops_per_image": None if flops is None else flops / batch_size,
-        "train_step_flops_per_s": None if flops is None else flops / med["train_step"],
-        # arithmetic intensity (FLOP per byte of memory traffic, as XLA estimates it):
-        # below the device's ridge point a step is bound by memory bandwidth, not FLOP/s
+        # memory traffic of the compiled program as XLA estimates it (on GPUs without
+        # the cuDNN calls): a lower bound, and its FLOP/byte an upper bound
         "train_step_bytes_accessed": bytes_accessed,
         "train_step_flops_per_byte": (
             None if not (flops and bytes_accessed) else flops / bytes_accessed
@@ -176,7 +241,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; then skip the rest")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--suffix", default="", help="appended to the file name: _SUFFIX")
+    parser.add_argument("--recount", type=Path, help="fill in a results file's FLOPs and MFU")
     args = parser.parse_args()
+    if args.recount:
+        return recount(args.recount, args.width)
     if args.quick:
         args.batches, args.steps, args.rounds, args.width = [2], 2, 1, 8
 
@@ -195,13 +264,7 @@ def main() -> None:
                 print(f"{name}: skipped (past the {args.budget:.0f} s budget)", flush=True)
                 continue
             res = run_config(setup, precision, batch_size, args.steps, args.rounds)
-            rate = res["train_step_flops_per_s"]
-            res["mfu"] = {
-                f"vs_{k}_peak": rate / v
-                for k, v in peaks.items()
-                if rate is not None and (k == precision or (precision == "float32" and k == "tf32"))
-            }
-            results[name] = res
+            results[name] = with_mfu(name, res, peaks)
             ips = res["images_per_second"]
             mfu = "  ".join(f"MFU {k[3:-5]} {v:.1%}" for k, v in res["mfu"].items())
             print(
@@ -211,18 +274,12 @@ def main() -> None:
                 f"[{time.perf_counter() - start:.0f} s]",
                 flush=True,
             )
-    bf16 = [r["mfu"].get("vs_bfloat16_peak") for k, r in results.items() if "bfloat16" in k]
-    bf16 = [m for m in bf16 if m is not None]
-    goals = {
-        "repair_gem / repair_plain <= 1.05": all(
-            r["repair_gem_over_repair_plain"] <= 1.05 for r in results.values()
-        ),
-        "bfloat16 training MFU >= 35 %": bool(bf16) and max(bf16) >= 0.35,
-    }
+    goals = goals_of(results)
     print("goals: " + "; ".join(f"{k}: {'met' if v else 'not met'}" for k, v in goals.items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", kind).strip("_").lower() + ("_quick" if args.quick else "")
+    slug += f"_{args.suffix}" if args.suffix else ""
     payload = {
         "benchmark": "accelerator",
         "command": "python " + " ".join(sys.argv),

@@ -64,6 +64,7 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="eager torch")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds; then skip the rest")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--suffix", default="", help="appended to the file name: _SUFFIX")
     args = parser.parse_args()
     try:
         import torch
@@ -157,7 +158,8 @@ def main() -> int:
         "skipped": skipped,
         "jax_over_torch_images_per_second": ratios,
     }
-    path = out / f"accelerator_torch_{slug}{'_quick' if args.quick else ''}.json"
+    suffix = ("_quick" if args.quick else "") + (f"_{args.suffix}" if args.suffix else "")
+    path = out / f"accelerator_torch_{slug}{suffix}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return 0
