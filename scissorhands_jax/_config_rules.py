@@ -180,7 +180,7 @@ DIFFUSION_RULES: dict[str, Any] = {
     "unet": {
         "ch": COUNT,
         "ch_mult": Rule(lambda v: bool(v) and _ints(1).ok(v), "a non-empty list of integers >= 1"),
-        "num_res_blocks": COUNT,
+        "num_res_blocks": _int(0),
         "attn_resolutions": _ints(1),
         "dropout": _real(0, 1, open_="h"),
         "num_heads": COUNT,

@@ -562,8 +562,8 @@ def _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, pr
     hps = backend.hyperparameters
     scenarios = backend.scenarios
     results_path = out / "results.json"
+    backend.open(out)  # refuses models of other training settings first
     rows = _kept_rows(results_path, hps, overwrite)
-    backend.open(out)
     names = [REFERENCE, ORIGINAL] + [m for m in METHODS if m in methods and m != REFERENCE]
 
     def finished(scenario, name, seed):
