@@ -279,9 +279,7 @@ def validate(cfg: dict, kind: str, layers: Sequence[tuple[str, dict]] = ()) -> N
         if value is None and rule.optional:
             continue
         if not rule.ok(value):
-            raise ValueError(
-                f"{_origin(name, layers)}: {name} must be {rule.text}, got {value!r}."
-            )
+            raise ValueError(f"{_origin(name, layers)}: {name} must be {rule.text}, got {value!r}.")
     if method is not None:
         checked = {k for k in rules[method]}
         flat = {k: v for k, v in cfg[method].items() if k not in checked}

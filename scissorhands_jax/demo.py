@@ -184,9 +184,7 @@ def check_digits_run(
     """
     bad = [s for s in scenarios if s not in SCENARIOS]
     if bad or not scenarios or len(set(scenarios)) != len(scenarios):
-        raise ValueError(
-            f"scenarios must be distinct names of {SCENARIOS}; got {list(scenarios)}."
-        )
+        raise ValueError(f"scenarios must be distinct names of {SCENARIOS}; got {list(scenarios)}.")
     if not seeds or len(set(seeds)) != len(seeds) or not all(_is_seed(s) for s in seeds):
         raise ValueError(
             f"seeds must be distinct integers >= 0 (each is one run); got {list(seeds)}."
