@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scissorhands_jax._rundir import write_bytes_atomic, write_text_atomic
 from scissorhands_jax.metrics import INFORMATIVE_ATTACK_AUC, MIA_FEATURES
 
 REFERENCE, ORIGINAL = "retrain", "original"
@@ -330,21 +329,9 @@ def plot_report(
 
 
 def _save_figure(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path`` (mode 644) and renames it into
-    place, so a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def write_report(
@@ -356,7 +343,18 @@ def write_report(
     command: str | None = None,
     plot: bool = True,
 ) -> None:
-    """Writes ``results.csv``, ``report.md`` and (with ``plot``) ``report.png`` to ``out``."""
+    """Writes ``results.csv``, ``report.md`` and (with ``plot``) ``report.png`` to ``out``.
+
+    Raises:
+      ValueError: a row whose Avg. Gap used another MIA than ``mia_feature`` (the
+        report's column would name the wrong one).
+    """
+    other = sorted({r["avg_gap_mia"] for r in rows if "avg_gap_mia" in r} - {f"MIA_{mia_feature}"})
+    if other:
+        raise ValueError(
+            f"rows whose Avg. Gap uses {other}, not MIA_{mia_feature}: recompute them "
+            "(scissorhands_jax.compare recomputes the gap of every row) before the report."
+        )
     write_text_atomic(out / "results.csv", csv_text(rows))
     write_text_atomic(
         out / "report.md",

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import metrics as M
 from scissorhands_jax import population as pop
+from scissorhands_jax._rundir import run_directory, write_bytes_atomic
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.training import sgd
@@ -233,15 +234,9 @@ class _Store:
         path = self.dir / f"{name}.npz"
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        _write_bytes_atomic(path, buf.getvalue())
+        write_bytes_atomic(path, buf.getvalue())
         self.index[name] = {"sha256": _digest(arrays), "seconds": [float(s) for s in seconds]}
-        _write_bytes_atomic(self.index_path, json.dumps(self.index, indent=2).encode())
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+        write_bytes_atomic(self.index_path, json.dumps(self.index, indent=2).encode())
 
 
 def _outputs(model, params, state, data: Population) -> dict[str, np.ndarray]:
@@ -431,7 +426,7 @@ def _check_setting(out: Path, setting: dict[str, Any]) -> None:
                 f"{out} holds an audit with other setting(s) {diff}; pass a new --out, or the "
                 "same --protocol/--shadows/--seed, to resume."
             )
-    _write_bytes_atomic(path, _json_bytes(setting))
+    write_bytes_atomic(path, _json_bytes(setting))
 
 
 def run_audit(
@@ -477,7 +472,7 @@ def run_audit(
 
     Raises:
       ValueError: unknown protocol or method, bad ``shadows``, or an ``out`` holding
-        another audit (all before any training).
+        another audit or in use by another process (all before any training).
     """
     from scissorhands_jax import _audit_report, _report
     from scissorhands_jax.baselines import METHODS
@@ -509,61 +504,61 @@ def run_audit(
         "seed": int(seed),
         "backend": [backend, jax.default_backend()],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    _check_setting(out, setting)
-    results_path = out / "audit.json"
-    rows: list[dict[str, Any]] = (
-        json.loads(results_path.read_text()) if results_path.exists() else []
-    )
-    for protocol in resolved:
-        model = build_model(protocol)
-        data = make_population(protocol, shadows, seed)
-        store = _Store(out / protocol.name)
-        missing = [m for m in methods if store.get(m) is None]
-        # every method but Retrain starts from the originals; Retrain only from its own
-        roles = {ORIGINAL for m in missing if m != REFERENCE} | ({REFERENCE} & set(missing))
-        if roles:
-            trained = _train_roles(
-                model,
-                protocol,
-                data,
-                store,
-                roles,
-                key=jax.random.key(seed),
-                backend=backend,
-                progress=progress,
-            )
-        retrain = store.get(REFERENCE)
-        for method in methods:
-            outputs = store.get(method)
-            if outputs is None:
-                result, seconds = _unlearn_all(
-                    method,
-                    hyperparameters[protocol.name][method],
+    with run_directory(out, command=command):  # one writer at a time
+        _check_setting(out, setting)
+        results_path = out / "audit.json"
+        rows: list[dict[str, Any]] = (
+            json.loads(results_path.read_text()) if results_path.exists() else []
+        )
+        for protocol in resolved:
+            model = build_model(protocol)
+            data = make_population(protocol, shadows, seed)
+            store = _Store(out / protocol.name)
+            missing = [m for m in methods if store.get(m) is None]
+            # every method but Retrain starts from the originals; Retrain only from its own
+            roles = {ORIGINAL for m in missing if m != REFERENCE} | ({REFERENCE} & set(missing))
+            if roles:
+                trained = _train_roles(
                     model,
-                    trained[ORIGINAL],
+                    protocol,
                     data,
-                    seed=seed,
+                    store,
+                    roles,
+                    key=jax.random.key(seed),
+                    backend=backend,
                     progress=progress,
                 )
-                store.put(method, result, seconds)
+            retrain = store.get(REFERENCE)
+            for method in methods:
                 outputs = store.get(method)
-            row = method_row(
-                protocol.name,
-                method,
-                outputs,
-                retrain,
-                data,
-                seed=seed,
-                num_bootstrap=num_bootstrap,
-            )
-            row["rte_s"] = float(np.mean(outputs["seconds"]))
-            row["hyperparameters"] = hyperparameters[protocol.name].get(method)
-            key = (protocol.name, method)
-            rows = [r for r in rows if (r["protocol"], r["method"]) != key] + [row]
-            _write_bytes_atomic(results_path, _json_bytes(rows))
-    _audit_report.write(rows, out, plot=plot, command=command)
-    return rows
+                if outputs is None:
+                    result, seconds = _unlearn_all(
+                        method,
+                        hyperparameters[protocol.name][method],
+                        model,
+                        trained[ORIGINAL],
+                        data,
+                        seed=seed,
+                        progress=progress,
+                    )
+                    store.put(method, result, seconds)
+                    outputs = store.get(method)
+                row = method_row(
+                    protocol.name,
+                    method,
+                    outputs,
+                    retrain,
+                    data,
+                    seed=seed,
+                    num_bootstrap=num_bootstrap,
+                )
+                row["rte_s"] = float(np.mean(outputs["seconds"]))
+                row["hyperparameters"] = hyperparameters[protocol.name].get(method)
+                key = (protocol.name, method)
+                rows = [r for r in rows if (r["protocol"], r["method"]) != key] + [row]
+                write_bytes_atomic(results_path, _json_bytes(rows))
+        _audit_report.write(rows, out, plot=plot, command=command)
+        return rows
 
 
 def sanity(rows: Sequence[dict[str, Any]], protocol: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ What is never silently used:
   tree signature than the caller expects: restoring fails and names the first
   differences;
 - a *corrupt* one: orbax cannot read it, or the restored values do not match the saved
-  digest: restoring fails and names the step to delete.
+  digest: restoring fails and names the step to delete, in one line (the tracebacks
+  that orbax's aborted parallel reads would print afterwards are dropped).
 
 Saves are asynchronous (orbax writes in a background thread while training goes on);
 :meth:`Checkpoints.wait` blocks until every save is on disk, and callers report success
@@ -34,10 +35,12 @@ into :func:`preemption_requested`, for a loop to save at its next step boundary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -91,6 +94,40 @@ def _abstract(like: Any) -> Any:
         return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
     return jax.tree.map(one, like)
+
+
+def _late_callback_of_a_closed_loop(unraisable: Any) -> bool:
+    """True for the ``RuntimeError('Event loop is closed')`` that orbax's parallel reads
+    raise after a failed restore: their callbacks fire once the read's event loop is
+    gone and Python reports each one (tens of tracebacks for one damaged file)."""
+    if unraisable.exc_type is not RuntimeError or "Event loop is closed" not in str(
+        unraisable.exc_value
+    ):
+        return False
+    tb = unraisable.exc_traceback
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_aborted_reads():
+    """Drops the late callbacks of :func:`_late_callback_of_a_closed_loop` during an
+    orbax read and, when the read fails, from then on (they arrive after the failure), so
+    the one-line :class:`CheckpointError` is all a user sees; any other unraisable
+    exception still goes to the previous hook."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _late_callback_of_a_closed_loop(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    yield
+    if sys.unraisablehook is hook:  # a successful read: nothing can arrive late
+        sys.unraisablehook = previous
 
 
 def _path(directory: str | os.PathLike) -> epath.Path:
@@ -169,10 +206,17 @@ class Checkpoints:
         as ``gs://bucket/run/checkpoints``; created on the first save).
       identity: JSON-able description of what produced the checkpoints (model, data,
         schedule); a directory written under another identity is refused.
-      keep: how many most recent steps to keep.
+      keep: how many most recent steps to keep (at least 1).
+
+    Raises:
+      ValueError: ``keep`` is not an integer >= 1.
     """
 
     def __init__(self, directory: str | os.PathLike, *, identity: dict, keep: int = 3):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(
+                f"keep must be an integer >= 1 (the most recent steps kept), got {keep!r}."
+            )
         self.directory = _path(directory)
         self.identity = _plain(identity)
         _, self._unfinished = _scan(self.directory)
@@ -241,9 +285,10 @@ class Checkpoints:
                 f"{self.directory} has no checkpoint of step {step} (it has {self.steps()})."
             )
         try:
-            return self._manager.restore(
-                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-            )["meta"]
+            with _quiet_aborted_reads():
+                return self._manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )["meta"]
         except Exception as err:  # orbax raises many types for unreadable files
             raise self._corrupt(step, err) from err
 
@@ -290,10 +335,11 @@ class Checkpoints:
                 + "."
             )
         try:
-            tree = self._manager.restore(
-                step,
-                args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like))),
-            )["state"]
+            with _quiet_aborted_reads():
+                tree = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like))),
+                )["state"]
         except Exception as err:  # orbax raises many types for unreadable files
             raise self._corrupt(step, err) from err
         if "digest" in meta:

@@ -23,25 +23,24 @@ import copy
 import inspect
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from scissorhands_jax import _report
+from scissorhands_jax._model_cache import ModelCache as _ModelCache
+from scissorhands_jax._rundir import run_directory, write_json_atomic
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
 from scissorhands_jax.demo import (
     TRAIN_DEFAULTS,
     UNLEARN_DEFAULTS,
-    prepare_out_dir,
     split_predictions,
     train_digits,
 )
@@ -136,6 +135,28 @@ def _check_methods(methods, overrides) -> None:
                 f"{name} has no hyperparameter(s) {bad}; it takes "
                 f"{sorted(method_parameters(name))}."
             )
+        defaults = method_defaults(name)
+        for key, value in extra.items():
+            _check_value(f"--set {name}.{key}", value, defaults.get(key))
+
+
+def _check_value(source: str, value: Any, default: Any) -> None:
+    """Raises ValueError unless ``value`` has the kind of ``default`` (finite when a
+    number); None on either side defers to the method's own checks."""
+    if value is None or default is None:
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int | float):
+        ok = number and (isinstance(value, int) or not isinstance(default, int))
+        ok = ok and bool(np.isfinite(value))
+    elif isinstance(default, str):
+        ok = isinstance(value, str | int) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{source}: expected a value like its default {default!r}, got {value!r}.")
 
 
 def resolve_hyperparameters(
@@ -156,60 +177,14 @@ def resolve_hyperparameters(
     return out
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    _report.write_text_atomic(path, json.dumps(payload, indent=2))
-
-
 def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-
-def _save_model(path: Path, params, state) -> None:
-    data = flax.serialization.to_bytes({"params": params, "state": state})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _check_finite(params) -> None:
     leaves = jax.device_get(jax.tree.leaves(params))
     if not all(np.all(np.isfinite(np.asarray(x))) for x in leaves):
         raise FloatingPointError("the unlearned parameters contain NaN or infinity.")
-
-
-class _ModelCache:
-    """Originals and retrains stored in ``OUT/models`` with their training seconds."""
-
-    def __init__(self, out: Path, model, train: dict[str, Any]):
-        self.dir = out / "models"
-        self.model, self.train = model, train
-        self.index_path = self.dir / "index.json"
-        self.index = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
-        stored = self.index.get("train")
-        if stored is not None and not _same(stored, train):
-            raise ValueError(
-                f"{out} holds models trained with {stored}, not {train}; pass a new --out "
-                "(or the same train settings) to resume."
-            )
-        self.index["train"] = train
-        self.index.setdefault("seconds", {})
-
-    def get(self, name: str, make):
-        """``(params, state, seconds)`` of model ``name``, trained by ``make()`` if absent."""
-        path = self.dir / f"{name}.msgpack"
-        if path.exists() and name in self.index["seconds"]:
-            template = {"params": None, "state": None}
-            template["params"], template["state"] = self.model.init(jax.random.key(0))
-            restored = flax.serialization.from_bytes(template, path.read_bytes())
-            return restored["params"], restored["state"], self.index["seconds"][name]
-        (params, state), seconds = rte(make)
-        self.dir.mkdir(exist_ok=True)
-        _save_model(path, params, state)
-        self.index["seconds"][name] = seconds
-        _write_json(self.index_path, self.index)
-        return params, state, seconds
 
 
 class _Digits:
@@ -333,7 +308,7 @@ class _Config:
                     f"{out} holds a comparison with other config section(s) {diff}; pass a "
                     "new --out, or the same config and --set values, to resume."
                 )
-        _write_json(path, wanted)
+        write_json_atomic(path, wanted)
         self.dataset = pipe.build_dataset(self.cfg, progress=False)
         self.model = pipe.build_model(self.cfg, self.dataset)
 
@@ -353,11 +328,10 @@ class _Config:
         from scissorhands_jax import pipeline as pipe
 
         cfg = self.seed_config(seed)
-        run = self.out / "runs" / f"seed{seed}"
-        run.mkdir(parents=True, exist_ok=True)
-        pipe.record_split(run, split, cfg)
-        with pipe.checkpoints(run, role, cfg, split) as ck:
-            state = pipe.train_role(run, role, cfg, split, self.model, ck, progress=progress)
+        with run_directory(self.out / "runs" / f"seed{seed}") as run:  # as `train --out`
+            pipe.record_split(run, split, cfg)
+            with pipe.checkpoints(run, role, cfg, split) as ck:
+                state = pipe.train_role(run, role, cfg, split, self.model, ck, progress=progress)
         seconds = pipe.read_json(run / role / "log.json", {}).get("train_time_s", float("nan"))
         return state.params, state.model_state, seconds
 
@@ -445,6 +419,7 @@ def run_compare(
     mia_feature: str = "entropy",
     plot: bool = True,
     command: str | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Runs the comparison into ``out`` and returns all rows of ``out/results.json``.
@@ -453,9 +428,14 @@ def run_compare(
     the same forget set. Rows always include ``retrain`` (the reference) and ``original``
     (the starting point). Digits-10: see :class:`_Digits`; a config: :class:`_Config`.
 
-    Resuming: a row already in ``out/results.json`` without ``error`` and with the same
-    hyperparameters is kept, and models already trained in ``out`` are loaded (a config's
-    half-trained ones continue from their last checkpoint); failed rows are retried.
+    Resuming: a row already in ``out/results.json`` without ``error`` is kept, and models
+    already trained in ``out`` are loaded (a config's half-trained ones continue from
+    their last checkpoint, a damaged cached digits model is trained again); failed rows
+    are retried. Finished rows of other hyperparameters are replaced only with
+    ``overwrite``. Avg. Gap and ToW of every row are recomputed with ``mia_feature``,
+    so the rows and the report always name the same MIA. ``out`` is locked while the
+    comparison runs (:func:`scissorhands_jax._rundir.run_directory`): a second
+    comparison into it fails at once.
 
     Args:
       out: output directory (created); ``results.json``, ``results.csv``, ``report.md``,
@@ -478,16 +458,18 @@ def run_compare(
       mia_feature: the MIA in the Avg. Gap (one of the five SVC features or ``"loss"``).
       plot: write ``report.png`` (needs matplotlib: the ``plot`` extra).
       command: the command line to record in the report.
+      overwrite: replace finished rows made with other hyperparameters.
       progress: show a progress bar.
 
     Returns:
       The rows, ordered by scenario, method and seed.
 
     Raises:
-      ValueError: unknown setting, scenario, method, hyperparameter, config key or MIA
-        feature; digits-only arguments with a config; an output directory holding models
-        of another training schedule or config; matplotlib missing with ``plot``. All
-        before any training.
+      ValueError: unknown setting, scenario, method, hyperparameter (or a value unlike
+        its default), config key or MIA feature; digits-only arguments with a config; an
+        output directory holding models of another training schedule or config, finished
+        rows of other hyperparameters (without ``overwrite``), or in use by another
+        process; matplotlib missing with ``plot``. All before any training.
     """
     hyperparameters = hyperparameters or {}
     if str(setting) == DIGITS:
@@ -524,14 +506,64 @@ def run_compare(
         raise ValueError(f"seeds must be distinct integers; got {list(seeds)}.")
     if mia_feature not in (*MIA_FEATURES, "loss"):
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
-    hps = backend.hyperparameters
-    scenarios = backend.scenarios
     if plot:
         _report.check_plotting()
-    out = prepare_out_dir(out)
-    backend.open(out)
-    results_path = out / "results.json"
+    with run_directory(out, command=command) as out:  # one writer at a time
+        return _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, progress)
+
+
+def _kept_rows(results_path: Path, hps: dict, overwrite: bool) -> list[dict[str, Any]]:
+    """The rows of ``results.json`` to resume from.
+
+    Raises:
+      ValueError: finished rows of a requested method made with other hyperparameters,
+        unless ``overwrite`` (they would be replaced).
+    """
     rows = json.loads(results_path.read_text()) if results_path.exists() else []
+    changed = sorted(
+        {
+            r["method"]
+            for r in rows
+            if r["method"] in hps
+            and "error" not in r
+            and not _same(r.get("hyperparameters"), hps[r["method"]])
+        }
+    )
+    if changed and not overwrite:
+        raise ValueError(
+            f"{results_path} holds finished rows of {changed} made with other hyperparameters; "
+            "pass --overwrite (overwrite=True) to replace them, or choose another --out."
+        )
+    return rows
+
+
+def _agree_on_the_gap(rows: list[dict[str, Any]], mia_feature: str) -> bool:
+    """Recomputes Avg. Gap and ToW of every finished row against its seed's Retrain with
+    ``mia_feature``, so that the rows and the report's column name always agree (a run
+    resumed with another ``--mia-feature`` keeps its rows, not their old gap); returns
+    whether any row changed."""
+    refs = {
+        (r["scenario"], r["seed"]): r for r in rows if r["method"] == REFERENCE and "error" not in r
+    }
+    changed = False
+    for row in rows:
+        ref = refs.get((row["scenario"], row["seed"]))
+        if "error" in row or ref is None:
+            continue
+        new = against_retrain(row, ref, mia_feature=mia_feature)
+        if any(row.get(k) != v for k, v in new.items()):
+            row.update(new)
+            changed = True
+    return changed
+
+
+def _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, progress):
+    """The body of :func:`run_compare`, in the locked ``out``."""
+    hps = backend.hyperparameters
+    scenarios = backend.scenarios
+    results_path = out / "results.json"
+    backend.open(out)  # refuses models of other training settings first
+    rows = _kept_rows(results_path, hps, overwrite)
     names = [REFERENCE, ORIGINAL] + [m for m in METHODS if m in methods and m != REFERENCE]
 
     def finished(scenario, name, seed):
@@ -552,7 +584,7 @@ def run_compare(
         nonlocal rows
         rows = [r for r in rows if tuple(r[k] for k in ROW_KEYS) != tuple(row[k] for k in ROW_KEYS)]
         rows = _order([*rows, row], scenarios)
-        _write_json(results_path, rows)
+        write_json_atomic(results_path, rows)
         bar.update(1)
 
     for scenario, seed, pending in plan:
@@ -600,6 +632,8 @@ def run_compare(
                 row["error"] = f"{type(err).__name__}: {err}"
             put(row)
     bar.close()
+    if _agree_on_the_gap(rows, mia_feature):
+        write_json_atomic(results_path, rows)
     _report.write_report(
         rows, out, mia_feature=mia_feature, command=command, plot=plot, scenarios=scenarios
     )

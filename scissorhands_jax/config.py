@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scissorhands_jax._config_rules import validate
 from scissorhands_jax.settings import flat_defaults
 
 _TRAIN = {
@@ -311,7 +312,9 @@ def load_config(
 
     Raises:
       ValueError: a missing or broken file, no ``CONFIG`` (or ``SMOKE``), a config of
-        the other kind, an unknown key, or no ``data.name``.
+        the other kind, an unknown key, no ``data.name``, or a value of the wrong type
+        or out of range (:func:`~scissorhands_jax._config_rules.validate`), named with
+        where it came from: all before any directory is created.
     """
     if kind not in SCHEMAS:
         raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(SCHEMAS)}.")
@@ -338,9 +341,14 @@ def load_config(
         if not isinstance(getattr(module, "SMOKE", None), dict):
             raise ValueError(f"config {path} defines no SMOKE dict for --smoke.")
         cfg = _merge(cfg, module.SMOKE, schema, "", f"{path} (SMOKE)")
+    layers = [(str(path), module.CONFIG)]
+    if smoke:
+        layers.append((f"{path} (SMOKE)", module.SMOKE))
     for text in overrides:
         keys, value = _parse_override(text)
         cfg = _merge(cfg, _nest(keys, value), schema, "", f"--set {text}")
+        layers.append((f"--set {text}", _nest(keys, value)))
     if not cfg["data"]["name"]:
         raise ValueError(f"config {path}: data.name is required (e.g. 'cifar10').")
+    validate(cfg, kind, layers)
     return {**cfg, "config_path": str(path), "smoke": bool(smoke)}

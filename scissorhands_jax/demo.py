@@ -6,7 +6,6 @@ module is the runner behind ``scissorhands demo``; it takes keyword arguments on
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax._rundir import write_json_atomic  # noqa: F401  (re-exported)
 from scissorhands_jax.baselines.scissorhands import scissorhands
 from scissorhands_jax.data import array_source, load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
@@ -128,12 +128,7 @@ def run_digits(
     Raises:
       ValueError: an unknown scenario or setting.
     """
-    bad = [s for s in scenarios if s not in SCENARIOS]
-    if bad:
-        raise ValueError(f"unknown scenario(s) {bad}; choose from {SCENARIOS}.")
-    train_cfg = _merge(TRAIN_DEFAULTS, train, "train")
-    shs_cfg = _merge(UNLEARN_DEFAULTS, unlearn, "unlearn", also=FLAT_NAMES)
-    check_settings(**shs_cfg)
+    train_cfg, shs_cfg = check_digits_run(scenarios, seeds, train, unlearn)
     model = linen_model(DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
     rows: list[dict[str, Any]] = []
     for seed in seeds:
@@ -174,6 +169,43 @@ def run_digits(
     return rows
 
 
+def check_digits_run(
+    scenarios: Sequence[str],
+    seeds: Sequence[int],
+    train: dict[str, Any] | None,
+    unlearn: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The complete ``(train, unlearn)`` settings of a :func:`run_digits` call.
+
+    Raises:
+      ValueError: an unknown or repeated scenario, no seeds or a repeated one (a
+        repeated seed would count one run twice in the mean and std), an unknown
+        setting or a bad value.
+    """
+    bad = [s for s in scenarios if s not in SCENARIOS]
+    if bad or not scenarios or len(set(scenarios)) != len(scenarios):
+        raise ValueError(f"scenarios must be distinct names of {SCENARIOS}; got {list(scenarios)}.")
+    if not seeds or len(set(seeds)) != len(seeds) or not all(_is_seed(s) for s in seeds):
+        raise ValueError(
+            f"seeds must be distinct integers >= 0 (each is one run); got {list(seeds)}."
+        )
+    train_cfg = _merge(TRAIN_DEFAULTS, train, "train")
+    for key, low in (("epochs", 1), ("batch_size", 1)):
+        value = train_cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"train {key} must be an integer >= {low}, got {value!r}.")
+    lr = train_cfg["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < float("inf"):
+        raise ValueError(f"train lr must be a finite number > 0, got {lr!r}.")
+    shs_cfg = _merge(UNLEARN_DEFAULTS, unlearn, "unlearn", also=FLAT_NAMES)
+    check_settings(**shs_cfg)
+    return train_cfg, shs_cfg
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+
+
 def _merge(defaults: dict, overrides: dict | None, name: str, also: Sequence[str] = ()) -> dict:
     known = set(defaults) | set(also)
     unknown = set(overrides or {}) - known
@@ -212,7 +244,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
-    """Creates ``out`` and checks it is writable, before any work is done."""
+    """Creates ``out`` and checks it is writable, before any work is done (the commands
+    also lock it: :func:`scissorhands_jax._rundir.run_directory`)."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} exists and is not a directory.")
@@ -220,12 +253,3 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     with tempfile.NamedTemporaryFile(dir=path):
         pass
     return path
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Writes JSON to a temporary file beside ``path`` and renames it into place, so a
-    reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax._rundir import write_json_atomic
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
 from scissorhands_jax.config import load_config
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
@@ -223,14 +224,16 @@ def train_role(
     """
     section, source, tx, state, data_key = role_setup(cfg, role, split, model)
     total = section["epochs"] * source.num_batches
+    log_path = run / role / "log.json"
+    clock = TrainingClock()
     if ck.latest_step() is not None:
-        tree, _ = restore(ck, state.tree())
+        tree, info = restore(ck, state.tree())
         state = TrainState(ck.latest_step(), **tree)
+        clock.resume(info, log_path)
         print(f"{role}: resuming from step {state.step} of {total}")
     if state.step >= total:
         print(f"{role}: already complete ({total} steps)")
         return state
-    start = time.perf_counter()
     try:
         state, log = fit_resumable(
             model.loss,
@@ -240,20 +243,22 @@ def train_role(
             epochs=section["epochs"],
             tx=tx,
             stop_step=until_step,
-            save=lambda s, info: ck.save(s.step, s.tree(), info=info),
+            save=clock.saver(ck),
             save_every=section["checkpoint_every"],
             progress=progress,
             desc=role,
         )
     finally:
         ck.wait()  # every asynchronous save is on disk before the log says so
-    seconds = time.perf_counter() - start
+    check_saved(ck, state.step, role)
+    seconds = clock.segment_s()
     append_training_log(
-        run / role / "log.json",
+        log_path,
         role,
         step=state.step,
         total=total,
         seconds=seconds,
+        elapsed=clock.elapsed_s(),
         segment={"epochs": log, "schedule": section},
     )
     done = "complete" if state.step >= total else "stopped; continue with --resume"
@@ -266,23 +271,76 @@ def train_role(
 
 
 def append_training_log(
-    path: Path, role: str, *, step: int, total: int, seconds: float, segment: dict
+    path: Path,
+    role: str,
+    *,
+    step: int,
+    total: int,
+    seconds: float,
+    segment: dict,
+    elapsed: float | None = None,
 ) -> None:
     """Adds one training segment (a run from start or resume to ``step``) to the role's
     ``log.json``: ``segments`` (each with ``to_step``, ``time_s`` and ``segment``'s
-    entries), ``total_steps``, ``step``, ``complete`` and ``train_time_s`` (the sum, the
-    RTE of a trained model)."""
-    from scissorhands_jax.demo import write_json_atomic  # local: demo imports the models
-
+    entries), ``total_steps``, ``step``, ``complete`` and ``train_time_s``, the RTE of
+    a trained model: ``elapsed`` (the :class:`TrainingClock`'s total, which counts the
+    segments of killed runs up to their last checkpoint) or else the segments' sum."""
     record = read_json(path, {"role": role, "segments": []})
     record["segments"].append({"to_step": step, "time_s": seconds, **segment})
-    record.update(
-        total_steps=total,
-        step=step,
-        complete=step >= total,
-        train_time_s=sum(s["time_s"] for s in record["segments"]),
-    )
+    if elapsed is None:
+        elapsed = sum(s["time_s"] for s in record["segments"])
+    record.update(total_steps=total, step=step, complete=step >= total, train_time_s=elapsed)
     write_json_atomic(path, record)
+
+
+class TrainingClock:
+    """The training seconds of a run across its interruptions.
+
+    Each checkpoint's info carries ``elapsed_s``, the run's seconds up to that save, so
+    a run resumed after a crash or ``kill -9`` (which leaves no log entry) still counts
+    its earlier segments, up to their last checkpoint; compilation is included, as in
+    every RTE.
+    """
+
+    def __init__(self):
+        self.before = 0.0
+        self.start = time.perf_counter()
+
+    def resume(self, info: dict, log_path: Path) -> None:
+        """Continues from a restored checkpoint's ``info`` (or, for a checkpoint written
+        without ``elapsed_s``, from the seconds its log holds)."""
+        if "elapsed_s" in info:
+            self.before = float(info["elapsed_s"])
+        else:
+            self.before = float(read_json(log_path, {}).get("train_time_s", 0.0))
+        self.start = time.perf_counter()
+
+    def segment_s(self) -> float:
+        """Seconds since this process started (or resumed) the run."""
+        return time.perf_counter() - self.start
+
+    def elapsed_s(self) -> float:
+        """The run's seconds in total."""
+        return self.before + self.segment_s()
+
+    def saver(self, ck: Checkpoints):
+        """``save(state, info)`` for :func:`fit_resumable` that records ``elapsed_s``."""
+
+        def save(state: TrainState, info: dict) -> None:
+            ck.save(state.step, state.tree(), info={**info, "elapsed_s": self.elapsed_s()})
+
+        return save
+
+
+def check_saved(ck: Checkpoints, step: int, role: str) -> None:
+    """Raises CheckpointError unless ``step`` is committed in ``ck`` (a run that reports
+    its end must have left it on disk)."""
+    if step not in ck.steps():
+        raise CheckpointError(
+            f"{role}: the checkpoint of step {step} is missing from {ck.directory} after "
+            f"saving (it holds steps {ck.steps()}); the run is not saved, check the disk "
+            "and the keep setting."
+        )
 
 
 def split_arrays(split: Split, part: str) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ LAYERS = [
     ("training", r"training|loop|resumable|objective|trimming|repairing|population"),
     ("methods", r"method|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
     ("experiments", r"config|pipeline|compare|demo|_report|_audit_report|audit"
-     r"|diffusion\.(demo|convert_inception)"),
+     r"|_rundir|_config_rules|_model_cache|diffusion\.(demo|convert_inception)"),
     ("cli", r"cli|__main__|commands(\..*)?"),
     ("package", r""),  # the package's own __init__ re-exports every layer
 ]  # fmt: skip

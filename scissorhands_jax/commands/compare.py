@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "requested method on the same forget set and writes OUT/results.json (one row per "
         "method x seed), results.csv, report.md and report.png. Re-running with the same "
         "--out resumes: finished rows and trained models (or their last checkpoints) are "
-        "reused. --setting is digits10 (default) or an experiment config file.",
+        "reused, and finished rows of other hyperparameters are kept unless --overwrite. "
+        "--setting is digits10 (default) or an experiment config file.",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
@@ -71,6 +72,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--mia-feature", default="entropy", choices=MIA_CHOICES, help="the MIA in the Avg. Gap"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace finished rows that were made with other hyperparameters",
     )
     p.add_argument("--no-plot", action="store_true", help="skip report.png (no matplotlib)")
     p.add_argument("--no-progress", action="store_true")
@@ -158,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         mia_feature=args.mia_feature,
         plot=not args.no_plot,
         command=command_line(args),
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
     failed = sum("error" in r for r in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from scissorhands_jax.commands import _legends
 
@@ -52,14 +53,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="memory rows as running sums of the batch gradients, as the release computes "
         "them for --memory-num > 1",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the rows already in DIR/results.json (default: keep them and add the "
+        "seeds and scenarios not there yet; their settings must match)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the digits-10 demo and writes ``results.json``."""
-    from scissorhands_jax.demo import format_table, prepare_out_dir, run_digits, write_json_atomic
+    """Runs the digits-10 demo and writes ``results.json``: the rows already there are
+    kept (same settings) and only the missing seeds and scenarios run."""
+    from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax.demo import check_digits_run, format_table, run_digits
 
-    out = prepare_out_dir(args.out)
     unlearn = {
         "lr": args.lr,
         "epochs": args.epochs,
@@ -77,14 +85,71 @@ def run(args: argparse.Namespace) -> int:
     if args.cumulative_memory:  # off by default: the demo's settings stay the protocol's
         unlearn["cumulative_memory"] = True
     train = {"epochs": args.train_epochs, "lr": args.train_lr}
-    rows = run_digits(
-        scenarios=args.scenarios,
-        seeds=args.seeds,
-        train=train,
-        unlearn=unlearn,
-        progress=not args.no_progress,
-    )
-    write_json_atomic(out / "results.json", rows)
+    train_cfg, shs_cfg = check_digits_run(args.scenarios, args.seeds, train, unlearn)
+    setting = json.loads(json.dumps({"train": train_cfg, "unlearn": shs_cfg}))
+    with run_directory(args.out) as out:  # one writer at a time
+        rows = _kept_rows(out, setting, args.overwrite)
+        kept = len(rows)
+        for scenarios, seeds in _missing(rows, args.scenarios, args.seeds):
+            rows += run_digits(
+                scenarios=scenarios,
+                seeds=seeds,
+                train=train,
+                unlearn=unlearn,
+                progress=not args.no_progress,
+            )
+            _write(out, setting, rows)
     print(_legends.under(format_table(rows), _legends.CLASSIFIER))
-    print(f"\nwrote {out / 'results.json'} ({len(rows)} rows)")
+    extra = f"; {kept} kept from the earlier runs" if kept else ""
+    print(f"\nwrote {out / 'results.json'} ({len(rows)} rows{extra})")
     return 0
+
+
+def _write(out, setting: dict, rows: list) -> None:
+    from scissorhands_jax._rundir import write_json_atomic
+
+    write_json_atomic(out / "setting.json", setting)
+    write_json_atomic(out / "results.json", rows)
+
+
+def _kept_rows(out, setting: dict, overwrite: bool) -> list:
+    """The rows of ``out/results.json`` to keep: all of them when they were made with
+    ``setting``, none with ``overwrite``.
+
+    Raises:
+      ValueError: rows of other (or unrecorded) settings, without ``overwrite``.
+    """
+    results, saved = out / "results.json", out / "setting.json"
+    if overwrite or not results.exists():
+        return []
+    stored = json.loads(saved.read_text()) if saved.exists() else None
+    if stored is None:
+        raise ValueError(
+            f"{results} holds rows whose settings were not recorded; pass --overwrite to "
+            "replace them, or choose another --out."
+        )
+    differs = [
+        f"{part}.{k}"
+        for part in setting
+        for k in sorted(set(setting[part]) | set(stored.get(part, {})))
+        if setting[part].get(k) != stored.get(part, {}).get(k)
+    ]
+    if differs:
+        raise ValueError(
+            f"{out} holds demo rows made with other settings ({', '.join(differs)}); run "
+            "with the same settings to add seeds, pass --overwrite to replace the rows, or "
+            "choose another --out."
+        )
+    return json.loads(results.read_text())
+
+
+def _missing(rows: list, scenarios: list, seeds: list) -> list[tuple[list, list]]:
+    """``[(scenarios, seeds)]`` still to run: per seed, the requested scenarios without
+    their rows, seeds with the same missing scenarios grouped into one run."""
+    done = {(r["scenario"], r["seed"]) for r in rows}
+    groups: dict[tuple, list] = {}
+    for seed in seeds:
+        todo = tuple(s for s in scenarios if (s, seed) not in done)
+        if todo:
+            groups.setdefault(todo, []).append(seed)
+    return [(list(todo), group) for todo, group in groups.items()]

@@ -37,6 +37,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="weights of the FID Inception-v3 (python -m "
         "scissorhands_jax.diffusion.convert_inception): adds the standard FID to every row",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing RUN/evaluation.json (and its PNG grids)",
+    )
 
 
 def feature_function(spec: str | None, inception_weights: str | None):
@@ -83,19 +88,9 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluates every model of the run; returns 0."""
-    import time
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
+    from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.demo import write_json_atomic
-    from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
-    from scissorhands_jax.diffusion.metrics import frechet_distance_features, generation_metrics
-    from scissorhands_jax.diffusion.sampler import sample
-    from scissorhands_jax.models.adapters import predict_probs
-    from scissorhands_jax.pipeline import read_json
+    from scissorhands_jax.commands.evaluate import refuse_overwrite
 
     cfg = dif.config_from_args(args)
     run_dir = Path(args.run)
@@ -110,6 +105,28 @@ def run(args: argparse.Namespace) -> int:
     fid_features = feature_function(
         args.fid_features or cfg["eval"]["fid_features"], args.inception_weights
     )
+    refuse_overwrite(run_dir / "evaluation.json", args.overwrite)
+    with run_directory(run_dir, create=False):
+        refuse_overwrite(run_dir / "evaluation.json", args.overwrite)  # written meanwhile?
+        return _evaluate(args, cfg, run_dir, fid_features)
+
+
+def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path, fid_features) -> int:
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
+    from scissorhands_jax.diffusion.metrics import frechet_distance_features, generation_metrics
+    from scissorhands_jax.diffusion.sampler import sample
+    from scissorhands_jax.models.adapters import predict_probs
+    from scissorhands_jax.pipeline import read_json
+
+    s = cfg["sample"]
     data = dif.build_data(cfg, progress=not args.no_progress)
     model = dif.build_model(cfg, data)
     judge, features = dif.build_judge(cfg, data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import time
+from typing import Any
 
 from scissorhands_jax.commands import _args
 
@@ -38,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+REQUEST_KEYS = ("data", "forget_class", "num_train", "num_retain", "num_forget", "image_shape")
+"""What run.json records of the request: a run directory holds one request only."""
+
+
 def _refuse_existing(run_dir, roles, resume: bool) -> None:
     from scissorhands_jax.commands import _diffusion as dif
 
@@ -50,22 +54,24 @@ def _refuse_existing(run_dir, roles, resume: bool) -> None:
             )
 
 
-def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, float, list]:
+def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, Any, list]:
     import jax
 
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.loop import TrainState
+    from scissorhands_jax.pipeline import TrainingClock, check_saved
     from scissorhands_jax.resumable import fit_resumable
 
     section, source, tx, state, key = dif.generator_setup(cfg, role, data, model)
     total = section["steps"]
+    clock = TrainingClock()
     if ck.latest_step() is not None:
-        tree, _ = dif.restore(ck, state.tree())
+        tree, info = dif.restore(ck, state.tree())
         state = TrainState(ck.latest_step(), **tree)
+        clock.resume(info, ck.directory.parent / "log.json")
         print(f"{role}: resuming from step {state.step} of {total}")
     if state.step >= total:
-        return state.step, total, 0.0, []
-    start = time.perf_counter()
+        return state.step, total, clock, []
     state, log = fit_resumable(
         model.loss,
         state,
@@ -76,7 +82,7 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, float,
         lr=section["lr"],
         ema_decay=section["ema_decay"],
         stop_step=args.until_step,
-        save=lambda s, info: ck.save(s.step, s.tree(), info=info),
+        save=clock.saver(ck),
         save_every=section["checkpoint_every"],
         log_every=section["log_every"],
         progress=not args.no_progress,
@@ -84,24 +90,27 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, float,
     )
     ck.wait()
     jax.block_until_ready(state.params)
-    return state.step, total, time.perf_counter() - start, log
+    check_saved(ck, state.step, role)
+    return state.step, total, clock, log
 
 
-def _train_classifier(cfg, data, ck, args) -> tuple[int, int, float, list]:
+def _train_classifier(cfg, data, ck, args) -> tuple[int, int, Any, list]:
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.loop import TrainState
+    from scissorhands_jax.pipeline import TrainingClock, check_saved
     from scissorhands_jax.resumable import fit_resumable
 
     judge, _ = dif.build_judge(cfg, data)
     section, source, tx, state, key = dif.classifier_setup(cfg, data, judge)
     total = section["epochs"] * source.num_batches
+    clock = TrainingClock()
     if ck.latest_step() is not None:
-        tree, _ = dif.restore(ck, state.tree())
+        tree, info = dif.restore(ck, state.tree())
         state = TrainState(ck.latest_step(), **tree)
+        clock.resume(info, ck.directory.parent / "log.json")
         print(f"classifier: resuming from step {state.step} of {total}")
     if state.step >= total:
-        return state.step, total, 0.0, []
-    start = time.perf_counter()
+        return state.step, total, clock, []
     state, log = fit_resumable(
         judge.loss,
         state,
@@ -110,26 +119,34 @@ def _train_classifier(cfg, data, ck, args) -> tuple[int, int, float, list]:
         epochs=section["epochs"],
         tx=tx,
         stop_step=args.until_step,
-        save=lambda s, info: ck.save(s.step, s.tree(), info=info),
+        save=clock.saver(ck),
         save_every=section["checkpoint_every"],
         progress=not args.no_progress,
         desc="classifier",
     )
     ck.wait()
-    return state.step, total, time.perf_counter() - start, log
+    check_saved(ck, state.step, "classifier")
+    return state.step, total, clock, log
 
 
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0."""
+    from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
-    from scissorhands_jax.pipeline import append_training_log
 
-    cfg = dif.config_from_args(args)
-    if args.until_step is not None and args.until_step < 0:
-        raise ValueError(f"--until-step must be >= 0, got {args.until_step}.")
+    cfg = dif.config_from_args(args)  # every value checked before --out is created
+    if args.until_step is not None and args.until_step < 1:
+        raise ValueError(f"--until-step must be >= 1, got {args.until_step}.")
+    with run_directory(args.out) as run_dir:  # one writer at a time
+        return _train(args, cfg, run_dir)
+
+
+def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
+    from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.pipeline import append_training_log, read_json
+
     roles = [args.only] if args.only else list(dif.ROLES)
-    run_dir = prepare_out_dir(args.out)
     _refuse_existing(run_dir, roles, args.resume)  # before any work
     data = dif.build_data(cfg, progress=not args.no_progress)
     model = dif.build_model(cfg, data)
@@ -144,6 +161,13 @@ def run(args: argparse.Namespace) -> int:
         "config": cfg["config_path"],
         "smoke": cfg["smoke"],
     }
+    saved = read_json(run_dir / "run.json")
+    differs = sorted(k for k in REQUEST_KEYS if saved is not None and saved.get(k) != request[k])
+    if differs:
+        raise ValueError(
+            f"{run_dir} holds a run of another request (run.json differs in {differs}); "
+            "use the config that wrote it, or another --out."
+        )
     write_json_atomic(run_dir / "run.json", request)
     print(
         f"{d['name']}: {request['num_train']} training images, class {d['forget_class']} to "
@@ -152,9 +176,10 @@ def run(args: argparse.Namespace) -> int:
     for role in roles:
         with dif.checkpoints(run_dir, role, cfg, data) as ck:
             if role == "classifier":
-                step, total, seconds, log = _train_classifier(cfg, data, ck, args)
+                step, total, clock, log = _train_classifier(cfg, data, ck, args)
             else:
-                step, total, seconds, log = _train_generator(cfg, role, data, model, ck, args)
+                step, total, clock, log = _train_generator(cfg, role, data, model, ck, args)
+        seconds = clock.segment_s()
         if not log:
             print(f"{role}: at step {step} of {total}, nothing to do")
             continue
@@ -165,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
             step=step,
             total=total,
             seconds=seconds,
+            elapsed=clock.elapsed_s(),
             segment={"log": log, "schedule": section},
         )
         done = "complete" if step >= total else "stopped; continue with --resume"

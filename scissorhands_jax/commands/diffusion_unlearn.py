@@ -34,19 +34,29 @@ def run(args: argparse.Namespace) -> int:
     """Unlearns with one method; returns 0."""
     from pathlib import Path
 
-    import jax
-    import numpy as np
-
+    from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.demo import write_json_atomic
 
     cfg = dif.config_from_args(args)
-    run_dir, method = Path(args.run), args.method
+    run_dir = Path(args.run)
     if not (run_dir / "original").is_dir():
         raise ValueError(
             f"{run_dir} holds no original DDPM; train one first with: "
             f"scissorhands diffusion-train {cfg['config_path']} --out {run_dir}"
         )
+    with run_directory(run_dir, create=False):  # one writer at a time
+        return _unlearn(args, cfg, run_dir)
+
+
+def _unlearn(args: argparse.Namespace, cfg: dict, run_dir) -> int:
+    import jax
+    import numpy as np
+
+    from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.pipeline import check_saved
+
+    method = args.method
     if dif.committed_steps(run_dir, method):
         raise ValueError(
             f"{run_dir / method} already holds an unlearned model; delete it to unlearn again."
@@ -75,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
         tree = {"params": new} if mask is None else {"params": new, "mask": mask}
         ck.save(section["steps"], tree, info={"final": True})
+        ck.wait()
+        check_saved(ck, section["steps"], method)
     record = {"method": method, "rte_s": seconds, "rte_min": seconds / 60, "settings": section}
     if mask is not None:
         masked = [np.asarray(m) for m in jax.tree.leaves(jax.device_get(mask))]

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Evaluates the run's models on its forget, retain and test sets (the "
         "forgotten classes removed from test for class-wise requests); writes "
         "RUN/evaluation.json and prints a table. Avg. Gap is against the retrained oracle "
-        "(entropy MIA); RTE is the wall-clock time of training or unlearning.",
+        "(entropy MIA); RTE is the wall-clock time of training or unlearning. An existing "
+        "evaluation.json is replaced only with --overwrite.",
     )
     _args.add_common_arguments(p)
     p.add_argument("--run", required=True, help="the run directory")
@@ -29,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models to score"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing RUN/evaluation.json"
     )
 
 
@@ -52,14 +56,32 @@ def format_table(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Scores the models, writes ``evaluation.json`` and prints the table; returns 0."""
     from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax.demo import write_json_atomic
-    from scissorhands_jax.metrics import avg_gap
+    from scissorhands_jax._rundir import run_directory
 
     cfg = pipe.config_from_args(args)
-    progress = not args.no_progress
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise ValueError(f"run directory {run_dir} does not exist; run scissorhands train first.")
+    refuse_overwrite(run_dir / "evaluation.json", args.overwrite)
+    with run_directory(run_dir, create=False):
+        refuse_overwrite(run_dir / "evaluation.json", args.overwrite)  # written meanwhile?
+        return _evaluate(args, cfg, run_dir)
+
+
+def refuse_overwrite(path: Path, overwrite: bool) -> None:
+    """Raises ValueError when ``path`` exists and ``overwrite`` is off."""
+    if path.exists() and not overwrite:
+        raise ValueError(
+            f"{path} already exists (an earlier evaluation); pass --overwrite to replace it."
+        )
+
+
+def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path) -> int:
+    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax.metrics import avg_gap
+
+    progress = not args.no_progress
     ref_dir = Path(args.retrain) if args.retrain else run_dir
     split = pipe.build_split(cfg, progress=progress)
     why = split.indices.matches_saved(run_dir)

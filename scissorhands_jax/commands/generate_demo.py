@@ -67,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the generation demo and prints its table."""
+    from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands.diffusion_evaluate import feature_function
     from scissorhands_jax.diffusion.demo import METHODS, format_rows, run_generate_demo
 
@@ -104,13 +105,14 @@ def run(args: argparse.Namespace) -> int:
     if sample:
         overrides["sample"] = sample
     fid_features = feature_function(args.fid_features, args.inception_weights)
-    payload = run_generate_demo(
-        args.out,
-        fid_features=fid_features,
-        overrides=overrides,
-        methods=tuple(args.methods) if args.methods else METHODS,
-        progress=not args.no_progress,
-    )
+    with run_directory(args.out):  # one writer at a time
+        payload = run_generate_demo(
+            args.out,
+            fid_features=fid_features,
+            overrides=overrides,
+            methods=tuple(args.methods) if args.methods else METHODS,
+            progress=not args.no_progress,
+        )
     print(_legends.under(format_rows(payload["rows"]), _legends.DIFFUSION))
     print(f"\nwrote {args.out}/metrics.json and {', '.join(payload['files'])}")
     print(f"total {payload['timing']['total_s']:.1f} s")

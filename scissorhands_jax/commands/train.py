@@ -35,11 +35,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0."""
     from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax.demo import prepare_out_dir
+    from scissorhands_jax._rundir import run_directory
 
-    cfg = pipe.config_from_args(args)
+    cfg = pipe.config_from_args(args)  # every value checked before --out is created
+    if args.until_step is not None and args.until_step < 1:
+        raise ValueError(f"--until-step must be >= 1, got {args.until_step}.")
+    with run_directory(args.out) as run_dir:  # one writer at a time
+        return _train(args, cfg, run_dir)
+
+
+def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
+    from scissorhands_jax import pipeline as pipe
+
     progress = not args.no_progress
-    run_dir = prepare_out_dir(args.out)
     split = pipe.build_split(cfg, progress=progress)
     roles = [args.only] if args.only else list(pipe.ROLES)
     stores = {role: pipe.checkpoints(run_dir, role, cfg, split) for role in roles}

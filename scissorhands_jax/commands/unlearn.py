@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 
 from scissorhands_jax.commands import _args
@@ -27,17 +26,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Unlearns and saves; returns 0."""
-    import jax
-    import numpy as np
-
     from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax.demo import write_json_atomic
-    from scissorhands_jax.method import check_settings, scissorhands
+    from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax.method import check_settings
 
     cfg = pipe.config_from_args(args)
     flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
     settings = check_settings(progress=not args.no_progress, **flat)
-    run_dir = _existing_run(args.run)
+    with run_directory(_existing_run(args.run), create=False) as run_dir:
+        return _unlearn(args, cfg, settings, run_dir)
+
+
+def _unlearn(args: argparse.Namespace, cfg: dict, settings: dict, run_dir) -> int:
+    import jax
+    import numpy as np
+
+    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax._rundir import write_bytes_atomic, write_json_atomic
+    from scissorhands_jax.method import scissorhands
+
     split = pipe.build_split(cfg, progress=not args.no_progress)
     pipe.record_split(run_dir, split, cfg)  # refuses another request's run directory
     model = pipe.build_model(cfg, split.dataset)
@@ -69,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - start
         tree = {"params": result.params, "model_state": result.model_state, "mask": result.mask}
         ck.save(u["epochs"], tree, info={"final": True})
+        ck.wait()
+        pipe.check_saved(ck, u["epochs"], "unlearned")
     finally:
         ck.close()  # waits until the asynchronous save is on disk
     out = run_dir / "unlearned"
     for name in ("forget_indices.npy", "val_indices.npy", "split.json"):
-        shutil.copyfile(run_dir / name, out / name)
+        write_bytes_atomic(out / name, (run_dir / name).read_bytes())
     masked = [np.asarray(m) for m in jax.tree.leaves(jax.device_get(result.mask))]
     reinit = int(sum(m.sum() for m in masked))
     total = int(sum(m.size for m in masked))

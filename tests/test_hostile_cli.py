@@ -1,0 +1,432 @@
+"""The command line under careless or hostile use: nothing lost, nothing silently wrong.
+
+Each test is one case of a sweep of bad inputs and bad timing (a setting out of range,
+two commands on one directory, a killed holder, a resumed run with other settings, a
+damaged cache or checkpoint) and asserts the clear error or the preserved data.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scissorhands_jax import cli, compare, demo
+from scissorhands_jax.baselines import METHODS
+from scissorhands_jax.checkpoint import Checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "experiments" / "configs"
+DIGITS = str(CONFIGS / "digits10_random10.py")
+DDPM = str(CONFIGS / "digits_ddpm_class0.py")
+# a digits comparison of seconds: one scenario, one seed, one epoch everywhere
+COMPARE = ["compare", "--seeds", "0", "--scenarios", "class0", "--train-epochs", "1"]
+COMPARE += ["--set", "ft.epochs=1", "--set", "ga.epochs=1", "--no-plot", "--no-progress"]
+DEMO = ["demo", "--scenarios", "class0", "--train-epochs", "1", "--epochs", "1"]
+DEMO += ["--no-progress"]
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _boom(fn):
+    """``fn``'s signature, but no work: finished work must not run again."""
+
+    @functools.wraps(fn)
+    def boom(*args, **kwargs):
+        raise AssertionError("finished work was redone")
+
+    return boom
+
+
+# -- settings: checked once, with types and ranges, before the output directory exists
+
+
+@pytest.mark.parametrize(
+    "item,name",
+    [
+        ("train.keep=0", "train.keep"),
+        ("train.keep=1.5", "train.keep"),
+        ("train.epochs=abc", "train.epochs"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.lr=abc", "train.lr"),
+        ("train.lr=-0.1", "train.lr"),
+        ("train.milestones=5", "train.milestones"),
+        ("train.milestones=[1.5]", "train.milestones"),
+        ("data.val_fraction=abc", "data.val_fraction"),
+        ("data.val_fraction=1.0", "data.val_fraction"),
+        ("data.limit_train=0", "data.limit_train"),
+        ("unlearn.margin=nan", "unlearn.margin"),
+        ("unlearn.margin=1e999", "unlearn.margin"),
+        ("unlearn.eligible=(", "unlearn.eligible"),
+        ("retrain.keep=0", "retrain.keep"),
+    ],
+)
+def test_bad_values_are_one_line_before_the_directory_exists(tmp_path, capsys, item, name):
+    out = tmp_path / "o"
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    assert cli.main([*argv, "--set", item, "--no-progress"]) == 2
+    err = _err_line(capsys)
+    assert f"--set {item}" in err and f"{name} must be" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("item", ["train.keep=0", "classifier.keep=0", "train.steps=0"])
+def test_diffusion_train_refuses_a_run_that_keeps_nothing(tmp_path, capsys, item):
+    out = tmp_path / "o"
+    argv = ["diffusion-train", DDPM, "--smoke", "--out", str(out), "--set", item]
+    assert cli.main([*argv, "--no-progress"]) == 2
+    assert item.split("=")[0] in _err_line(capsys)
+    assert not out.exists()
+
+
+def test_a_config_file_value_names_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "CONFIG = {'data': {'name': 'digits10'}, 'model': {'name': 'digits_cnn'},\n"
+        "          'train': {'epochs': 1}, 'retrain': {'epochs': 1},\n"
+        "          'unlearn': {'margin': float('nan')}}\n"
+    )
+    assert cli.main(["train", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = _err_line(capsys)
+    assert err.count(str(bad)) == 1 and "unlearn.margin must be a finite number" in err
+
+
+def test_a_training_run_without_its_final_checkpoint_is_an_error(tmp_path, capsys, monkeypatch):
+    # whatever loses the save (a keep of 0 did), "complete" needs the checkpoint on disk
+    monkeypatch.setattr(Checkpoints, "save", lambda self, step, tree, info=None: None)
+    out = tmp_path / "o"
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    assert cli.main([*argv, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "checkpoint of step 46 is missing" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "complete" not in captured.out
+
+
+def test_a_directory_made_by_a_failed_command_is_removed(tmp_path, capsys):
+    out = tmp_path / "o"  # a valid setting that the data refuse: class 99 does not exist
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    argv += ["--set", "data.forget={'kind': 'class', 'classes': [99]}", "--no-progress"]
+    assert cli.main(argv) == 2
+    assert "99" in _err_line(capsys)
+    assert not out.exists()
+
+
+def test_method_values_and_repeated_seeds_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli.main([*COMPARE, "--out", str(out), "--set", "ft.lr=abc"]) == 2
+    assert "ft.lr" in _err_line(capsys)
+    assert cli.main([*COMPARE, "--out", str(out), "--set", "ft.epochs=1.5"]) == 2
+    assert "ft.epochs" in _err_line(capsys)
+    assert cli.main([*DEMO, "--out", str(out), "--seeds", "0", "0"]) == 2
+    assert "distinct" in _err_line(capsys)
+    assert not out.exists()
+
+
+# -- one writer per directory
+
+
+def _holder(directory: Path) -> subprocess.Popen:
+    """A process that holds ``directory``'s lock until its stdin closes."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from scissorhands_jax._rundir import run_directory
+        with run_directory(sys.argv[1], command="holder"):
+            print("locked", flush=True)
+            sys.stdin.read()
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline().strip()
+    if line != "locked":
+        proc.kill()
+        pytest.fail(f"the lock holder did not start: {proc.stderr.read()}")
+    return proc
+
+
+def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "X"
+    holder = _holder(out)
+    try:
+        for argv in (
+            [*COMPARE, "--methods", "ga", "--out", str(out)],
+            ["train", DIGITS, "--smoke", "--out", str(out), "--no-progress"],
+            [*DEMO, "--seeds", "0", "--out", str(out)],
+        ):
+            assert cli.main(argv) == 2
+            err = _err_line(capsys)
+            assert f"in use by pid {holder.pid}" in err and "`holder`" in err, err
+        assert sorted(p.name for p in out.iterdir()) == [".scissorhands.lock"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert not out.exists() or not any(out.iterdir())  # released: the lock file is gone
+
+
+def test_the_lock_of_a_killed_holder_does_not_block_a_requeued_job(tmp_path, capsys):
+    out = tmp_path / "X"
+    holder = _holder(out)
+    holder.send_signal(signal.SIGKILL)  # no clean-up at all: the file stays behind
+    holder.wait(timeout=30)
+    assert (out / ".scissorhands.lock").exists()
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    assert "complete" in capsys.readouterr().out
+    assert not (out / ".scissorhands.lock").exists()
+
+
+@pytest.mark.slow
+def test_two_comparisons_at_once_lose_no_rows(tmp_path, capsys):
+    out = tmp_path / "X"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "scissorhands_jax.cli", *COMPARE, "--methods", "ft"]
+    first = subprocess.Popen(
+        [*argv, "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        lock = out / ".scissorhands.lock"
+        while first.poll() is None and not (lock.exists() and lock.stat().st_size):
+            time.sleep(0.05)  # until the first holds the lock (its holder line written)
+        assert first.poll() is None, "the first comparison ended before the second started"
+        assert cli.main([*COMPARE, "--methods", "ga", "--out", str(out)]) == 2
+        assert f"in use by pid {first.pid}" in _err_line(capsys)
+    finally:
+        _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr.decode()
+    assert cli.main([*COMPARE, "--methods", "ga", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["retrain", "original", "ft", "ga"]
+
+
+# -- results kept: demo seeds merge, resumed comparisons agree with their report
+
+
+@pytest.mark.slow
+def test_demo_adds_seeds_and_keeps_the_rows_already_there(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "d"
+    assert cli.main([*DEMO, "--seeds", "0", "--out", str(d)]) == 0
+    first = json.loads((d / "results.json").read_text())
+    assert cli.main([*DEMO, "--seeds", "1", "--out", str(d)]) == 0
+    both = json.loads((d / "results.json").read_text())
+    assert both[:3] == first and [r["seed"] for r in both] == [0, 0, 0, 1, 1, 1]
+    assert "| class0 | scissorhands | " in capsys.readouterr().out
+    # a finished directory: a second identical run keeps every row and redoes nothing
+    monkeypatch.setattr(demo, "run_digits", _boom(demo.run_digits))
+    assert cli.main([*DEMO, "--seeds", "0", "1", "--out", str(d)]) == 0
+    assert json.loads((d / "results.json").read_text()) == both
+    # other settings are never mixed into the rows, unless --overwrite replaces them
+    assert cli.main([*DEMO, "--seeds", "2", "--lr", "0.01", "--out", str(d)]) == 2
+    assert "other settings (unlearn.lr)" in _err_line(capsys)
+    assert json.loads((d / "results.json").read_text()) == both
+    monkeypatch.undo()
+    argv = [*DEMO, "--seeds", "1", "--lr", "0.01", "--overwrite", "--out", str(d)]
+    assert cli.main(argv) == 0
+    assert [r["seed"] for r in json.loads((d / "results.json").read_text())] == [1, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile") / "cmp"
+    assert cli.main([*COMPARE, "--methods", "ft", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_a_resumed_comparison_with_another_mia_recomputes_the_gap(comparison, monkeypatch):
+    before = json.loads((comparison / "results.json").read_text())
+    assert {r["avg_gap_mia"] for r in before} == {"MIA_entropy"}
+    monkeypatch.setattr(compare, "train_digits", _boom(compare.train_digits))
+    for name in ("retrain", "ft"):
+        monkeypatch.setitem(METHODS, name, _boom(METHODS[name]))
+    argv = [*COMPARE, "--methods", "ft", "--out", str(comparison), "--mia-feature", "loss"]
+    assert cli.main(argv) == 0
+    rows = {r["method"]: r for r in json.loads((comparison / "results.json").read_text())}
+    ref = rows["retrain"]
+    for row in rows.values():  # the gap by hand, over UA, RA, TA and the loss MIA
+        keys = ("UA", "RA", "TA", "MIA_loss")
+        want = np.mean([abs(row[k] - ref[k]) for k in keys])
+        assert row["avg_gap_mia"] == "MIA_loss" and row["avg_gap"] == pytest.approx(want)
+    assert rows["ft"]["avg_gap"] != pytest.approx(before[2]["avg_gap"])  # it did change
+    report = (comparison / "report.md").read_text()
+    assert "Avg. Gap (MIA_loss)" in report and "Avg. Gap (MIA_entropy)" not in report
+
+
+@pytest.mark.slow
+def test_finished_rows_of_other_hyperparameters_need_overwrite(comparison, capsys):
+    kept = json.loads((comparison / "results.json").read_text())
+    argv = [*COMPARE, "--methods", "ft", "--out", str(comparison), "--set", "ft.lr=0.02"]
+    assert cli.main(argv) == 2
+    err = _err_line(capsys)
+    assert "other hyperparameters" in err and "--overwrite" in err
+    assert json.loads((comparison / "results.json").read_text()) == kept
+    assert cli.main([*argv, "--overwrite"]) == 0
+    rows = {r["method"]: r for r in json.loads((comparison / "results.json").read_text())}
+    assert rows["ft"]["hyperparameters"]["lr"] == 0.02
+
+
+def test_a_report_never_names_another_mia_than_its_rows(tmp_path):
+    from scissorhands_jax import _report
+
+    row = {"scenario": "s", "method": "ft", "seed": 0, "UA": 1.0, "RA": 1.0, "TA": 1.0}
+    row |= {"avg_gap": 1.0, "avg_gap_mia": "MIA_entropy"}
+    with pytest.raises(ValueError, match="MIA_entropy"):
+        _report.write_report([row], tmp_path, mia_feature="loss", scenarios=["s"], plot=False)
+    assert not (tmp_path / "report.md").exists()
+
+
+# -- caches and checkpoints: damage is detected, never used, and said in one line
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_cached_model_is_trained_again(tmp_path, caplog, damage):
+    import jax
+
+    model = compare._digits_model()
+    calls = []
+
+    def make():
+        calls.append(1)
+        return model.init(jax.random.key(len(calls)))
+
+    cache = compare._ModelCache(tmp_path, model, {"epochs": 1})
+    saved = cache.get("original_seed0", make)
+    path = tmp_path / "models" / "original_seed0.msgpack"
+    data = bytearray(path.read_bytes())
+    if damage == "flip":  # a byte of the last kernel's values: still parses, other weights
+        data[-100] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        params, _, _ = compare._ModelCache(tmp_path, model, {"epochs": 1}).get(
+            "original_seed0", make
+        )
+    assert len(calls) == 2  # trained again, never read
+    assert "is not used" in caplog.text and str(path) in caplog.text
+    fresh = jax.tree.leaves(model.init(jax.random.key(2))[0])
+    for a, b in zip(jax.tree.leaves(params), fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(saved[0]), jax.tree.leaves(params), strict=True)
+    )
+    # the retrained file is whole again: a third reader uses it
+    again = compare._ModelCache(tmp_path, model, {"epochs": 1}).get("original_seed0", make)
+    assert len(calls) == 2
+    for a, b in zip(jax.tree.leaves(again[0]), fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_truncated_checkpoint_data_is_one_line(tmp_path):
+    import jax.numpy as jnp
+
+    tree = {f"w{i}": jnp.full((64, 64), float(i)) for i in range(8)}
+    with Checkpoints(tmp_path / "ck", identity={"run": 1}) as ck:
+        ck.save(1, tree)
+    files = [p for p in (tmp_path / "ck" / "1" / "state").rglob("*") if p.parent.name == "d"]
+    assert files
+    for path in files:  # every data file cut in half, as a copy that ran out of space
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    code = textwrap.dedent(
+        """
+        import sys, time
+        import jax.numpy as jnp
+        from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
+        like = {f"w{i}": jnp.zeros((64, 64)) for i in range(8)}
+        with Checkpoints(sys.argv[1], identity={"run": 1}) as ck:
+            try:
+                ck.restore(like)
+            except CheckpointError as err:
+                print(f"error: {err}", file=sys.stderr, flush=True)
+        time.sleep(0.5)  # late callbacks of the aborted reads would be reported by now
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ck")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is corrupt and was not used" in lines[0], done.stderr
+
+
+def test_a_resumed_run_counts_the_time_of_the_killed_part(tmp_path):
+    out = tmp_path / "o"
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original", "--no-progress"]
+    assert cli.main([*argv, "--until-step", "10"]) == 0
+    first = json.loads((out / "original" / "log.json").read_text())["segments"][0]["time_s"]
+    with Checkpoints(out / "original" / "checkpoints", identity={}) as ck:
+        at_10 = ck.meta(10)["info"]["elapsed_s"]
+    assert 0 < at_10 <= first
+    (out / "original" / "log.json").unlink()  # what kill -9 leaves: checkpoints, no log
+    assert cli.main([*argv, "--resume"]) == 0
+    log = json.loads((out / "original" / "log.json").read_text())
+    (segment,) = log["segments"]
+    assert log["complete"] and segment["to_step"] == 46
+    assert log["train_time_s"] == pytest.approx(at_10 + segment["time_s"], abs=0.05)
+
+
+# -- outputs: never overwritten without --overwrite, never half-written
+
+
+def test_evaluate_keeps_an_existing_evaluation(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "original").mkdir(parents=True)
+    (run / "evaluation.json").write_text('{"rows": ["earlier"]}')
+    assert cli.main(["evaluate", DIGITS, "--smoke", "--run", str(run), "--no-progress"]) == 2
+    assert "--overwrite" in _err_line(capsys)
+    assert (run / "evaluation.json").read_text() == '{"rows": ["earlier"]}'
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("[1]")
+    with pytest.raises(TypeError):
+        demo.write_json_atomic(path, [1, object()])  # fails halfway through the dump
+    assert path.read_text() == "[1]" and sorted(os.listdir(tmp_path)) == ["results.json"]
+
+
+def test_every_config_key_has_a_rule_and_every_default_passes_it():
+    from scissorhands_jax import _config_rules
+    from scissorhands_jax.config import SCHEMAS
+    from scissorhands_jax.settings import FLAT_NAMES
+
+    def leaves(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    for kind, schema in SCHEMAS.items():
+        rules = set(leaves(_config_rules.RULES[kind]))
+        for name in leaves(schema):
+            section, _, key = name.partition(".")
+            method = _config_rules.METHOD_SECTION.get(kind)
+            assert name in rules or (section == method and key in FLAT_NAMES), name
+        _config_rules.validate({**schema, "data": {**schema["data"], "name": "x"}}, kind)
