@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from scissorhands_jax.precision import PRECISIONS
 from scissorhands_jax.settings import from_flat
 
 
@@ -79,6 +80,7 @@ def _compiles(v: Any) -> bool:
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 REGEX = Rule(lambda v: isinstance(v, str) and _compiles(v), "a preset name or a valid regex")
+PRECISION = Rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)))
 SEED = _int(0)
 COUNT = _int(1)
 POSITIVE = _real(0, open_="l")
@@ -101,6 +103,7 @@ _SGD = {
     "seed": SEED,
     "checkpoint_every": _int(0),
     "keep": COUNT,
+    "precision": PRECISION,
 }
 _LIMITS = {"image_size": _optional(COUNT), "limit_train": _optional(COUNT)}
 _LIMITS["limit_test"] = _optional(COUNT)

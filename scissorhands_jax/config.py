@@ -35,6 +35,7 @@ _TRAIN = {
     "seed": 0,
     "checkpoint_every": 1000,
     "keep": 3,
+    "precision": "float32",
 }
 
 DEFAULTS: dict[str, Any] = {

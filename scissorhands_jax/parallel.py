@@ -259,3 +259,35 @@ def local_batch_slice(
 def is_main_process() -> bool:
     """True on process 0: the one that writes checkpoints, result files and logs."""
     return jax.process_index() == 0
+
+
+def resolve_mesh(devices: int | str | None = "auto") -> Mesh | None:
+    """The data mesh a command runs on, from its ``--mesh`` value.
+
+    Args:
+      devices: ``"auto"`` (every device; None when there is only one), a device count N
+        (the first N devices of ``jax.devices()``; 1 gives None), or None (one device).
+
+    Returns:
+      A one-axis :func:`data_mesh`, or None for one device: the programs then run
+      exactly as they do without a mesh.
+
+    Raises:
+      ValueError: a count below 1, above the number of devices, or not a number.
+    """
+    available = jax.devices()
+    if devices is None:
+        return None
+    if devices == "auto":
+        count = len(available)
+    else:
+        try:
+            count = int(devices)
+        except (TypeError, ValueError):
+            count = 0
+        if str(count) != str(devices).strip() or not 1 <= count <= len(available):
+            raise ValueError(
+                f"--mesh must be 'auto' or a device count from 1 to {len(available)} (the "
+                f"devices JAX sees: {jax.default_backend()}), got {devices!r}."
+            )
+    return None if count == 1 else data_mesh(available[:count])

@@ -29,6 +29,7 @@ from scissorhands_jax.config import load_config
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
 from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
+from scissorhands_jax.precision import with_precision
 from scissorhands_jax.resumable import fit_resumable, step_decay_sgd
 
 MODELS = {
@@ -115,10 +116,18 @@ def identity(cfg: dict, role: str, split: Split) -> dict[str, Any]:
     if role in ROLES:
         schedule = dict(cfg[ROLES[role][0]])
         schedule.pop("checkpoint_every"), schedule.pop("keep")
-        out["schedule"] = schedule
+        out["schedule"] = _without_default_precision(schedule)
     else:
-        out["unlearn"] = cfg["unlearn"]
+        out["unlearn"] = _without_default_precision(cfg["unlearn"])
     return out
+
+
+def _without_default_precision(section: dict) -> dict:
+    """``section`` without ``precision`` when it is the default float32, so runs saved
+    before the setting existed keep their identity."""
+    if section.get("precision", "float32") == "float32":
+        return {k: v for k, v in section.items() if k != "precision"}
+    return section
 
 
 def split_description(cfg: dict) -> dict[str, Any]:
@@ -210,10 +219,12 @@ def train_role(
     *,
     until_step: int | None = None,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> TrainState:
     """Trains ``role`` (``original`` or ``retrain``) into ``run``, continuing from the
     latest checkpoint in ``ck`` if there is one; appends a segment to ``run/role/log.json``
-    (seconds, per-epoch losses) and prints one line. ``until_step`` stops early (saved).
+    (seconds, per-epoch losses) and prints one line. ``until_step`` stops early (saved);
+    ``mesh`` trains data-parallel (see :func:`~scissorhands_jax.resumable.fit_resumable`).
 
     Returns:
       The :class:`TrainState` it stopped at (the complete run's state once
@@ -236,7 +247,7 @@ def train_role(
         return state
     try:
         state, log = fit_resumable(
-            model.loss,
+            with_precision(model.loss, section["precision"]),
             state,
             source,
             key=data_key,
@@ -247,6 +258,7 @@ def train_role(
             save_every=section["checkpoint_every"],
             progress=progress,
             desc=role,
+            mesh=mesh,
         )
     finally:
         ck.wait()  # every asynchronous save is on disk before the log says so
@@ -352,14 +364,26 @@ def split_arrays(split: Split, part: str) -> dict[str, np.ndarray]:
 
 
 def predictions(
-    model: Model, params, model_state, split: Split, *, batch_size: int, progress: bool
+    model: Model,
+    params,
+    model_state,
+    split: Split,
+    *,
+    batch_size: int,
+    progress: bool,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, np.ndarray]:
     """Softmax outputs and labels of the forget, retain and test sets (``forget_probs``,
     ``forget_labels``, ...: the keyword arguments of the metric suites), batched so that
-    any data set size fits; the test set omits forgotten classes (:attr:`Split.test_indices`)."""
+    any data set size fits; the test set omits forgotten classes (:attr:`Split.test_indices`).
+    With ``mesh`` every batch is split over its data axis, the model replicated."""
     from tqdm.auto import tqdm
 
     from scissorhands_jax.models.adapters import predict_probs
+    from scissorhands_jax.parallel import on_mesh, shard_batch
+
+    if mesh is not None:
+        params, model_state = on_mesh(params, mesh), on_mesh(model_state, mesh)
 
     out = {}
     for part in ("forget", "retain", "test"):
@@ -376,6 +400,8 @@ def predictions(
             # pad the last batch to the common shape: one compiled program for every batch
             pad = ((0, source.batch_size - n),) + ((0, 0),) * (batch["image"].ndim - 1)
             images = np.pad(batch["image"], pad)
+            if mesh is not None:
+                images = shard_batch({"image": images}, mesh)["image"]
             got = predict_probs(model, params, model_state, images, batch_size=source.batch_size)
             probs.append(np.asarray(got)[:n])
             labels.append(batch["label"])

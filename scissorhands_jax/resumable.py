@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
 from scissorhands_jax.loop import TrainState, ema_update, private_copy
 from scissorhands_jax.objective import objective_step
+from scissorhands_jax.parallel import on_mesh, shard_batch
 from scissorhands_jax.training import sgd, train_step
 
 
@@ -87,6 +88,7 @@ def fit_resumable(
     log_every: int = 0,
     progress: bool = False,
     desc: str = "train",
+    mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Trains from ``state.step`` to the run's last step (or ``stop_step``).
 
@@ -113,6 +115,9 @@ def fit_resumable(
       log_every: steps per log entry (0: one per epoch).
       progress: a progress bar over steps with rate and ETA.
       desc: the bar's label.
+      mesh: train data-parallel on this mesh (:func:`~scissorhands_jax.parallel.data_mesh`):
+        the state replicated, every batch split over the data axis (a batch that does not
+        divide evenly runs replicated). None: the default device.
 
     Returns:
       ``(state, log)``: the state at the last step, and one ``{"epoch", "step", "loss",
@@ -138,6 +143,8 @@ def fit_resumable(
         raise ValueError(f"cannot run from step {state.step} to step {end} (of {total}).")
     one_step = _step_fn(loss_fn, tx, lr)
     state = private_copy(state)  # the steps donate its arrays
+    if mesh is not None:  # replicated state, every batch split over the data axis
+        state = TrainState(state.step, *on_mesh(tuple(state)[1:], mesh))
     decay = None if ema_decay is None else jnp.float32(ema_decay)
     step, params, model_state, opt_state, ema = state
     log: list[dict[str, Any]] = []
@@ -147,9 +154,10 @@ def fit_resumable(
         epoch, i = divmod(step, per_epoch)
         if batches is None:
             batches = _epoch_batches(data, jax.random.fold_in(key, epoch), i)
-        params, model_state, opt_state, loss = one_step(
-            params, model_state, opt_state, next(batches)
-        )
+        batch = next(batches)
+        if mesh is not None:
+            batch = shard_batch(batch, mesh)
+        params, model_state, opt_state, loss = one_step(params, model_state, opt_state, batch)
         if decay is not None:
             ema = ema_update(ema, params, decay)
         losses.append(loss)

@@ -5,8 +5,19 @@ from __future__ import annotations
 import argparse
 
 
+def add_mesh_argument(p: argparse.ArgumentParser) -> None:
+    """``--mesh``: the devices a command runs data-parallel on."""
+    p.add_argument(
+        "--mesh",
+        default="auto",
+        metavar="auto|N",
+        help="run data-parallel on every device (auto, the default) or on the first N; "
+        "1 runs on one device",
+    )
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """``CONFIG``, ``--smoke``, ``--set``, ``--data-dir``, ``--no-progress``."""
+    """``CONFIG``, ``--smoke``, ``--set``, ``--data-dir``, ``--no-progress``, ``--mesh``."""
     p.add_argument("config", help="a config file, e.g. experiments/configs/cifar10_random10.py")
     p.add_argument("--smoke", action="store_true", help="merge the config's SMOKE (seconds)")
     p.add_argument(
@@ -18,3 +29,4 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data-dir", help="data directory (overrides data.data_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_mesh_argument(p)

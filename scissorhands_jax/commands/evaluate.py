@@ -36,12 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def score(model, params, model_state, split, *, batch_size: int, progress: bool) -> dict:
+def score(model, params, model_state, split, *, batch_size: int, progress: bool, mesh=None) -> dict:
     """UA, RA, TA and the two MIA-efficacies of one model on a split."""
     from scissorhands_jax.metrics import classification_metrics
     from scissorhands_jax.pipeline import predictions
 
-    sets = predictions(model, params, model_state, split, batch_size=batch_size, progress=progress)
+    sets = predictions(model, params, model_state, split, batch_size=batch_size,
+                       progress=progress, mesh=mesh)  # fmt: skip
     return classification_metrics(**sets)
 
 
@@ -57,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     """Scores the models, writes ``evaluation.json`` and prints the table; returns 0."""
     from scissorhands_jax import pipeline as pipe
     from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax.parallel import resolve_mesh
 
     cfg = pipe.config_from_args(args)
+    args.mesh = resolve_mesh(args.mesh)
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise ValueError(f"run directory {run_dir} does not exist; run scissorhands train first.")
@@ -106,6 +109,7 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path) -> int:
                 split,
                 batch_size=cfg["eval"]["batch_size"],
                 progress=progress,
+                mesh=args.mesh,
             )
         )
         reference = row if name == "retrain" else reference

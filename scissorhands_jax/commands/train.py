@@ -36,15 +36,17 @@ def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0."""
     from scissorhands_jax import pipeline as pipe
     from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax.parallel import resolve_mesh
 
     cfg = pipe.config_from_args(args)  # every value checked before --out is created
+    mesh = resolve_mesh(args.mesh)
     if args.until_step is not None and args.until_step < 1:
         raise ValueError(f"--until-step must be >= 1, got {args.until_step}.")
     with run_directory(args.out) as run_dir:  # one writer at a time
-        return _train(args, cfg, run_dir)
+        return _train(args, cfg, run_dir, mesh)
 
 
-def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
+def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
     from scissorhands_jax import pipeline as pipe
 
     progress = not args.no_progress
@@ -66,9 +68,8 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
             f"{ix.forget.size} forget, {ix.retain.size} retain; indices in {run_dir}"
         )
         for role, ck in stores.items():
-            pipe.train_role(
-                run_dir, role, cfg, split, model, ck, until_step=args.until_step, progress=progress
-            )
+            pipe.train_role(run_dir, role, cfg, split, model, ck, until_step=args.until_step,
+                            progress=progress, mesh=mesh)  # fmt: skip
     finally:
         for ck in stores.values():
             ck.close()

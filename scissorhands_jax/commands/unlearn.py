@@ -29,10 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from scissorhands_jax import pipeline as pipe
     from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.method import check_settings
+    from scissorhands_jax.parallel import resolve_mesh
 
     cfg = pipe.config_from_args(args)
     flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
-    settings = check_settings(progress=not args.no_progress, **flat)
+    settings = check_settings(progress=not args.no_progress, mesh=resolve_mesh(args.mesh), **flat)
     with run_directory(_existing_run(args.run), create=False) as run_dir:
         return _unlearn(args, cfg, settings, run_dir)
 
