@@ -29,8 +29,8 @@ What is never silently used:
 
 Saves are asynchronous (orbax writes in a background thread while training goes on);
 :meth:`Checkpoints.wait` blocks until every save is on disk, and callers report success
-only after it. :class:`PreemptionGuard` turns a SIGTERM (a cluster's preemption notice)
-into :func:`preemption_requested`, for a loop to save at its next step boundary.
+only after it. :class:`~scissorhands_jax.preemption.PreemptionGuard` (re-exported here)
+turns a SIGTERM into a request to save at the next step boundary.
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from typing import Any
 
 import jax
@@ -50,6 +48,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from scissorhands_jax._tree_digest import legacy_sha256, tree_digest
+from scissorhands_jax.preemption import PreemptionGuard, preemption_requested  # noqa: F401
 
 logger = logging.getLogger(__name__)
 _COMMIT_FILE = ocp.path.atomicity.COMMIT_SUCCESS_FILE
@@ -370,48 +369,3 @@ class Checkpoints:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_PREEMPTED = threading.Event()
-
-
-def preemption_requested() -> bool:
-    """Whether a :class:`PreemptionGuard` caught its signal: save at this step boundary
-    (:meth:`Checkpoints.save`, then :meth:`Checkpoints.wait`) and exit."""
-    return _PREEMPTED.is_set()
-
-
-class PreemptionGuard:
-    """Within the ``with`` block, SIGTERM (a cluster's preemption notice) only sets
-    :func:`preemption_requested` instead of killing the process, so the training loop
-    saves at its next step boundary and exits; the previous handlers come back on exit.
-
-    Multi-host jobs should ask JAX's coordination service instead (orbax's
-    ``CheckpointManager.reached_preemption(step)``, built on
-    ``jax.experimental.multihost_utils.reached_preemption_sync_point``), which makes
-    every process save at the same step; the loops do not call either yet.
-
-    Args:
-      signals: the signals to catch (default: SIGTERM).
-    """
-
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
-        self.signals = tuple(signals)
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        logger.warning(
-            "signal %d received: saving at the next step boundary, then stopping.", signum
-        )
-        _PREEMPTED.set()
-
-    def __enter__(self) -> PreemptionGuard:
-        _PREEMPTED.clear()
-        for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()

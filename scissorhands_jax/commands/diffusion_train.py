@@ -87,6 +87,7 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, Any, l
         log_every=section["log_every"],
         progress=not args.no_progress,
         desc=role,
+        mesh=args.mesh,
     )
     ck.wait()
     jax.block_until_ready(state.params)
@@ -123,6 +124,7 @@ def _train_classifier(cfg, data, ck, args) -> tuple[int, int, Any, list]:
         save_every=section["checkpoint_every"],
         progress=not args.no_progress,
         desc="classifier",
+        mesh=args.mesh,
     )
     ck.wait()
     check_saved(ck, state.step, "classifier")
@@ -130,11 +132,13 @@ def _train_classifier(cfg, data, ck, args) -> tuple[int, int, Any, list]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Trains the requested models; returns 0."""
+    """Trains the requested models; returns 0 (75 when preempted, saved)."""
     from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.parallel import resolve_mesh
 
     cfg = dif.config_from_args(args)  # every value checked before --out is created
+    args.mesh = resolve_mesh(args.mesh)
     if args.until_step is not None and args.until_step < 1:
         raise ValueError(f"--until-step must be >= 1, got {args.until_step}.")
     with run_directory(args.out) as run_dir:  # one writer at a time
@@ -145,6 +149,7 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
     from scissorhands_jax._rundir import write_json_atomic
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.pipeline import append_training_log, read_json
+    from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     roles = [args.only] if args.only else list(dif.ROLES)
     _refuse_existing(run_dir, roles, args.resume)  # before any work
@@ -174,11 +179,12 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
         f"forget ({request['num_forget']} images), generator at {tuple(data.image_shape)}"
     )
     for role in roles:
-        with dif.checkpoints(run_dir, role, cfg, data) as ck:
+        with dif.checkpoints(run_dir, role, cfg, data) as ck, PreemptionGuard():
             if role == "classifier":
                 step, total, clock, log = _train_classifier(cfg, data, ck, args)
             else:
                 step, total, clock, log = _train_generator(cfg, role, data, model, ck, args)
+            preempted = preemption_requested()
         seconds = clock.segment_s()
         if not log:
             print(f"{role}: at step {step} of {total}, nothing to do")
@@ -198,4 +204,7 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
             f"{role}: step {step} of {total} ({done}) in {seconds:.1f} s, "
             f"loss {log[-1]['loss']:.4f}; {ck.directory}"
         )
+        if preempted:
+            print(f"{role}: preempted; saved at step {step}: rerun with --resume")
+            return EXIT_PREEMPTED
     return 0

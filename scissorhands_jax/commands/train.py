@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Trains the requested models; returns 0."""
+    """Trains the requested models; returns 0 (75 when preempted, saved)."""
     from scissorhands_jax import pipeline as pipe
     from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.parallel import resolve_mesh
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
     from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     progress = not args.no_progress
     split = pipe.build_split(cfg, progress=progress)
@@ -68,8 +69,12 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
             f"{ix.forget.size} forget, {ix.retain.size} retain; indices in {run_dir}"
         )
         for role, ck in stores.items():
-            pipe.train_role(run_dir, role, cfg, split, model, ck, until_step=args.until_step,
-                            progress=progress, mesh=mesh)  # fmt: skip
+            with PreemptionGuard():  # SIGTERM: save at the next step, exit for a requeue
+                pipe.train_role(run_dir, role, cfg, split, model, ck, until_step=args.until_step,
+                                progress=progress, mesh=mesh)  # fmt: skip
+                if preemption_requested():
+                    print(f"{role}: preempted and saved; rerun with --resume to continue")
+                    return EXIT_PREEMPTED
     finally:
         for ck in stores.values():
             ck.close()
