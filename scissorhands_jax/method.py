@@ -96,9 +96,11 @@ def scissorhands(
     (:func:`~scissorhands_jax.repair`).
 
     1. :math:`s = |\theta \odot \sum_b |\nabla L(\theta; b)||` on ``prune_num`` fresh
-       forget batches; :math:`\tau` = the :math:`\lfloor\text{sparsity}\cdot N\rfloor`-th
-       smallest score over all parameters; entries with :math:`s > \tau` in eligible
-       leaves are re-initialised (biases to 0).
+       forget batches; the top :math:`N - \lfloor\text{sparsity}\cdot N\rfloor` scores
+       over all parameters (:math:`s > \tau`, :math:`\tau` the
+       :math:`\lfloor\text{sparsity}\cdot N\rfloor`-th smallest, equal scores at
+       :math:`\tau` ranked by position; ``trim.ties``) in eligible leaves are
+       re-initialised (biases to 0).
     2. ``epochs`` of SGD on :math:`L_r - \lambda L_f` with the GEM projection against
        :math:`\nabla[-L_f]` memories refreshed every epoch.
 
