@@ -37,8 +37,9 @@ def forget_memory(
     the gradients between its memory batches, so for ``t > 1`` its rows add up this way
     (for ``t = 1`` both are the same).
 
-    It runs eagerly (it checks every loss for NaN/inf) and also inside ``jax.jit``,
-    where the check is left out; ``eligible`` must then be a tree of Python bools (it
+    It runs eagerly (it checks every loss and every memory row for NaN/inf, so that a
+    projection never sees a non-finite memory) and also inside ``jax.jit``, where the
+    checks are left out; ``eligible`` must then be a tree of Python bools (it
     decides which leaves are kept, so it cannot be traced).
 
     Args:
@@ -57,7 +58,7 @@ def forget_memory(
 
     Raises:
       ValueError: if ``batches`` is empty or ``eligible`` holds traced values.
-      FloatingPointError: if a forget loss is not finite (outside jit).
+      FloatingPointError: if a forget loss or a memory row is not finite (outside jit).
     """
     keep = None
     if eligible is not None:
@@ -85,7 +86,24 @@ def forget_memory(
         grads.append(g)
     if not grads:
         raise ValueError("forget_memory: `batches` is empty; pass at least one forget batch.")
-    return _stack_memories(grads, cumulative, keep)
+    memory = _stack_memories(grads, cumulative, keep)
+    finite = _finite_rows(memory)
+    if not isinstance(finite, jax.core.Tracer) and not np.all(finite):
+        raise FloatingPointError(
+            f"forget_memory: the gradient of forget batch {int(np.argmin(finite))} holds NaN "
+            "or inf although its loss is finite; the model's gradient is not finite at "
+            "these parameters (check for operations such as sqrt or log at 0)."
+        )
+    return memory
+
+
+@jax.jit
+def _finite_rows(memory):
+    """Per memory row: whether all its entries are finite."""
+    rows = [
+        jnp.all(jnp.isfinite(m.reshape(m.shape[0], -1)), axis=1) for m in jax.tree.leaves(memory)
+    ]
+    return functools.reduce(jnp.logical_and, rows)
 
 
 @functools.partial(jax.jit, static_argnames=("cumulative", "keep"))

@@ -19,10 +19,10 @@ import numpy as np
 from scissorhands_jax import repairing, trimming
 from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data.batching import array_source
-from scissorhands_jax.models.adapters import Model, bind_state
+from scissorhands_jax.models.adapters import Model, bind_state, check_data, check_params
 from scissorhands_jax.parallel import on_mesh, sharded_source
 from scissorhands_jax.precision import with_precision
-from scissorhands_jax.reinit import Eligibility, PathPredicate, eligible_mask
+from scissorhands_jax.reinit import Eligibility, PathPredicate, resolve_eligibility
 from scissorhands_jax.settings import (
     ProjectionSettings,
     RepairSettings,
@@ -96,9 +96,11 @@ def scissorhands(
     (:func:`~scissorhands_jax.repair`).
 
     1. :math:`s = |\theta \odot \sum_b |\nabla L(\theta; b)||` on ``prune_num`` fresh
-       forget batches; :math:`\tau` = the :math:`\lfloor\text{sparsity}\cdot N\rfloor`-th
-       smallest score over all parameters; entries with :math:`s > \tau` in eligible
-       leaves are re-initialised (biases to 0).
+       forget batches; the top :math:`N - \lfloor\text{sparsity}\cdot N\rfloor` scores
+       over all parameters (:math:`s > \tau`, :math:`\tau` the
+       :math:`\lfloor\text{sparsity}\cdot N\rfloor`-th smallest, equal scores at
+       :math:`\tau` ranked by position; ``trim.ties``) in eligible leaves are
+       re-initialised (biases to 0).
     2. ``epochs`` of SGD on :math:`L_r - \lambda L_f` with the GEM projection against
        :math:`\nabla[-L_f]` memories refreshed every epoch.
 
@@ -127,17 +129,23 @@ def scissorhands(
       A :class:`ScissorhandsResult`.
 
     Raises:
-      ValueError: empty retain or forget data, no eligible leaf.
-      FloatingPointError: a non-finite loss during saliency, memory or repair.
+      ValueError: before any work: empty retain or forget data, data the model cannot
+        read (a missing entry, labels that are not integers in ``[0, num_classes)``,
+        NaN or inf values; a :data:`BatchSource` is checked on its first batch), a
+        parameter leaf that is not a float array, ``eligible`` of another type, an
+        invalid regex or no eligible leaf.
+      TypeError: a settings argument that is not its dataclass.
+      FloatingPointError: a non-finite loss during saliency, memory or repair, or a
+        diverging repair (at the step it happens, naming the cause).
     """
     model_state = {} if model_state is None else model_state
+    _check_settings(trim=trim, repair=repair, projection=projection, training=training)
     mesh, bs = training.mesh, training.batch_size
     forget_src = as_source(forget, bs, "forget")
     retain_src = as_source(retain, bs, "retain")
-    if isinstance(eligible, Eligibility):
-        reinit_tree, protect_tree = eligible
-    else:
-        reinit_tree = protect_tree = eligible_mask(params, eligible)
+    check_params(params)
+    reinit_tree, protect_tree = resolve_eligibility(params, eligible)
+    check_data(model, params, model_state, {"forget": forget, "retain": retain})
     if mesh is not None:
         params = on_mesh(params, mesh, shard=training.shard_params)
         model_state = on_mesh(model_state, mesh)
@@ -166,6 +174,19 @@ def scissorhands(
         shard_params=training.shard_params,
     )
     return ScissorhandsResult(new_params, new_state, trimmed.mask, [trim_entry, *log])
+
+
+def _check_settings(**settings: Any) -> None:
+    """Raises TypeError unless each settings argument is its dataclass (whose own checks
+    ran when it was built)."""
+    for (name, value), cls in zip(settings.items(), (TrimSettings, RepairSettings,
+                                                     ProjectionSettings, TrainingSettings),
+                                  strict=True):  # fmt: skip
+        if not isinstance(value, cls):
+            raise TypeError(
+                f"{name} must be a {cls.__name__}, got {value!r}; e.g. "
+                f"{name}=shs.{cls.__name__}(...), or use scissorhands_flat for flat names."
+            )
 
 
 def scissorhands_flat(

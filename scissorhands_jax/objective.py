@@ -21,7 +21,7 @@ import optax
 from scissorhands_jax._types import Batch, BatchSource, Mask, ModelLossFn, Params, PRNGKey
 from scissorhands_jax.loop import TrainState, cycle, private_copy, run_steps
 from scissorhands_jax.repairing import projection_tx
-from scissorhands_jax.settings import ProjectionSettings, check_int
+from scissorhands_jax.settings import ProjectionSettings, check_int, check_real
 
 
 def adam_tx(
@@ -150,13 +150,18 @@ def train_objective(
       ``(params, log)`` with the entries of :func:`~scissorhands_jax.loop.run_steps`.
 
     Raises:
-      ValueError: for ``steps < 0``, ``memory_every < 1`` or ``log_every < 1``.
-      FloatingPointError: when a loss becomes non-finite.
+      ValueError: for ``steps < 0``, ``memory_every < 1``, ``log_every < 1``, an
+        ``lr`` that is not finite and > 0, or non-finite weights.
+      FloatingPointError: at the step where a loss becomes non-finite or the retain
+        loss diverges (see :class:`~scissorhands_jax.loop.LossGuard`).
     """
     check_int("steps", steps, 0)
-    params = private_copy(params)  # the steps donate it
     check_int("memory_every", memory_every, 1)
     check_int("log_every", log_every, 1)
+    lr = check_real("lr", lr, positive=True, hint="the learning rate of Adam's direction")
+    for name, value in (("w_retain", w_retain), ("w_forget", w_forget), ("sign", sign)):
+        check_real(name, value)
+    params = private_copy(params)  # the steps donate it
     k_r, k_f, k_m = jax.random.split(key, 3)
     retains = cycle(retain, k_r)
     forgets = cycle(forget, k_f) if forget is not None else itertools.repeat(None)

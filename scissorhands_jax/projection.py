@@ -11,6 +11,7 @@ import optax
 
 from scissorhands_jax import _qp
 from scissorhands_jax._types import Mask, Params
+from scissorhands_jax.settings import EPS_HINT, MARGIN_HINT, check_real
 
 MaskOrFn = Mask | Callable[[Params], Mask] | None
 
@@ -106,9 +107,18 @@ def _projection(solve: Callable, always: bool, mask: MaskOrFn):
         _check_memory(updates, memory)
         leaf_mask = _resolve_mask(mask, updates)
         gram, mg = _gram(_selected(memory, leaf_mask), _selected(updates, leaf_mask))
+        bad = ~jnp.all(jnp.isfinite(gram))
+        if not isinstance(bad, jax.core.Tracer) and bool(bad):
+            raise ValueError(
+                "projection: the memory holds NaN or inf (or values so large that M M^T "
+                "overflows); the forget loss or its gradient is not finite at these "
+                "parameters (see forget_memory)."
+            )
         conflict = jnp.any(mg < 0)
-        apply = jnp.ones([], bool) if always else conflict
-        coeff = solve(gram, mg)
+        # Inside jit a bad memory cannot raise: it makes the update NaN, which the
+        # training loops report, rather than a silently skipped constraint.
+        apply = (jnp.ones([], bool) if always else conflict) | bad
+        coeff = jnp.where(bad, jnp.nan, solve(gram, mg))
         new_updates = _combine(updates, memory, leaf_mask, coeff, apply)
         new_state = ProjectionState(
             count=state.count + 1, projected=state.projected + apply.astype(jnp.int32)
@@ -143,9 +153,19 @@ def gem_projection(
         optax.chain(gem_projection(), optax.add_decayed_weights(5e-4),
                     optax.sgd(lr, momentum=0.9))
 
+    With ``eps = 0`` :math:`M M^\top` may be singular (a zero memory, two equal ones):
+    each face of the QP is then solved for its least-norm point by a pseudo-inverse,
+    which gives the same update :math:`\tilde g` (it is unique even where :math:`v` is
+    not). A memory holding NaN or inf raises ValueError when the transform runs eagerly;
+    inside ``jax.jit``, where it cannot raise, it makes the selected leaves of the update
+    NaN (so the loss turns NaN and the training loop stops with an error) instead of
+    skipping the constraint. :func:`~scissorhands_jax.forget_memory` checks the memory
+    it builds.
+
     Args:
-      margin: lower bound on the dual variables (the release's 0.5).
-      eps: ridge added to :math:`M M^\top`, so a singular or zero memory is harmless.
+      margin: lower bound on the dual variables (the release's 0.5); finite, >= 0.
+      eps: ridge added to :math:`M M^\top` (finite, >= 0), so a singular or zero
+        memory is harmless.
       mask: restricts the projection to some leaves: a bool tree like the params, a
         function of the updates returning one, or None for all leaves. Unselected leaves
         pass through, and their memory entries are never read.
@@ -164,11 +184,19 @@ def gem_projection(
       >>> new, _ = tx.update(g, tx.init(g), memory=mem)
       >>> new["w"].tolist()  # now orthogonal to the memory
       [0.5, 0.5]
+
+    Raises:
+      ValueError: a negative or non-finite ``margin`` or ``eps``.
     """
-    if margin < 0 or eps < 0:
-        raise ValueError(f"gem_projection: margin and eps must be >= 0, got {margin}, {eps}.")
+    try:
+        margin = check_real("margin", margin, low=0.0, hint=MARGIN_HINT)
+        eps = check_real("eps", eps, low=0.0, hint=EPS_HINT)
+    except ValueError as err:
+        raise ValueError(f"gem_projection: margin and eps must be finite and >= 0; {err}") from None
 
     def solve(gram, mg):
+        if eps == 0:  # singular M M^T: least-norm face solutions (see _qp.solve_dual)
+            return _qp.solve_dual(gram, mg, margin, singular=True)
         h = gram + eps * jnp.eye(gram.shape[0], dtype=gram.dtype)
         return _qp.solve_dual(h, mg, margin)
 
@@ -186,19 +214,29 @@ def orthogonal_projection(
     The design-card variant beside GEM: :math:`\langle \tilde g, m_i \rangle \approx 0`
     for every memory (exactly 0 when ``eps = 0`` and the memories are independent).
 
+    With ``eps = 0`` the solve uses the pseudo-inverse of :math:`M M^\top`, so zero or
+    linearly dependent memories give the least-squares projection onto the orthogonal
+    complement of their span (eigenvalues below ``10 t`` float32 epsilons of the largest
+    count as zero). Non-finite memories are treated as in :func:`gem_projection`.
+
     Args:
-      eps: ridge that keeps the solve well-posed for dependent or zero memories.
+      eps: ridge that keeps the solve well-posed for dependent or zero memories
+        (finite, >= 0).
       only_on_conflict: apply only when some :math:`\langle g, m_i\rangle < 0`.
       mask: restricts it to some leaves, as in :func:`gem_projection`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with the same contract as
       :func:`gem_projection`.
+
+    Raises:
+      ValueError: a negative or non-finite ``eps``.
     """
-    if eps < 0:
-        raise ValueError(f"orthogonal_projection: eps must be >= 0, got {eps}.")
+    eps = check_real("orthogonal_projection: eps", eps, low=0.0, hint=EPS_HINT)
 
     def solve(gram, mg):
+        if eps == 0:  # the least-squares projection, for dependent or zero memories too
+            return -jnp.matmul(jnp.linalg.pinv(gram, hermitian=True), mg, precision=_HI)
         h = gram + eps * jnp.eye(gram.shape[0], dtype=gram.dtype)
         return -jnp.linalg.solve(h, mg)
 

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scissorhands_jax._types import Mask, Params, PRNGKey
 
@@ -77,7 +78,13 @@ def path_regex(pattern: str) -> PathPredicate:
 
     ``pattern`` may also be a key of :data:`PRESETS`, e.g. ``"layer4,fc"``.
     """
-    compiled = re.compile(PRESETS.get(pattern, pattern))
+    try:
+        compiled = re.compile(PRESETS.get(pattern, pattern))
+    except (re.error, TypeError) as err:
+        raise ValueError(
+            f"eligible: {pattern!r} is not a valid regular expression ({err}); pass a regex "
+            f"such as r'layer3|layer4|fc' or a preset name: {sorted(PRESETS)}."
+        ) from None
     return lambda path: compiled.search(path) is not None
 
 
@@ -97,14 +104,21 @@ def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -
       A pytree shaped like ``params`` of Python bools, one per leaf.
 
     Raises:
-      ValueError: if no leaf is eligible (the message lists the available paths).
+      ValueError: if no leaf is eligible (the message lists the available paths), or
+        ``eligible`` is of another type or an invalid regex.
     """
     if eligible is None:
         pred: PathPredicate = lambda path: True  # noqa: E731
     elif isinstance(eligible, str):
         pred = path_regex(eligible)
-    else:
+    elif callable(eligible):
         pred = eligible
+    else:
+        raise ValueError(
+            f"eligible must be None, a regex or preset name (a str), a predicate on the "
+            f"parameter path or an Eligibility, got {eligible!r}; e.g. eligible='layer4,fc' "
+            f"(presets: {sorted(PRESETS)})."
+        )
     paths = leaf_paths(params)
     norm_modules = _scale_only_modules(paths)
 
@@ -131,6 +145,28 @@ class Eligibility(NamedTuple):
 
     reinit: Mask
     protect: Mask
+
+
+def resolve_eligibility(params: Params, eligible: Any) -> Eligibility:
+    """The re-init and projection leaf sets of any form ``eligible`` takes (see
+    :func:`scissorhands_jax.scissorhands`), checked before any work.
+
+    Raises:
+      ValueError: see :func:`eligible_mask`; an :class:`Eligibility` whose trees do not
+        have the structure of ``params`` or hold anything but Python bools.
+    """
+    if not isinstance(eligible, Eligibility):
+        mask = eligible_mask(params, eligible)
+        return Eligibility(mask, mask)
+    for name, tree in zip(Eligibility._fields, eligible, strict=True):
+        if jax.tree.structure(tree) != jax.tree.structure(params):
+            raise ValueError(
+                f"Eligibility.{name} must have the structure of the parameters (one bool per "
+                "leaf); build it with eligible_mask(params, ...) or release_bn_parity(params)."
+            )
+        if not all(isinstance(e, (bool, np.bool_)) for e in jax.tree.leaves(tree)):
+            raise ValueError(f"Eligibility.{name} must hold one Python bool per leaf.")
+    return eligible
 
 
 def release_bn_parity(params: Params, stages: str = "layer3,layer4,fc") -> Eligibility:
@@ -223,6 +259,13 @@ def masked_reinit(params: Params, mask: Mask, fresh: Params, *, eligible: Mask) 
     Returns:
       The trimmed parameters.
 
+    Raises:
+      ValueError: trees of another structure than ``params``, or on an eligible leaf a
+        non-float parameter, a mask that is not bool or fresh values that are not float,
+        or either of another shape (nothing is broadcast); ``eligible`` not made of
+        Python bools. The checks read shapes and dtypes only, so they hold inside
+        ``jax.jit`` too.
+
     Example:
       >>> import jax.numpy as jnp
       >>> import scissorhands_jax as shs
@@ -234,10 +277,69 @@ def masked_reinit(params: Params, mask: Mask, fresh: Params, *, eligible: Mask) 
       ([7.0, 1.0, 7.0], [0.0, 1.0, 1.0])
     """
 
+    flags = _check_reinit_inputs(params, mask, fresh, eligible)
+
     def one(path, p, m, f, e):
         if not e:
             return p
         new = jnp.zeros_like(p) if is_bias_path(path_str(path)) else f.astype(p.dtype)
         return jnp.where(m, new, p)
 
+    eligible = jax.tree.unflatten(jax.tree.structure(params), flags)
     return jax.tree_util.tree_map_with_path(one, params, mask, fresh, eligible)
+
+
+def _same_structure(name: str, tree: Any, params: Params) -> None:
+    """Raises ValueError unless ``tree`` has the structure of ``params`` (naming the
+    leaf paths that differ)."""
+    if jax.tree.structure(tree) == jax.tree.structure(params):
+        return
+    want, got = leaf_paths(params), leaf_paths(tree)
+    want_set, got_set = set(want), set(got)
+    missing = [p for p in want if p not in got_set][:5]
+    extra = [p for p in got if p not in want_set][:5]
+    raise ValueError(
+        f"masked_reinit: `{name}` must have the structure of `params` (one leaf per "
+        f"parameter leaf); missing {missing}, unexpected {extra}"
+        + ("" if missing or extra else f", or other containers: {jax.tree.structure(tree)}")
+        + "."
+    )
+
+
+def _check_reinit_inputs(params: Params, mask: Mask, fresh: Params, eligible: Mask) -> list:
+    """The eligible flags as Python bools, after checking the four trees: one structure,
+    and on every eligible leaf a float parameter, a bool mask and fresh values of its
+    exact shape (nothing is broadcast)."""
+    for name, tree in (("mask", mask), ("fresh", fresh), ("eligible", eligible)):
+        _same_structure(name, tree, params)
+    flags = []
+    leaves = [jax.tree.leaves(t) for t in (params, mask, fresh, eligible)]
+    for path, p, m, f, e in zip(leaf_paths(params), *leaves, strict=True):
+        array = isinstance(e, (np.ndarray, jax.Array)) and not isinstance(e, jax.core.Tracer)
+        if not (isinstance(e, (bool, np.bool_)) or (array and e.shape == () and e.dtype == bool)):
+            raise ValueError(
+                f"masked_reinit: `eligible` must hold one Python bool per leaf (see "
+                f"eligible_mask), got {e!r} at {path!r}."
+            )
+        flags.append(bool(e))
+        if not e:
+            continue
+        shape = np.shape(p)
+        if not jnp.issubdtype(jnp.result_type(p), jnp.inexact):
+            raise ValueError(
+                f"masked_reinit: parameter {path!r} has dtype {jnp.result_type(p)}; only float "
+                "leaves can be re-initialised (leave it out of `eligible`)."
+            )
+        if np.shape(m) != shape or jnp.result_type(m) != jnp.bool_:
+            raise ValueError(
+                f"masked_reinit: the mask of {path!r} must be a bool array of the parameter's "
+                f"shape {shape}, got {jnp.result_type(m)} of shape {np.shape(m)} (a float "
+                "mask is not read as True/False; compare it, e.g. `scores > tau`)."
+            )
+        if np.shape(f) != shape or not jnp.issubdtype(jnp.result_type(f), jnp.inexact):
+            raise ValueError(
+                f"masked_reinit: the fresh values of {path!r} must be a float array of the "
+                f"parameter's shape {shape}, got {jnp.result_type(f)} of shape {np.shape(f)} "
+                "(draw them from the same model, e.g. model.init(key) or torch_default_init)."
+            )
+    return flags

@@ -27,7 +27,7 @@ from scissorhands_jax._types import (
     PRNGKey,
 )
 from scissorhands_jax.data.batching import first_batch
-from scissorhands_jax.loop import TrainState, private_copy, run_steps
+from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
 from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models.adapters import bind_state
 from scissorhands_jax.parallel import on_mesh, sharded_source
@@ -189,7 +189,9 @@ def repair(
       :func:`~scissorhands_jax.loop.run_steps`, then what ``eval_fn`` returned.
 
     Raises:
-      FloatingPointError: when a loss becomes non-finite (lower ``lr`` or ``lam``).
+      FloatingPointError: at the step where a loss becomes non-finite (naming a batch
+        that holds NaN or inf when that is the cause) or the retain loss diverges
+        (:class:`~scissorhands_jax.loop.LossGuard`; lower ``lr`` or ``lam``).
     """
     tx = repair_tx(eligible, settings, projection)
     params = private_copy(params)  # the steps donate it
@@ -211,6 +213,7 @@ def repair(
         return TrainState(st.step + 1, p, s, o), l_r, l_f
 
     log: list[dict[str, Any]] = []
+    guard = LossGuard()  # one for the whole repair: the divergence bound is its first loss
     for epoch in range(settings.epochs):
         memory_fn = None
         if projection.kind != "none":
@@ -240,6 +243,7 @@ def repair(
             progress=progress,
             desc=f"repair epoch {epoch}",
             total=getattr(retain, "num_batches", None),
+            guard=guard,
         )
         if not entries:
             raise ValueError(f"repair epoch {epoch}: the retain source yielded no batch.")

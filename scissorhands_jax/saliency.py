@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import warnings
 from collections.abc import Iterable
 
 import jax
@@ -14,7 +15,7 @@ from jax.tree_util import Partial
 
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
 from scissorhands_jax.parallel import on_mesh, shard_batch
-from scissorhands_jax.settings import check_sparsity
+from scissorhands_jax.settings import TIES, check_choice, check_sparsity
 
 
 def as_partial(loss_fn: LossFn) -> Partial:
@@ -240,6 +241,40 @@ def _host_stats_and_kth(scores, k):
     return flat.min(), flat.max(), finite, np.float32(kth)
 
 
+def _rank(scores: Params, sparsity: float, method: str):
+    r"""``(n, k, lo, hi, kth, on_host)``: the entry count, the rank
+    :math:`k = \lfloor\text{sparsity}\cdot N\rfloor`, the smallest and largest score
+    and the k-th smallest, after checking the scores and the settings."""
+    sparsity = check_sparsity(sparsity)
+    leaves = jax.tree.leaves(scores)
+    n = sum(math.prod(np.shape(leaf)) for leaf in leaves)
+    if n == 0:
+        raise ValueError("top_k_mask: `scores` has no entries.")
+    if n >= 2**31:
+        raise ValueError(f"top_k_mask: {n} entries exceed the int32 counter; shard the scores.")
+    k = math.floor(sparsity * n)
+    if k < 1:
+        raise ValueError(
+            f"floor(sparsity * N) = floor({sparsity} * {n}) = 0: the threshold is undefined; "
+            "raise the sparsity or score more parameters."
+        )
+    if method not in ("auto", "device", "host"):
+        raise ValueError(f"method must be 'auto', 'device' or 'host', got {method!r}.")
+    # Scores spread over several processes are never gathered to one host.
+    local = all(getattr(leaf, "is_fully_addressable", True) for leaf in leaves)
+    on_host = method == "host" or (method == "auto" and n <= HOST_MAX_ENTRIES and local)
+    if on_host:
+        lo, hi, finite, kth = _host_stats_and_kth(scores, k)
+    else:
+        lo, hi, finite, kth = _stats_and_kth(scores, k, _chunkable(scores))
+    if not bool(finite):
+        raise ValueError(
+            "top_k_mask: the scores contain NaN or inf; the saliency pass saw a non-finite "
+            "gradient or parameter."
+        )
+    return n, k, lo, hi, kth, on_host
+
+
 def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") -> jax.Array:
     r"""The global saliency threshold :math:`\tau` of Scissorhands.
 
@@ -266,40 +301,18 @@ def top_k_threshold(scores: Params, sparsity: float, *, method: str = "auto") ->
       ValueError: for a sparsity outside (0, 1), empty scores, non-finite scores, or
         ``floor(sparsity * N) == 0``.
     """
-    check_sparsity(sparsity)
-    sparsity = float(sparsity)
-    leaves = jax.tree.leaves(scores)
-    n = sum(math.prod(np.shape(leaf)) for leaf in leaves)
-    if n == 0:
-        raise ValueError("top_k_mask: `scores` has no entries.")
-    if n >= 2**31:
-        raise ValueError(f"top_k_mask: {n} entries exceed the int32 counter; shard the scores.")
-    k = math.floor(sparsity * n)
-    if k < 1:
-        raise ValueError(
-            f"floor(sparsity * N) = floor({sparsity} * {n}) = 0: the threshold is undefined; "
-            "raise the sparsity or score more parameters."
-        )
-    if method not in ("auto", "device", "host"):
-        raise ValueError(f"method must be 'auto', 'device' or 'host', got {method!r}.")
-    # Scores spread over several processes are never gathered to one host.
-    local = all(getattr(leaf, "is_fully_addressable", True) for leaf in leaves)
-    on_host = method == "host" or (method == "auto" and n <= HOST_MAX_ENTRIES and local)
-    if on_host:
-        lo, hi, finite, tau = _host_stats_and_kth(scores, k)
-    else:
-        lo, hi, finite, tau = _stats_and_kth(scores, k, _chunkable(scores))
-    if not bool(finite):
-        raise ValueError(
-            "top_k_mask: the scores contain NaN or inf; the saliency pass saw a non-finite "
-            "gradient or parameter."
-        )
-    if tau == hi or tau == lo:
-        tau = (hi - lo) / 2.0
-    return jnp.float32(tau)
+    _, _, lo, hi, kth, _ = _rank(scores, sparsity, method)
+    return jnp.float32((hi - lo) / 2.0 if _falls_back(kth, lo, hi) else kth)
 
 
-def top_k_mask(scores: Params, sparsity: float, *, method: str = "auto") -> Mask:
+def _falls_back(kth, lo, hi) -> bool:
+    """Whether the release's threshold is the midpoint: the k-th score is the max or min."""
+    return bool(kth == hi or kth == lo)
+
+
+def top_k_mask(
+    scores: Params, sparsity: float, *, method: str = "auto", ties: str = "release"
+) -> Mask:
     r"""Selects the most salient entries: the global top (1 - sparsity) fraction.
 
     .. math::
@@ -308,20 +321,31 @@ def top_k_mask(scores: Params, sparsity: float, *, method: str = "auto") -> Mask
     where :math:`s_{(k)}` is the k-th smallest of all :math:`N` entries of ``scores``
     ranked together (one global ranking across leaves), with the release's fallback
     :math:`\tau = (\max - \min)/2` when :math:`\tau` hits the max or the min (see
-    :func:`top_k_threshold`). Ties at :math:`\tau` are not selected, so at most
-    :math:`N - k` entries are. Exact for any size up to 2**31 entries; it counts per leaf
-    instead of sorting a concatenated copy.
+    :func:`top_k_threshold`). Ties at :math:`\tau` are not selected, so without the
+    fallback at most :math:`N - k` entries are; with it, any number can be (every entry
+    of a tree of equal scores), and a warning says so whenever the count differs from
+    :math:`N - k`. Exact for any size up to 2**31 entries; it counts per leaf instead
+    of sorting a concatenated copy.
+
+    With ``ties="exact"`` exactly :math:`N - k` entries are selected: the entries
+    ranked by score, equal scores by position (leaf order, then row-major within a
+    leaf; the later ranks higher), and the top :math:`N - k` taken, i.e. the last
+    :math:`N - k` of a stable sort. On scores without ties at :math:`s_{(k)}` (and
+    :math:`s_{(k)}` not the minimum) it is the release's selection.
 
     Args:
       scores: pytree of saliency scores.
       sparsity: fraction kept, in (0, 1); 0.97 selects the top 3 %.
       method: where the threshold is ranked (see :func:`top_k_threshold`).
+      ties: ``"release"`` (the rule above, the release's) or ``"exact"``
+        (:data:`~scissorhands_jax.settings.TIES`; :func:`~scissorhands_jax.trim`'s
+        default).
 
     Returns:
       A boolean pytree shaped like ``scores``; True marks an entry to re-initialise.
 
     Raises:
-      ValueError: see :func:`top_k_threshold`.
+      ValueError: see :func:`top_k_threshold`; an unknown ``ties``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -329,6 +353,69 @@ def top_k_mask(scores: Params, sparsity: float, *, method: str = "auto") -> Mask
       >>> m = shs.top_k_mask({"a": jnp.arange(10.0)}, 0.8)
       >>> m["a"].tolist()
       [False, False, False, False, False, False, False, False, True, True]
+      >>> tied = {"a": jnp.ones(10)}  # the release re-initialises all ten (and warns)
+      >>> shs.top_k_mask(tied, 0.8, ties="exact")["a"].tolist()
+      [False, False, False, False, False, False, False, False, True, True]
     """
-    tau = top_k_threshold(scores, sparsity, method=method)
+    check_choice("ties", ties, TIES)
+    n, k, lo, hi, kth, on_host = _rank(scores, sparsity, method)
+    if ties == "exact":
+        below, at_most = _counts_at(scores, kth, on_host)
+        if at_most == k:  # no surplus tie at s_(k): [s > s_(k)] is exactly N - k entries
+            return _greater(scores, jnp.float32(kth))
+        return _exact_mask(scores, jnp.float32(kth), jnp.int32(k - below))
+    fallback = _falls_back(kth, lo, hi)
+    mask = _greater(scores, jnp.float32((hi - lo) / 2.0 if fallback else kth))
+    if fallback:
+        chosen = int(sum(jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(mask)))
+        if chosen != n - k:
+            warnings.warn(
+                f"top_k_mask: the scores tie at the threshold and the release's fallback "
+                f"(max - min) / 2 selects {chosen} of {n} entries where sparsity "
+                f"{float(sparsity)} asks for {n - k} ({'more' if chosen > n - k else 'fewer'}"
+                "); ties='exact' (TrimSettings(ties='exact'), the default) selects exactly "
+                f"{n - k}.",
+                stacklevel=2,
+            )
+    return mask
+
+
+@jax.jit
+def _greater(scores: Params, tau: jax.Array) -> Mask:
     return jax.tree.map(lambda s: s.astype(jnp.float32) > tau, scores)
+
+
+def _counts_at(scores: Params, kth, on_host: bool) -> tuple[int, int]:
+    """How many scores lie below ``kth`` and at or below it."""
+    if on_host:
+        flat = np.concatenate(
+            [np.ravel(np.asarray(x, np.float32)) for x in jax.device_get(jax.tree.leaves(scores))]
+        )
+        return int(np.sum(flat < kth)), int(np.sum(flat <= kth))
+    below, at_most = _device_counts_at(scores, jnp.float32(kth), _chunkable(scores))
+    return int(below), int(at_most)
+
+
+@functools.partial(jax.jit, static_argnames="chunkable")
+def _device_counts_at(scores, kth, chunkable):
+    leaves = [leaf for leaf in jax.tree.leaves(scores) if leaf.size]
+    key = _sortable_keys(kth)  # a finite score's key is > 0, so key - 1 is "below"
+    below = sum(_count_le(x, key - 1, c) for x, c in zip(leaves, chunkable, strict=True))
+    at_most = sum(_count_le(x, key, c) for x, c in zip(leaves, chunkable, strict=True))
+    return below, at_most
+
+
+@jax.jit
+def _exact_mask(scores: Params, tau: jax.Array, skip: jax.Array) -> Mask:
+    """``[s > tau]`` plus the entries equal to ``tau`` after the first ``skip`` of them
+    in leaf order, row-major within a leaf (the ties that rank higher)."""
+    leaves, treedef = jax.tree.flatten(scores)
+    offset = jnp.int32(0)
+    out = []
+    for leaf in leaves:
+        s = leaf.astype(jnp.float32)
+        tie = s == tau
+        index = offset + jnp.cumsum(tie.ravel(), dtype=jnp.int32).reshape(s.shape) - 1
+        out.append((s > tau) | (tie & (index >= skip)))
+        offset = offset + jnp.sum(tie, dtype=jnp.int32)
+    return jax.tree.unflatten(treedef, out)

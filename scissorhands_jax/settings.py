@@ -1,15 +1,22 @@
 """The settings of the method, as small frozen dataclasses: the only copy of each default.
 
 :func:`scissorhands_jax.scissorhands` takes one of each; the defaults are the release's
-CIFAR-10 random-10 % setting. Every value is checked when the dataclass is built, so a
-bad setting fails before any work is done.
+CIFAR-10 random-10 % setting. Every value is checked, for its type and its range, when
+the dataclass is built (the one place each setting is checked), and stored as a Python
+number, so a bad setting fails with its name and value before any work is done; 0-d
+NumPy or JAX arrays are accepted for numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from scissorhands_jax.precision import check_precision
 
@@ -21,41 +28,111 @@ diffusion class recipe)."""
 PROJECTIONS = ("gem", "orthogonal", "orthogonal_on_conflict", "none")
 """The projections of the repair step (see :mod:`scissorhands_jax.projection`)."""
 
+TIES = ("exact", "release")
+r"""How the trim breaks ties at the threshold: select exactly the top
+:math:`N - \lfloor\text{sparsity}\cdot N\rfloor` entries, equal scores ranked by
+position (``"exact"``), or the release's rule :math:`[s > \tau]` with its midpoint
+fallback, which can select more or fewer (``"release"``; see
+:func:`scissorhands_jax.saliency.top_k_mask`)."""
 
-def check_int(name: str, value: Any, low: int) -> None:
-    """Raises ValueError unless ``value`` is an integer >= ``low``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+def _scalar(value: Any) -> Any:
+    """``value`` as a Python number when it is a real number: a Python or NumPy scalar,
+    or a 0-d NumPy or JAX array of an integer or floating dtype; None otherwise (bools,
+    strings, arrays with axes, ...)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Real):
+        return value.item() if isinstance(value, np.generic) else value
+    dtype = getattr(value, "dtype", None)
+    if getattr(value, "shape", None) != () or dtype is None:
+        return None
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        return None
+    try:
+        return value.item()
+    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
+        return None  # a traced value: settings are Python numbers
 
 
-def check_real(name: str, value: Any, *, positive: bool = False) -> None:
-    """Raises ValueError unless ``value`` is a finite real number (> 0 with ``positive``)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}.")
+def _hint(hint: str) -> str:
+    return f"; {hint}" if hint else "."
+
+
+def check_int(name: str, value: Any, low: int, hint: str = "") -> int:
+    """``value`` as a Python int; raises ValueError unless it is an integer >= ``low``
+    (a Python or NumPy integer, or a 0-d integer array)."""
+    x = _scalar(value)
+    if not isinstance(x, int) or x < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}{_hint(hint)}")
+    return x
+
+
+def check_real(
+    name: str,
+    value: Any,
+    *,
+    positive: bool = False,
+    low: float | None = None,
+    below: float | None = None,
+    hint: str = "",
+) -> float:
+    """``value`` as a Python float; raises ValueError unless it is a finite real number
+    (a Python or NumPy number, or a 0-d array), > 0 with ``positive``, >= ``low`` and
+    < ``below`` when given. The message names the setting, the value and ``hint``."""
+    x = _scalar(value)
+    if x is None or not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number, got {value!r}{_hint(hint)}")
+    x = float(x)
+    if positive and x <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}{_hint(hint)}")
+    if low is not None and x < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}{_hint(hint)}")
+    if below is not None and x >= below:
+        raise ValueError(f"{name} must be < {below}, got {value!r}{_hint(hint)}")
+    return x
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a Python bool; raises ValueError unless it is True or False."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raises ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
 
 
-def check_sparsity(sparsity: Any) -> None:
-    """Raises ValueError unless ``sparsity`` is a real number in the open interval (0, 1)."""
-    real = isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool)
-    if not real or not 0.0 < float(sparsity) < 1.0:
+def check_sparsity(sparsity: Any) -> float:
+    """``sparsity`` as a Python float; raises ValueError unless it is a real number (a
+    Python or NumPy number, or a 0-d array) in the open interval (0, 1)."""
+    x = _scalar(sparsity)
+    if x is None or not 0.0 < float(x) < 1.0:
         raise ValueError(
             f"sparsity must be a number in the open interval (0, 1), got {sparsity!r}; "
             "it is the fraction of parameters kept (0.97 re-initialises the top 3 %)."
         )
+    return float(x)
+
+
+def _set(obj: Any, **values: Any) -> None:
+    """Stores checked, normalised values on a frozen dataclass (in ``__post_init__``)."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
+MARGIN_HINT = "GEM's lower bound on the dual variables (the release's 0.5; 0 for plain GEM)"
+EPS_HINT = "the ridge on M M^T (the release's 1e-3; 0 for none)"
+LR_HINT = "the repair's constant learning rate (the release uses 2e-4 to 5e-3)"
+LAM_HINT = "the weight of the forget loss in L_r - lam * L_f (0 turns the forget term off)"
 
 
 @dataclasses.dataclass(frozen=True)
 class TrimSettings:
-    """Phase 1: saliency, global top-k, masked re-initialisation.
+    r"""Phase 1: saliency, global top-k, masked re-initialisation.
 
     Attributes:
       sparsity: fraction of parameters kept; 0.97 re-initialises the top 3 %.
@@ -65,6 +142,11 @@ class TrimSettings:
       update_stats: with ``saliency_train_mode``, keep the running statistics that the
         saliency's forward passes move (the release's behaviour on BatchNorm networks);
         off: the statistics are those of the trained model.
+      ties: how ties at the threshold are broken (:data:`TIES`): ``"exact"`` selects
+        exactly the top :math:`N - \lfloor\text{sparsity}\cdot N\rfloor` entries,
+        equal scores ranked by position (the later leaf, then the later entry, ranks
+        higher); ``"release"`` is the release's rule, which can select more or fewer
+        (all of a tied tree, say) and warns when it does.
     """
 
     sparsity: float = 0.97
@@ -72,11 +154,18 @@ class TrimSettings:
     reinit: str = "model"
     saliency_train_mode: bool = False
     update_stats: bool = False
+    ties: str = "exact"
 
     def __post_init__(self):
-        check_sparsity(self.sparsity)
-        check_int("prune_num", self.prune_num, 1)
+        _set(
+            self,
+            sparsity=check_sparsity(self.sparsity),
+            prune_num=check_int("prune_num", self.prune_num, 1, "forget batches in the saliency"),
+            saliency_train_mode=check_bool("saliency_train_mode", self.saliency_train_mode),
+            update_stats=check_bool("update_stats", self.update_stats),
+        )
         check_choice("reinit", self.reinit, REINITS)
+        check_choice("ties", self.ties, TIES)
         if self.update_stats and not self.saliency_train_mode:
             raise ValueError("update_stats needs saliency_train_mode=True.")
 
@@ -87,8 +176,9 @@ class ProjectionSettings:
 
     Attributes:
       kind: the projection (:data:`PROJECTIONS`); ``"none"`` turns it off.
-      margin: GEM margin.
-      eps: ridge of the QP.
+      margin: GEM margin, finite and >= 0.
+      eps: ridge of the QP, finite and >= 0 (0: dependent or zero memories are handled
+        by a pseudo-inverse, see :func:`~scissorhands_jax.projection.gem_projection`).
       every: project only every n-th joint step (10 in two release settings).
       memory_num: forget batches in the memory (t).
       cumulative: memory row i is the sum of the first i batch gradients, as the
@@ -105,24 +195,26 @@ class ProjectionSettings:
 
     def __post_init__(self):
         check_choice("projection", self.kind, PROJECTIONS)
-        check_real("margin", self.margin)
-        check_real("eps", self.eps)
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps!r}.")
-        check_int("project_every", self.every, 1)
-        check_int("memory_num", self.memory_num, 1)
+        _set(
+            self,
+            margin=check_real("margin", self.margin, low=0.0, hint=MARGIN_HINT),
+            eps=check_real("eps", self.eps, low=0.0, hint=EPS_HINT),
+            every=check_int("project_every", self.every, 1, "1 projects every joint step"),
+            memory_num=check_int("memory_num", self.memory_num, 1, "forget batches in the memory"),
+            cumulative=check_bool("cumulative_memory", self.cumulative),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class RepairSettings:
-    """Phase 2: fine-tuning on :math:`L_r - \\lambda L_f` with momentum SGD.
+    r"""Phase 2: fine-tuning on :math:`L_r - \lambda L_f` with momentum SGD.
 
     Attributes:
-      lr: constant learning rate.
-      epochs: repair epochs.
-      lam: weight :math:`\\lambda` of the forget loss.
-      momentum: SGD momentum.
-      weight_decay: coupled weight decay.
+      lr: constant learning rate, finite and > 0.
+      epochs: repair epochs (0: trim only).
+      lam: weight :math:`\lambda` >= 0 of the forget loss.
+      momentum: SGD momentum, in [0, 1).
+      weight_decay: coupled weight decay, >= 0.
     """
 
     lr: float = 5e-3
@@ -132,10 +224,16 @@ class RepairSettings:
     weight_decay: float = 5e-4
 
     def __post_init__(self):
-        check_real("lr", self.lr, positive=True)
-        check_int("epochs", self.epochs, 0)
-        for name in ("lam", "momentum", "weight_decay"):
-            check_real(name, getattr(self, name))
+        _set(
+            self,
+            lr=check_real("lr", self.lr, positive=True, hint=LR_HINT),
+            epochs=check_int("epochs", self.epochs, 0, "repair epochs (0: trim only)"),
+            lam=check_real("lam", self.lam, low=0.0, hint=LAM_HINT),
+            momentum=check_real("momentum", self.momentum, low=0.0, below=1.0,
+                                hint="SGD's momentum, in [0, 1) (the release's 0.9)"),
+            weight_decay=check_real("weight_decay", self.weight_decay, low=0.0,
+                                    hint="coupled weight decay (the release's 5e-4)"),
+        )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +257,18 @@ class TrainingSettings:
     precision: str = "float32"
 
     def __post_init__(self):
-        check_int("batch_size", self.batch_size, 1)
+        _set(
+            self,
+            batch_size=check_int("batch_size", self.batch_size, 1, "examples per batch"),
+            progress=check_bool("progress", self.progress),
+            shard_params=check_bool("shard_params", self.shard_params),
+        )
         check_precision(self.precision)
+        if self.mesh is not None and not isinstance(self.mesh, jax.sharding.Mesh):
+            raise ValueError(
+                f"mesh must be a jax.sharding.Mesh or None, got {self.mesh!r}; build one "
+                "with scissorhands_jax.parallel.data_mesh()."
+            )
 
 
 GROUPS: dict[str, type] = {

@@ -12,7 +12,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
-from scissorhands_jax.loop import private_copy
+from scissorhands_jax.loop import LossGuard, private_copy
 from scissorhands_jax.parallel import on_mesh, sharded_source
 
 
@@ -73,7 +73,10 @@ def fit(
       ``(params, model_state, log)`` with one ``{"epoch", "loss", "time_s"}`` per epoch.
 
     Raises:
-      FloatingPointError: when an epoch's mean loss is not finite.
+      FloatingPointError: at the step where the loss becomes non-finite (naming a batch
+        that holds NaN or inf when that is the cause) or diverges (see
+        :class:`~scissorhands_jax.loop.LossGuard`).
+      ValueError: an epoch without a batch.
     """
     params, model_state = private_copy((params, model_state))  # the steps donate them
     if mesh is not None:
@@ -84,6 +87,7 @@ def fit(
         opt_state = on_mesh(opt_state, mesh)
     log = []
     total = getattr(data, "num_batches", None)
+    guard, step, pending = LossGuard(), 0, []
     for epoch in range(epochs):
         start, losses = time.perf_counter(), []
         batches = data(jax.random.fold_in(key, epoch))
@@ -98,11 +102,16 @@ def fit(
             params, model_state, opt_state, loss = train_step(
                 loss_fn, tx, params, model_state, opt_state, batch
             )
+            step += 1
+            for checked in pending:  # one step late: never stalls the dispatched step
+                guard.check(*checked)
+            pending = [(f"{desc} epoch {epoch}", step, loss, None, batch, None)]
             losses.append(loss)
-        mean = float(np.mean(jax.device_get(losses))) if losses else float("nan")
-        if not np.isfinite(mean):
-            raise FloatingPointError(
-                f"{desc}: the mean loss of epoch {epoch} is {mean}; lower the learning rate."
-            )
+        for checked in pending:
+            guard.check(*checked)
+        pending = []
+        if not losses:
+            raise ValueError(f"{desc}: epoch {epoch} drew no batch; is the data set empty?")
+        mean = float(np.mean(jax.device_get(losses)))
         log.append({"epoch": epoch, "loss": mean, "time_s": time.perf_counter() - start})
     return params, model_state, log

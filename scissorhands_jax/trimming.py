@@ -17,7 +17,7 @@ from scissorhands_jax._types import Batch, BatchSource, LossFn, Mask, Params, PR
 from scissorhands_jax.data.batching import first_batch
 from scissorhands_jax.parallel import on_mesh, sharded_source
 from scissorhands_jax.reinit import masked_reinit, torch_default_init
-from scissorhands_jax.saliency import connection_sensitivity, top_k_threshold
+from scissorhands_jax.saliency import connection_sensitivity, top_k_mask
 from scissorhands_jax.settings import TrimSettings
 
 Fresh = Params | Callable[[PRNGKey], Params]
@@ -89,8 +89,11 @@ def trim(
         \theta' = [s > \tau] \odot \theta_{\text{fresh}} + [s \le \tau] \odot \theta
 
     on the eligible leaves, with :math:`\tau` the
-    :math:`\lfloor\text{sparsity}\cdot N\rfloor`-th smallest score over all parameters
-    (:func:`top_k_threshold`); selected bias entries become 0. Batch i is the first
+    :math:`\lfloor\text{sparsity}\cdot N\rfloor`-th smallest score over all parameters;
+    with ``settings.ties="exact"`` (the default) equal scores at :math:`\tau` are ranked
+    by position so that exactly :math:`N - \lfloor\text{sparsity}\cdot N\rfloor` entries
+    are selected, with ``"release"`` the release's rule (see :func:`top_k_mask`).
+    Selected bias entries become 0. Batch i is the first
     batch of ``forget`` drawn with ``fold_in(k_batches, i)`` and the fresh values are
     drawn with ``k_fresh``, where ``k_batches, k_fresh = split(key)``.
 
@@ -102,7 +105,7 @@ def trim(
       key: PRNG key.
       eligible: bool-per-leaf tree of the leaves that may be re-initialised.
       fresh: fresh values, or ``fresh(key)`` drawing them.
-      settings: ``sparsity`` and ``prune_num`` are read here.
+      settings: ``sparsity``, ``prune_num`` and ``ties`` are read here.
       mesh: split the forget batches over this mesh's data axis, replicating the
         parameters not yet on it.
 
@@ -117,19 +120,18 @@ def trim(
         first_batch(forget, jax.random.fold_in(k_batches, i)) for i in range(settings.prune_num)
     ]
     scores = connection_sensitivity(loss_fn, params, batches, mesh=None)
-    tau = top_k_threshold(scores, settings.sparsity)
+    selected = top_k_mask(scores, settings.sparsity, ties=settings.ties)
     values = fresh(k_fresh) if callable(fresh) else fresh
     if mesh is not None:
         values = on_mesh(values, mesh)
     leaves, treedef = jax.tree.flatten(eligible)
-    trimmed, mask = _apply_trim(params, scores, values, tau, treedef, tuple(map(bool, leaves)))
+    trimmed, mask = _apply_trim(params, selected, values, treedef, tuple(map(bool, leaves)))
     return Trimmed(trimmed, mask, batches)
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5))
-def _apply_trim(params, scores, fresh, tau, eligible_def, eligible_leaves):
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _apply_trim(params, selected, fresh, eligible_def, eligible_leaves):
     eligible = jax.tree.unflatten(eligible_def, eligible_leaves)
-    selected = jax.tree.map(lambda s: s.astype(jnp.float32) > tau, scores)
     trimmed = masked_reinit(params, selected, fresh, eligible=eligible)
     mask = jax.tree.map(lambda m, e: m if e else jnp.zeros_like(m), selected, eligible)
     return trimmed, mask
