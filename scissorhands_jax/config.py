@@ -3,7 +3,9 @@
 The command line is the only reader of configs; the library takes keyword arguments. A
 config is merged over the schema of its kind, then ``SMOKE`` (with ``--smoke``), then
 ``--set section.key=value`` overrides. Every key must exist in the schema: an unknown
-one is a one-line error naming it and the known keys, before any work.
+one is a one-line error naming it and the known keys, before any work. A config file may
+import a sibling module of its folder (a family's base, e.g.
+``experiments/configs/_paper_resnet.py``), so that it holds only what differs.
 
 Two kinds (:data:`SCHEMAS`): ``"classifier"`` configs (:data:`DEFAULTS`; ``train``,
 ``unlearn``, ``evaluate``) and ``"diffusion"`` configs (:data:`DIFFUSION_DEFAULTS`;
@@ -17,6 +19,7 @@ import ast
 import copy
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -283,6 +286,27 @@ def config_kind(config: dict) -> str:
     return "diffusion" if isinstance(config, dict) and "diffusion" in config else "classifier"
 
 
+def _exec_config(path: Path):
+    """Runs a config file with its own folder first on ``sys.path``, so that it can
+    import a sibling module holding its family's base (``from _paper_resnet import
+    cell``); the siblings are imported afresh for every config and forgotten after."""
+    folder = str(path.resolve().parent)
+    spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a config is user code: report any failure in one line
+        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from err
+    finally:
+        sys.path.remove(folder)
+        for name in set(sys.modules) - before:
+            if str(getattr(sys.modules[name], "__file__", "")).startswith(folder + os.sep):
+                del sys.modules[name]
+    return module
+
+
 _COMMANDS = {
     "classifier": "train/unlearn/evaluate",
     "diffusion": "diffusion-train/-unlearn/-evaluate",
@@ -319,12 +343,7 @@ def load_config(
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise ValueError(f"config {path} is not a .py file (see experiments/configs/).")
-    spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # a config is user code: report any failure in one line
-        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from err
+    module = _exec_config(path)
     if not isinstance(getattr(module, "CONFIG", None), dict):
         raise ValueError(f"config {path} defines no CONFIG dict.")
     found = config_kind(module.CONFIG)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,22 @@ def test_config_resolves_as_before(name):
 def test_every_config_is_pinned():
     configs = {p.stem for p in CONFIGS.glob("*.py") if not p.name.startswith("_")}
     assert configs == set(PINS)
+
+
+def test_a_config_imports_its_family_base_from_its_own_folder(tmp_path):
+    for folder, lr in (("a", 0.5), ("b", 0.25)):  # two families, one module name
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "_family.py").write_text(
+            f"def cell(name):\n    return {{'data': {{'name': name}}, 'unlearn': {{'lr': {lr}}}}}\n"
+        )
+        (tmp_path / folder / "one.py").write_text(
+            "from _family import cell\n\nCONFIG = cell('cifar10')\n"
+        )
+    path_before = list(sys.path)
+    assert load_config(tmp_path / "a" / "one.py")["unlearn"]["lr"] == 0.5
+    assert load_config(tmp_path / "b" / "one.py")["unlearn"]["lr"] == 0.25
+    assert sys.path == path_before and "_family" not in sys.modules
+    (tmp_path / "a" / "two.py").write_text("from _missing import cell\n")
+    with pytest.raises(ValueError, match="two.py failed to load: ModuleNotFoundError"):
+        load_config(tmp_path / "a" / "two.py")
+    assert sys.path == path_before
