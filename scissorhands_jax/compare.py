@@ -234,32 +234,22 @@ class _Digits:
 
         return self.cache.get(f"original_seed{seed}", make)
 
+    def _run(self, name, seed, split, params, state):
+        """Method ``name`` from ``(params, state)`` with key ``2000 + seed``."""
+        key, hps = jax.random.key(2000 + seed), self.hyperparameters[name]
+        return METHODS[name](
+            self.model, params, state, retain=split.retain, forget=split.forget, key=key, **hps
+        )
+
     def retrain(self, scenario, seed, split):
         def make():
-            result = METHODS[REFERENCE](
-                self.model,
-                None,
-                None,
-                retain=split.retain,
-                forget=split.forget,
-                key=jax.random.key(2000 + seed),
-                **self.hyperparameters[REFERENCE],
-            )
+            result = self._run(REFERENCE, seed, split, None, None)
             return result.params, result.model_state
 
         return self.cache.get(f"retrain_{scenario}_seed{seed}", make)
 
     def unlearn(self, name, seed, split, params, state, *, progress):
-        result, seconds = rte(
-            METHODS[name],
-            self.model,
-            params,
-            state,
-            retain=split.retain,
-            forget=split.forget,
-            key=jax.random.key(2000 + seed),
-            **self.hyperparameters[name],
-        )
+        result, seconds = rte(self._run, name, seed, split, params, state)
         return result.params, result.model_state, seconds
 
     def evaluate(self, split, params, state, *, progress):

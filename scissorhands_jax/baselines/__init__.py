@@ -8,7 +8,9 @@ not use, and never reads it), a PRNG key (the result is a pure function of it), 
 bars on request, and the method's hyperparameters as keywords. Each baseline declares
 its hyperparameters as a frozen dataclass (:data:`HYPERPARAMETERS`) holding their only
 defaults: the release settings of the baselines, or the cited paper's where the release
-is silent; an unknown name or a bad value is a ValueError before any work.
+is silent. Every method raises ValueError for an unknown hyperparameter, a bad value or
+bad data (a batch source, an empty set, a missing entry) before any work, and
+FloatingPointError when its loss becomes non-finite.
 :data:`METHODS` maps the names of the comparison to the functions.
 """
 

@@ -222,6 +222,12 @@ def check_arrays(data: Any, name: str) -> dict:
     return jax.tree.map(np.asarray, data)
 
 
+def check_data(retain: Any, forget: Any) -> tuple[dict, dict]:
+    """``(retain, forget)`` checked by :func:`check_arrays` (a method checks the set it
+    does not use as well: bad input is an error whichever method reads it)."""
+    return check_arrays(retain, "retain"), check_arrays(forget, "forget")
+
+
 def check_keys(data: dict, name: str, *keys: str) -> None:
     """Raises ValueError when ``data`` lacks one of the entries ``keys``."""
     missing = [k for k in keys if k not in data]
@@ -319,25 +325,32 @@ def fit_objective(
     model: Model,
     trainable: Any,
     model_state: ModelState,
-    *,
-    batches: Callable[[int], Iterable[Batch]],
+    data: dict | Callable[[int], dict],
+    key: PRNGKey,
     hp: SGDHyperparameters,
+    *,
     aux: Callable[[int], Any] = lambda epoch: None,
     freeze_mask: Mask | None = None,
     progress: bool = False,
     desc: str = "unlearn",
 ) -> tuple[Any, ModelState, list[dict[str, Any]]]:
-    """``hp.epochs`` passes of ``objective`` with the SGD of ``hp``; ``batches(epoch)``
-    and ``aux(epoch)`` give the data and per-step arrays of each epoch, and a
-    ``freeze_mask`` (a boolean tree) trains only its True entries (:func:`freeze`).
-    Returns ``(trainable, model_state, log)``."""
+    """``hp.epochs`` passes of ``objective`` over ``data`` with the SGD of ``hp``.
+
+    Epoch e runs on the batches of ``data`` (or of ``data(e)``, for data that changes
+    every epoch) shuffled by ``fold_in(key, e)``, with the per-step arrays ``aux(e)``;
+    a ``freeze_mask`` (a boolean tree) trains only its True entries (:func:`freeze`).
+
+    Returns:
+      ``(trainable, model_state, log)``, one log entry per epoch.
+    """
     tx = hp.tx(masked=freeze_mask is not None)
     tx_args = {} if freeze_mask is None else {"freeze_mask": freeze_mask}
     state = TrainState(0, trainable, model_state, tx.init(trainable))
     log = []
     for epoch in range(hp.epochs):
+        batches = epoch_batches(data(epoch) if callable(data) else data, hp.batch_size, key, epoch)
         state, entry = run_pass(
-            objective, model, tx, state, batches(epoch), aux(epoch), tx_args=tx_args,
+            objective, model, tx, state, batches, aux(epoch), tx_args=tx_args,
             progress=progress, desc=f"{desc} {epoch + 1}/{hp.epochs}",
         )  # fmt: skip
         log.append({"epoch": epoch, **entry})

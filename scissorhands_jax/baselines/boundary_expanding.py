@@ -29,9 +29,8 @@ from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
+    check_data,
     check_keys,
-    epoch_batches,
     fit_objective,
     num_classes,
 )
@@ -174,8 +173,7 @@ def boundary_expanding(
       FloatingPointError: a non-finite loss.
     """
     hp = BoundaryExpandingHyperparameters.of("be", hyperparameters)
-    check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
+    _, forget = check_data(retain, forget)
     check_keys(forget, "forget", hp.input_key)
     classes = num_classes(model, params, model_state, forget[hp.input_key])
     index = head_index(params, classes, hp.head)
@@ -189,7 +187,6 @@ def boundary_expanding(
     )
     trainable, model_state, log = fit_objective(
         ShadowObjective(index, hp.input_key), model, {"params": params, "shadow": shadow},
-        model_state, hp=hp, progress=progress, desc="be",
-        batches=lambda e: epoch_batches(forget, hp.batch_size, k_data, e),
+        model_state, forget, k_data, hp, progress=progress, desc="be",
     )  # fmt: skip
     return UnlearnResult(trainable["params"], model_state, log)

@@ -22,10 +22,9 @@ from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     LabelledHyperparameters,
     UnlearnResult,
-    check_arrays,
+    check_data,
     check_keys,
     check_positive,
-    epoch_batches,
     fit_objective,
     in_order,
     relabel,
@@ -107,14 +106,9 @@ def boundary_shrinking(
 
     Returns:
       An :class:`UnlearnResult`; its first log entry counts the relabelled examples.
-
-    Raises:
-      ValueError: bad settings, missing entries or empty data.
-      FloatingPointError: a non-finite loss.
     """
     hp = BoundaryShrinkingHyperparameters.of("bs", hyperparameters)
-    check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
+    _, forget = check_data(retain, forget)
     check_keys(forget, "forget", hp.input_key, hp.label_key)
     bound, keys = jnp.float32(hp.bound), {"input_key": hp.input_key, "label_key": hp.label_key}
     labels = np.concatenate(
@@ -125,7 +119,6 @@ def boundary_shrinking(
     )
     shrunk = relabel(forget, labels, hp.label_key)
     params, model_state, log = fit_objective(
-        task_loss, model, params, model_state, hp=hp, progress=progress, desc="bs",
-        batches=lambda e: epoch_batches(shrunk, hp.batch_size, key, e),
-    )  # fmt: skip
+        task_loss, model, params, model_state, shrunk, key, hp, progress=progress, desc="bs"
+    )
     return UnlearnResult(params, model_state, [{"epoch": "relabel", "examples": len(labels)}, *log])

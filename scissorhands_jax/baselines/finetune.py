@@ -14,8 +14,7 @@ from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
-    epoch_batches,
+    check_data,
     fit_objective,
     task_loss,
 )
@@ -55,16 +54,10 @@ def finetune(
 
     Returns:
       An :class:`UnlearnResult`.
-
-    Raises:
-      ValueError: bad settings or empty data.
-      FloatingPointError: a non-finite loss.
     """
     hp = FinetuneHyperparameters.of("ft", hyperparameters)
-    retain = check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
+    retain, _ = check_data(retain, forget)
     params, model_state, log = fit_objective(
-        task_loss, model, params, model_state, hp=hp, progress=progress, desc="ft",
-        batches=lambda e: epoch_batches(retain, hp.batch_size, key, e),
-    )  # fmt: skip
+        task_loss, model, params, model_state, retain, key, hp, progress=progress, desc="ft"
+    )
     return UnlearnResult(params, model_state, log)

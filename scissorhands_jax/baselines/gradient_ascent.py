@@ -14,8 +14,7 @@ from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
-    epoch_batches,
+    check_data,
     fit_objective,
 )
 from scissorhands_jax.models.adapters import Model
@@ -67,10 +66,8 @@ def gradient_ascent(
       FloatingPointError: the loss diverged (lower ``lr`` or ``epochs``).
     """
     hp = GradientAscentHyperparameters.of("ga", hyperparameters)
-    check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
+    _, forget = check_data(retain, forget)
     params, model_state, log = fit_objective(
-        negated_loss, model, params, model_state, hp=hp, progress=progress, desc="ga",
-        batches=lambda e: epoch_batches(forget, hp.batch_size, key, e),
-    )  # fmt: skip
+        negated_loss, model, params, model_state, forget, key, hp, progress=progress, desc="ga"
+    )
     return UnlearnResult(params, model_state, log)

@@ -32,7 +32,7 @@ from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     Hyperparameters,
     UnlearnResult,
-    check_arrays,
+    check_data,
     check_positive,
     in_order,
     num_examples,
@@ -203,8 +203,7 @@ def influence_unlearning(
     """
     del progress
     hp = InfluenceHyperparameters.of("iu", hyperparameters)
-    retain = check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
+    retain, forget = check_data(retain, forget)
     start = time.perf_counter()
     n_f, n_r = num_examples(forget), num_examples(retain)
     g_f = mean_gradient(model, params, model_state, forget, hp.batch_size)

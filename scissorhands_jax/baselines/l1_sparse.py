@@ -17,9 +17,8 @@ from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
+    check_data,
     check_nonnegative,
-    epoch_batches,
     fit_objective,
     tree_l1,
 )
@@ -83,18 +82,12 @@ def l1_sparse(
 
     Returns:
       An :class:`UnlearnResult`; each log entry carries its ``alpha``.
-
-    Raises:
-      ValueError: bad settings or empty data.
-      FloatingPointError: a non-finite loss.
     """
     hp = L1SparseHyperparameters.of("l1_sparse", hyperparameters)
-    retain = check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
+    retain, _ = check_data(retain, forget)
     params, model_state, log = fit_objective(
-        l1_objective, model, params, model_state, hp=hp, progress=progress, desc="l1_sparse",
-        batches=lambda e: epoch_batches(retain, hp.batch_size, key, e),
-        aux=lambda e: jnp.float32(l1_alpha(hp.alpha, e, hp.epochs)),
+        l1_objective, model, params, model_state, retain, key, hp, progress=progress,
+        desc="l1_sparse", aux=lambda e: jnp.float32(l1_alpha(hp.alpha, e, hp.epochs)),
     )  # fmt: skip
     for entry in log:
         entry["alpha"] = l1_alpha(hp.alpha, entry["epoch"], hp.epochs)

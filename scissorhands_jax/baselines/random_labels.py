@@ -9,6 +9,7 @@ labels, uniform over all classes, every epoch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,7 +19,7 @@ from scissorhands_jax._types import Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     LabelledHyperparameters,
     UnlearnResult,
-    check_arrays,
+    check_data,
     check_keys,
     concat,
     fit_objective,
@@ -26,7 +27,6 @@ from scissorhands_jax.baselines._common import (
     relabel,
     task_loss,
 )
-from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model
 
 
@@ -39,31 +39,23 @@ class RandomLabelsHyperparameters(LabelledHyperparameters):
     epochs: int = 10
 
 
-def random_label_batches(
-    forget: dict,
-    retain: dict,
-    *,
-    key: PRNGKey,
-    classes: int,
-    batch_size: int,
-    label_key: str,
-):
-    """``batches(epoch)``: the retain set plus the forget set under labels drawn from
-    ``fold_in(k_labels, epoch)``, uniform over ``classes``, shuffled together."""
-    k_labels, k_shuffle = jax.random.split(key)
+def relabelled_union(
+    forget: dict, retain: dict, key: PRNGKey, classes: int, label_key: str
+) -> Callable[[int], dict]:
+    """``data(epoch)``: the forget set under labels drawn from ``fold_in(key, epoch)``,
+    uniform over ``classes``, followed by the retain set."""
     n_f = int(np.shape(forget[label_key])[0])
 
-    def batches(epoch: int):
-        labels = jax.random.randint(jax.random.fold_in(k_labels, epoch), (n_f,), 0, classes)
-        union = concat(relabel(forget, np.asarray(labels), label_key), retain)
-        return array_source(union, batch_size)(jax.random.fold_in(k_shuffle, epoch))
+    def data(epoch: int) -> dict:
+        labels = jax.random.randint(jax.random.fold_in(key, epoch), (n_f,), 0, classes)
+        return concat(relabel(forget, np.asarray(labels), label_key), retain)
 
-    return batches
+    return data
 
 
 def labelled_arrays(retain: Any, forget: Any, hp: LabelledHyperparameters):
     """``(retain, forget)`` checked as arrays holding the inputs and the labels."""
-    retain, forget = check_arrays(retain, "retain"), check_arrays(forget, "forget")
+    retain, forget = check_data(retain, forget)
     check_keys(forget, "forget", hp.input_key, hp.label_key)
     check_keys(retain, "retain", hp.input_key, hp.label_key)
     return retain, forget
@@ -84,11 +76,10 @@ def train_random_labels(
 ) -> tuple[Params, ModelState, list[dict[str, Any]]]:
     """The RL loop on checked data (:func:`labelled_arrays`); SalUn passes its mask."""
     classes = num_classes(model, params, model_state, forget[hp.input_key])
-    batches = random_label_batches(
-        forget, retain, key=key, classes=classes, batch_size=hp.batch_size, label_key=hp.label_key
-    )
+    k_labels, k_shuffle = jax.random.split(key)
+    union = relabelled_union(forget, retain, k_labels, classes, hp.label_key)
     return fit_objective(
-        task_loss, model, params, model_state, batches=batches, hp=hp, freeze_mask=freeze_mask,
+        task_loss, model, params, model_state, union, k_shuffle, hp, freeze_mask=freeze_mask,
         progress=progress, desc=desc,
     )  # fmt: skip
 
@@ -115,10 +106,6 @@ def random_labels(
 
     Returns:
       An :class:`UnlearnResult`.
-
-    Raises:
-      ValueError: bad settings, missing entries or empty data.
-      FloatingPointError: a non-finite loss.
     """
     hp = RandomLabelsHyperparameters.of("rl", hyperparameters)
     retain, forget = labelled_arrays(retain, forget, hp)

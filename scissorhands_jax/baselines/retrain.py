@@ -13,7 +13,7 @@ from typing import Any
 import jax
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
-from scissorhands_jax.baselines._common import SGDHyperparameters, UnlearnResult, check_arrays
+from scissorhands_jax.baselines._common import SGDHyperparameters, UnlearnResult, check_data
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.training import fit
@@ -53,15 +53,10 @@ def retrain(
 
     Returns:
       An :class:`UnlearnResult`.
-
-    Raises:
-      ValueError: bad settings or empty data.
-      FloatingPointError: a non-finite epoch loss.
     """
     del params, model_state
     hp = RetrainHyperparameters.of("retrain", hyperparameters)
-    retain = check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
+    retain, _ = check_data(retain, forget)
     k_init, k_fit = jax.random.split(key)
     new_params, new_state = model.init(k_init)
     new_params, new_state, log = fit(

@@ -131,10 +131,6 @@ def salun(
 
     Returns:
       An :class:`UnlearnResult`; its first log entry counts the masked entries.
-
-    Raises:
-      ValueError: bad settings, missing entries or empty data.
-      FloatingPointError: a non-finite loss.
     """
     hp = SalunHyperparameters.of("salun", hyperparameters)
     retain, forget = labelled_arrays(retain, forget, hp)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
-from scissorhands_jax.baselines._common import UnlearnResult, check_arrays
+from scissorhands_jax.baselines._common import UnlearnResult, check_data
 from scissorhands_jax.method import scissorhands as _scissorhands
 from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.settings import from_flat
@@ -42,8 +42,7 @@ def scissorhands(
       An :class:`UnlearnResult` (the re-initialisation mask is dropped; its size is in
       the log's ``"trim"`` entry).
     """
-    check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
+    check_data(retain, forget)
     result = _scissorhands(
         model,
         params,

@@ -25,7 +25,7 @@ from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     LabelledHyperparameters,
     UnlearnResult,
-    check_arrays,
+    check_data,
     check_keys,
     check_nonnegative,
     check_positive,
@@ -140,14 +140,9 @@ def scrub(
 
     Returns:
       An :class:`UnlearnResult`; one log entry per pass (``phase`` max or min).
-
-    Raises:
-      ValueError: bad settings or empty data.
-      FloatingPointError: a non-finite loss.
     """
     hp = ScrubHyperparameters.of("scrub", hyperparameters)
-    retain = check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
+    retain, forget = check_data(retain, forget)
     check_keys(retain, "retain", hp.input_key, hp.label_key)
     check_keys(forget, "forget", hp.input_key)
     objectives = {
