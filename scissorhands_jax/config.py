@@ -198,17 +198,6 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
 """Every key of a diffusion config and its default (SalUn's CIFAR-10 DDPM, Scissorhands
 mapped from the release's Stable Diffusion class recipe)."""
 
-RESNET_SMOKE: dict[str, Any] = {
-    "data": {"limit_train": 512, "limit_test": 256},
-    "model": {"width": 8, "stage_sizes": [1, 1, 1, 1]},
-    "train": {"epochs": 2, "milestones": [1], "batch_size": 64, "checkpoint_every": 4},
-    "retrain": {"epochs": 2, "milestones": [1], "batch_size": 64, "checkpoint_every": 4},
-    "unlearn": {"epochs": 1, "batch_size": 64},
-    "eval": {"batch_size": 256},
-}
-"""The ``SMOKE`` of the ResNet configs (``SMOKE = RESNET_SMOKE``): a run of seconds on a
-tiny ResNet and 512 images."""
-
 SCHEMAS: dict[str, dict[str, Any]] = {"classifier": DEFAULTS, "diffusion": DIFFUSION_DEFAULTS}
 """Config kind -> its schema of keys and defaults."""
 

@@ -19,7 +19,15 @@ Expected: not measured by this project (no GPU); the paper's tables report these
 Time: the 182 + 160 ResNet-18 epochs of the originals dominate.
 """
 
-from scissorhands_jax.config import RESNET_SMOKE
+SCHEDULE_SMOKE = {"epochs": 2, "milestones": [1], "batch_size": 64, "checkpoint_every": 4}
+SMOKE = {  # seconds on a tiny ResNet and 512 images
+    "data": {"limit_train": 512, "limit_test": 256},
+    "model": {"width": 8, "stage_sizes": [1, 1, 1, 1]},
+    "train": SCHEDULE_SMOKE,
+    "retrain": SCHEDULE_SMOKE,
+    "unlearn": {"epochs": 1, "batch_size": 64},
+    "eval": {"batch_size": 256},
+}
 
 
 def cell(dataset: str, forget: str, **unlearn) -> tuple[dict, dict]:
@@ -34,4 +42,4 @@ def cell(dataset: str, forget: str, **unlearn) -> tuple[dict, dict]:
     if dataset == "svhn_cropped":  # digits: no crops or flips
         data["augment"] = unlearn["augment"] = False
     model = {"num_classes": 100 if dataset == "cifar100" else 10}
-    return {"data": data, "model": model, "unlearn": unlearn}, RESNET_SMOKE
+    return {"data": data, "model": model, "unlearn": unlearn}, SMOKE
