@@ -20,7 +20,7 @@ the baselines run with their release defaults (:func:`method_defaults`).
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from scissorhands_jax import _report
 from scissorhands_jax._model_cache import ModelCache as _ModelCache
 from scissorhands_jax._rundir import run_directory, write_json_atomic
-from scissorhands_jax.baselines import METHODS
+from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
 from scissorhands_jax.demo import (
@@ -78,44 +78,29 @@ Scissorhands' tuned lr is 1.5e-3; ``scissorhands demo`` keeps the protocol's 5e-
 DIGITS = "digits10"
 REFERENCE, ORIGINAL = "retrain", "original"
 ROW_KEYS = ("scenario", "method", "seed")
-_NOT_HYPERPARAMETERS = {"model", "params", "model_state", "retain", "forget", "key", "progress"}
 
 
 def _digits_model():
     return linen_model(DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
 
 
-def _method_fn(name: str):
-    return _scissorhands_fn if name == "scissorhands" else METHODS[name]
-
-
 _RUNTIME_SETTINGS = ("progress", "mesh", "shard_params")
 
 
-def method_parameters(name: str) -> set[str]:
-    """The keyword hyperparameters method ``name`` accepts."""
-    if name == "scissorhands":
-        return set(method_defaults(name))
-    return {
-        p.name
-        for p in inspect.signature(_method_fn(name)).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _NOT_HYPERPARAMETERS
-    }
-
-
 def method_defaults(name: str) -> dict[str, Any]:
-    """The defaults of method ``name``'s hyperparameters: the release settings of the
-    baselines (what a config comparison runs unless ``--set`` says otherwise)."""
+    """The defaults of method ``name``'s hyperparameters: the fields of its dataclass in
+    :data:`scissorhands_jax.baselines.HYPERPARAMETERS` (the release settings of the
+    baselines), or Scissorhands' flat settings; what a config comparison runs unless
+    ``--set`` says otherwise."""
     if name == "scissorhands":
         flat = {k: v for k, v in flat_defaults().items() if k not in _RUNTIME_SETTINGS}
         return {"eligible": None, **flat}
-    return {
-        p.name: p.default
-        for p in inspect.signature(_method_fn(name)).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-        and p.name not in _NOT_HYPERPARAMETERS
-        and p.default is not inspect.Parameter.empty
-    }
+    return dataclasses.asdict(HYPERPARAMETERS[name]())
+
+
+def method_parameters(name: str) -> set[str]:
+    """The names of method ``name``'s hyperparameters."""
+    return set(method_defaults(name))
 
 
 def _check_methods(methods, overrides) -> None:
@@ -129,6 +114,9 @@ def _check_methods(methods, overrides) -> None:
             "not with retrain.*."
         )
     for name, extra in overrides.items():
+        if name in HYPERPARAMETERS:  # unknown names and bad values, before any work
+            HYPERPARAMETERS[name].of(name, extra)
+            continue
         bad = sorted(set(extra) - method_parameters(name))
         if bad:
             raise ValueError(
@@ -221,32 +209,22 @@ class _Digits:
 
         return self.cache.get(f"original_seed{seed}", make)
 
+    def _run(self, name, seed, split, params, state):
+        """Method ``name`` from ``(params, state)`` with key ``2000 + seed``."""
+        key, hps = jax.random.key(2000 + seed), self.hyperparameters[name]
+        return METHODS[name](
+            self.model, params, state, retain=split.retain, forget=split.forget, key=key, **hps
+        )
+
     def retrain(self, scenario, seed, split):
         def make():
-            result = METHODS[REFERENCE](
-                self.model,
-                None,
-                None,
-                retain=split.retain,
-                forget=split.forget,
-                key=jax.random.key(2000 + seed),
-                **self.hyperparameters[REFERENCE],
-            )
+            result = self._run(REFERENCE, seed, split, None, None)
             return result.params, result.model_state
 
         return self.cache.get(f"retrain_{scenario}_seed{seed}", make)
 
     def unlearn(self, name, seed, split, params, state, *, progress):
-        result, seconds = rte(
-            METHODS[name],
-            self.model,
-            params,
-            state,
-            retain=split.retain,
-            forget=split.forget,
-            key=jax.random.key(2000 + seed),
-            **self.hyperparameters[name],
-        )
+        result, seconds = rte(self._run, name, seed, split, params, state)
         return result.params, result.model_state, seconds
 
     def evaluate(self, split, params, state, *, progress):

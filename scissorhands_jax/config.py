@@ -3,7 +3,9 @@
 The command line is the only reader of configs; the library takes keyword arguments. A
 config is merged over the schema of its kind, then ``SMOKE`` (with ``--smoke``), then
 ``--set section.key=value`` overrides. Every key must exist in the schema: an unknown
-one is a one-line error naming it and the known keys, before any work.
+one is a one-line error naming it and the known keys, before any work. A config file may
+import a sibling module of its folder (a family's base, e.g.
+``experiments/configs/_paper_resnet.py``), so that it holds only what differs.
 
 Two kinds (:data:`SCHEMAS`): ``"classifier"`` configs (:data:`DEFAULTS`; ``train``,
 ``unlearn``, ``evaluate``) and ``"diffusion"`` configs (:data:`DIFFUSION_DEFAULTS`;
@@ -17,6 +19,7 @@ import ast
 import copy
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +96,28 @@ _DDPM_TRAIN = {
     "checkpoint_every": 5000,
     "keep": 2,
 }
+_SCISSORHANDS_DDPM = {  # keywords of scissorhands_diffusion, and the seed
+    "eligible": "up_attn",
+    "sparsity": 0.999,
+    "prune_num": 1,
+    "saliency_guidance": 8.5,
+    "reinit": "trunc_normal",
+    "objective": "contrast",
+    "anchor": None,
+    "lam": 0.1,
+    "lr": 2e-5,
+    "steps": 500,
+    "batch_size": 128,
+    "grad_clip": None,
+    "trainable": None,
+    "projection": "none",
+    "margin": 0.5,
+    "eps": 1e-3,
+    "memory_num": 1,
+    "memory_every": 50,
+    "log_every": 50,
+    "seed": 0,
+}
 _REPAIR = {"lr": 1e-4, "steps": 500, "batch_size": 128, "grad_clip": 1.0, "seed": 0}
 
 DIFFUSION_DEFAULTS: dict[str, Any] = {
@@ -150,49 +175,15 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "grid_per_class": 8,
     },
-    "scissorhands": {  # keywords of scissorhands_diffusion, and the seed
-        "eligible": "up_attn",
-        "sparsity": 0.999,
-        "prune_num": 1,
-        "saliency_guidance": 8.5,
-        "reinit": "trunc_normal",
-        "objective": "contrast",
-        "anchor": None,
-        "lam": 0.1,
-        "lr": 2e-5,
-        "steps": 500,
-        "batch_size": 128,
-        "grad_clip": None,
-        "trainable": None,
-        "projection": "none",
-        "margin": 0.5,
-        "eps": 1e-3,
-        "memory_num": 1,
-        "memory_every": 50,
-        "log_every": 50,
-        "seed": 0,
-    },
+    "scissorhands": dict(_SCISSORHANDS_DDPM),
     "scissorhands_anchor": {  # the release's concept recipe: L_r + lam * anchor loss
-        "eligible": "up_attn",
+        **_SCISSORHANDS_DDPM,
         "sparsity": 0.995,
-        "prune_num": 1,
         "saliency_guidance": None,
         "reinit": "model",
         "objective": "anchor",
         "anchor": "next",
-        "lam": 0.1,
         "lr": 1e-5,
-        "steps": 500,
-        "batch_size": 128,
-        "grad_clip": None,
-        "trainable": None,
-        "projection": "none",
-        "margin": 0.5,
-        "eps": 1e-3,
-        "memory_num": 1,
-        "memory_every": 50,
-        "log_every": 50,
-        "seed": 0,
     },
     "salun": {  # keywords of salun_diffusion, and the seed
         "mask_ratio": 0.5,
@@ -208,17 +199,6 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
 }
 """Every key of a diffusion config and its default (SalUn's CIFAR-10 DDPM, Scissorhands
 mapped from the release's Stable Diffusion class recipe)."""
-
-RESNET_SMOKE: dict[str, Any] = {
-    "data": {"limit_train": 512, "limit_test": 256},
-    "model": {"width": 8, "stage_sizes": [1, 1, 1, 1]},
-    "train": {"epochs": 2, "milestones": [1], "batch_size": 64, "checkpoint_every": 4},
-    "retrain": {"epochs": 2, "milestones": [1], "batch_size": 64, "checkpoint_every": 4},
-    "unlearn": {"epochs": 1, "batch_size": 64},
-    "eval": {"batch_size": 256},
-}
-"""The ``SMOKE`` of the ResNet configs (``SMOKE = RESNET_SMOKE``): a run of seconds on a
-tiny ResNet and 512 images."""
 
 SCHEMAS: dict[str, dict[str, Any]] = {"classifier": DEFAULTS, "diffusion": DIFFUSION_DEFAULTS}
 """Config kind -> its schema of keys and defaults."""
@@ -285,6 +265,27 @@ def config_kind(config: dict) -> str:
     return "diffusion" if isinstance(config, dict) and "diffusion" in config else "classifier"
 
 
+def _exec_config(path: Path):
+    """Runs a config file with its own folder first on ``sys.path``, so that it can
+    import a sibling module holding its family's base (``from _paper_resnet import
+    cell``); the siblings are imported afresh for every config and forgotten after."""
+    folder = str(path.resolve().parent)
+    spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    before = set(sys.modules)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # a config is user code: report any failure in one line
+        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from err
+    finally:
+        sys.path.remove(folder)
+        for name in set(sys.modules) - before:
+            if str(getattr(sys.modules[name], "__file__", "")).startswith(folder + os.sep):
+                del sys.modules[name]
+    return module
+
+
 _COMMANDS = {
     "classifier": "train/unlearn/evaluate",
     "diffusion": "diffusion-train/-unlearn/-evaluate",
@@ -323,12 +324,7 @@ def load_config(
     path = Path(path)
     if not path.is_file() or path.suffix != ".py":
         raise ValueError(f"config {path} is not a .py file (see experiments/configs/).")
-    spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # a config is user code: report any failure in one line
-        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from err
+    module = _exec_config(path)
     if not isinstance(getattr(module, "CONFIG", None), dict):
         raise ValueError(f"config {path} defines no CONFIG dict.")
     found = config_kind(module.CONFIG)

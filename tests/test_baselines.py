@@ -7,6 +7,7 @@ computed independently with NumPy or a plain Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 import flax.linen as nn
@@ -18,7 +19,7 @@ import pytest
 from scipy.special import log_softmax, rel_entr, softmax
 
 import scissorhands_jax as shs
-from scissorhands_jax.baselines import METHODS, UnlearnResult, freeze
+from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, UnlearnResult, freeze
 from scissorhands_jax.commands.compare import METHOD_NAMES
 
 salun_mod = importlib.import_module("scissorhands_jax.baselines.salun")
@@ -153,6 +154,25 @@ def test_method_rejects_bad_input_before_work(name, tiny):
             model, params, state, retain=retain, forget=lambda k: [forget], key=jax.random.key(0)
         )
     assert len(_COMPILES) == compiles
+
+
+@pytest.mark.parametrize("name", sorted(HYPERPARAMETERS))
+def test_hyperparameters_are_declared_and_checked_before_work(name, tiny):
+    model, params, state, retain, forget = tiny
+    fields = HYPERPARAMETERS[name]()  # every field has its default
+    assert set(TINY[name]) <= set(vars(fields))
+    compiles = len(_COMPILES)
+    with pytest.raises(ValueError, match=rf"{name} has no hyperparameter\(s\) \['lrr'\]"):
+        _run(name, tiny, jax.random.key(0), lrr=0.1)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        _run(name, tiny, jax.random.key(0), batch_size=0)
+    assert len(_COMPILES) == compiles
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fields.batch_size = 1
+
+
+def test_every_method_but_scissorhands_has_a_hyperparameter_class():
+    assert set(HYPERPARAMETERS) == set(METHODS) - {"scissorhands"}
 
 
 @pytest.mark.parametrize("name", ["ft", "ga", "rl", "salun", "be", "bs", "scrub", "l1_sparse"])
@@ -469,5 +489,7 @@ def test_be_and_scrub_train_batch_norm_like_a_train_mode_loop(name):
 def test_freeze_docstring_example_runs():
     import doctest
 
-    failures, tried = doctest.testmod(salun_mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert tried > 0 and failures == 0
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder().find(freeze, "freeze", globs={"freeze": freeze}):
+        runner.run(test)
+    assert runner.tries > 0 and runner.failures == 0

@@ -112,6 +112,8 @@ def test_errors_come_before_any_work(tmp_path, capsys):
     out = tmp_path / "never"
     assert cli.main([*BASE, "--out", str(out), "--set", "ft.momentun=0.5"]) == 2
     assert "ft has no hyperparameter(s) ['momentun']" in capsys.readouterr().err
+    assert cli.main([*BASE, "--out", str(out), "--set", "ga.lr=-1"]) == 2
+    assert "lr must be a positive number, got -1" in capsys.readouterr().err
     assert not out.exists()
     assert cli.main([*BASE, "--out", str(out), "--set", "ftlr=1"]) == 2
     assert cli.main([*BASE, "--out", str(out), "--set", "retrain.lr=1"]) == 2

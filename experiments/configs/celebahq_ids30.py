@@ -22,8 +22,8 @@ The paper does not state the schedule of the original and retrained ResNet-34; t
 release's. Expected: not measured by this project (no GPU and no CelebA-HQ copy).
 """
 
-# Only what differs from the defaults in scissorhands_jax.config (the release's
-# CIFAR-10 random-10 % setting); SMOKE only what differs from CONFIG.
+# Only what differs from the defaults in scissorhands_jax.config; SMOKE from CONFIG.
+SCHEDULE = {"epochs": 60, "lr": 0.01, "milestones": [30, 45], "batch_size": 64}
 CONFIG = {
     "data": {
         "name": "celeba_folder",
@@ -31,20 +31,8 @@ CONFIG = {
         "image_size": 224,
     },
     "model": {"name": "resnet34", "num_classes": 307},
-    "train": {
-        "epochs": 60,
-        "lr": 0.01,
-        "milestones": [30, 45],
-        "batch_size": 64,
-        "checkpoint_every": 500,
-    },
-    "retrain": {
-        "epochs": 60,
-        "lr": 0.01,
-        "milestones": [30, 45],
-        "batch_size": 64,
-        "checkpoint_every": 500,
-    },
+    "train": {**SCHEDULE, "checkpoint_every": 500},
+    "retrain": {**SCHEDULE, "checkpoint_every": 500},
     "unlearn": {
         "batch_size": 8,
         "eligible": "layer4,fc",
@@ -57,11 +45,12 @@ CONFIG = {
     "eval": {"batch_size": 64},
 }
 
+SMOKE_SCHEDULE = {"epochs": 1, "milestones": [], "batch_size": 16, "checkpoint_every": 2}
 SMOKE = {
     "data": {"image_size": 64, "limit_train": 64, "limit_test": 32, "forget": {"count": 2}},
     "model": {"width": 4, "stage_sizes": [1, 1, 1, 1]},
-    "train": {"epochs": 1, "milestones": [], "batch_size": 16, "checkpoint_every": 2},
-    "retrain": {"epochs": 1, "milestones": [], "batch_size": 16, "checkpoint_every": 2},
+    "train": SMOKE_SCHEDULE,
+    "retrain": SMOKE_SCHEDULE,
     "unlearn": {"epochs": 1, "project_every": 1},
     "eval": {"batch_size": 32},
 }

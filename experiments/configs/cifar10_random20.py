@@ -1,31 +1,11 @@
-"""CIFAR-10, random 20 % forgetting, ResNet-18 (the paper's CIFAR-10 table).
+"""CIFAR-10, random 20 % forgetting, ResNet-18: a cell of the paper's CIFAR-10 table.
 
-Reproduces: Scissorhands against Retrain on CIFAR-10 with a random 20 % forget set
-(9,000 of the 45,000 training images left after the validation hold-out): lr 4e-3,
-10 epochs, sparsity 0.99, lambda 0.01, eligible layer3, layer4, fc, projection on
-every joint step (the release's hyperparameters).
-
-Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 images):
-  pip install ".[prepare]"    # from a clone of this repository (not on PyPI)
-  scissorhands prepare cifar10 --data-dir DATA
-  C=experiments/configs/cifar10_random20.py RUN=runs/cifar10_random20
-  scissorhands train $C --data-dir DATA --out $RUN
-  scissorhands unlearn $C --data-dir DATA --run $RUN
-  scissorhands evaluate $C --data-dir DATA --run $RUN
-  scissorhands compare --setting $C --data-dir DATA --out $RUN-compare  # all methods vs Retrain
-
-Expected:  not measured by this project (its machines have no GPU); the paper's
-           Table reports this setting. Time: 182 + 160 ResNet-18 epochs dominate.
+Reproduces: Scissorhands against Retrain with 9,000 of the 45,000 training images
+forgotten, at the release's values below. Commands and expected time: _paper_resnet.py,
+with C=experiments/configs/cifar10_random20.py (scissorhands train $C, unlearn $C,
+evaluate $C).
 """
 
-from scissorhands_jax.config import RESNET_SMOKE
+from _paper_resnet import cell
 
-# Only what differs from the defaults in scissorhands_jax.config (the release's
-# CIFAR-10 random-10 % setting); SMOKE only what differs from CONFIG.
-CONFIG = {
-    "data": {"name": "cifar10", "forget": {"fraction": 0.2}},
-    "model": {"num_classes": 10},
-    "unlearn": {"sparsity": 0.99, "lr": 0.004, "lam": 0.01},
-}
-
-SMOKE = RESNET_SMOKE
+CONFIG, SMOKE = cell("cifar10", "random20", sparsity=0.99, lr=4e-3, lam=0.01)

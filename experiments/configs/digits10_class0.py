@@ -2,11 +2,10 @@
 
 Reproduces: the digits-10 protocol (scikit-learn's embedded digits, no download) through
 the same train / unlearn / evaluate commands as the CIFAR, SVHN and CelebA-HQ configs, so
-the whole pipeline runs on any machine: Original and Retrain (SGD lr 0.05, batch 64, 30
-epochs), then Scissorhands (lr 5e-3, 10 epochs, sparsity 0.97, lambda 0.05, everything
-but the first conv eligible). scissorhands demo (configs/digits10.py) runs the same
-protocol over three seeds; this config is one seed, with its own keys, so its numbers
-match the demo's table statistically, not bit for bit.
+the whole pipeline runs on any machine: digits10_random10.py with class 0 as the forget
+set. scissorhands demo (configs/digits10.py) runs the same protocol over three seeds; this
+config is one seed, with its own keys, so its numbers match the demo's table
+statistically, not bit for bit.
 
 Commands (add --smoke to each for a run of seconds):
   C=experiments/configs/digits10_class0.py RUN=runs/digits10_class0
@@ -18,33 +17,10 @@ Commands (add --smoke to each for a run of seconds):
 Expected: see experiments/README.md (measured on a 2-core CPU).
 """
 
-# Only what differs from the defaults in scissorhands_jax.config (the release's
-# CIFAR-10 random-10 % setting); SMOKE only what differs from CONFIG.
-CONFIG = {
-    "data": {
-        "name": "digits10",
-        "val_fraction": 0.0,
-        "forget": {"kind": "class", "fraction": None, "classes": [0]},
-        "augment": False,
-    },
-    "model": {"name": "digits_cnn", "num_classes": 10},
-    "train": {
-        "epochs": 30,
-        "lr": 0.05,
-        "milestones": [],
-        "batch_size": 64,
-        "checkpoint_every": 200,
-        "keep": 2,
-    },
-    "retrain": {
-        "epochs": 30,
-        "lr": 0.05,
-        "milestones": [],
-        "batch_size": 64,
-        "checkpoint_every": 200,
-        "keep": 2,
-    },
-    "unlearn": {"batch_size": 64, "augment": False, "eligible": "all_but_first_conv"},
-}
+import digits10_random10 as base
 
-SMOKE = {"train": {"epochs": 2}, "retrain": {"epochs": 2}, "unlearn": {"epochs": 1}}
+CONFIG = {
+    **base.CONFIG,
+    "data": {**base.CONFIG["data"], "forget": {"kind": "class", "fraction": None, "classes": [0]}},
+}
+SMOKE = base.SMOKE

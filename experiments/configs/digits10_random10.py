@@ -18,27 +18,13 @@ Commands (add --smoke to each for a run of seconds):
 Expected: see experiments/README.md (measured on a 2-core CPU).
 """
 
-# Only what differs from the defaults in scissorhands_jax.config (the release's
-# CIFAR-10 random-10 % setting); SMOKE only what differs from CONFIG.
+# Only what differs from the defaults in scissorhands_jax.config; SMOKE from CONFIG.
+SCHEDULE = {"epochs": 30, "lr": 0.05, "milestones": [], "batch_size": 64}
 CONFIG = {
     "data": {"name": "digits10", "val_fraction": 0.0, "augment": False},
     "model": {"name": "digits_cnn", "num_classes": 10},
-    "train": {
-        "epochs": 30,
-        "lr": 0.05,
-        "milestones": [],
-        "batch_size": 64,
-        "checkpoint_every": 200,
-        "keep": 2,
-    },
-    "retrain": {
-        "epochs": 30,
-        "lr": 0.05,
-        "milestones": [],
-        "batch_size": 64,
-        "checkpoint_every": 200,
-        "keep": 2,
-    },
+    "train": {**SCHEDULE, "checkpoint_every": 200, "keep": 2},
+    "retrain": {**SCHEDULE, "checkpoint_every": 200, "keep": 2},
     "unlearn": {"batch_size": 64, "augment": False, "eligible": "all_but_first_conv"},
 }
 

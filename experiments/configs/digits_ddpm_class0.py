@@ -31,8 +31,10 @@ Expected: minutes on a 2-core CPU; see the diffusion pipeline section of the REA
 the measured times and numbers.
 """
 
-# Only what differs from the defaults in scissorhands_jax.config (the release's
-# CIFAR-10 random-10 % setting, SalUn's CIFAR-10 DDPM); SMOKE only what differs from CONFIG.
+# Only what differs from the defaults in scissorhands_jax.config (SalUn's CIFAR-10 DDPM);
+# SMOKE only what differs from CONFIG.
+DDPM = {"steps": 1000, "lr": 0.002, "batch_size": 64, "ema_decay": None}
+UNLEARN = {"sparsity": 0.9, "saliency_guidance": 2.0, "steps": 100, "batch_size": 64}
 CONFIG = {
     "diffusion": {"schedule": {"num_timesteps": 200, "beta_start": 0.0005, "beta_end": 0.1}},
     "data": {"name": "digits10"},
@@ -44,22 +46,8 @@ CONFIG = {
         "dropout": 0.0,
         "norm_groups": 8,
     },
-    "train": {
-        "steps": 1000,
-        "lr": 0.002,
-        "batch_size": 64,
-        "ema_decay": None,
-        "log_every": 250,
-        "checkpoint_every": 250,
-    },
-    "retrain": {
-        "steps": 1000,
-        "lr": 0.002,
-        "batch_size": 64,
-        "ema_decay": None,
-        "log_every": 250,
-        "checkpoint_every": 250,
-    },
+    "train": {**DDPM, "log_every": 250, "checkpoint_every": 250},
+    "retrain": {**DDPM, "log_every": 250, "checkpoint_every": 250},
     "classifier": {
         "model": "digits_cnn",
         "epochs": 10,
@@ -70,33 +58,17 @@ CONFIG = {
         "checkpoint_every": 100,
     },
     "sample": {"num_steps": 25, "batch_size": None, "per_class": 50},
-    "scissorhands": {
-        "sparsity": 0.9,
-        "saliency_guidance": 2.0,
-        "reinit": "model",
-        "steps": 100,
-        "batch_size": 64,
-        "lr": 0.0002,
-    },
-    "scissorhands_anchor": {
-        "sparsity": 0.9,
-        "saliency_guidance": 2.0,
-        "steps": 100,
-        "batch_size": 64,
-        "lam": 1.0,
-        "lr": 0.0003,
-    },
+    "scissorhands": {**UNLEARN, "reinit": "model", "lr": 0.0002},
+    "scissorhands_anchor": {**UNLEARN, "lam": 1.0, "lr": 0.0003},
     "salun": {"alpha": 3.0, "steps": 100, "batch_size": 64},
     "finetune": {"steps": 100, "batch_size": 64},
 }
 
+SMOKE_DDPM = {"steps": 20, "log_every": 10, "checkpoint_every": 10}
 SMOKE = {
-    "train": {"steps": 20, "log_every": 10, "checkpoint_every": 10},
-    "retrain": {"steps": 20, "log_every": 10, "checkpoint_every": 10},
+    "train": SMOKE_DDPM,
+    "retrain": SMOKE_DDPM,
     "classifier": {"epochs": 1},
     "sample": {"num_steps": 5, "per_class": 4},
-    "scissorhands": {"steps": 5},
-    "scissorhands_anchor": {"steps": 5},
-    "salun": {"steps": 5},
-    "finetune": {"steps": 5},
+    **{name: {"steps": 5} for name in ("scissorhands", "scissorhands_anchor", "salun", "finetune")},
 }

@@ -1,31 +1,11 @@
-"""SVHN, random 20 % forgetting, ResNet-18 (the paper's SVHN table).
+"""SVHN, random 20 % forgetting, ResNet-18: a cell of the paper's SVHN table.
 
-Reproduces: Scissorhands against Retrain on SVHN (tfds svhn_cropped, 73,257 training
-images, 10 % per class held out) with a random 20 % forget set: lr 1e-3, 10 epochs,
-sparsity 0.90, lambda 0.01, eligible layer3, layer4, fc, projection on every joint
-step (the release's hyperparameters). The originals use the CIFAR schedule.
-
-Commands (add --smoke to each for a run of seconds on a tiny ResNet and 512 images):
-  pip install ".[prepare]"    # from a clone of this repository (not on PyPI)
-  scissorhands prepare svhn_cropped --data-dir DATA
-  C=experiments/configs/svhn_random20.py RUN=runs/svhn_random20
-  scissorhands train $C --data-dir DATA --out $RUN
-  scissorhands unlearn $C --data-dir DATA --run $RUN
-  scissorhands evaluate $C --data-dir DATA --run $RUN
-  scissorhands compare --setting $C --data-dir DATA --out $RUN-compare  # all methods vs Retrain
-
-Expected:  not measured by this project (its machines have no GPU); the paper's
-           Table reports this setting. Time: 182 + 160 ResNet-18 epochs dominate.
+Reproduces: Scissorhands against Retrain with a random 20 % of the training images (tfds
+svhn_cropped) forgotten, at the release's values below. Commands and expected time:
+_paper_resnet.py, with C=experiments/configs/svhn_random20.py (scissorhands train $C,
+unlearn $C, evaluate $C).
 """
 
-from scissorhands_jax.config import RESNET_SMOKE
+from _paper_resnet import cell
 
-# Only what differs from the defaults in scissorhands_jax.config (the release's
-# CIFAR-10 random-10 % setting); SMOKE only what differs from CONFIG.
-CONFIG = {
-    "data": {"name": "svhn_cropped", "forget": {"fraction": 0.2}, "augment": False},
-    "model": {"num_classes": 10},
-    "unlearn": {"augment": False, "sparsity": 0.9, "lr": 0.001, "lam": 0.01},
-}
-
-SMOKE = RESNET_SMOKE
+CONFIG, SMOKE = cell("svhn_cropped", "random20", sparsity=0.9, lr=1e-3, lam=0.01)

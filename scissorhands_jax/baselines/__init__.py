@@ -1,25 +1,46 @@
 """The unlearning methods of the paper's comparison behind one interface.
 
-Every method is ``unlearn(model, params, model_state, *, retain, forget, key, **hp) ->
-UnlearnResult(params, model_state, log)``: the original model as a :class:`Model` and
-its pytrees, retain and forget data as pytrees of arrays, a PRNG key (the result is a
-pure function of it), and the method's hyperparameters as keywords whose defaults are
-the release settings of the baselines (or the cited paper where the release is silent).
+Every method is ``unlearn(model, params, model_state, *, retain, forget, key,
+progress=False, **hyperparameters) -> UnlearnResult(params, model_state, log)``: the
+original model as a :class:`Model` and its pytrees (not modified), retain and forget
+data as pytrees of arrays with a leading example axis (a method checks the set it does
+not use, and never reads it), a PRNG key (the result is a pure function of it), progress
+bars on request, and the method's hyperparameters as keywords. Each baseline declares
+its hyperparameters as a frozen dataclass (:data:`HYPERPARAMETERS`) holding their only
+defaults: the release settings of the baselines, or the cited paper's where the release
+is silent. Every method raises ValueError for an unknown hyperparameter, a bad value or
+bad data (a batch source, an empty set, a missing entry) before any work, and
+FloatingPointError when its loss becomes non-finite.
 :data:`METHODS` maps the names of the comparison to the functions.
 """
 
-from scissorhands_jax.baselines._common import UnlearnResult
-from scissorhands_jax.baselines.boundary_expanding import boundary_expanding
-from scissorhands_jax.baselines.boundary_shrinking import boundary_shrinking
-from scissorhands_jax.baselines.finetune import finetune
-from scissorhands_jax.baselines.gradient_ascent import gradient_ascent
-from scissorhands_jax.baselines.influence import influence_unlearning
-from scissorhands_jax.baselines.l1_sparse import l1_sparse
-from scissorhands_jax.baselines.random_labels import random_labels
-from scissorhands_jax.baselines.retrain import retrain
-from scissorhands_jax.baselines.salun import freeze, salun
+from scissorhands_jax.baselines._common import (
+    Hyperparameters,
+    LabelledHyperparameters,
+    SGDHyperparameters,
+    UnlearnResult,
+    freeze,
+)
+from scissorhands_jax.baselines.boundary_expanding import (
+    BoundaryExpandingHyperparameters,
+    boundary_expanding,
+)
+from scissorhands_jax.baselines.boundary_shrinking import (
+    BoundaryShrinkingHyperparameters,
+    boundary_shrinking,
+)
+from scissorhands_jax.baselines.finetune import FinetuneHyperparameters, finetune
+from scissorhands_jax.baselines.gradient_ascent import (
+    GradientAscentHyperparameters,
+    gradient_ascent,
+)
+from scissorhands_jax.baselines.influence import InfluenceHyperparameters, influence_unlearning
+from scissorhands_jax.baselines.l1_sparse import L1SparseHyperparameters, l1_sparse
+from scissorhands_jax.baselines.random_labels import RandomLabelsHyperparameters, random_labels
+from scissorhands_jax.baselines.retrain import RetrainHyperparameters, retrain
+from scissorhands_jax.baselines.salun import SalunHyperparameters, salun
 from scissorhands_jax.baselines.scissorhands import scissorhands
-from scissorhands_jax.baselines.scrub import scrub
+from scissorhands_jax.baselines.scrub import ScrubHyperparameters, scrub
 
 METHODS = {
     "retrain": retrain,
@@ -36,8 +57,37 @@ METHODS = {
 }
 """Method name (as in the comparison tables) -> ``unlearn`` function."""
 
+HYPERPARAMETERS: dict[str, type[Hyperparameters]] = {
+    "retrain": RetrainHyperparameters,
+    "ft": FinetuneHyperparameters,
+    "ga": GradientAscentHyperparameters,
+    "rl": RandomLabelsHyperparameters,
+    "l1_sparse": L1SparseHyperparameters,
+    "salun": SalunHyperparameters,
+    "iu": InfluenceHyperparameters,
+    "be": BoundaryExpandingHyperparameters,
+    "bs": BoundaryShrinkingHyperparameters,
+    "scrub": ScrubHyperparameters,
+}
+"""Method name -> the dataclass of its hyperparameters (every method but Scissorhands,
+whose settings are the flat names of :mod:`scissorhands_jax.settings`)."""
+
 __all__ = [
+    "HYPERPARAMETERS",
     "METHODS",
+    "BoundaryExpandingHyperparameters",
+    "BoundaryShrinkingHyperparameters",
+    "FinetuneHyperparameters",
+    "GradientAscentHyperparameters",
+    "Hyperparameters",
+    "InfluenceHyperparameters",
+    "L1SparseHyperparameters",
+    "LabelledHyperparameters",
+    "RandomLabelsHyperparameters",
+    "RetrainHyperparameters",
+    "SGDHyperparameters",
+    "SalunHyperparameters",
+    "ScrubHyperparameters",
     "UnlearnResult",
     "boundary_expanding",
     "boundary_shrinking",

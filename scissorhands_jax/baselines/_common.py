@@ -1,17 +1,20 @@
-"""What every baseline shares: its result record, data checks, and the training loop.
+"""What every baseline shares: its result, its hyperparameters, data checks, the loop.
 
-A baseline is ``unlearn(model, params, model_state, *, retain, forget, key, **hp)``. It
-trains an *objective* ``objective(model, trainable, model_state, batch, aux) -> (loss,
-new_model_state)``: a module-level function (so the compiled step is cached on it),
-``trainable`` is the pytree that the optimiser updates (the params, or the params plus
-extra heads) and ``aux`` holds per-step arrays (a teacher's params, a schedule value) as
-ordinary jit inputs, never in a closure.
+A baseline is ``unlearn(model, params, model_state, *, retain, forget, key, progress,
+**hyperparameters)``; its hyperparameters are the fields of a frozen dataclass
+(:class:`Hyperparameters`), the only copy of their defaults. It trains an *objective*
+``objective(model, trainable, model_state, batch, aux) -> (loss, new_model_state)``: a
+module-level function or a frozen dataclass (hashable by value, so the compiled step is
+reused), ``trainable`` is the pytree that the optimiser updates (the params, or the
+params plus extra heads) and ``aux`` holds per-step arrays (a teacher's params, a
+schedule value) as ordinary jit inputs, never in a closure. The passes run in the one
+training loop, :func:`scissorhands_jax.loop.run_steps`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -19,11 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
+from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.loop import TrainState, run_steps
 from scissorhands_jax.models.adapters import Model
+from scissorhands_jax.settings import check_int
+from scissorhands_jax.training import sgd
 
 Objective = Callable[[Model, Any, ModelState, Batch, Any], tuple[jax.Array, ModelState]]
 
@@ -40,6 +45,156 @@ class UnlearnResult(NamedTuple):
     params: Params
     model_state: ModelState
     log: list[dict[str, Any]]
+
+
+def check_positive(**values: Any) -> None:
+    """Raises ValueError unless every value is a positive number."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}.")
+
+
+def check_nonnegative(**values: Any) -> None:
+    """Raises ValueError unless every value is a number >= 0."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyperparameters:
+    """Base of the baselines' hyperparameters: each method declares its own as the fields
+    of a frozen subclass, checked when built (:meth:`check`)."""
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raises ValueError for a value the method cannot run with."""
+
+    @classmethod
+    def of(cls, method: str, values: dict[str, Any]):
+        """The hyperparameters of ``method`` from keywords.
+
+        Raises:
+          ValueError: a name that is not a field (naming the fields), or a bad value.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{method} has no hyperparameter(s) {unknown}; it takes {sorted(names)}."
+            )
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDHyperparameters(Hyperparameters):
+    """Epochs of PyTorch-style SGD (coupled weight decay, then momentum).
+
+    Attributes:
+      lr: learning rate.
+      epochs: passes over the method's data.
+      batch_size: examples per step.
+      momentum: SGD momentum.
+      weight_decay: coupled L2 weight decay.
+    """
+
+    lr: float
+    epochs: int
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    def check(self) -> None:
+        check_positive(lr=self.lr)
+        check_int("epochs", self.epochs, 0)
+        check_int("batch_size", self.batch_size, 1)
+
+    def tx(self, *, masked: bool = False) -> SGD:
+        """The optimiser of these settings (``masked``: followed by :func:`freeze`)."""
+        return SGD(self.lr, self.momentum, self.weight_decay, masked)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledHyperparameters(SGDHyperparameters):
+    """SGD on labelled examples.
+
+    Attributes:
+      input_key, label_key: the batch entries of inputs and integer labels.
+    """
+
+    input_key: str = "image"
+    label_key: str = "label"
+
+
+class FreezeState(NamedTuple):
+    """:func:`freeze` keeps no state."""
+
+
+def freeze() -> optax.GradientTransformationExtraArgs:
+    """Zeroes the updates of entries where the mask is False: chain it *last*.
+
+    The mask is the extra argument ``freeze_mask`` of ``update`` (a boolean pytree
+    shaped like the params, True = trainable), so one transform serves every mask and
+    the mask is an input of a compiled step, not a constant baked into it. Frozen
+    updates become ``-0.0``, the one value with ``x + (-0.0) == x`` bit for bit for every
+    float ``x`` (``+0.0`` would turn a ``-0.0`` weight into ``+0.0``), so
+    ``optax.apply_updates`` leaves frozen entries bit-identical whatever weight decay and
+    momentum did upstream.
+
+    Returns:
+      An optax ``GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> tx = optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.1, momentum=0.9),
+      ...                  freeze())
+      >>> p = {"w": jnp.array([1.0, -2.0])}
+      >>> u, _ = tx.update({"w": jnp.ones(2)}, tx.init(p), p,
+      ...                  freeze_mask={"w": jnp.array([True, False])})
+      >>> optax.apply_updates(p, u)["w"].tolist()
+      [0.8899999856948853, -2.0]
+    """
+
+    def init_fn(params):
+        del params
+        return FreezeState()
+
+    def update_fn(updates, state, params=None, *, freeze_mask=None, **extra_args):
+        del params, extra_args
+        if freeze_mask is None:
+            raise ValueError("freeze: pass freeze_mask= (a boolean tree) to update().")
+        frozen = jax.tree.map(
+            lambda u, m: jnp.where(m, u, jnp.asarray(-0.0, u.dtype)), updates, freeze_mask
+        )
+        return frozen, state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class SGD:
+    """:func:`scissorhands_jax.sgd` (then :func:`freeze` when ``masked``) as a value:
+    equal settings are equal optimisers, so the compiled steps are reused without a
+    cache of optimiser objects. It has the ``init`` / ``update`` of an optax
+    transformation."""
+
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    masked: bool = False
+
+    def chain(self) -> optax.GradientTransformation:
+        """The optax transformation."""
+        tx = sgd(self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return optax.chain(tx, freeze()) if self.masked else tx
+
+    def init(self, params):
+        return self.chain().init(params)
+
+    def update(self, updates, state, params=None, **extra_args):
+        return self.chain().update(updates, state, params, **extra_args)
 
 
 def check_arrays(data: Any, name: str) -> dict:
@@ -67,24 +222,25 @@ def check_arrays(data: Any, name: str) -> dict:
     return jax.tree.map(np.asarray, data)
 
 
+def check_data(retain: Any, forget: Any) -> tuple[dict, dict]:
+    """``(retain, forget)`` checked by :func:`check_arrays` (a method checks the set it
+    does not use as well: bad input is an error whichever method reads it)."""
+    return check_arrays(retain, "retain"), check_arrays(forget, "forget")
+
+
+def check_keys(data: dict, name: str, *keys: str) -> None:
+    """Raises ValueError when ``data`` lacks one of the entries ``keys``."""
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(
+            f"{name} data has no {missing} entry; it has {sorted(data)}. Pass "
+            "input_key=/label_key= naming the inputs and the integer labels."
+        )
+
+
 def num_examples(data: Any) -> int:
     """The size of the leading axis of array data."""
     return int(np.shape(jax.tree.leaves(data)[0])[0])
-
-
-def check_positive(**values: Any) -> None:
-    """Raises ValueError unless every value is a positive number (ints for ``epochs``-like
-    names are checked by :func:`check_count`)."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}.")
-
-
-def check_count(low: int = 0, **values: Any) -> None:
-    """Raises ValueError unless every value is an integer >= ``low``."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def num_classes(model: Model, params: Params, model_state: ModelState, inputs: Any) -> int:
@@ -93,16 +249,14 @@ def num_classes(model: Model, params: Params, model_state: ModelState, inputs: A
     return int(out.shape[-1])
 
 
-@functools.lru_cache(maxsize=64)
-def sgd_chain(lr: float, momentum: float, weight_decay: float) -> optax.GradientTransformation:
-    """PyTorch-style SGD (coupled weight decay, then momentum), one object per setting so
-    that compiled steps are reused across calls."""
-    return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum))
-
-
 def epoch_batches(data: dict, batch_size: int, key: PRNGKey, epoch: int) -> Iterable[Batch]:
     """The shuffled batches of epoch ``epoch`` (order drawn from ``fold_in(key, epoch)``)."""
     return array_source(data, batch_size)(jax.random.fold_in(key, epoch))
+
+
+def in_order(data: dict, batch_size: int) -> Iterable[Batch]:
+    """The batches of ``data`` in its own order (the last one smaller)."""
+    return array_source(data, batch_size, shuffle=False)(jax.random.key(0))
 
 
 @functools.partial(jax.jit, static_argnames=("objective", "model", "tx"))
@@ -119,22 +273,24 @@ def objective_step(objective, model, tx, trainable, model_state, opt_state, batc
 def run_pass(
     objective: Objective,
     model: Model,
-    tx: optax.GradientTransformation,
-    carry: tuple[Any, ModelState, Any],
+    tx: Any,
+    state: TrainState,
     batches: Iterable[Batch],
     aux: Any = None,
     *,
     tx_args: dict[str, Any] | None = None,
     progress: bool = False,
     desc: str = "",
-) -> tuple[tuple[Any, ModelState, Any], dict[str, Any]]:
-    """One pass of ``objective`` over ``batches``.
+) -> tuple[TrainState, dict[str, Any]]:
+    """One pass of ``objective`` over ``batches``, in the loop of
+    :func:`~scissorhands_jax.loop.run_steps`.
 
     Args:
-      objective: a module-level objective (see the module docstring).
+      objective: the objective (see the module docstring).
       model: the :class:`Model`.
-      tx: the optimiser (a cached object, e.g. from :func:`sgd_chain`).
-      carry: ``(trainable, model_state, opt_state)``.
+      tx: the optimiser (a value such as :class:`SGD`).
+      state: the :class:`~scissorhands_jax.loop.TrainState` (its ``params`` are the
+        trainable tree).
       batches: the batches of this pass.
       aux: per-step arrays for the objective.
       tx_args: extra arguments of ``tx.update`` (arrays, e.g. a freeze mask).
@@ -142,23 +298,26 @@ def run_pass(
       desc: the bar's label and the error message's prefix.
 
     Returns:
-      The new carry and ``{"loss": mean loss, "steps": n, "time_s": seconds}``.
+      The new state and ``{"loss": mean loss, "steps": n, "time_s": seconds}``.
 
     Raises:
-      FloatingPointError: when the mean loss of the pass is not finite.
+      FloatingPointError: when a loss of the pass is not finite.
     """
-    trainable, model_state, opt_state = carry
-    start, losses = time.perf_counter(), []
-    for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    tx_args = tx_args or {}
+
+    def step(st, batch, _forget, _memory, _i):
         trainable, model_state, opt_state, loss = objective_step(
-            objective, model, tx, trainable, model_state, opt_state, batch, aux, tx_args or {}
+            objective, model, tx, st.params, st.model_state, st.opt_state, batch, aux, tx_args
         )
-        losses.append(loss)
-    mean = float(np.mean(jax.device_get(losses))) if losses else float("nan")
-    if losses and not np.isfinite(mean):
-        raise FloatingPointError(f"{desc}: the mean loss became {mean}; lower the learning rate.")
-    entry = {"loss": mean, "steps": len(losses), "time_s": time.perf_counter() - start}
-    return (trainable, model_state, opt_state), entry
+        return TrainState(st.step + 1, trainable, model_state, opt_state), loss, None
+
+    pairs = ((batch, None) for batch in batches)
+    state, entries = run_steps(step, state, pairs, progress=progress, desc=desc)
+    if not entries:
+        return state, {"loss": float("nan"), "steps": 0, "time_s": 0.0}
+    entry = entries[0]
+    return state, {"loss": entry["loss_retain"], "steps": entry["retain_steps"],
+                   "time_s": entry["time_s"]}  # fmt: skip
 
 
 def fit_objective(
@@ -166,34 +325,36 @@ def fit_objective(
     model: Model,
     trainable: Any,
     model_state: ModelState,
+    data: dict | Callable[[int], dict],
+    key: PRNGKey,
+    hp: SGDHyperparameters,
     *,
-    batches: Callable[[int], Iterable[Batch]],
-    epochs: int,
-    tx: optax.GradientTransformation,
     aux: Callable[[int], Any] = lambda epoch: None,
-    tx_args: dict[str, Any] | None = None,
+    freeze_mask: Mask | None = None,
     progress: bool = False,
     desc: str = "unlearn",
 ) -> tuple[Any, ModelState, list[dict[str, Any]]]:
-    """``epochs`` passes of ``objective``; ``batches(epoch)`` and ``aux(epoch)`` give the
-    data and per-step arrays of each epoch, ``tx_args`` the optimiser's extra arguments.
-    Returns ``(trainable, model_state, log)``."""
-    carry = (trainable, model_state, tx.init(trainable))
+    """``hp.epochs`` passes of ``objective`` over ``data`` with the SGD of ``hp``.
+
+    Epoch e runs on the batches of ``data`` (or of ``data(e)``, for data that changes
+    every epoch) shuffled by ``fold_in(key, e)``, with the per-step arrays ``aux(e)``;
+    a ``freeze_mask`` (a boolean tree) trains only its True entries (:func:`freeze`).
+
+    Returns:
+      ``(trainable, model_state, log)``, one log entry per epoch.
+    """
+    tx = hp.tx(masked=freeze_mask is not None)
+    tx_args = {} if freeze_mask is None else {"freeze_mask": freeze_mask}
+    state = TrainState(0, trainable, model_state, tx.init(trainable))
     log = []
-    for epoch in range(epochs):
-        carry, entry = run_pass(
-            objective,
-            model,
-            tx,
-            carry,
-            batches(epoch),
-            aux(epoch),
-            tx_args=tx_args,
-            progress=progress,
-            desc=f"{desc} {epoch + 1}/{epochs}",
-        )
+    for epoch in range(hp.epochs):
+        batches = epoch_batches(data(epoch) if callable(data) else data, hp.batch_size, key, epoch)
+        state, entry = run_pass(
+            objective, model, tx, state, batches, aux(epoch), tx_args=tx_args,
+            progress=progress, desc=f"{desc} {epoch + 1}/{hp.epochs}",
+        )  # fmt: skip
         log.append({"epoch": epoch, **entry})
-    return carry[0], carry[1], log
+    return state.params, state.model_state, log
 
 
 def task_loss(model: Model, params: Params, model_state: ModelState, batch: Batch, aux: Any):

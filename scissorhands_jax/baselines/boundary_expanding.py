@@ -17,7 +17,7 @@ logits and the shadow logit, for any model whose head is affine in its kernel.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import re
 from typing import Any
 
@@ -27,17 +27,30 @@ import optax
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
-    check_count,
-    check_positive,
-    epoch_batches,
+    check_data,
+    check_keys,
     fit_objective,
     num_classes,
-    sgd_chain,
 )
 from scissorhands_jax.models.adapters import Model, forward
 from scissorhands_jax.reinit import leaf_paths
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundaryExpandingHyperparameters(SGDHyperparameters):
+    """BE's settings (the release's lr 1e-6, 10 epochs).
+
+    Attributes:
+      head: regex naming the output layer; default the last ``(d, C)`` leaf.
+      input_key: the batch entry of the inputs.
+    """
+
+    lr: float = 1e-6
+    epochs: int = 10
+    head: str | None = None
+    input_key: str = "image"
 
 
 def head_index(params: Params, classes: int, head: str | None = None) -> int:
@@ -105,24 +118,23 @@ def expanded_logits(
     return jnp.concatenate([z, (dz[:, 0] + b_s)[:, None]], axis=-1), new_state
 
 
-@functools.cache
-def _shadow_objective(index: int, input_key: str):
-    def objective(model, trainable, model_state, batch, aux):
+@dataclasses.dataclass(frozen=True)
+class ShadowObjective:
+    """Cross-entropy of the shadow-widened model against the shadow class, on a
+    trainable ``{"params", "shadow"}`` (a value: equal settings share a compiled step)."""
+
+    index: int
+    input_key: str
+
+    def __call__(self, model, trainable, model_state, batch, aux):
         del aux
         logits, new_state = expanded_logits(
-            model,
-            trainable["params"],
-            model_state,
-            batch[input_key],
-            trainable["shadow"],
-            index,
-            train=True,
-        )
+            model, trainable["params"], model_state, batch[self.input_key],
+            trainable["shadow"], self.index, train=True,
+        )  # fmt: skip
         shadow_class = jnp.full(logits.shape[:1], logits.shape[-1] - 1)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, shadow_class).mean()
         return loss, new_state
-
-    return objective
 
 
 def boundary_expanding(
@@ -133,14 +145,8 @@ def boundary_expanding(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    lr: float = 1e-6,
-    epochs: int = 10,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    head: str | None = None,
-    input_key: str = "image",
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""Fine-tunes the shadow-widened model to classify every forget example as the
     shadow class, then drops the shadow neuron.
@@ -151,35 +157,26 @@ def boundary_expanding(
     All parameters train (SGD with momentum and weight decay); the shadow neuron starts
     at PyTorch's default :math:`\mathcal U(\pm 1/\sqrt d)`. The model runs in training
     mode (BatchNorm statistics move, as in a PyTorch ``model.train()`` loop). The retain
-    set is unused.
+    set is only checked.
 
     Args:
-      model: the :class:`Model`; its head must be affine in a ``(d, C)`` kernel.
-      params: the original parameters (not modified).
-      model_state: model state (returned unchanged).
-      retain: retain data (checked, unused).
-      forget: forget data, a pytree of arrays with ``input_key``.
-      key: PRNG key (shadow init, shuffling).
-      lr, epochs, batch_size, momentum, weight_decay: the SGD schedule.
-      head: regex naming the output layer; default the last ``(d, C)`` leaf.
-      input_key: the batch entry of the inputs.
-      progress: show progress bars.
+      model, params, model_state, retain, forget, key, progress: the interface of every
+        baseline (:mod:`scissorhands_jax.baselines`); the model's head must be affine
+        in a ``(d, C)`` kernel; ``key`` draws the shadow neuron and the shuffles.
+      **hyperparameters: fields of :class:`BoundaryExpandingHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult` (the shadow neuron is dropped).
 
     Raises:
       ValueError: bad settings, no output kernel, or empty data.
-      FloatingPointError: a non-finite epoch loss.
+      FloatingPointError: a non-finite loss.
     """
-    check_positive(lr=lr)
-    check_count(epochs=epochs)
-    check_count(1, batch_size=batch_size)
-    check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
-    if input_key not in forget:
-        raise ValueError(f"forget data has no {input_key!r} entry; pass input_key=.")
-    index = head_index(params, num_classes(model, params, model_state, forget[input_key]), head)
+    hp = BoundaryExpandingHyperparameters.of("be", hyperparameters)
+    _, forget = check_data(retain, forget)
+    check_keys(forget, "forget", hp.input_key)
+    classes = num_classes(model, params, model_state, forget[hp.input_key])
+    index = head_index(params, classes, hp.head)
     d = jax.tree.leaves(params)[index].shape[0]
     k_init, k_data = jax.random.split(key)
     k_w, k_b = jax.random.split(k_init)
@@ -189,14 +186,7 @@ def boundary_expanding(
         jax.random.uniform(k_b, (), jnp.float32, -bound, bound),
     )
     trainable, model_state, log = fit_objective(
-        _shadow_objective(index, input_key),
-        model,
-        {"params": params, "shadow": shadow},
-        model_state,
-        batches=lambda e: epoch_batches(forget, batch_size, k_data, e),
-        epochs=epochs,
-        tx=sgd_chain(lr, momentum, weight_decay),
-        progress=progress,
-        desc="be",
-    )
+        ShadowObjective(index, hp.input_key), model, {"params": params, "shadow": shadow},
+        model_state, forget, k_data, hp, progress=progress, desc="be",
+    )  # fmt: skip
     return UnlearnResult(trainable["params"], model_state, log)

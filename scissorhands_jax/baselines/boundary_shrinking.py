@@ -10,6 +10,7 @@ the forgotten region. Release setting: bound 0.1, lr 1e-6, 10 epochs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -19,19 +20,34 @@ import numpy as np
 
 from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    LabelledHyperparameters,
     UnlearnResult,
-    check_arrays,
-    check_count,
+    check_data,
+    check_keys,
     check_positive,
-    epoch_batches,
     fit_objective,
+    in_order,
     relabel,
-    sgd_chain,
     task_loss,
 )
-from scissorhands_jax.baselines.random_labels import check_keys
-from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundaryShrinkingHyperparameters(LabelledHyperparameters):
+    r"""BS's settings (the release's bound 0.1, lr 1e-6, 10 epochs).
+
+    Attributes:
+      bound: the FGSM step :math:`\epsilon` (in input units, > 0).
+    """
+
+    bound: float = 0.1
+    lr: float = 1e-6
+    epochs: int = 10
+
+    def check(self) -> None:
+        super().check()
+        check_positive(bound=self.bound)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "input_key", "label_key"))
@@ -71,15 +87,8 @@ def boundary_shrinking(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    bound: float = 0.1,
-    lr: float = 1e-6,
-    epochs: int = 10,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    input_key: str = "image",
-    label_key: str = "label",
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""Fine-tunes on the forget set relabelled to its nearest wrong classes.
 
@@ -87,59 +96,29 @@ def boundary_shrinking(
 
     with :math:`y'` from :func:`nearest_wrong_labels` at the original model (computed
     once; the release's adversary is a frozen copy of the original, so this is the same).
-    The retain set is unused.
+    The retain set is only checked; epoch e is shuffled by ``fold_in(key, e)``.
 
     Args:
-      model: the :class:`Model`.
-      params: the original parameters (not modified).
-      model_state: model state.
-      retain: retain data (checked, unused).
-      forget: forget data, a pytree of arrays with ``input_key`` and ``label_key``.
-      key: PRNG key (shuffling).
-      bound: the FGSM step :math:`\epsilon` (in input units).
-      lr, epochs, batch_size, momentum, weight_decay: the SGD schedule.
-      input_key, label_key: the batch entries of inputs and integer labels.
-      progress: show progress bars.
+      model, params, model_state, retain, forget, key, progress: the interface of every
+        baseline (:mod:`scissorhands_jax.baselines`); ``forget`` holds the inputs and
+        the integer labels.
+      **hyperparameters: fields of :class:`BoundaryShrinkingHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult`; its first log entry counts the relabelled examples.
-
-    Raises:
-      ValueError: bad settings, missing entries or empty data.
-      FloatingPointError: a non-finite epoch loss.
     """
-    check_positive(lr=lr, bound=bound)
-    check_count(epochs=epochs)
-    check_count(1, batch_size=batch_size)
-    check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
-    check_keys(forget, input_key, label_key, "forget")
+    hp = BoundaryShrinkingHyperparameters.of("bs", hyperparameters)
+    _, forget = check_data(retain, forget)
+    check_keys(forget, "forget", hp.input_key, hp.label_key)
+    bound, keys = jnp.float32(hp.bound), {"input_key": hp.input_key, "label_key": hp.label_key}
     labels = np.concatenate(
         [
-            np.asarray(
-                nearest_wrong_labels(
-                    model,
-                    params,
-                    model_state,
-                    batch,
-                    jnp.float32(bound),
-                    input_key=input_key,
-                    label_key=label_key,
-                )
-            )
-            for batch in array_source(forget, batch_size, shuffle=False)(jax.random.key(0))
+            np.asarray(nearest_wrong_labels(model, params, model_state, batch, bound, **keys))
+            for batch in in_order(forget, hp.batch_size)
         ]
     )
-    shrunk = relabel(forget, labels, label_key)
+    shrunk = relabel(forget, labels, hp.label_key)
     params, model_state, log = fit_objective(
-        task_loss,
-        model,
-        params,
-        model_state,
-        batches=lambda e: epoch_batches(shrunk, batch_size, key, e),
-        epochs=epochs,
-        tx=sgd_chain(lr, momentum, weight_decay),
-        progress=progress,
-        desc="bs",
+        task_loss, model, params, model_state, shrunk, key, hp, progress=progress, desc="bs"
     )
     return UnlearnResult(params, model_state, [{"epoch": "relabel", "examples": len(labels)}, *log])

@@ -7,20 +7,26 @@ setting of SalUn / Scissorhands: lr 0.01, 10 epochs.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
-    check_count,
-    check_positive,
-    epoch_batches,
+    check_data,
     fit_objective,
-    sgd_chain,
     task_loss,
 )
 from scissorhands_jax.models.adapters import Model
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneHyperparameters(SGDHyperparameters):
+    """FT's SGD schedule (the release's lr 0.01, 10 epochs)."""
+
+    lr: float = 0.01
+    epochs: int = 10
 
 
 def finetune(
@@ -31,12 +37,8 @@ def finetune(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    lr: float = 0.01,
-    epochs: int = 10,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""Minimises the task loss on the retain set, starting from the original.
 
@@ -46,36 +48,16 @@ def finetune(
     Epoch e is shuffled by ``fold_in(key, e)``.
 
     Args:
-      model: the :class:`Model`.
-      params: the original parameters (not modified).
-      model_state: model state.
-      retain: retain data, a pytree of arrays.
-      forget: forget data (never used).
-      key: PRNG key.
-      lr, epochs, batch_size, momentum, weight_decay: the SGD schedule.
-      progress: show progress bars.
+      model, params, model_state, retain, forget, key, progress: the interface of every
+        baseline (:mod:`scissorhands_jax.baselines`).
+      **hyperparameters: fields of :class:`FinetuneHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult`.
-
-    Raises:
-      ValueError: bad settings or empty data.
-      FloatingPointError: a non-finite epoch loss.
     """
-    check_positive(lr=lr)
-    check_count(epochs=epochs)
-    check_count(1, batch_size=batch_size)
-    retain = check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
+    hp = FinetuneHyperparameters.of("ft", hyperparameters)
+    retain, _ = check_data(retain, forget)
     params, model_state, log = fit_objective(
-        task_loss,
-        model,
-        params,
-        model_state,
-        batches=lambda e: epoch_batches(retain, batch_size, key, e),
-        epochs=epochs,
-        tx=sgd_chain(lr, momentum, weight_decay),
-        progress=progress,
-        desc="ft",
+        task_loss, model, params, model_state, retain, key, hp, progress=progress, desc="ft"
     )
     return UnlearnResult(params, model_state, log)

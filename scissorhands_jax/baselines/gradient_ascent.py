@@ -7,19 +7,25 @@ lr 1e-4, 5 epochs.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
-    check_count,
-    check_positive,
-    epoch_batches,
+    check_data,
     fit_objective,
-    sgd_chain,
 )
 from scissorhands_jax.models.adapters import Model
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientAscentHyperparameters(SGDHyperparameters):
+    """GA's SGD schedule (the release's lr 1e-4, 5 epochs)."""
+
+    lr: float = 1e-4
+    epochs: int = 5
 
 
 def negated_loss(model: Model, params: Params, model_state: ModelState, batch: Batch, aux: Any):
@@ -37,29 +43,20 @@ def gradient_ascent(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    lr: float = 1e-4,
-    epochs: int = 5,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""Ascends the task loss on the forget set.
 
     .. math:: \theta \leftarrow \theta + \eta \nabla L(\theta; b_f), \quad b_f \subset D_f
 
-    (SGD with momentum and weight decay on :math:`-L`). The retain set is not used.
-    The logged ``loss`` is :math:`-L`.
+    (SGD with momentum and weight decay on :math:`-L`). The retain set is only checked.
+    The logged ``loss`` is :math:`-L`; epoch e is shuffled by ``fold_in(key, e)``.
 
     Args:
-      model: the :class:`Model`.
-      params: the original parameters (not modified).
-      model_state: model state.
-      retain: retain data (checked, unused).
-      forget: forget data, a pytree of arrays.
-      key: PRNG key (shuffling).
-      lr, epochs, batch_size, momentum, weight_decay: the SGD schedule.
-      progress: show progress bars.
+      model, params, model_state, retain, forget, key, progress: the interface of every
+        baseline (:mod:`scissorhands_jax.baselines`).
+      **hyperparameters: fields of :class:`GradientAscentHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult`.
@@ -68,20 +65,9 @@ def gradient_ascent(
       ValueError: bad settings or empty data.
       FloatingPointError: the loss diverged (lower ``lr`` or ``epochs``).
     """
-    check_positive(lr=lr)
-    check_count(epochs=epochs)
-    check_count(1, batch_size=batch_size)
-    check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
+    hp = GradientAscentHyperparameters.of("ga", hyperparameters)
+    _, forget = check_data(retain, forget)
     params, model_state, log = fit_objective(
-        negated_loss,
-        model,
-        params,
-        model_state,
-        batches=lambda e: epoch_batches(forget, batch_size, key, e),
-        epochs=epochs,
-        tx=sgd_chain(lr, momentum, weight_decay),
-        progress=progress,
-        desc="ga",
+        negated_loss, model, params, model_state, forget, key, hp, progress=progress, desc="ga"
     )
     return UnlearnResult(params, model_state, log)

@@ -18,6 +18,7 @@ per-example gradients and m²·P multiply-adds. ResNet-18 (P = 11.2 M) with b = 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any
@@ -29,14 +30,40 @@ from jax.flatten_util import ravel_pytree
 
 from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    Hyperparameters,
     UnlearnResult,
-    check_arrays,
-    check_count,
+    check_data,
     check_positive,
+    in_order,
     num_examples,
 )
-from scissorhands_jax.data.batching import array_source, permutation
+from scissorhands_jax.data.batching import permutation
 from scissorhands_jax.models.adapters import Model
+from scissorhands_jax.settings import check_int
+
+
+@dataclasses.dataclass(frozen=True)
+class InfluenceHyperparameters(Hyperparameters):
+    r"""IU's settings (the release's α ≈ 10).
+
+    Attributes:
+      alpha: the step scale (> 0).
+      damping: :math:`\lambda` of the Fisher (> 0).
+      fisher_examples: m, retain examples in the Fisher (capped at the retain size).
+      chunk_size: per-example gradients held at once (memory, see the module docstring).
+      batch_size: batch size of the mean-gradient passes.
+    """
+
+    alpha: float = 10.0
+    damping: float = 1.0
+    fisher_examples: int = 1024
+    chunk_size: int = 32
+    batch_size: int = 256
+
+    def check(self) -> None:
+        check_positive(alpha=self.alpha, damping=self.damping)
+        for name in ("fisher_examples", "chunk_size", "batch_size"):
+            check_int(name, getattr(self, name), 1)
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -64,7 +91,7 @@ def mean_gradient(
 ) -> jax.Array:
     r""":math:`\bar g = \frac1n \sum_i \nabla \ell(\theta; x_i)`, flattened, in batches."""
     total = None
-    for batch in array_source(data, batch_size, shuffle=False)(jax.random.key(0)):
+    for batch in in_order(data, batch_size):
         g = _grad_sum(model, params, model_state, batch)
         total = g if total is None else total + g
     return total / num_examples(data)
@@ -143,12 +170,8 @@ def influence_unlearning(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    alpha: float = 10.0,
-    damping: float = 1.0,
-    fisher_examples: int = 1024,
-    chunk_size: int = 32,
-    batch_size: int = 256,
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""One influence step away from the forget set, preconditioned by WoodFisher.
 
@@ -166,18 +189,10 @@ def influence_unlearning(
     :math:`\alpha` scales it, as the Wfisher baseline does (release α ≈ 10).
 
     Args:
-      model: the :class:`Model`.
-      params: the original parameters (not modified).
-      model_state: model state (read only: the step is taken in evaluation mode).
-      retain: retain data, a pytree of arrays.
-      forget: forget data, likewise.
-      key: PRNG key (the Fisher's examples).
-      alpha: the step scale.
-      damping: :math:`\lambda` of the Fisher.
-      fisher_examples: m, retain examples in the Fisher (capped at the retain size).
-      chunk_size: per-example gradients held at once (memory, see the module docstring).
-      batch_size: batch size of the mean-gradient passes.
-      progress: unused (one step); kept for the common interface.
+      model, params, model_state, retain, forget, key, progress: the interface of every
+        baseline (:mod:`scissorhands_jax.baselines`); ``model_state`` is only read (the
+        step is taken in evaluation mode); ``progress`` is unused (one step).
+      **hyperparameters: fields of :class:`InfluenceHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult` with one log entry (m, the step's norm, seconds).
@@ -187,19 +202,17 @@ def influence_unlearning(
       FloatingPointError: a non-finite step.
     """
     del progress
-    check_positive(alpha=alpha, damping=damping)
-    check_count(1, fisher_examples=fisher_examples, chunk_size=chunk_size, batch_size=batch_size)
-    retain = check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
+    hp = InfluenceHyperparameters.of("iu", hyperparameters)
+    retain, forget = check_data(retain, forget)
     start = time.perf_counter()
     n_f, n_r = num_examples(forget), num_examples(retain)
-    g_f = mean_gradient(model, params, model_state, forget, batch_size)
-    g_r = mean_gradient(model, params, model_state, retain, batch_size)
+    g_f = mean_gradient(model, params, model_state, forget, hp.batch_size)
+    g_r = mean_gradient(model, params, model_state, retain, hp.batch_size)
     v = (n_f / (n_f + n_r)) * (g_f - g_r)
-    pick = np.sort(permutation(key, n_r)[: min(fisher_examples, n_r)])
+    pick = np.sort(permutation(key, n_r)[: min(hp.fisher_examples, n_r)])
     fisher = jax.tree.map(lambda x: x[pick], retain)
-    step = alpha * woodfisher_inverse_product(
-        model, params, model_state, fisher, v, damping=damping, chunk_size=chunk_size
+    step = hp.alpha * woodfisher_inverse_product(
+        model, params, model_state, fisher, v, damping=hp.damping, chunk_size=hp.chunk_size
     )
     norm = float(jnp.linalg.norm(step))
     if not np.isfinite(norm):

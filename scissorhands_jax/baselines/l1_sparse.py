@@ -8,22 +8,38 @@ Release setting: α 1e-4, lr 0.01, 10 epochs.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
 
 from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    SGDHyperparameters,
     UnlearnResult,
-    check_arrays,
-    check_count,
-    check_positive,
-    epoch_batches,
+    check_data,
+    check_nonnegative,
     fit_objective,
-    sgd_chain,
     tree_l1,
 )
 from scissorhands_jax.models.adapters import Model
+
+
+@dataclasses.dataclass(frozen=True)
+class L1SparseHyperparameters(SGDHyperparameters):
+    """ℓ1-sparse's settings (the release's α 1e-4, lr 0.01, 10 epochs).
+
+    Attributes:
+      alpha: the ℓ1 weight of the first epoch (>= 0).
+    """
+
+    alpha: float = 1e-4
+    lr: float = 0.01
+    epochs: int = 10
+
+    def check(self) -> None:
+        super().check()
+        check_nonnegative(alpha=self.alpha)
 
 
 def l1_objective(model: Model, params: Params, model_state: ModelState, batch: Batch, aux: Any):
@@ -45,13 +61,8 @@ def l1_sparse(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    alpha: float = 1e-4,
-    lr: float = 0.01,
-    epochs: int = 10,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""Fine-tunes on the retain set under a decaying ℓ1 penalty.
 
@@ -65,42 +76,19 @@ def l1_sparse(
     same batches). The forget set is never read.
 
     Args:
-      model: the :class:`Model`.
-      params: the original parameters (not modified).
-      model_state: model state.
-      retain: retain data, a pytree of arrays.
-      forget: forget data (checked, unused).
-      key: PRNG key (shuffling).
-      alpha: the ℓ1 weight of the first epoch.
-      lr, epochs, batch_size, momentum, weight_decay: the SGD schedule.
-      progress: show progress bars.
+      model, params, model_state, retain, forget, key, progress: the interface of every
+        baseline (:mod:`scissorhands_jax.baselines`).
+      **hyperparameters: fields of :class:`L1SparseHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult`; each log entry carries its ``alpha``.
-
-    Raises:
-      ValueError: bad settings or empty data.
-      FloatingPointError: a non-finite epoch loss.
     """
-    check_positive(lr=lr)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}.")
-    check_count(epochs=epochs)
-    check_count(1, batch_size=batch_size)
-    retain = check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
+    hp = L1SparseHyperparameters.of("l1_sparse", hyperparameters)
+    retain, _ = check_data(retain, forget)
     params, model_state, log = fit_objective(
-        l1_objective,
-        model,
-        params,
-        model_state,
-        batches=lambda e: epoch_batches(retain, batch_size, key, e),
-        epochs=epochs,
-        tx=sgd_chain(lr, momentum, weight_decay),
-        aux=lambda e: jnp.float32(l1_alpha(alpha, e, epochs)),
-        progress=progress,
-        desc="l1_sparse",
-    )
+        l1_objective, model, params, model_state, retain, key, hp, progress=progress,
+        desc="l1_sparse", aux=lambda e: jnp.float32(l1_alpha(hp.alpha, e, hp.epochs)),
+    )  # fmt: skip
     for entry in log:
-        entry["alpha"] = l1_alpha(alpha, entry["epoch"], epochs)
+        entry["alpha"] = l1_alpha(hp.alpha, entry["epoch"], hp.epochs)
     return UnlearnResult(params, model_state, log)

@@ -9,74 +9,51 @@ top ``ratio`` of all entries (release: 0.5); RL then trains only those entries
 
 The release multiplies the *gradients* by the mask before ``optimizer.step()``, so
 coupled weight decay and momentum still move the frozen weights. Here the mask acts
-after the whole optimiser chain (:func:`freeze`): frozen entries stay bit-identical.
+after the whole optimiser chain (:func:`~scissorhands_jax.baselines.freeze`): frozen
+entries stay bit-identical.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    LabelledHyperparameters,
     UnlearnResult,
     check_arrays,
-    check_count,
-    check_positive,
+    in_order,
 )
-from scissorhands_jax.baselines.random_labels import check_keys, train_random_labels
-from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.baselines.random_labels import labelled_arrays, train_random_labels
 from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.saliency import top_k_mask
 
 
-class FreezeState(NamedTuple):
-    """:func:`freeze` keeps no state."""
+def _check_ratio(ratio: Any) -> None:
+    if not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must be a number in (0, 1), got {ratio!r}.")
 
 
-def freeze() -> optax.GradientTransformationExtraArgs:
-    """Zeroes the updates of entries where the mask is False: chain it *last*.
+@dataclasses.dataclass(frozen=True)
+class SalunHyperparameters(LabelledHyperparameters):
+    """SalUn's settings (the release's ratio 0.5, lr 5e-3, 10 epochs).
 
-    The mask is the extra argument ``freeze_mask`` of ``update`` (a boolean pytree
-    shaped like the params, True = trainable), so one transform serves every mask and
-    the mask is an input of a compiled step, not a constant baked into it. Frozen
-    updates become ``-0.0``, the one value with ``x + (-0.0) == x`` bit for bit for every
-    float ``x`` (``+0.0`` would turn a ``-0.0`` weight into ``+0.0``), so
-    ``optax.apply_updates`` leaves frozen entries bit-identical whatever weight decay and
-    momentum did upstream.
-
-    Returns:
-      An optax ``GradientTransformationExtraArgs``.
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> tx = optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.1, momentum=0.9),
-      ...                  freeze())
-      >>> p = {"w": jnp.array([1.0, -2.0])}
-      >>> u, _ = tx.update({"w": jnp.ones(2)}, tx.init(p), p,
-      ...                  freeze_mask={"w": jnp.array([True, False])})
-      >>> optax.apply_updates(p, u)["w"].tolist()
-      [0.8899999856948853, -2.0]
+    Attributes:
+      ratio: fraction of entries trained, in (0, 1).
     """
 
-    def init_fn(params):
-        del params
-        return FreezeState()
+    ratio: float = 0.5
+    lr: float = 5e-3
+    epochs: int = 10
 
-    def update_fn(updates, state, params=None, *, freeze_mask=None, **extra_args):
-        del params, extra_args
-        if freeze_mask is None:
-            raise ValueError("freeze: pass freeze_mask= (a boolean tree) to update().")
-        frozen = jax.tree.map(
-            lambda u, m: jnp.where(m, u, jnp.asarray(-0.0, u.dtype)), updates, freeze_mask
-        )
-        return frozen, state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    def check(self) -> None:
+        super().check()
+        _check_ratio(self.ratio)
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -117,22 +94,13 @@ def saliency_mask(
     Returns:
       A boolean pytree shaped like ``params``.
     """
-    if not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-        raise ValueError(f"ratio must be a number in (0, 1), got {ratio!r}.")
+    _check_ratio(ratio)
     forget = check_arrays(forget, "forget")
     total = None
-    for batch in array_source(forget, batch_size, shuffle=False)(jax.random.key(0)):
+    for batch in in_order(forget, batch_size):
         g = _grad_sum(model, params, model_state, batch)
         total = g if total is None else jax.tree.map(jnp.add, total, g)
     return top_k_mask(jax.tree.map(jnp.abs, total), 1.0 - ratio)
-
-
-@functools.lru_cache(maxsize=16)
-def masked_sgd(lr: float, momentum: float, weight_decay: float):
-    """PyTorch-style SGD followed by :func:`freeze` (one object per setting)."""
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum), freeze()
-    )
 
 
 def salun(
@@ -143,15 +111,8 @@ def salun(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    ratio: float = 0.5,
-    lr: float = 5e-3,
-    epochs: int = 10,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    input_key: str = "image",
-    label_key: str = "label",
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""RL (:func:`~scissorhands_jax.baselines.random_labels`) on the salient weights only.
 
@@ -161,48 +122,24 @@ def salun(
             \left(\nabla L(\theta; D_r \cup \tilde D_f)\right)
 
     with :math:`m` = :func:`saliency_mask` and the momentum / weight decay inside the
-    SGD update, the mask applied after them (:func:`freeze`).
+    SGD update, the mask applied after them (:func:`~scissorhands_jax.baselines.freeze`).
 
     Args:
-      model: the :class:`Model`.
-      params: the original parameters (not modified).
-      model_state: model state.
-      retain: retain data, a pytree of arrays with ``input_key`` and ``label_key``.
-      forget: forget data, likewise.
-      key: PRNG key (labels and shuffling).
-      ratio: fraction of entries trained.
-      lr, epochs, batch_size, momentum, weight_decay: the SGD schedule.
-      input_key, label_key: the batch entries of inputs and integer labels.
-      progress: show progress bars.
+      model, params, model_state, retain, forget, key, progress: as for
+        :func:`~scissorhands_jax.baselines.random_labels`.
+      **hyperparameters: fields of :class:`SalunHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult`; its first log entry counts the masked entries.
-
-    Raises:
-      ValueError: bad settings, missing entries or empty data.
-      FloatingPointError: a non-finite epoch loss.
     """
-    check_positive(lr=lr)
-    check_count(epochs=epochs)
-    check_count(1, batch_size=batch_size)
-    for name, data in (("retain", retain), ("forget", forget)):
-        check_keys(check_arrays(data, name), input_key, label_key, name)
-    mask = saliency_mask(model, params, model_state, forget, ratio=ratio, batch_size=batch_size)
-    params, model_state, log = train_random_labels(
-        model,
-        params,
-        model_state,
-        retain=retain,
-        forget=forget,
-        key=key,
-        tx=masked_sgd(lr, momentum, weight_decay),
-        tx_args={"freeze_mask": mask},
-        epochs=epochs,
-        batch_size=batch_size,
-        input_key=input_key,
-        label_key=label_key,
-        progress=progress,
-        desc="salun",
+    hp = SalunHyperparameters.of("salun", hyperparameters)
+    retain, forget = labelled_arrays(retain, forget, hp)
+    mask = saliency_mask(
+        model, params, model_state, forget, ratio=hp.ratio, batch_size=hp.batch_size
     )
+    params, model_state, log = train_random_labels(
+        model, params, model_state, retain, forget, key, hp, freeze_mask=mask,
+        progress=progress, desc="salun",
+    )  # fmt: skip
     trained = int(sum(jnp.sum(m) for m in jax.tree.leaves(mask)))
     return UnlearnResult(params, model_state, [{"epoch": "mask", "trained": trained}, *log])

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
-from scissorhands_jax.baselines._common import UnlearnResult, check_arrays
-from scissorhands_jax.method import scissorhands as _scissorhands
+from scissorhands_jax.baselines._common import UnlearnResult, check_data
+from scissorhands_jax.method import scissorhands_flat
 from scissorhands_jax.models.adapters import Model
-from scissorhands_jax.settings import from_flat
 
 
 def scissorhands(
@@ -28,7 +27,7 @@ def scissorhands(
     eligible: Any = None,
     **hyperparameters: Any,
 ) -> UnlearnResult:
-    """:func:`scissorhands_jax.scissorhands` with flat settings and its result as an
+    """:func:`scissorhands_jax.method.scissorhands_flat` on arrays, its result as an
     :class:`UnlearnResult`.
 
     Args:
@@ -42,16 +41,7 @@ def scissorhands(
       An :class:`UnlearnResult` (the re-initialisation mask is dropped; its size is in
       the log's ``"trim"`` entry).
     """
-    check_arrays(retain, "retain")
-    check_arrays(forget, "forget")
-    result = _scissorhands(
-        model,
-        params,
-        model_state,
-        retain=retain,
-        forget=forget,
-        key=key,
-        eligible=eligible,
-        **from_flat(progress=progress, **hyperparameters),
-    )
+    check_data(retain, forget)
+    result = scissorhands_flat(model, params, model_state, retain=retain, forget=forget, key=key,
+                               eligible=eligible, progress=progress, **hyperparameters)  # fmt: skip
     return UnlearnResult(result.params, result.model_state, result.log)

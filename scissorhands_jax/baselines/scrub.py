@@ -15,7 +15,7 @@ reproduced.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from typing import Any
 
 import jax
@@ -23,15 +23,50 @@ import jax.numpy as jnp
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
+    LabelledHyperparameters,
     UnlearnResult,
-    check_arrays,
-    check_count,
+    check_data,
+    check_keys,
+    check_nonnegative,
     check_positive,
     epoch_batches,
     run_pass,
-    sgd_chain,
 )
+from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models.adapters import Model, cross_entropy, forward
+from scissorhands_jax.settings import check_int
+
+
+@dataclasses.dataclass(frozen=True)
+class ScrubHyperparameters(LabelledHyperparameters):
+    """SCRUB's settings (the authors' examples).
+
+    Attributes:
+      lr: SGD learning rate.
+      epochs: epochs of min-steps.
+      max_epochs: the first epochs that also take max-steps (``msteps``).
+      temperature: the distillation temperature T.
+      gamma, alpha: weights of CE and KL in the min-steps.
+      batch_size: retain batch size.
+      forget_batch_size: forget batch size.
+      label_key: the batch entry of the retain labels (CE term).
+    """
+
+    lr: float = 5e-4
+    epochs: int = 3
+    max_epochs: int = 2
+    temperature: float = 4.0
+    gamma: float = 0.99
+    alpha: float = 0.001
+    batch_size: int = 128
+    forget_batch_size: int = 32
+
+    def check(self) -> None:
+        super().check()
+        check_positive(temperature=self.temperature)
+        check_int("max_epochs", self.max_epochs, 0)
+        check_int("forget_batch_size", self.forget_batch_size, 1)
+        check_nonnegative(gamma=self.gamma, alpha=self.alpha)
 
 
 def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature) -> jax.Array:
@@ -49,27 +84,25 @@ def distill_kl(student_logits: jax.Array, teacher_logits: jax.Array, temperature
     return jnp.mean(kl) * temperature**2
 
 
-@functools.cache
-def _objectives(input_key: str, label_key: str):
-    """(max objective, min objective) reading inputs from ``input_key`` (and the retain
-    labels from ``label_key``)."""
+@dataclasses.dataclass(frozen=True)
+class ScrubObjectives:
+    """The max objective (on forget batches) and the min objective (on retain batches),
+    reading inputs from ``input_key`` and the retain labels from ``label_key`` (values:
+    equal keys share the compiled steps)."""
 
-    def teacher_logits(model, batch, aux):
-        z = model.logits(aux["teacher"], aux["teacher_state"], batch[input_key])
-        return jax.lax.stop_gradient(z)
+    input_key: str
+    label_key: str
+    minimizing: bool
 
-    def maximize(model, params, model_state, batch, aux):
-        student, new_state = forward(model, params, model_state, batch[input_key], True)
-        return -distill_kl(student, teacher_logits(model, batch, aux), aux["T"]), new_state
-
-    def minimize(model, params, model_state, batch, aux):
+    def __call__(self, model, params, model_state, batch, aux):
         # one training-mode pass serves both terms (the authors' CE and KL on one output)
-        student, new_state = forward(model, params, model_state, batch[input_key], True)
-        ce = cross_entropy(student, batch[label_key])
-        kl = distill_kl(student, teacher_logits(model, batch, aux), aux["T"])
+        student, new_state = forward(model, params, model_state, batch[self.input_key], True)
+        teacher = model.logits(aux["teacher"], aux["teacher_state"], batch[self.input_key])
+        kl = distill_kl(student, jax.lax.stop_gradient(teacher), aux["T"])
+        if not self.minimizing:
+            return -kl, new_state
+        ce = cross_entropy(student, batch[self.label_key])
         return aux["gamma"] * ce + aux["alpha"] * kl, new_state
-
-    return maximize, minimize
 
 
 def scrub(
@@ -80,19 +113,8 @@ def scrub(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    lr: float = 5e-4,
-    epochs: int = 3,
-    max_epochs: int = 2,
-    temperature: float = 4.0,
-    gamma: float = 0.99,
-    alpha: float = 0.001,
-    batch_size: int = 128,
-    forget_batch_size: int = 32,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    input_key: str = "image",
-    label_key: str = "label",
     progress: bool = False,
+    **hyperparameters: Any,
 ) -> UnlearnResult:
     r"""Alternating max-steps on the forget set and min-steps on the retain set.
 
@@ -106,74 +128,46 @@ def scrub(
     with :math:`\theta_o` the original (teacher) and :func:`distill_kl`. The student runs
     in training mode in both steps (BatchNorm uses batch statistics and updates its
     running ones, as the authors' ``model_s.train()``); the teacher in evaluation mode.
+    One SGD optimiser serves both steps; ``split(key)`` shuffles the forget and the
+    retain batches.
 
     Args:
-      model: the :class:`Model`.
-      params: the original parameters: teacher and the student's start (not modified).
-      model_state: model state.
-      retain: retain data, a pytree of arrays with ``input_key`` and the labels.
-      forget: forget data, a pytree of arrays with ``input_key``.
-      key: PRNG key (shuffling).
-      lr: SGD learning rate.
-      epochs: epochs of min-steps.
-      max_epochs: the first epochs that also take max-steps (``msteps``).
-      temperature: the distillation temperature T.
-      gamma, alpha: weights of CE and KL in the min-steps.
-      batch_size: retain batch size.
-      forget_batch_size: forget batch size.
-      momentum, weight_decay: SGD settings.
-      input_key: the batch entry of the inputs.
-      label_key: the batch entry of the retain labels (CE term).
-      progress: show progress bars.
+      model, params, model_state, retain, forget, key, progress: the interface of every
+        baseline (:mod:`scissorhands_jax.baselines`); ``params`` are the teacher and
+        the student's start; ``retain`` holds the inputs and labels, ``forget`` the
+        inputs.
+      **hyperparameters: fields of :class:`ScrubHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult`; one log entry per pass (``phase`` max or min).
-
-    Raises:
-      ValueError: bad settings or empty data.
-      FloatingPointError: a non-finite pass loss.
     """
-    check_positive(lr=lr, temperature=temperature)
-    check_count(epochs=epochs, max_epochs=max_epochs)
-    check_count(1, batch_size=batch_size, forget_batch_size=forget_batch_size)
-    for name, value in (("gamma", gamma), ("alpha", alpha)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
-    retain = check_arrays(retain, "retain")
-    forget = check_arrays(forget, "forget")
-    for name, data in (("retain", retain), ("forget", forget)):
-        if input_key not in data:
-            raise ValueError(f"{name} data has no {input_key!r} entry; pass input_key=.")
-    if label_key not in retain:
-        raise ValueError(f"retain data has no {label_key!r} entry; pass label_key=.")
-    maximize, minimize = _objectives(input_key, label_key)
+    hp = ScrubHyperparameters.of("scrub", hyperparameters)
+    retain, forget = check_data(retain, forget)
+    check_keys(retain, "retain", hp.input_key, hp.label_key)
+    check_keys(forget, "forget", hp.input_key)
+    objectives = {
+        phase: ScrubObjectives(hp.input_key, hp.label_key, minimizing=phase == "min")
+        for phase in ("max", "min")
+    }
     aux = {
         "teacher": params,
         "teacher_state": model_state,
-        "T": jnp.float32(temperature),
-        "gamma": jnp.float32(gamma),
-        "alpha": jnp.float32(alpha),
+        "T": jnp.float32(hp.temperature),
+        "gamma": jnp.float32(hp.gamma),
+        "alpha": jnp.float32(hp.alpha),
     }
-    tx = sgd_chain(lr, momentum, weight_decay)
+    tx = hp.tx()
     k_max, k_min = jax.random.split(key)
-    carry = (params, model_state, tx.init(params))
+    state = TrainState(0, params, model_state, tx.init(params))
     log = []
-    for epoch in range(epochs):
-        passes = [("min", minimize, epoch_batches(retain, batch_size, k_min, epoch))]
-        if epoch < max_epochs:
-            passes.insert(
-                0, ("max", maximize, epoch_batches(forget, forget_batch_size, k_max, epoch))
-            )
-        for phase, objective, batches in passes:
-            carry, entry = run_pass(
-                objective,
-                model,
-                tx,
-                carry,
-                batches,
-                aux,
-                progress=progress,
-                desc=f"scrub {phase} {epoch + 1}/{epochs}",
-            )
+    for epoch in range(hp.epochs):
+        passes = [("min", epoch_batches(retain, hp.batch_size, k_min, epoch))]
+        if epoch < hp.max_epochs:
+            passes.insert(0, ("max", epoch_batches(forget, hp.forget_batch_size, k_max, epoch)))
+        for phase, batches in passes:
+            state, entry = run_pass(
+                objectives[phase], model, tx, state, batches, aux, progress=progress,
+                desc=f"scrub {phase} {epoch + 1}/{hp.epochs}",
+            )  # fmt: skip
             log.append({"epoch": epoch, "phase": phase, **entry})
-    return UnlearnResult(carry[0], carry[1], log)
+    return UnlearnResult(state.params, state.model_state, log)

@@ -85,18 +85,9 @@ def retrain_diffusion(
       ``(params, log)``.
     """
     k_init, k_train = jax.random.split(key)
-    params = model.init(k_init)[0]
-    return train_objective(
-        model.loss,
-        params,
-        retain=as_noised(retain, batch_size, "retain"),
-        key=k_train,
-        steps=steps,
-        lr=lr,
-        tx=adam_tx(grad_clip),
-        progress=progress,
-        desc="retrain",
-    )
+    data = as_noised(retain, batch_size, "retain")
+    return train_diffusion(model, model.init(k_init)[0], data, key=k_train, steps=steps, lr=lr,
+                           grad_clip=grad_clip, progress=progress, desc="retrain")  # fmt: skip
 
 
 def finetune_diffusion(
@@ -116,17 +107,9 @@ def finetune_diffusion(
     Returns:
       ``(params, log)``.
     """
-    return train_objective(
-        model.loss,
-        params,
-        retain=as_noised(retain, batch_size, "retain"),
-        key=key,
-        steps=steps,
-        lr=lr,
-        tx=adam_tx(grad_clip),
-        progress=progress,
-        desc="finetune",
-    )
+    data = as_noised(retain, batch_size, "retain")
+    return train_diffusion(model, params, data, key=key, steps=steps, lr=lr, grad_clip=grad_clip,
+                           progress=progress, desc="finetune")  # fmt: skip
 
 
 def salun_diffusion(

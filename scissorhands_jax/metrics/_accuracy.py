@@ -32,20 +32,32 @@ def accuracy(outputs: ArrayLike, labels: ArrayLike) -> float:
         ValueError: If ``outputs`` is not 2-D, ``labels`` is not 1-D, their lengths
             differ, or there are no examples.
     """
-    outputs = np.asarray(outputs)
-    labels = np.asarray(labels)
-    if outputs.ndim != 2:
-        raise ValueError(f"outputs must have shape (n, C); got shape {outputs.shape}.")
-    if labels.ndim != 1:
-        raise ValueError(f"labels must have shape (n,); got shape {labels.shape}.")
-    if outputs.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"outputs and labels disagree on the number of examples: "
-            f"{outputs.shape[0]} vs {labels.shape[0]}."
-        )
+    outputs, labels = check_shapes(outputs, labels, "outputs", "labels")
     if labels.shape[0] == 0:
         raise ValueError("accuracy of an empty set is undefined: got 0 examples.")
-    if outputs.shape[1] == 0:
-        raise ValueError("outputs must have at least one class column; got C = 0.")
     predictions = np.argmax(outputs, axis=-1)
     return float(100.0 * np.mean(predictions == labels))
+
+
+def check_shapes(
+    outputs: ArrayLike, labels: ArrayLike, outputs_name: str, labels_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``outputs`` and ``labels`` as NumPy arrays after checking that they are ``(n, C)``
+    with ``C >= 1`` and ``(n,)``.
+
+    Raises:
+        ValueError: naming ``outputs_name`` or ``labels_name`` and what is wrong.
+    """
+    outputs, labels = np.asarray(outputs), np.asarray(labels)
+    if outputs.ndim != 2:
+        raise ValueError(f"{outputs_name} must have shape (n, C); got shape {outputs.shape}.")
+    if labels.ndim != 1:
+        raise ValueError(f"{labels_name} must have shape (n,); got shape {labels.shape}.")
+    if outputs.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{outputs_name} and labels disagree on the number of examples: "
+            f"{outputs.shape[0]} vs {labels.shape[0]}."
+        )
+    if outputs.shape[1] == 0:
+        raise ValueError(f"{outputs_name} have no class columns (C = 0).")
+    return outputs, labels

@@ -80,12 +80,9 @@ def classification_metrics(
     already been removed; this function does not know which classes were forgotten.
 
     Args:
-        forget_probs: Softmax outputs on the forget set, shape ``(n_f, C)``.
-        forget_labels: Labels of the forget set, shape ``(n_f,)``.
-        retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``.
-        retain_labels: Labels of the retain set, shape ``(n_r,)``.
-        test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
-        test_labels: Labels of the test set, shape ``(n_t,)``.
+        retain_probs, retain_labels, test_probs, test_labels, forget_probs,
+            forget_labels: the softmax outputs ``(n, C)`` and labels ``(n,)`` of the
+            three sets, as for :func:`svc_mia`.
 
     Returns:
         A dict with keys ``UA``, ``RA``, ``TA``, ``MIA_entropy`` and
@@ -96,26 +93,28 @@ def classification_metrics(
         ValueError: If any set is empty or shapes, labels or probabilities are
             invalid (see :func:`accuracy` and :func:`svc_mia`).
     """
-    sets = dict(
+    return accuracies_and_mias(
+        ("entropy", "confidence"),
+        forget_probs=forget_probs,
+        forget_labels=forget_labels,
         retain_probs=retain_probs,
         retain_labels=retain_labels,
         test_probs=test_probs,
         test_labels=test_labels,
-        forget_probs=forget_probs,
-        forget_labels=forget_labels,
     )
+
+
+def accuracies_and_mias(features: tuple[str, ...], **sets: ArrayLike) -> dict[str, float]:
+    """``UA``, ``RA``, ``TA`` and, per feature, ``MIA_<feature>`` (:func:`svc_mia`) and
+    ``MIA_<feature>_attack_auc`` (:func:`svc_attack_auc`) from the six keyword arrays
+    of :func:`classification_metrics`."""
     row = {
-        "UA": 100.0 - accuracy(forget_probs, forget_labels),
-        "RA": accuracy(retain_probs, retain_labels),
-        "TA": accuracy(test_probs, test_labels),
+        "UA": 100.0 - accuracy(sets["forget_probs"], sets["forget_labels"]),
+        "RA": accuracy(sets["retain_probs"], sets["retain_labels"]),
+        "TA": accuracy(sets["test_probs"], sets["test_labels"]),
     }
-    for feature in ("entropy", "confidence"):
+    shadow = {k: v for k, v in sets.items() if not k.startswith("forget")}
+    for feature in features:
         row[f"MIA_{feature}"] = svc_mia(**sets, feature=feature)
-        row[f"MIA_{feature}_attack_auc"] = svc_attack_auc(
-            retain_probs=retain_probs,
-            retain_labels=retain_labels,
-            test_probs=test_probs,
-            test_labels=test_labels,
-            feature=feature,
-        )
+        row[f"MIA_{feature}_attack_auc"] = svc_attack_auc(**shadow, feature=feature)
     return row

@@ -59,12 +59,9 @@ def loss_mia(
     ``len(test)`` retain examples, label 1) and non-members (test set, label 0).
 
     Args:
-        retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``.
-        retain_labels: Labels of the retain set, shape ``(n_r,)``.
-        test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
-        test_labels: Labels of the test set, shape ``(n_t,)``.
-        forget_probs: Softmax outputs on the forget set, shape ``(n_f, C)``.
-        forget_labels: Labels of the forget set, shape ``(n_f,)``.
+        retain_probs, retain_labels, test_probs, test_labels, forget_probs,
+            forget_labels: the softmax outputs ``(n, C)`` and labels ``(n,)`` of the
+            three sets, as for :func:`svc_mia`.
 
     Returns:
         The percentage (0-100) of forget examples predicted non-member.

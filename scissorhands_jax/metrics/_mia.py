@@ -25,6 +25,8 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 from sklearn.svm import SVC
 
+from scissorhands_jax.metrics._accuracy import check_shapes
+
 MIA_FEATURES = ("correctness", "confidence", "entropy", "modified_entropy", "probabilities")
 
 INFORMATIVE_ATTACK_AUC = 0.55
@@ -46,19 +48,9 @@ def check_probs_labels(
     probs: ArrayLike, labels: ArrayLike, name: str, *, allow_empty: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validates one set of softmax outputs and labels and returns them as NumPy."""
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    if probs.ndim != 2:
-        raise ValueError(f"{name} probabilities must have shape (n, C); got {probs.shape}.")
-    if labels.ndim != 1:
-        raise ValueError(f"{name} labels must have shape (n,); got {labels.shape}.")
-    if probs.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"{name} probabilities and labels disagree on the number of examples: "
-            f"{probs.shape[0]} vs {labels.shape[0]}."
-        )
-    if probs.shape[1] == 0:
-        raise ValueError(f"{name} probabilities have no class columns (C = 0).")
+    probs, labels = check_shapes(
+        np.asarray(probs, dtype=np.float64), labels, f"{name} probabilities", f"{name} labels"
+    )
     if probs.shape[0] == 0:
         if allow_empty:
             return probs, labels.astype(np.int64)

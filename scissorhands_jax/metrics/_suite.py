@@ -6,10 +6,9 @@ from collections.abc import Mapping
 
 from numpy.typing import ArrayLike
 
-from scissorhands_jax.metrics._accuracy import accuracy
-from scissorhands_jax.metrics._gap import avg_gap
+from scissorhands_jax.metrics._gap import accuracies_and_mias, avg_gap
 from scissorhands_jax.metrics._loss_mia import loss_mia
-from scissorhands_jax.metrics._mia import MIA_FEATURES, svc_attack_auc, svc_mia
+from scissorhands_jax.metrics._mia import MIA_FEATURES
 from scissorhands_jax.metrics._tow import tow
 
 
@@ -32,35 +31,22 @@ def evaluation_suite(
     forgotten class.
 
     Args:
-        forget_probs: Softmax outputs on the forget set, shape ``(n_f, C)``.
-        forget_labels: Labels of the forget set, shape ``(n_f,)``.
-        retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``.
-        retain_labels: Labels of the retain set, shape ``(n_r,)``.
-        test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
-        test_labels: Labels of the test set, shape ``(n_t,)``.
+        retain_probs, retain_labels, test_probs, test_labels, forget_probs,
+            forget_labels: the softmax outputs ``(n, C)`` and labels ``(n,)`` of the
+            three sets, as for :func:`classification_metrics`.
 
     Returns:
         A dict of Python floats.
     """
     sets = dict(
+        forget_probs=forget_probs,
+        forget_labels=forget_labels,
         retain_probs=retain_probs,
         retain_labels=retain_labels,
         test_probs=test_probs,
         test_labels=test_labels,
-        forget_probs=forget_probs,
-        forget_labels=forget_labels,
     )
-    row = {
-        "UA": 100.0 - accuracy(forget_probs, forget_labels),
-        "RA": accuracy(retain_probs, retain_labels),
-        "TA": accuracy(test_probs, test_labels),
-    }
-    shadow = {k: v for k, v in sets.items() if not k.startswith("forget")}
-    for feature in MIA_FEATURES:
-        row[f"MIA_{feature}"] = svc_mia(**sets, feature=feature)
-        row[f"MIA_{feature}_attack_auc"] = svc_attack_auc(**shadow, feature=feature)
-    row["MIA_loss"] = loss_mia(**sets)
-    return row
+    return {**accuracies_and_mias(MIA_FEATURES, **sets), "MIA_loss": loss_mia(**sets)}
 
 
 def against_retrain(

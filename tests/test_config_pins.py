@@ -1,0 +1,70 @@
+"""Every experiment config resolves to the dict it resolved to before the configs were
+rewritten as families.
+
+``tests/pins/configs.json`` was written from the package and the config files as they
+stood at commit 9a87e9c (extracted with ``git archive 9a87e9c`` into a separate folder):
+per config, the dict :func:`scissorhands_jax.config.load_config` returned, without and
+with ``SMOKE`` (``config_path`` left out), and the raw ``CONFIG`` of the demo's record
+``digits10.py``. A config whose resolved dict changes on purpose needs a new pin and a
+commit that says why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from scissorhands_jax.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+PINS = json.loads((Path(__file__).parent / "pins" / "configs.json").read_text())
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("name", sorted(PINS))
+def test_config_resolves_as_before(name):
+    pinned = PINS[name]
+    path = CONFIGS / f"{name}.py"
+    assert path.is_file(), f"{path} is gone: every pinned config path must keep working"
+    if name == "digits10":  # the demo's record: a plain CONFIG dict, not a pipeline config
+        spec = importlib.util.spec_from_file_location("digits10", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert _as_json(module.CONFIG) == pinned["CONFIG"]
+        return
+    for smoke, section in ((False, "config"), (True, "smoke")):
+        cfg = load_config(path, smoke=smoke, kind=pinned["kind"])
+        assert cfg.pop("config_path") == str(path)
+        assert _as_json(cfg) == pinned[section], (name, section)
+
+
+def test_every_config_is_pinned():
+    configs = {p.stem for p in CONFIGS.glob("*.py") if not p.name.startswith("_")}
+    assert configs == set(PINS)
+
+
+def test_a_config_imports_its_family_base_from_its_own_folder(tmp_path):
+    for folder, lr in (("a", 0.5), ("b", 0.25)):  # two families, one module name
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "_family.py").write_text(
+            f"def cell(name):\n    return {{'data': {{'name': name}}, 'unlearn': {{'lr': {lr}}}}}\n"
+        )
+        (tmp_path / folder / "one.py").write_text(
+            "from _family import cell\n\nCONFIG = cell('cifar10')\n"
+        )
+    path_before = list(sys.path)
+    assert load_config(tmp_path / "a" / "one.py")["unlearn"]["lr"] == 0.5
+    assert load_config(tmp_path / "b" / "one.py")["unlearn"]["lr"] == 0.25
+    assert sys.path == path_before and "_family" not in sys.modules
+    (tmp_path / "a" / "two.py").write_text("from _missing import cell\n")
+    with pytest.raises(ValueError, match="two.py failed to load: ModuleNotFoundError"):
+        load_config(tmp_path / "a" / "two.py")
+    assert sys.path == path_before
