@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from scissorhands_jax import _report
 from scissorhands_jax._model_cache import ModelCache as _ModelCache
 from scissorhands_jax._rundir import run_directory, write_json_atomic
-from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
+from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, data_parallel
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
 from scissorhands_jax.demo import (
@@ -115,7 +115,11 @@ def _check_methods(methods, overrides) -> None:
         )
     for name, extra in overrides.items():
         if name in HYPERPARAMETERS:  # unknown names and bad values, before any work
-            HYPERPARAMETERS[name].of(name, extra)
+            try:
+                HYPERPARAMETERS[name].of(name, extra)
+            except ValueError as err:
+                given = " ".join(f"{name}.{k}={v!r}" for k, v in extra.items())
+                raise ValueError(f"--set {given}: {err}") from None
             continue
         bad = sorted(set(extra) - method_parameters(name))
         if bad:
@@ -183,6 +187,8 @@ class _Digits:
     :func:`~scissorhands_jax.baselines.retrain` with the same schedule.
     """
 
+    mesh = None  # set by run_compare: where the models train and run
+
     def __init__(self, scenarios, methods, train, overrides):
         bad = [s for s in scenarios if s not in SCENARIOS]
         if bad or not scenarios:
@@ -205,7 +211,7 @@ class _Digits:
 
     def original(self, scenario, seed, split):
         def make():
-            return train_digits(self.model, split.train, seed, self.train)[:2]
+            return train_digits(self.model, split.train, seed, self.train, mesh=self.mesh)[:2]
 
         return self.cache.get(f"original_seed{seed}", make)
 
@@ -245,6 +251,8 @@ class _Config:
     as normalised, unaugmented arrays (they relabel and take per-example gradients) with
     their release defaults, key ``2000 + s``.
     """
+
+    mesh = None  # set by run_compare: where the models train and run
 
     def __init__(self, path, *, smoke, config_overrides, data_dir, methods, overrides):
         from scissorhands_jax.config import load_config
@@ -309,7 +317,8 @@ class _Config:
         with run_directory(self.out / "runs" / f"seed{seed}") as run:  # as `train --out`
             pipe.record_split(run, split, cfg)
             with pipe.checkpoints(run, role, cfg, split) as ck:
-                state = pipe.train_role(run, role, cfg, split, self.model, ck, progress=progress)
+                state = pipe.train_role(run, role, cfg, split, self.model, ck, progress=progress,
+                                        mesh=self.mesh)  # fmt: skip
         seconds = pipe.read_json(run / role / "log.json", {}).get("train_time_s", float("nan"))
         return state.params, state.model_state, seconds
 
@@ -336,6 +345,7 @@ class _Config:
                 forget=split.source("forget", bs, augment=augment),
                 key=jax.random.key(seed),  # as ``scissorhands unlearn`` (unlearn.seed)
                 progress=progress,
+                mesh=self.mesh,
                 **hps,
             )
         else:
@@ -365,6 +375,7 @@ class _Config:
             split,
             batch_size=self.cfg["eval"]["batch_size"],
             progress=progress,
+            mesh=self.mesh,
         )
         return evaluation_suite(**preds)
 
@@ -399,6 +410,7 @@ def run_compare(
     command: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Runs the comparison into ``out`` and returns all rows of ``out/results.json``.
 
@@ -438,6 +450,8 @@ def run_compare(
       command: the command line to record in the report.
       overwrite: replace finished rows made with other hyperparameters.
       progress: show a progress bar.
+      mesh: train, unlearn and evaluate data-parallel on this mesh (every method, through
+        :func:`~scissorhands_jax.baselines.data_parallel`); None: one device.
 
     Returns:
       The rows, ordered by scenario, method and seed.
@@ -486,7 +500,8 @@ def run_compare(
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
     if plot:
         _report.check_plotting()
-    with run_directory(out, command=command) as out:  # one writer at a time
+    backend.mesh = mesh
+    with run_directory(out, command=command) as out, data_parallel(mesh):  # one writer
         return _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, progress)
 
 

@@ -75,10 +75,10 @@ def _evaluate(model, params, state, split) -> dict[str, float]:
     return classification_metrics(**split_predictions(model, params, state, split))
 
 
-def train_digits(model, data, seed, train_cfg, progress=False, desc="train"):
+def train_digits(model, data, seed, train_cfg, progress=False, desc="train", mesh=None):
     """``(params, state, seconds)``: ``model`` trained on array ``data`` with the digits
     schedule ``train_cfg`` (:data:`TRAIN_DEFAULTS`): init key ``seed``, shuffling key
-    ``1000 + seed``, plain SGD."""
+    ``1000 + seed``, plain SGD (data-parallel on ``mesh`` when given)."""
     params, state = model.init(jax.random.key(seed))
     start = time.perf_counter()
     params, state, _ = fit(
@@ -91,6 +91,7 @@ def train_digits(model, data, seed, train_cfg, progress=False, desc="train"):
         tx=sgd(train_cfg["lr"]),
         progress=progress,
         desc=desc,
+        mesh=mesh,
     )
     jax.block_until_ready(params)
     return params, state, time.perf_counter() - start
@@ -103,6 +104,7 @@ def run_digits(
     train: dict[str, Any] | None = None,
     unlearn: dict[str, Any] | None = None,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Runs the digits-10 protocol and returns one row per scenario x method x seed.
 
@@ -121,6 +123,7 @@ def run_digits(
       train: overrides of :data:`TRAIN_DEFAULTS`.
       unlearn: overrides of :data:`UNLEARN_DEFAULTS`.
       progress: show progress bars.
+      mesh: train and unlearn data-parallel on this mesh (None: one device).
 
     Returns:
       A list of row dicts.
@@ -133,11 +136,12 @@ def run_digits(
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         full = load_digits10(scenarios[0], seed)
-        original = train_digits(model, full.train, seed, train_cfg, progress, f"original s{seed}")
+        original = train_digits(model, full.train, seed, train_cfg, progress, f"original s{seed}",
+                                mesh)  # fmt: skip
         for scenario in scenarios:
             split = load_digits10(scenario, seed)
             retrain = train_digits(
-                model, split.retain, seed, train_cfg, progress, f"retrain s{seed}"
+                model, split.retain, seed, train_cfg, progress, f"retrain s{seed}", mesh
             )
             start = time.perf_counter()
             result = scissorhands(
@@ -149,6 +153,7 @@ def run_digits(
                 key=jax.random.key(2000 + seed),
                 eligible="all_but_first_conv",
                 progress=progress,
+                mesh=mesh,
                 **shs_cfg,
             )
             jax.block_until_ready(result.params)

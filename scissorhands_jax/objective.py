@@ -20,6 +20,7 @@ import optax
 
 from scissorhands_jax._types import Batch, BatchSource, Mask, ModelLossFn, Params, PRNGKey
 from scissorhands_jax.loop import TrainState, cycle, private_copy, run_steps
+from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
 from scissorhands_jax.repairing import projection_tx
 from scissorhands_jax.settings import ProjectionSettings, check_int, check_real
 
@@ -162,12 +163,17 @@ def train_objective(
     for name, value in (("w_retain", w_retain), ("w_forget", w_forget), ("sign", sign)):
         check_real(name, value)
     params = private_copy(params)  # the steps donate it
+    mesh = current_mesh()  # inside parallel.data_parallel(mesh): data-parallel
+    if mesh is not None:
+        params = on_mesh(params, mesh)
     k_r, k_f, k_m = jax.random.split(key, 3)
     retains = cycle(retain, k_r)
     forgets = cycle(forget, k_f) if forget is not None else itertools.repeat(None)
     w_r, w_f, lr_arr = jnp.float32(w_retain), jnp.float32(w_forget), jnp.float32(lr)
 
     def step(st, b_r, b_f, memory, _i):
+        if mesh is not None:
+            b_r, b_f = shard_batch(b_r, mesh), None if b_f is None else shard_batch(b_f, mesh)
         p, o, l_r, l_f = objective_step(
             loss, tx, float(sign), st.params, st.opt_state, b_r, b_f, w_r, w_f, lr_arr, memory,
             grad_mask,

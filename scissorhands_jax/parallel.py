@@ -23,6 +23,8 @@ process reads its own part of the data. Write files and logs only where
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -291,3 +293,26 @@ def resolve_mesh(devices: int | str | None = "auto") -> Mesh | None:
                 f"devices JAX sees: {jax.default_backend()}), got {devices!r}."
             )
     return None if count == 1 else data_mesh(available[:count])
+
+
+_MESH: contextvars.ContextVar[jax.sharding.Mesh | None] = contextvars.ContextVar(
+    "baseline_mesh", default=None
+)
+
+
+@contextlib.contextmanager
+def data_parallel(mesh: jax.sharding.Mesh | None) -> Iterator[None]:
+    """Runs the loops that read :func:`current_mesh` inside the block (every baseline,
+    the diffusion unlearning objectives) data-parallel on ``mesh`` (None: one device, as
+    without the block). N devices give the one-device result on the same global batches,
+    up to the order of floating-point sums."""
+    token = _MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _MESH.reset(token)
+
+
+def current_mesh() -> jax.sharding.Mesh | None:
+    """The mesh of the innermost :func:`data_parallel` block (None outside any)."""
+    return _MESH.get()

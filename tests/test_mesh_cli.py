@@ -4,7 +4,9 @@ The commands run in a subprocess that sets ``XLA_FLAGS`` to 4 host devices befor
 starts (this file run as a script), so the rest of the suite keeps its single device.
 The worker trains the digits-10 smoke config once on one device, then runs ``unlearn``
 and ``evaluate`` on copies of that run with ``--mesh 1`` and ``--mesh 4``, trains the
-original again on 4 devices, and reports the largest differences it finds.
+original again on 4 devices, runs FT and Retrain from that original inside
+``data_parallel`` (as ``compare --mesh`` does) and without, and reports the largest
+differences it finds.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ def _max_rel(a, b) -> float:
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         worst = max(worst, float(np.max(np.abs(x - y)) / (np.max(np.abs(y)) + 1e-12)))
     return worst
+
+
+def _was_split(tree) -> bool:
+    """Whether the arrays live on all the mesh's devices (the run was data-parallel)."""
+    import jax
+
+    return all(len(x.sharding.device_set) == DEVICES for x in jax.tree.leaves(tree))
 
 
 def _worker(tmp: Path) -> dict:
@@ -65,6 +74,20 @@ def _worker(tmp: Path) -> dict:
     o4, _ = pipe.load_trained(tmp / "train4", "original", cfg, split, model)
     out["train_params_rel"] = _max_rel(o4, o1)
     out["auto_mesh_devices"] = int(resolve_mesh("auto").devices.size)
+    # a baseline (FT) and Retrain inside data_parallel(mesh) against one device
+    from scissorhands_jax.baselines import METHODS
+    from scissorhands_jax.parallel import data_parallel
+
+    s1 = pipe.load_trained(tmp / "one", "original", cfg, split, model)[1]
+    retain, forget = pipe.split_arrays(split, "retain"), pipe.split_arrays(split, "forget")
+    for name, hps in (("ft", {"epochs": 2}), ("retrain", {"epochs": 2})):
+        runs = []
+        for mesh in (None, resolve_mesh(str(DEVICES))):
+            with data_parallel(mesh):
+                runs.append(METHODS[name](model, o1, s1, retain=retain, forget=forget,
+                                          key=jax.random.key(5), **hps))  # fmt: skip
+        out[f"{name}_params_rel"] = _max_rel(runs[1].params, runs[0].params)
+        out[f"{name}_sharded"] = _was_split(runs[1].params)
     rows = {}
     for name in ("one", "four"):
         rows[name] = {
@@ -110,6 +133,13 @@ def test_unlearn_on_four_devices_matches_one_device(mesh_runs):
 def test_train_on_every_device_by_default_matches_one_device(mesh_runs):
     assert mesh_runs["auto_mesh_devices"] == DEVICES  # the default is every device
     assert mesh_runs["train_params_rel"] < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ft", "retrain"])
+def test_a_baseline_on_four_devices_matches_one_device(mesh_runs, name):
+    assert mesh_runs[f"{name}_sharded"]  # it ran on the 4 devices
+    assert mesh_runs[f"{name}_params_rel"] < 1e-4
 
 
 @pytest.mark.slow

@@ -9,6 +9,12 @@ reused), ``trainable`` is the pytree that the optimiser updates (the params, or 
 params plus extra heads) and ``aux`` holds per-step arrays (a teacher's params, a
 schedule value) as ordinary jit inputs, never in a closure. The passes run in the one
 training loop, :func:`scissorhands_jax.loop.run_steps`.
+
+Inside ``with data_parallel(mesh):`` (:func:`scissorhands_jax.parallel.data_parallel`)
+every baseline's training passes run data-parallel
+on ``mesh`` (batches split over its data axis, the trained state replicated), as the
+``mesh`` setting of Scissorhands does: the baselines keep one signature, and the caller
+(``compare``, your script) chooses where they run.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import optax
 
 from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data.batching import array_source
-from scissorhands_jax.loop import TrainState, run_steps
+from scissorhands_jax.loop import TrainState, private_copy, run_steps
 from scissorhands_jax.models.adapters import Model
+from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
 from scissorhands_jax.settings import check_int
 from scissorhands_jax.training import sgd
 
@@ -259,10 +266,11 @@ def in_order(data: dict, batch_size: int) -> Iterable[Batch]:
     return array_source(data, batch_size, shuffle=False)(jax.random.key(0))
 
 
-@functools.partial(jax.jit, static_argnames=("objective", "model", "tx"))
+@functools.partial(jax.jit, static_argnames=("objective", "model", "tx"), donate_argnums=(3, 5))
 def objective_step(objective, model, tx, trainable, model_state, opt_state, batch, aux, tx_args):
     """One optimiser step on ``objective``; ``tx_args`` (a dict of arrays) go to
-    ``tx.update`` as extra arguments. Returns the new triple and the loss."""
+    ``tx.update`` as extra arguments. Returns the new triple and the loss. ``trainable``
+    and ``opt_state`` are donated: use the returned ones."""
     (loss, new_state), grads = jax.value_and_grad(
         lambda t: objective(model, t, model_state, batch, aux), has_aux=True
     )(trainable)
@@ -304,8 +312,16 @@ def run_pass(
       FloatingPointError: when a loss of the pass is not finite.
     """
     tx_args = tx_args or {}
+    # the steps donate the trainable tree and the optimiser state: work on a copy, so
+    # the caller's arrays (the original, a teacher sharing its buffers) stay intact
+    state = TrainState(state.step, *private_copy(tuple(state)[1:]))
+    mesh = current_mesh()
+    if mesh is not None:  # replicated state (kept where it already is on the mesh)
+        state = TrainState(state.step, *on_mesh(tuple(state)[1:], mesh))
 
     def step(st, batch, _forget, _memory, _i):
+        if mesh is not None:
+            batch = shard_batch(batch, mesh)
         trainable, model_state, opt_state, loss = objective_step(
             objective, model, tx, st.params, st.model_state, st.opt_state, batch, aux, tx_args
         )

@@ -13,7 +13,12 @@ from typing import Any
 import jax
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
-from scissorhands_jax.baselines._common import SGDHyperparameters, UnlearnResult, check_data
+from scissorhands_jax.baselines._common import (
+    SGDHyperparameters,
+    UnlearnResult,
+    check_data,
+    current_mesh,
+)
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.training import fit
@@ -61,6 +66,6 @@ def retrain(
     new_params, new_state = model.init(k_init)
     new_params, new_state, log = fit(
         model.loss, new_params, new_state, array_source(retain, hp.batch_size), key=k_fit,
-        epochs=hp.epochs, tx=hp.tx(), progress=progress, desc="retrain",
+        epochs=hp.epochs, tx=hp.tx(), progress=progress, desc="retrain", mesh=current_mesh(),
     )  # fmt: skip
     return UnlearnResult(new_params, new_state, log)

@@ -16,8 +16,9 @@ def add_mesh_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """``CONFIG``, ``--smoke``, ``--set``, ``--data-dir``, ``--no-progress``, ``--mesh``."""
+def add_common_arguments(p: argparse.ArgumentParser, *, mesh: bool = True) -> None:
+    """``CONFIG``, ``--smoke``, ``--set``, ``--data-dir``, ``--no-progress`` and, with
+    ``mesh``, ``--mesh``."""
     p.add_argument("config", help="a config file, e.g. experiments/configs/cifar10_random10.py")
     p.add_argument("--smoke", action="store_true", help="merge the config's SMOKE (seconds)")
     p.add_argument(
@@ -29,4 +30,5 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data-dir", help="data directory (overrides data.data_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_mesh_argument(p)
+    if mesh:
+        add_mesh_argument(p)

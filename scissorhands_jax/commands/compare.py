@@ -7,6 +7,8 @@ import ast
 import shlex
 from typing import Any
 
+from scissorhands_jax.commands import _args
+
 METHOD_NAMES = (
     "retrain",
     "ft",
@@ -80,6 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-plot", action="store_true", help="skip report.png (no matplotlib)")
     p.add_argument("--no-progress", action="store_true")
+    _args.add_mesh_argument(p)
 
 
 CONFIG_SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval")
@@ -138,6 +141,7 @@ def command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     """Runs the comparison and prints where the report is."""
     from scissorhands_jax.compare import run_compare
+    from scissorhands_jax.parallel import resolve_mesh
 
     train = {}
     if args.train_epochs is not None:
@@ -166,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         command=command_line(args),
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        mesh=resolve_mesh(args.mesh),
     )
     failed = sum("error" in r for r in rows)
     print(f"{len(rows)} rows ({failed} failed): {args.out}/results.json, results.csv, report.md")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from scissorhands_jax.commands import _legends
+from scissorhands_jax.commands import _args, _legends
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "seeds and scenarios not there yet; their settings must match)",
     )
     p.add_argument("--no-progress", action="store_true")
+    _args.add_mesh_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     kept (same settings) and only the missing seeds and scenarios run."""
     from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.demo import check_digits_run, format_table, run_digits
+    from scissorhands_jax.parallel import resolve_mesh
+
+    mesh = resolve_mesh(args.mesh)
 
     unlearn = {
         "lr": args.lr,
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 train=train,
                 unlearn=unlearn,
                 progress=not args.no_progress,
+                mesh=mesh,
             )
             _write(out, setting, rows)
     print(_legends.under(format_table(rows), _legends.CLASSIFIER))

@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "for all), judges them with the run's classifier and writes RUN/evaluation.json, "
         "RUN/grid_<model>.png and RUN/before_after.png (original | unlearned models).",
     )
-    _args.add_common_arguments(p)
+    _args.add_common_arguments(p, mesh=False)  # sampling runs on one device
     p.add_argument("--run", required=True, help="the run directory of diffusion-train")
     p.add_argument(
         "--fid-features",

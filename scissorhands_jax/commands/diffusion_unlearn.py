@@ -54,6 +54,7 @@ def _unlearn(args: argparse.Namespace, cfg: dict, run_dir) -> int:
 
     from scissorhands_jax._rundir import write_json_atomic
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.parallel import data_parallel, resolve_mesh
     from scissorhands_jax.pipeline import check_saved
 
     method = args.method
@@ -72,15 +73,16 @@ def _unlearn(args: argparse.Namespace, cfg: dict, run_dir) -> int:
     )
     with dif.checkpoints(run_dir, method, cfg, data) as ck:
         start = time.perf_counter()
-        new, mask, log = dif.unlearn(
-            method,
-            model,
-            params,
-            data,
-            settings,
-            key=jax.random.key(section["seed"]),
-            progress=not args.no_progress,
-        )
+        with data_parallel(resolve_mesh(args.mesh)):  # the method's loops read the mesh
+            new, mask, log = dif.unlearn(
+                method,
+                model,
+                params,
+                data,
+                settings,
+                key=jax.random.key(section["seed"]),
+                progress=not args.no_progress,
+            )
         jax.block_until_ready(new)
         seconds = time.perf_counter() - start
         tree = {"params": new} if mask is None else {"params": new, "mask": mask}
