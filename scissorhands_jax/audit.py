@@ -440,7 +440,7 @@ def run_audit(
     backend: str = "auto",
     num_bootstrap: int = 1000,
     plot: bool = True,
-    progress: bool = True,
+    progress: bool = False,
     command: str | None = None,
 ) -> list[dict[str, Any]]:
     """Audits every method on every protocol and writes ``audit.json``, ``report.md`` and

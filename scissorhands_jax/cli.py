@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 COMMANDS = {
     "audit": "scissorhands_jax.commands.audit",
@@ -57,6 +60,33 @@ def enable_compilation_cache() -> str | None:
     return directory
 
 
+class _MainProcessOnly(logging.Filter):
+    """Lets records through on process 0 only (every process of a multi-host job runs
+    the same command; one of them speaks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import jax
+
+        return record.levelno >= logging.WARNING or jax.process_index() == 0
+
+
+def configure_output(args: argparse.Namespace) -> logging.Handler:
+    """The command line's output for people: the package's INFO lines (one per epoch or
+    log window of every training loop) on stdout, on process 0 only; progress bars only
+    where stderr is a terminal (a log file or a pipe gets the lines, not the bars).
+    Returns the handler it installed on the ``scissorhands_jax`` logger."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_MainProcessOnly())
+    package = logging.getLogger("scissorhands_jax")
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    if hasattr(args, "no_progress") and not sys.stderr.isatty():
+        args.no_progress = True
+    return handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scissorhands`` console script."""
     enable_compilation_cache()
@@ -66,11 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in modules.values():
         module.add_parser(sub)
     args = parser.parse_args(argv)
+    handler = configure_output(args)
+    package = logging.getLogger("scissorhands_jax")
     try:
-        return modules[args.command].run(args)
+        with logging_redirect_tqdm(loggers=[package]):  # lines above the bars, not in them
+            return modules[args.command].run(args)
     except (ValueError, FloatingPointError, OSError) as err:
         print(f"scissorhands {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        package.removeHandler(handler)
 
 
 if __name__ == "__main__":

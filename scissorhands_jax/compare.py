@@ -409,7 +409,7 @@ def run_compare(
     plot: bool = True,
     command: str | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = False,
     mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Runs the comparison into ``out`` and returns all rows of ``out/results.json``.

@@ -103,7 +103,7 @@ def run_digits(
     seeds: Sequence[int] = (0, 1, 2),
     train: dict[str, Any] | None = None,
     unlearn: dict[str, Any] | None = None,
-    progress: bool = True,
+    progress: bool = False,
     mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Runs the digits-10 protocol and returns one row per scenario x method x seed.

@@ -7,6 +7,7 @@ step function they pass. :class:`TrainState` is what every loop carries.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -17,6 +18,8 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import Batch, BatchSource, ModelState, Params, PRNGKey
+
+logger = logging.getLogger(__name__)
 
 
 class TrainState(NamedTuple):
@@ -179,6 +182,7 @@ def run_steps(
     desc: str = "train",
     total: int | None = None,
     guard: LossGuard | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Runs ``step`` over ``pairs`` of (retain, forget) batches.
 
@@ -204,6 +208,7 @@ def run_steps(
       desc: the bar's label and the error messages' prefix.
       total: the bar's length when ``steps`` is None.
       guard: the :class:`LossGuard` (None: a new one for this call).
+      callback: ``callback(step, entry)`` after every log entry (a tracker, a plot).
 
     Returns:
       ``(state, log)``; each entry has ``step`` (``state.step`` after it),
@@ -244,6 +249,7 @@ def run_steps(
         bar.update(1)
         if log_every and len(r_losses) == log_every:
             log.append(_entry(state, r_losses, f_losses, projected_before, start))
+            report(desc, log[-1], callback)
             projected_before = projected_count(state.opt_state)
             r_losses, f_losses = [], []
     bar.close()
@@ -251,7 +257,24 @@ def run_steps(
         guard.check(desc, *checked)
     if r_losses:
         log.append(_entry(state, r_losses, f_losses, projected_before, start))
+        report(desc, log[-1], callback)
     return state, log
+
+
+def report(desc: str, entry: dict[str, Any], callback=None) -> None:
+    """Logs one line for a log ``entry`` (INFO on the ``scissorhands_jax`` loggers: quiet
+    unless the application turns it on, as the command line does) and hands the entry to
+    ``callback(step, entry)`` when one is given."""
+    if logger.isEnabledFor(logging.INFO):
+        losses = "  ".join(
+            f"{k} {v:.4f}" for k, v in entry.items() if k.startswith("loss") and v is not None
+        )
+        epoch = entry.get("epoch")
+        where = f"epoch {epoch + 1}, " if isinstance(epoch, int) else ""
+        step = f"step {entry['step']}  " if "step" in entry else ""
+        logger.info("%s: %s%s%s  (%.1f s)", desc, where, step, losses, entry.get("time_s", 0.0))
+    if callback is not None:
+        callback(entry.get("step", entry.get("epoch", 0)), entry)
 
 
 def _entry(state, r_losses, f_losses, projected_before, start) -> dict[str, Any]:

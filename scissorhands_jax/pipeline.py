@@ -218,7 +218,7 @@ def train_role(
     ck: Checkpoints,
     *,
     until_step: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
     mesh: jax.sharding.Mesh | None = None,
 ) -> TrainState:
     """Trains ``role`` (``original`` or ``retrain``) into ``run``, continuing from the

@@ -153,7 +153,7 @@ def repair(
     settings: RepairSettings = RepairSettings(),
     projection: ProjectionSettings = ProjectionSettings(),
     eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
-    progress: bool = True,
+    progress: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     shard_params: bool = False,
 ) -> tuple[Params, ModelState, list[dict[str, Any]]]:
@@ -241,7 +241,7 @@ def repair(
             pairs,
             memory_fn=memory_fn,
             progress=progress,
-            desc=f"repair epoch {epoch}",
+            desc=f"repair epoch {epoch + 1}/{settings.epochs}",
             total=getattr(retain, "num_batches", None),
             guard=guard,
         )

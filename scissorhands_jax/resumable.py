@@ -26,7 +26,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
-from scissorhands_jax.loop import TrainState, ema_update, private_copy
+from scissorhands_jax.loop import TrainState, ema_update, private_copy, report
 from scissorhands_jax.objective import objective_step
 from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
 from scissorhands_jax.preemption import preemption_requested
@@ -196,8 +196,7 @@ def fit_resumable(
                 }
             )
             bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4f}")
-            if callback is not None:
-                callback(step, log[-1])
+            report(desc, log[-1], callback)
             losses, start = [], time.perf_counter()
         if epoch_done:
             batches = None

@@ -251,7 +251,7 @@ class TrainingSettings:
     """
 
     batch_size: int = 256
-    progress: bool = True
+    progress: bool = False
     mesh: Any = None
     shard_params: bool = False
     precision: str = "float32"

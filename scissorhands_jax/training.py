@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -12,7 +13,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
-from scissorhands_jax.loop import LossGuard, private_copy
+from scissorhands_jax.loop import LossGuard, private_copy, report
 from scissorhands_jax.parallel import on_mesh, sharded_source
 
 
@@ -51,6 +52,7 @@ def fit(
     desc: str = "train",
     mesh: jax.sharding.Mesh | None = None,
     shard_params: bool = False,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> tuple[Params, ModelState, list[dict[str, Any]]]:
     """Trains for ``epochs`` passes over ``data``, epoch e shuffled by ``fold_in(key, e)``.
 
@@ -68,6 +70,7 @@ def fit(
         :func:`scissorhands_jax.parallel.data_mesh`): batches split over its data axis,
         parameters, state and optimiser state replicated. None: the default device.
       shard_params: with ``mesh``, split large parameter leaves over the data axis.
+      callback: ``callback(epoch, entry)`` after every epoch.
 
     Returns:
       ``(params, model_state, log)`` with one ``{"epoch", "loss", "time_s"}`` per epoch.
@@ -114,4 +117,5 @@ def fit(
             raise ValueError(f"{desc}: epoch {epoch} drew no batch; is the data set empty?")
         mean = float(np.mean(jax.device_get(losses)))
         log.append({"epoch": epoch, "loss": mean, "time_s": time.perf_counter() - start})
+        report(f"{desc} {epoch + 1}/{epochs}", log[-1], callback)
     return params, model_state, log

@@ -65,7 +65,7 @@ def load_dataset(
     limit_train: int | None = None,
     limit_test: int | None = None,
     image_size: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> Dataset:
     """Loads a data set by name.
 

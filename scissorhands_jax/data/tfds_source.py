@@ -104,7 +104,7 @@ def read_tfds_split(
     *,
     data_dir: str | os.PathLike | None = None,
     limit: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> ImageTable:
     """Reads a whole tfds split (or its first ``limit`` records) into an :class:`ImageTable`.
 

@@ -154,7 +154,7 @@ def load_generation_data(
     data_dir: str | os.PathLike | None = None,
     limit_train: int | None = None,
     limit_test: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> GenerationData:
     """Loads a data set by name (:func:`~scissorhands_jax.data.load_dataset`: digits-10
     from scikit-learn, CIFAR-10 through tfds) for a class-forgetting generation run.

@@ -1,0 +1,77 @@
+"""Output for people: the library is quiet by default, the command line writes one line
+per epoch (no progress-bar debris in a log file), and the loops hand their log entries
+to a callback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import scissorhands_jax as shs
+from scissorhands_jax import cli
+from scissorhands_jax.loop import report
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "experiments/configs/digits10_random10.py")
+
+
+def _loss(params, state, batch, train):
+    return jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2), state
+
+
+def _problem():
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(24, 3)).astype(np.float32),
+            "y": rng.normal(size=(24, 2)).astype(np.float32)}  # fmt: skip
+    return {"w": jnp.zeros((3, 2))}, shs.data.array_source(data, 8)
+
+
+def test_library_defaults_print_nothing(capsys):
+    params, source = _problem()
+    shs.fit(_loss, params, {}, source, key=jax.random.key(0), epochs=2, tx=shs.sgd(0.1))
+    eligible = {"w": True}
+    shs.repair(_loss, params, {}, retain=source, forget=source, key=jax.random.key(1),
+               eligible=eligible, settings=shs.RepairSettings(epochs=1))  # fmt: skip
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert shs.TrainingSettings().progress is False
+
+
+def test_fit_callback_gets_every_epoch():
+    params, source = _problem()
+    seen = []
+    _, _, log = shs.fit(_loss, params, {}, source, key=jax.random.key(0), epochs=3,
+                        tx=shs.sgd(0.1), callback=lambda *a: seen.append(a))  # fmt: skip
+    assert [e for e, _ in seen] == [0, 1, 2] and [x for _, x in seen] == log
+
+
+def test_report_writes_one_readable_line(caplog):
+    entry = {"epoch": 2, "step": 30, "loss_retain": 0.25, "loss_forget": None, "time_s": 1.5}
+    with caplog.at_level(logging.INFO, logger="scissorhands_jax"):
+        report("repair", entry)
+    assert caplog.messages == ["repair: epoch 3, step 30  loss_retain 0.2500  (1.5 s)"]
+
+
+def test_the_command_line_writes_epoch_lines_and_no_bars_into_a_log(tmp_path, capsys):
+    # under pytest stdout and stderr are not terminals: as in a log file or a pipe
+    assert cli.main(["train", CONFIG, "--smoke", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert "original: epoch 1, step 23  loss" in "\n".join(lines)
+    assert "original: epoch 2, step 46  loss" in "\n".join(lines)
+    assert "\r" not in out.out + out.err  # no progress bar redrawn into the log
+    # the handler is gone afterwards: a library user's logging is left as it was
+    assert not logging.getLogger("scissorhands_jax").handlers
+
+
+def test_only_process_zero_speaks(monkeypatch):
+    record = logging.LogRecord("scissorhands_jax.loop", logging.INFO, "", 0, "x", (), None)
+    keep = cli._MainProcessOnly()
+    assert keep.filter(record)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert not keep.filter(record)
+    warning = logging.LogRecord("scissorhands_jax.loop", logging.WARNING, "", 0, "x", (), None)
+    assert keep.filter(warning)  # warnings and errors from every process
