@@ -42,6 +42,23 @@ def test_docs_build_strict(tmp_path):
         "saliency.top_k_mask",
     ):
         assert f'id="scissorhands_jax.{name}"' in api, name
+    # the docstrings' reStructuredText math reaches MathJax, not the page as raw text
+    assert ":math:" not in api and ".. math::" not in api
+    assert api.count('class="arithmatex"') > 50
+
+
+def test_rst_math_becomes_mathjax_math():
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    try:
+        from rst_math import rst_math_to_markdown
+    finally:
+        sys.path.pop(0)
+    text = "Step :math:`g - \\lambda h` here.\n\n    .. math:: a = b\n\n    Args:\n      x: y\n"
+    want = "Step \\(g - \\lambda h\\) here.\n\n\n    \\[\n    a = b\n    \\]\n\n    Args:\n"
+    want += "      x: y"
+    assert rst_math_to_markdown(text) == want
+    indented = ".. math::\n\n   x^2\n   + y\n\nafter"
+    assert rst_math_to_markdown(indented) == "\n\\[\nx^2\n+ y\n\\]\n\nafter"
 
 
 @pytest.mark.slow
