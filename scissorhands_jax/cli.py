@@ -96,16 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in modules.values():
         module.add_parser(sub)
     args = parser.parse_args(argv)
-    handler = configure_output(args)
     package = logging.getLogger("scissorhands_jax")
+    saved = package.level, package.propagate
+    handler = configure_output(args)
     try:
         with logging_redirect_tqdm(loggers=[package]):  # lines above the bars, not in them
             return modules[args.command].run(args)
     except (ValueError, FloatingPointError, OSError) as err:
         print(f"scissorhands {args.command}: error: {err}", file=sys.stderr)
         return 2
-    finally:
+    finally:  # leave the logging of a program that called main() as it was
         package.removeHandler(handler)
+        package.setLevel(saved[0])
+        package.propagate = saved[1]
 
 
 if __name__ == "__main__":
