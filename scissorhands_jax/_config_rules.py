@@ -150,6 +150,7 @@ _DDPM = {
     "log_every": _int(0),
     "checkpoint_every": _int(0),
     "keep": COUNT,
+    "precision": PRECISION,
 }
 _REPAIR = {"lr": POSITIVE, "steps": COUNT, "batch_size": COUNT}
 _REPAIR |= {"grad_clip": _optional(POSITIVE), "seed": SEED}

@@ -95,6 +95,7 @@ _DDPM_TRAIN = {
     "log_every": 1000,
     "checkpoint_every": 5000,
     "keep": 2,
+    "precision": "float32",  # or "bfloat16": bfloat16 compute, float32 parameters
 }
 _SCISSORHANDS_DDPM = {  # keywords of scissorhands_diffusion, and the seed
     "eligible": "up_attn",

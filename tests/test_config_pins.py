@@ -39,10 +39,12 @@ def _as_json(value):
     return json.loads(json.dumps(value))
 
 
+DIFFUSION_ADDED = {("train", "precision"): "float32", ("retrain", "precision"): "float32"}
+"""The same for the diffusion schema."""
+
+
 def _without_added(cfg: dict, kind: str) -> dict:
-    if kind != "classifier":
-        return cfg
-    for (section, key), default in ADDED.items():
+    for (section, key), default in (ADDED if kind == "classifier" else DIFFUSION_ADDED).items():
         assert cfg[section].pop(key) == default, (section, key)
     return cfg
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -124,3 +126,30 @@ def test_objective_and_repair_loops_keep_the_callers_arrays():
                key=jax.random.key(1), eligible=eligible, settings=settings,
                progress=False)  # fmt: skip
     np.testing.assert_array_equal(np.asarray(params["w"]), keep)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command, config",
+    [("train", "digits10_random10.py"), ("diffusion-train", "digits_ddpm_class0.py")],
+)
+def test_bfloat16_training_from_the_command_line_keeps_float32_parameters(
+    tmp_path, command, config
+):
+    import orbax.checkpoint as ocp
+
+    from scissorhands_jax import cli
+
+    out = tmp_path / "run"
+    path = str(ROOT / "experiments/configs" / config)
+    args = [command, path, "--smoke", "--no-progress", "--out", str(out), "--only", "original"]
+    args += ["--set", "train.precision=bfloat16"]
+    assert cli.main(args) == 0
+    steps = sorted((out / "original" / "checkpoints").iterdir())
+    step_dir = [p for p in steps if p.name.isdigit()][-1]
+    tree = ocp.StandardCheckpointer().metadata(step_dir / "state").item_metadata
+    dtypes = {str(m.dtype) for m in jax.tree.leaves(tree["params"])}
+    assert dtypes == {"float32"}, dtypes

@@ -196,6 +196,8 @@ def identity(cfg: dict, role: str, data: GenerationData) -> dict[str, Any]:
     if role in GENERATORS:
         name = GENERATORS[role][0]
         schedule = _without(cfg[name], ("checkpoint_every", "keep", "log_every"))
+        if schedule.get("precision") == "float32":  # runs saved before the setting
+            schedule.pop("precision")
         schedule["random_flip"] = cfg["data"]["random_flip"]
         if role == "retrain":
             base["data"]["forget_class"] = cfg["data"]["forget_class"]

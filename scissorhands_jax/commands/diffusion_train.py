@@ -60,6 +60,7 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, Any, l
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.loop import TrainState
     from scissorhands_jax.pipeline import TrainingClock, check_saved
+    from scissorhands_jax.precision import with_precision
     from scissorhands_jax.resumable import fit_resumable
 
     section, source, tx, state, key = dif.generator_setup(cfg, role, data, model)
@@ -73,7 +74,7 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, Any, l
     if state.step >= total:
         return state.step, total, clock, []
     state, log = fit_resumable(
-        model.loss,
+        with_precision(model.loss, section["precision"]),
         state,
         source,
         key=jax.random.split(key, 3)[0],  # the data key of train_diffusion
