@@ -54,17 +54,16 @@ def _refuse_existing(run_dir, roles, resume: bool) -> None:
             )
 
 
-def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, Any, list]:
+def _fit(role, loss, state, source, ck, args, total, **schedule) -> tuple[int, int, Any, list]:
+    """Continues ``role`` from its latest checkpoint in ``ck`` (if any) to ``total`` steps
+    with :func:`~scissorhands_jax.resumable.fit_resumable`; ``(step, total, clock, log)``."""
     import jax
 
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.loop import TrainState
     from scissorhands_jax.pipeline import TrainingClock, check_saved
-    from scissorhands_jax.precision import with_precision
     from scissorhands_jax.resumable import fit_resumable
 
-    section, source, tx, state, key = dif.generator_setup(cfg, role, data, model)
-    total = section["steps"]
     clock = TrainingClock()
     if ck.latest_step() is not None:
         tree, info = dif.restore(ck, state.tree())
@@ -73,63 +72,37 @@ def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, Any, l
         print(f"{role}: resuming from step {state.step} of {total}")
     if state.step >= total:
         return state.step, total, clock, []
-    state, log = fit_resumable(
-        with_precision(model.loss, section["precision"]),
-        state,
-        source,
-        key=jax.random.split(key, 3)[0],  # the data key of train_diffusion
-        steps=total,
-        tx=tx,
-        lr=section["lr"],
-        ema_decay=section["ema_decay"],
-        stop_step=args.until_step,
-        save=clock.saver(ck),
-        save_every=section["checkpoint_every"],
-        log_every=section["log_every"],
-        progress=not args.no_progress,
-        desc=role,
-        mesh=args.mesh,
-    )
+    state, log = fit_resumable(loss, state, source, stop_step=args.until_step,
+                               save=clock.saver(ck), progress=not args.no_progress, desc=role,
+                               mesh=args.mesh, **schedule)  # fmt: skip
     ck.wait()
     jax.block_until_ready(state.params)
     check_saved(ck, state.step, role)
     return state.step, total, clock, log
 
 
+def _train_generator(cfg, role, data, model, ck, args) -> tuple[int, int, Any, list]:
+    import jax
+
+    from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.precision import with_precision
+
+    section, source, tx, state, key = dif.generator_setup(cfg, role, data, model)
+    loss = with_precision(model.loss, section["precision"])
+    return _fit(role, loss, state, source, ck, args, section["steps"],
+                key=jax.random.split(key, 3)[0],  # the data key of train_diffusion
+                steps=section["steps"], tx=tx, lr=section["lr"], ema_decay=section["ema_decay"],
+                save_every=section["checkpoint_every"], log_every=section["log_every"])  # fmt: skip
+
+
 def _train_classifier(cfg, data, ck, args) -> tuple[int, int, Any, list]:
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.loop import TrainState
-    from scissorhands_jax.pipeline import TrainingClock, check_saved
-    from scissorhands_jax.resumable import fit_resumable
 
     judge, _ = dif.build_judge(cfg, data)
     section, source, tx, state, key = dif.classifier_setup(cfg, data, judge)
-    total = section["epochs"] * source.num_batches
-    clock = TrainingClock()
-    if ck.latest_step() is not None:
-        tree, info = dif.restore(ck, state.tree())
-        state = TrainState(ck.latest_step(), **tree)
-        clock.resume(info, ck.directory.parent / "log.json")
-        print(f"classifier: resuming from step {state.step} of {total}")
-    if state.step >= total:
-        return state.step, total, clock, []
-    state, log = fit_resumable(
-        judge.loss,
-        state,
-        source,
-        key=key,
-        epochs=section["epochs"],
-        tx=tx,
-        stop_step=args.until_step,
-        save=clock.saver(ck),
-        save_every=section["checkpoint_every"],
-        progress=not args.no_progress,
-        desc="classifier",
-        mesh=args.mesh,
-    )
-    ck.wait()
-    check_saved(ck, state.step, "classifier")
-    return state.step, total, clock, log
+    return _fit("classifier", judge.loss, state, source, ck, args,
+                section["epochs"] * source.num_batches, key=key, epochs=section["epochs"], tx=tx,
+                save_every=section["checkpoint_every"])  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
