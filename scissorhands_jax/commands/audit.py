@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from scissorhands_jax.commands import _args
+
 PROTOCOL_NAMES = ("digits_small", "digits10")
 """The keys of ``scissorhands_jax.audit.PROTOCOLS`` (kept here so parsing stays cheap; a
 test checks they agree)."""
@@ -47,24 +49,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-plot", action="store_true", help="skip report.png")
     p.add_argument("--no-progress", action="store_true")
+    _args.add_mesh_argument(p)  # the methods run on the mesh; the populations use vmap
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs the audit and prints its report."""
     from scissorhands_jax.audit import run_audit
+    from scissorhands_jax.parallel import data_parallel, resolve_mesh
 
     command = "scissorhands " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_audit(
-        out=args.out,
-        protocols=args.protocol,
-        methods=args.methods,
-        shadows=args.shadows,
-        quick=args.quick,
-        seed=args.seed,
-        backend=args.backend,
-        plot=not args.no_plot,
-        progress=not args.no_progress,
-        command=command,
-    )
+    with data_parallel(resolve_mesh(args.mesh)):  # the methods' steps; populations: vmap
+        run_audit(
+            out=args.out,
+            protocols=args.protocol,
+            methods=args.methods,
+            shadows=args.shadows,
+            quick=args.quick,
+            seed=args.seed,
+            backend=args.backend,
+            plot=not args.no_plot,
+            progress=not args.no_progress,
+            command=command,
+        )
     print((Path(args.out) / "report.md").read_text())
     return 0

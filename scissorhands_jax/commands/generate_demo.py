@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from scissorhands_jax.commands import _legends
+from scissorhands_jax.commands import _args, _legends
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "scissorhands_jax.diffusion.convert_inception): adds the standard FID to every row",
     )
     p.add_argument("--no-progress", action="store_true")
+    _args.add_mesh_argument(p)  # training and unlearning; sampling runs on one device
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands.diffusion_evaluate import feature_function
     from scissorhands_jax.diffusion.demo import METHODS, format_rows, run_generate_demo
+    from scissorhands_jax.parallel import data_parallel, resolve_mesh
 
     overrides: dict = {"forget_class": args.forget_class, "seed": args.seed}
     overrides["image_size"] = args.image_size
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     if sample:
         overrides["sample"] = sample
     fid_features = feature_function(args.fid_features, args.inception_weights)
-    with run_directory(args.out):  # one writer at a time
+    mesh = resolve_mesh(args.mesh)
+    with run_directory(args.out), data_parallel(mesh):  # one writer at a time
         payload = run_generate_demo(
             args.out,
             fid_features=fid_features,
