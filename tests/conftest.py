@@ -1,13 +1,23 @@
-"""Shared fixtures: digits-10 splits and a trained original model, built once per run."""
+"""Shared fixtures: digits-10 splits and a trained original model, built once per run.
+
+The suite runs without the command line's persistent compilation cache: a command run in
+process (``cli.main``) would otherwise switch it on for every later test, and the tests
+that kill processes on purpose could leave entries that later tests read. The cache's
+own tests point it at a temporary directory.
+"""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+import os
 
-import scissorhands_jax as shs
+os.environ.setdefault("SCISSORHANDS_CACHE", "off")  # before any command enables it
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import scissorhands_jax as shs  # noqa: E402
 
 
 @pytest.fixture(scope="session")
