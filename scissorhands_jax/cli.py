@@ -7,7 +7,9 @@ The command line (never the library) turns on JAX's persistent compilation cache
 second run of a command loads its compiled programs instead of compiling them again:
 the directory is ``$SCISSORHANDS_CACHE`` if set, else ``$XDG_CACHE_HOME/scissorhands_jax/xla``
 (``~/.cache/scissorhands_jax/xla``); ``SCISSORHANDS_CACHE=off`` turns it off, and a cache
-directory already chosen through JAX's own ``JAX_COMPILATION_CACHE_DIR`` is kept.
+directory already chosen through JAX's own ``JAX_COMPILATION_CACHE_DIR`` is kept. JAX
+writes its entries in place, so concurrent jobs should each have their own directory
+(``docs/performance.md``).
 """
 
 from __future__ import annotations
