@@ -20,6 +20,16 @@ import pytest  # noqa: E402
 import scissorhands_jax as shs  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drops JAX's compiled programs after every test module. Each XLA:CPU executable
+    keeps memory mappings of its code, and the whole suite in one process compiles
+    thousands of programs: without this, the process passes the kernel's limit of
+    65,530 mappings (``vm.max_map_count``) and segfaults inside XLA's compiler."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def digits_model():
     return shs.linen_model(shs.DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))

@@ -45,7 +45,15 @@ ROLES = (*GENERATORS, "classifier")
 METHODS = ("scissorhands", "scissorhands_anchor", "salun", "finetune")
 """``diffusion-unlearn --method`` choices; each has its config section of keywords."""
 PIPELINE_KEYS = {
-    "train": ("batch_size", "ema_decay", "seed", "log_every", "checkpoint_every", "keep"),
+    "train": (
+        "batch_size",
+        "ema_decay",
+        "seed",
+        "log_every",
+        "checkpoint_every",
+        "keep",
+        "precision",
+    ),
     "method": ("seed",),
     "sample": ("per_class", "seed", "grid_per_class"),
 }
