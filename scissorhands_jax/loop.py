@@ -261,7 +261,7 @@ def run_steps(
     return state, log
 
 
-def report(desc: str, entry: dict[str, Any], callback=None) -> None:
+def report(desc: str, entry: dict[str, Any], callback=None, epochs: int | None = None) -> None:
     """Logs one line for a log ``entry`` (INFO on the ``scissorhands_jax`` loggers: quiet
     unless the application turns it on, as the command line does) and hands the entry to
     ``callback(step, entry)`` when one is given."""
@@ -270,7 +270,9 @@ def report(desc: str, entry: dict[str, Any], callback=None) -> None:
             f"{k} {v:.4f}" for k, v in entry.items() if k.startswith("loss") and v is not None
         )
         epoch = entry.get("epoch")
-        where = f"epoch {epoch + 1}, " if isinstance(epoch, int) else ""
+        where = (
+            f"epoch {epoch + 1}{f'/{epochs}' if epochs else ''}, " if isinstance(epoch, int) else ""
+        )
         step = f"step {entry['step']}  " if "step" in entry else ""
         logger.info("%s: %s%s%s  (%.1f s)", desc, where, step, losses, entry.get("time_s", 0.0))
     if callback is not None:

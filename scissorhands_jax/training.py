@@ -119,5 +119,5 @@ def fit(
             raise ValueError(f"{desc}: epoch {epoch} drew no batch; is the data set empty?")
         mean = float(np.mean(jax.device_get(losses)))
         log.append({"epoch": epoch, "loss": mean, "time_s": time.perf_counter() - start})
-        report(f"{desc} {epoch + 1}/{epochs}", log[-1], callback)
+        report(desc, log[-1], callback, epochs)
     return params, model_state, log
