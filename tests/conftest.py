@@ -3,7 +3,10 @@
 The suite runs without the command line's persistent compilation cache: a command run in
 process (``cli.main``) would otherwise switch it on for every later test, and the tests
 that kill processes on purpose could leave entries that later tests read. The cache's
-own tests point it at a temporary directory.
+own tests point it at a temporary directory. The test process itself (and none of the
+processes it starts) keeps its compiled programs in ``.jax_test_cache`` (or
+``$SCISSORHANDS_TEST_CACHE``; ``off`` turns it off: do so when running two suites at
+once, since JAX writes entries in place).
 """
 
 from __future__ import annotations
@@ -13,6 +16,15 @@ import os
 os.environ.setdefault("SCISSORHANDS_CACHE", "off")  # before any command enables it
 
 import jax  # noqa: E402
+
+_TEST_CACHE = os.environ.get(
+    "SCISSORHANDS_TEST_CACHE", os.path.join(os.path.dirname(__file__), "..", ".jax_test_cache")
+)
+if _TEST_CACHE.strip().lower() not in ("", "off", "0", "none"):
+    # this process only (the subprocesses that tests start, and kill, keep it off): a
+    # second run of the suite loads its compiled programs instead of compiling them
+    jax.config.update("jax_compilation_cache_dir", os.path.abspath(_TEST_CACHE))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
