@@ -278,6 +278,17 @@ def objective_step(objective, model, tx, trainable, model_state, opt_state, batc
     return optax.apply_updates(trainable, updates), new_state, opt_state, loss
 
 
+def start_state(trainable: Any, model_state: ModelState, tx: Any) -> TrainState:
+    """The state a baseline's passes start from: a copy of ``trainable`` and
+    ``model_state`` (the steps donate their buffers; the caller's arrays, the original or
+    a teacher sharing them, stay intact), ``tx``'s state, all replicated on the mesh of
+    an enclosing :func:`~scissorhands_jax.parallel.data_parallel` block."""
+    trainable, model_state = private_copy((trainable, model_state))
+    state = TrainState(0, trainable, model_state, tx.init(trainable))
+    mesh = current_mesh()
+    return state if mesh is None else TrainState(0, *on_mesh(tuple(state)[1:], mesh))
+
+
 def run_pass(
     objective: Objective,
     model: Model,
@@ -312,12 +323,7 @@ def run_pass(
       FloatingPointError: when a loss of the pass is not finite.
     """
     tx_args = tx_args or {}
-    # the steps donate the trainable tree and the optimiser state: work on a copy, so
-    # the caller's arrays (the original, a teacher sharing its buffers) stay intact
-    state = TrainState(state.step, *private_copy(tuple(state)[1:]))
     mesh = current_mesh()
-    if mesh is not None:  # replicated state (kept where it already is on the mesh)
-        state = TrainState(state.step, *on_mesh(tuple(state)[1:], mesh))
 
     def step(st, batch, _forget, _memory, _i):
         if mesh is not None:
@@ -361,7 +367,7 @@ def fit_objective(
     """
     tx = hp.tx(masked=freeze_mask is not None)
     tx_args = {} if freeze_mask is None else {"freeze_mask": freeze_mask}
-    state = TrainState(0, trainable, model_state, tx.init(trainable))
+    state = start_state(trainable, model_state, tx)
     log = []
     for epoch in range(hp.epochs):
         batches = epoch_batches(data(epoch) if callable(data) else data, hp.batch_size, key, epoch)

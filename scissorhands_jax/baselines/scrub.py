@@ -31,8 +31,8 @@ from scissorhands_jax.baselines._common import (
     check_positive,
     epoch_batches,
     run_pass,
+    start_state,
 )
-from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models.adapters import Model, cross_entropy, forward
 from scissorhands_jax.settings import check_int
 
@@ -158,7 +158,7 @@ def scrub(
     }
     tx = hp.tx()
     k_max, k_min = jax.random.split(key)
-    state = TrainState(0, params, model_state, tx.init(params))
+    state = start_state(params, model_state, tx)
     log = []
     for epoch in range(hp.epochs):
         passes = [("min", epoch_batches(retain, hp.batch_size, k_min, epoch))]
