@@ -379,17 +379,20 @@ def _candidate_intervals(attack, phi_u, phi_r, data, cand, eps, boot) -> dict[st
     def candidates_only(su, sr):  # examples along axis 0
         return M.balanced_accuracy(_valid(su), _valid(sr))
 
+    def jackknife(statistic):  # two pairs left leave no model to fit without the target's
+        return M.jackknife_se(statistic, pairs) if pairs >= 3 else None
+
     with np.errstate(invalid="ignore"):  # quantiles of infinite values: inf - inf
         eps_ci = M.bootstrap_ci(eps, np.median, **boot)[1:]
     return {
         "ulira_accuracy_ci": list(M.two_way_bootstrap_ci(accuracy, pairs, cand.size, **boot)[1:]),
-        "ulira_accuracy_se": M.jackknife_se(refitted, pairs),
+        "ulira_accuracy_se": jackknife(refitted),
         "ulira_accuracy_ci_candidates": list(
             M.bootstrap_ci((s_u.T, s_r.T), candidates_only, **boot)[1:]
         ),
         "epsilon_ci": _finite(eps_ci),
         "forget_quality_ci": list(M.bootstrap_ci(eps, M.forget_quality, **boot)[1:]),
-        "forget_quality_se": M.jackknife_se(quality_without, pairs),
+        "forget_quality_se": jackknife(quality_without),
     }
 
 
@@ -428,7 +431,7 @@ def method_row(
     at once for U-LiRA (``ulira_accuracy_ci_candidates``: candidates only, models
     fixed), over candidates for ε and the forget quality, over models for accuracy;
     ``ulira_accuracy_se`` and ``forget_quality_se`` are leave-one-pair-out jackknife
-    standard errors. ``confidence_test`` and
+    standard errors (None with fewer than three pairs). ``confidence_test`` and
     ``confidence_forget`` are the mean logit-confidence (:func:`M.logit_confidence`) on
     the test set and on each model's forget set, ``*_shift`` the same minus Retrain's:
     a model that is under-confident everywhere moves the attack as much as one that
