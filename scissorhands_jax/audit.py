@@ -432,7 +432,7 @@ def method_row(
     fixed), over candidates for ε and the forget quality, over models for accuracy;
     ``ulira_accuracy_se`` and ``forget_quality_se`` are leave-one-pair-out jackknife
     standard errors (None with fewer than three pairs). ``confidence_test`` and
-    ``confidence_forget`` are the mean logit-confidence (:func:`M.logit_confidence`) on
+    ``confidence_forget`` are the mean logit-confidence (``metrics.logit_confidence``) on
     the test set and on each model's forget set, ``*_shift`` the same minus Retrain's:
     a model that is under-confident everywhere moves the attack as much as one that
     forgot too much, and only the test shift tells them apart. Retrain's row adds the
