@@ -165,7 +165,8 @@ def markdown(rows: Sequence[dict[str, Any]], command: str | None = None) -> str:
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """report.png: U-LiRA accuracy with its interval and the forget quality, per method."""
+    """report.png: U-LiRA accuracy with its model-level interval over the null range, and
+    the forget quality relative to Retrain's, per method."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -185,15 +186,22 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
         left.axvline(0.5, color="k", lw=1, ls="--")
         null = next((r.get("ulira_null_range") for r in mine if r.get("ulira_null_range")), None)
         if null:
-            left.axvspan(*null, color="0.85", zorder=0, label="null range")
-            left.legend(loc="lower right")
+            left.axvspan(*null, color="0.85", zorder=0)
         left.set_xlim(0.4, 1.0)
         left.invert_yaxis()
-        left.set_title(f"{protocol}: U-LiRA accuracy (0.5 = perfect)")
-        right.barh(names, [r["forget_quality"] for r in mine], color="tab:green")
-        right.set_xlim(0, 1)
+        shaded = "; grey: null range" if null else ""
+        left.set_title(f"{protocol}: U-LiRA accuracy (0.5 = perfect{shaded})")
+        relative = [r.get("forget_quality_rel") for r in mine]
+        if all(v is not None for v in relative):
+            right.barh(names, relative, color="tab:green")
+            right.axvline(1.0, color="k", lw=1, ls="--")
+            right.set_xlim(0, max(1.2, *relative))
+            right.set_title(f"{protocol}: forget quality ÷ Retrain's (1 = as good)")
+        else:  # rows written before the relative score
+            right.barh(names, [r["forget_quality"] for r in mine], color="tab:green")
+            right.set_xlim(0, 1)
+            right.set_title(f"{protocol}: forget quality (higher is better)")
         right.invert_yaxis()
-        right.set_title(f"{protocol}: forget quality (1 = like Retrain)")
     fig.savefig(path, dpi=110)
 
 

@@ -211,15 +211,21 @@ def test_pair_flip_null_bound_covers_about_95_percent_of_independent_null_popula
     assert 0.88 <= coverage <= 0.99
 
 
-def test_pair_flip_null_swaps_whole_pairs():
-    # a population whose pairs carry the "forgot" value 1 and "never saw" 0: swapping a
-    # pair turns all its decisions at once, so every draw's accuracy is a multiple of 1/G
-    phi = np.tile(np.array([[1.0], [0.0]]), (3, 4)) + 1e-9 * np.arange(24).reshape(6, 4)
-    forgot = np.tile(np.array([[True], [False]]), (3, 4))
-    null = metrics.ulira_null(phi, forgot, ~forgot, num_samples=50, fixed_variance=True)
-    assert null.shape == (50,)
+def test_pair_flip_null_draws_the_enumerated_flips_uniformly():
+    # three pairs: the 8 ways to flip them give the null's support, each equally likely
+    phi, forgot, unseen = null_population(np.random.default_rng(9), 6, 5)
+    support = []
+    for flips in itertools.product((0, 1), repeat=3):
+        swapped = phi[np.arange(6) ^ np.repeat(flips, 2)]
+        support.append(metrics.ulira(swapped, forgot, swapped, unseen)["accuracy"])
+    null = metrics.ulira_null(phi, forgot, unseen, num_samples=1600, seed=3)
+    hits = np.isclose(null[:, None], np.array(support)[None, :], rtol=0, atol=1e-12)
+    assert hits.any(axis=1).all()  # whole pairs swapped, never single examples
+    values, counts = np.unique(np.round(null, 12), return_counts=True)
+    expected = [np.isclose(support, v, atol=1e-12).sum() * 1600 / 8 for v in values]
+    assert stats.chisquare(counts, expected).pvalue > 1e-3
     with pytest.raises(ValueError, match="K even"):
-        metrics.ulira_null(phi[:5], forgot[:5], ~forgot[:5])
+        metrics.ulira_null(phi[:5], forgot[:5], unseen[:5])
 
 
 # -- the audit's rows and sanity ----------------------------------------------------------------
