@@ -371,9 +371,10 @@ def _candidate_intervals(attack, phi_u, phi_r, data, cand, eps, boot) -> dict[st
         rows = M.pair_rows(groups)
         return M.ulira(phi_u[rows], forgot[rows], phi_r[rows], unseen[rows], **ATTACK)["accuracy"]
 
+    u_obs, r_obs = np.where(forgot, phi_u, np.nan), np.where(unseen, phi_r, np.nan)
+
     def quality_without(groups):
         rows = M.pair_rows(groups)
-        u_obs, r_obs = np.where(forgot, phi_u, np.nan), np.where(unseen, phi_r, np.nan)
         return M.forget_quality(M.challenge_epsilon(u_obs[rows], r_obs[rows]))
 
     def candidates_only(su, sr):  # examples along axis 0
@@ -479,17 +480,11 @@ def method_row(
     for name, values in (("UA", ua), ("RA", ra), ("TA", ta)):
         row[name] = float(values.mean())
         row[f"{name}_ci"] = list(M.bootstrap_ci(values, **boot)[1:])
-    test_labels = data.test["label"]
-    for part, (mine, ref) in {
-        "test": (
-            _mean_confidence(outputs["test"], test_labels),
-            _mean_confidence(retrain["test"], test_labels),
-        ),
-        "forget": (
-            _mean_confidence(outputs["pool"], labels, data.forgets),
-            _mean_confidence(retrain["pool"], labels, data.forgets),
-        ),
-    }.items():
+    confidence = {
+        "test": [_mean_confidence(o["test"], data.test["label"]) for o in (outputs, retrain)],
+        "forget": [_mean_confidence(o["pool"], labels, data.forgets) for o in (outputs, retrain)],
+    }
+    for part, (mine, ref) in confidence.items():
         row[f"confidence_{part}"], row[f"confidence_{part}_shift"] = mine, mine - ref
     if method == REFERENCE:
         row.update(_ulira_null(phi_r, data, cand, seed=seed, num_samples=num_bootstrap))

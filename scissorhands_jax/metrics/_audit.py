@@ -169,8 +169,9 @@ def lira_scores(
     ``2j + 1`` trained on complementary halves, as
     :func:`scissorhands_jax.population.membership_matrix` draws them): the partner
     ``k ^ 1`` of the target always sits on the other side, and its output is correlated
-    with the target's (negatively: what one model saw, the other did not), which biases
-    the test towards "member". It is then left out of both fits, as the target is.
+    with the target's (negatively: what one model saw, the other did not), which tilts
+    the test off chance (which way depends on K and the variance rule). It is then left
+    out of both fits, as the target is.
 
     Args:
       phi: float (K, N), e.g. :func:`logit_confidence` of every model on every example.
@@ -289,7 +290,8 @@ def ulira(
     forgot ``x`` its partner ``k ^ 1`` never saw it: the partner is always in the other
     family, its output anti-correlated with the target's. ``exclude_partner`` leaves rows
     ``k`` and ``k ^ 1`` of both families out of both fits when row ``k`` is the target;
-    without it the attack scores above 0.5 on two families of one distribution.
+    without it the attack is off 0.5 on two families of one distribution (0.48 to 0.53
+    on synthetic ones with 8 to 64 models).
 
     Args:
       phi_unlearned: float (K_u, N), e.g. :func:`logit_confidence`.
