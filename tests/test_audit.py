@@ -100,6 +100,9 @@ def test_audit_end_to_end_resumes_and_refuses_other_settings(tmp_path, monkeypat
     assert [r["method"] for r in rows] == ["original", "retrain", "ft"]
     stored = json.loads((out / "audit.json").read_text())
     assert stored == json.loads(json.dumps(rows))
+    # every row records the versions that computed it (the resumed run's own below)
+    assert all(r["versions"]["jax"] and "commit" in r["versions"] for r in stored)
+    assert "Versions: jax" in (out / "report.md").read_text()
     assert (out / "report.md").read_text().startswith("# Membership audit")
     assert (out / "report.png").stat().st_size > 0
 

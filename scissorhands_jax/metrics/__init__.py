@@ -30,6 +30,13 @@ from scissorhands_jax.metrics._mia import (
     svc_attack_auc,
     svc_mia,
 )
+from scissorhands_jax.metrics._resampling import (
+    jackknife_se,
+    pair_rows,
+    two_way_bootstrap,
+    two_way_bootstrap_ci,
+    ulira_null,
+)
 from scissorhands_jax.metrics._rte import rte
 from scissorhands_jax.metrics._suite import against_retrain, evaluation_suite
 from scissorhands_jax.metrics._tow import TOW_KEYS, tow
@@ -51,17 +58,22 @@ __all__ = [
     "example_losses",
     "forget_quality",
     "forgetting_scores",
+    "jackknife_se",
     "lira_accuracy",
     "lira_auc",
     "lira_scores",
     "logit_confidence",
     "loss_mia",
     "mia_features",
+    "pair_rows",
     "roc_auc",
     "rte",
     "svc_attack_auc",
     "svc_mia",
     "threshold_attack_rates",
     "tow",
+    "two_way_bootstrap",
+    "two_way_bootstrap_ci",
     "ulira",
+    "ulira_null",
 ]
