@@ -50,6 +50,7 @@ def _environment(devices: int, job: dict[str, str] | None = None) -> dict[str, s
         PYTHONPATH=str(ROOT),
         JAX_PLATFORMS="cpu",
         SCISSORHANDS_CACHE="off",
+        PYTHONUNBUFFERED="1",  # a line is in the log file as soon as it is printed
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         **(job or {}),
     )
@@ -137,8 +138,9 @@ def runs(tmp_path_factory):
         first = procs.job("train1", TRAIN + ["--out", str(job_run)])
         checkpoints = job_run / "original" / "checkpoints"
         deadline = time.monotonic() + TIMEOUT_S
-        while not _committed_steps(checkpoints) and time.monotonic() < deadline:
-            assert all(p.poll() is None for p in first), "the job ended before its first save"
+        while not _committed_steps(checkpoints):
+            ended = time.monotonic() > deadline or any(p.poll() is not None for p in first)
+            assert not ended, ("no first save", procs.output("train1.0")[1][-3000:])
             time.sleep(0.02)
         first[1].send_signal(signal.SIGKILL)
         try:  # process 0 may notice the dead peer by itself; else the scheduler kills it
@@ -150,8 +152,10 @@ def runs(tmp_path_factory):
         # relaunched, then preempted: SIGTERM to process 1 only, once both have joined
         # (process 0 has restored the checkpoint) and before the loop's first step
         second = procs.job("train2", TRAIN + ["--out", str(job_run), "--resume"])
+        deadline = time.monotonic() + TIMEOUT_S
         while "resuming from step" not in procs.output("train2.0")[0]:
-            assert time.monotonic() < deadline and second[0].poll() is None, "no resume"
+            ended = time.monotonic() > deadline or any(p.poll() is not None for p in second)
+            assert not ended, ("no resume", procs.output("train2.0")[1][-3000:])
             time.sleep(0.02)
         second[1].send_signal(signal.SIGTERM)
         found["preempted"] = procs.wait(second)
