@@ -10,6 +10,10 @@ command created and left empty (it failed before writing anything) is removed ag
 :func:`write_bytes_atomic` (and its text and JSON forms) write every output file to a
 temporary file in the same directory, flushed to disk, then renamed over the target:
 a reader, or a job killed mid-write, never leaves a half-written file.
+
+In a multi-process job (``jax.distributed``) every process runs the same command on the
+same directory and holds the same results: process 0 locks the directory and writes the
+files, the others only read (:func:`secondary_process`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ LOCK_NAME = ".scissorhands.lock"
 
 class RunDirectoryBusy(ValueError):
     """Another process holds the lock of a run directory."""
+
+
+def secondary_process() -> bool:
+    """True on the processes other than 0 of a multi-process job: they write no files
+    (process 0 writes each one once) and take no lock."""
+    if "jax" not in sys.modules:  # nothing has started JAX, so no job either
+        return False
+    import jax
+
+    return jax.distributed.is_initialized() and jax.process_index() != 0
 
 
 def _holder(fd: int) -> str:
@@ -113,6 +127,9 @@ def run_directory(
         raise ValueError(f"{directory} exists and is not a directory.")
     if not directory.exists() and not create:
         raise ValueError(f"run directory {directory} does not exist.")
+    if secondary_process():  # process 0 creates and locks it for the job
+        yield directory
+        return
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     if command is None:
@@ -147,7 +164,10 @@ def _remove_if_empty(directory: Path, created: bool) -> None:
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to a temporary file beside ``path`` (flushed to disk, mode 644) and
-    renames it over ``path``: readers see the old file or the new one, never a part."""
+    renames it over ``path``: readers see the old file or the new one, never a part.
+    In a multi-process job only process 0 writes (:func:`secondary_process`)."""
+    if secondary_process():
+        return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

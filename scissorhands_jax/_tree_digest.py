@@ -50,9 +50,18 @@ def _shard_sums(block: np.ndarray, index: tuple, shape: tuple) -> tuple[int, int
 
 
 def _leaf_sums(leaf: Any) -> tuple[int, int]:
-    """:func:`_shard_sums` added over the first replica of every shard this process holds."""
+    """:func:`_shard_sums` added over the first replica of every shard this process holds.
+
+    A host value, or in a multi-process job an array of this process's devices only, is
+    the same on every process (each computed it): process 0 counts it, once for the job.
+    """
     shape = tuple(np.shape(leaf))
-    if not isinstance(leaf, jax.Array):
+    local = not isinstance(leaf, jax.Array) or (
+        jax.process_count() > 1 and leaf.is_fully_addressable
+    )
+    if local:
+        if jax.process_index() != 0:
+            return 0, 0
         return _shard_sums(np.asarray(leaf), tuple(slice(None) for _ in shape), shape)
     total = [0, 0]
     for shard in leaf.addressable_shards:

@@ -85,11 +85,21 @@ def _differences(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
 
 def _abstract(like: Any) -> Any:
     """Restore targets: each leaf's own sharding (an array's, or a ``ShapeDtypeStruct``'s),
-    else the default device; orbax reads every shard straight into that layout."""
-    device = jax.devices()[0]
+    else the default device; orbax reads every shard straight into that layout. In a
+    multi-process job a leaf without a sharding that spans the job (a host value, an
+    array of this process only) is restored with a copy on every device, so that every
+    process holds its values."""
+    jobwide = jax.process_count() > 1
+    if jobwide:
+        everywhere = jax.sharding.Mesh(np.array(jax.devices()), ("devices",))
+        default = jax.sharding.NamedSharding(everywhere, jax.sharding.PartitionSpec())
+    else:
+        default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
     def one(x):
-        sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(device)
+        sharding = getattr(x, "sharding", None)
+        if sharding is None or (jobwide and sharding.is_fully_addressable):
+            sharding = default
         return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
     return jax.tree.map(one, like)

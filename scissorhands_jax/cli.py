@@ -10,16 +10,21 @@ the directory is ``$SCISSORHANDS_CACHE`` if set, else ``$XDG_CACHE_HOME/scissorh
 directory already chosen through JAX's own ``JAX_COMPILATION_CACHE_DIR`` is kept. JAX
 writes its entries in place, so concurrent jobs should each have their own directory
 (``docs/performance.md``).
+
+Several processes (hosts, or processes on one machine) join one job when every process
+is started with ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``
+in its environment (:func:`distributed_job`); ``docs/devices.md`` shows a run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -62,6 +67,82 @@ def enable_compilation_cache() -> str | None:
     return directory
 
 
+JOB_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+"""The environment that makes a command one process of a multi-process job."""
+
+
+def job_settings(environ: Mapping[str, str]) -> tuple[str, int, int] | None:
+    """``(coordinator address, number of processes, process id)`` from ``environ``'s
+    :data:`JOB_VARIABLES`, or None when none of them is set (a one-process run).
+
+    Raises:
+      ValueError: some but not all of them are set, or a value is malformed.
+    """
+    given = {name: environ.get(name, "").strip() for name in JOB_VARIABLES}
+    if not any(given.values()):
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise ValueError(
+            f"a multi-process job needs all of {', '.join(JOB_VARIABLES)}; "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set. Set "
+            "every one on every process, or none for a one-process run."
+        )
+    address = given["JAX_COORDINATOR_ADDRESS"]
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(
+            f"JAX_COORDINATOR_ADDRESS must be HOST:PORT (process 0's host and a free port), "
+            f"got {address!r}."
+        )
+    numbers = {}
+    for name in JOB_VARIABLES[1:]:
+        try:
+            numbers[name] = int(given[name])
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {given[name]!r}.") from None
+    count, index = numbers["JAX_NUM_PROCESSES"], numbers["JAX_PROCESS_ID"]
+    if count < 1:
+        raise ValueError(f"JAX_NUM_PROCESSES must be >= 1, got {count}.")
+    if not 0 <= index < count:
+        raise ValueError(
+            f"JAX_PROCESS_ID must be in 0..{count - 1} (JAX_NUM_PROCESSES={count}), got {index}."
+        )
+    return address, count, index
+
+
+@contextlib.contextmanager
+def distributed_job(environ: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Joins the multi-process job that ``environ`` (default ``os.environ``) describes
+    (:func:`job_settings`), before any computation; on processes other than 0, what the
+    command prints is discarded inside the block (process 0 speaks for the job; the
+    others still log warnings and report errors). Without the variables this does nothing.
+
+    Each process calls ``jax.distributed.initialize`` with the coordinator (process 0
+    serves it), the process count and its id; CPU devices exchange their collectives
+    through gloo unless ``jax_cpu_collectives_implementation`` was chosen already.
+
+    Raises:
+      ValueError: malformed variables (see :func:`job_settings`).
+    """
+    settings = job_settings(os.environ if environ is None else environ)
+    if settings is None:
+        yield
+        return
+    import jax
+
+    if not jax.config.jax_cpu_collectives_implementation:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if not jax.distributed.is_initialized():
+        address, count, index = settings
+        jax.distributed.initialize(address, num_processes=count, process_id=index)
+    if jax.process_index() == 0:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 class _MainProcessOnly(logging.Filter):
     """Lets records through on process 0 only (every process of a multi-host job runs
     the same command; one of them speaks)."""
@@ -102,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = package.level, package.propagate
     handler = configure_output(args)
     try:
-        with logging_redirect_tqdm(loggers=[package]):  # lines above the bars, not in them
+        # lines above the bars, not in them; then the job (its stdout is the handler's)
+        with logging_redirect_tqdm(loggers=[package]), distributed_job():
             return modules[args.command].run(args)
     except (ValueError, FloatingPointError, OSError) as err:
         print(f"scissorhands {args.command}: error: {err}", file=sys.stderr)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scissorhands_jax._rundir import write_json_atomic
+from scissorhands_jax._rundir import secondary_process, write_json_atomic
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
 from scissorhands_jax.config import load_config
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
@@ -145,7 +145,8 @@ def record_split(run: Path, split: Split, cfg: dict) -> None:
     why = split.indices.matches_saved(run)
     if why:
         raise ValueError(f"{why}: this run directory belongs to another request; use another one.")
-    split.indices.save(run, split_description(cfg))
+    if not secondary_process():  # one writer in a multi-process job
+        split.indices.save(run, split_description(cfg))
 
 
 def schedule_tx(section: dict, steps_per_epoch: int):

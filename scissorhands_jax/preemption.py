@@ -4,12 +4,18 @@
 resumable training loop (:func:`scissorhands_jax.fit_resumable`) checks it after every
 step, saves through its ``save`` hook and returns, and the command exits with status 75
 (``EX_TEMPFAIL``: try again) for the scheduler to requeue it with ``--resume``.
+
+In a multi-process job (``jax.distributed``) the processes must stop at the same step,
+since saving is collective: there JAX's coordination service catches the SIGTERM of any
+process and picks a step that every process reaches (:func:`stop_now`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -19,6 +25,7 @@ EXIT_PREEMPTED = 75
 """The exit status of a command that saved and stopped on a preemption notice."""
 
 _PREEMPTED = threading.Event()
+_SYNC_CALLS = itertools.count()  # this process's calls of the job's preemption sync point
 
 
 def preemption_requested() -> bool:
@@ -27,15 +34,46 @@ def preemption_requested() -> bool:
     return _PREEMPTED.is_set()
 
 
+def _in_job() -> bool:
+    """Whether this process is one of several in a ``jax.distributed`` job."""
+    if "jax" not in sys.modules:  # nothing has started JAX, so no job either
+        return False
+    import jax
+
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def stop_now() -> bool:
+    """Whether a training loop should save and stop at this step boundary; call it once
+    per step.
+
+    One process: :func:`preemption_requested`. In a multi-process job, JAX's
+    coordination service decides
+    (``jax.experimental.multihost_utils.reached_preemption_sync_point``): once any
+    process gets a SIGTERM, every process answers True at the same call, so that their
+    collective save happens together. Every process must make the same calls; they are
+    counted from 0 in each process (the service's counter, which a run resumed at step
+    ``s`` could never reach if the calls were numbered by training step). Once True,
+    :func:`preemption_requested` is True as well.
+
+    Returns:
+      True: save this step and stop.
+    """
+    if _in_job():
+        from jax.experimental import multihost_utils
+
+        if multihost_utils.reached_preemption_sync_point(next(_SYNC_CALLS)):
+            _PREEMPTED.set()
+    return _PREEMPTED.is_set()
+
+
 class PreemptionGuard:
     """Within the ``with`` block, SIGTERM (a cluster's preemption notice) only sets
     :func:`preemption_requested` instead of killing the process, so the training loop
     saves at its next step boundary and exits; the previous handlers come back on exit.
 
-    Multi-host jobs should ask JAX's coordination service instead (orbax's
-    ``CheckpointManager.reached_preemption(step)``, built on
-    ``jax.experimental.multihost_utils.reached_preemption_sync_point``), which makes
-    every process save at the same step; the loops do not call either yet.
+    In a multi-process job the guard leaves the signals to JAX's coordination service,
+    which catches SIGTERM itself (see :func:`stop_now`).
 
     Args:
       signals: the signals to catch (default: SIGTERM).
@@ -53,6 +91,8 @@ class PreemptionGuard:
 
     def __enter__(self) -> PreemptionGuard:
         _PREEMPTED.clear()
+        if _in_job():  # a handler here would replace the coordination service's
+            return self
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -29,7 +29,7 @@ from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
 from scissorhands_jax.loop import TrainState, ema_update, private_copy, report
 from scissorhands_jax.objective import objective_step
 from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
-from scissorhands_jax.preemption import preemption_requested
+from scissorhands_jax.preemption import stop_now
 from scissorhands_jax.training import sgd, train_step
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ def fit_resumable(
 
     Inside a :class:`~scissorhands_jax.preemption.PreemptionGuard`, a SIGTERM makes the
     loop log and save (through ``save``) the step it is at and return early; the run
-    continues from that state, bit-identical to an uninterrupted one.
+    continues from that state, bit-identical to an uninterrupted one. In a multi-process
+    job every process stops at the same step (:func:`~scissorhands_jax.preemption.stop_now`).
 
     Returns:
       ``(state, log)``: the state at the last step, and one ``{"epoch", "step", "loss",
@@ -178,7 +179,7 @@ def fit_resumable(
         bar.update(1)
         epoch_done = step % per_epoch == 0
         window_done = len(losses) == log_every if log_every else epoch_done
-        preempted = preemption_requested()
+        preempted = stop_now()  # every process of a job at the same step
         if window_done or step == end or preempted:
             mean = float(np.mean(jax.device_get(losses)))
             if not np.isfinite(mean):

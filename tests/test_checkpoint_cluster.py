@@ -43,6 +43,34 @@ def test_shard_sums_add_up_over_any_partition():
                 assert tuple(sum(p[i] for p in parts) % 2**64 for i in range(2)) == whole
 
 
+def test_a_value_every_process_holds_is_counted_once_in_a_job(monkeypatch):
+    # a host array, or an array on one process's own device, is the same on every process
+    # of a job: process 0 alone adds it, so the digest does not depend on the job's size
+    from scissorhands_jax._tree_digest import _leaf_sums
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    whole = _shard_sums(x, (slice(None),) * 2, x.shape)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    for leaf in (x, jnp.asarray(x)):
+        monkeypatch.setattr(jax, "process_index", lambda: 0)
+        assert _leaf_sums(leaf) == whole
+        monkeypatch.setattr(jax, "process_index", lambda: 1)
+        assert _leaf_sums(leaf) == (0, 0)
+
+
+def test_in_a_job_a_process_local_restore_target_becomes_a_copy_on_every_device(monkeypatch):
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from scissorhands_jax.checkpoint import _abstract
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    target = _abstract({"w": jnp.ones(3), "b": np.zeros(2, np.int32)})
+    for leaf in target.values():
+        assert isinstance(leaf.sharding, NamedSharding)
+        assert leaf.sharding.spec == PartitionSpec()
+        assert set(leaf.sharding.device_set) == set(jax.devices())
+
+
 def test_digest_changes_with_any_single_value_path_or_dtype():
     base = {"w": np.arange(24, dtype=np.float32).reshape(4, 6), "n": np.int8([1, 2, 3])}
     seen = {tree_digest(base)}

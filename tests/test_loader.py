@@ -144,6 +144,20 @@ def test_each_process_reads_and_yields_only_its_slice(table):
             np.testing.assert_array_equal(joined, batch[name])
 
 
+def test_by_default_every_process_yields_the_whole_global_batch(table, monkeypatch):
+    # what shard_batch and the training loops expect in a multi-process job: process 1
+    # of 2 sees the same 12 + 12 + 12 + 1 examples as a one-process run
+    key = jax.random.key(5)
+    whole = list(ImageSource(table, np.arange(37), 12, NORM, "crop_flip")(key))
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    seen = list(ImageSource(table, np.arange(37), 12, NORM, "crop_flip")(key))
+    assert [len(b["label"]) for b in seen] == [12, 12, 12, 1]
+    for mine, batch in zip(seen, whole, strict=True):
+        np.testing.assert_array_equal(mine["image"], batch["image"])
+        np.testing.assert_array_equal(mine["label"], batch["label"])
+
+
 def test_a_batch_that_does_not_split_over_processes_is_refused(table):
     source = ImageSource(table, np.arange(37), 12, NORM, process_index=0, process_count=3)
     with pytest.raises(ValueError, match="does not split over 3 processes"):

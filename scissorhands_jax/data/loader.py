@@ -11,8 +11,9 @@ The loader never waits for the device. ``key`` is read once per epoch; the batch
 JAX's), where reading a device-computed key back every batch would wait for the training
 step in flight. A thread prepares the next one or two batches (gather, crop, flip,
 normalisation, and optionally ``jax.device_put`` onto a device or mesh sharding) while
-the device computes. With several processes, each reads and yields only its rows of
-every global batch.
+the device computes. With several processes, every process yields the whole global
+batch by default (each then transfers only its own devices' shards of it); a source
+given ``process_count`` yields only this process's rows of every global batch instead.
 
 We use our own loader rather than grain: the whole contract is those two rules over an
 in-memory (or lazily read, once-decoded) table, it needs no worker processes on the data
@@ -273,12 +274,16 @@ class ImageSource:
       prefetch: batches a background thread prepares ahead (0: prepare in the caller).
       device: a device or sharding that the prefetch thread puts each batch on with
         ``jax.device_put`` (None: NumPy batches, placed by the caller).
-      process_index: which process this is (None: ``jax.process_index()``).
-      process_count: how many processes share each batch (None:
-        ``jax.process_count()``); each reads and yields only its rows of every global
-        batch (:func:`scissorhands_jax.parallel.local_batch_slice`, which needs batches
-        that split evenly: ``drop_last`` or a multiple of the batch size), augmented
-        exactly as in the global batch; ``parallel.from_process_local`` assembles them.
+      process_index: which process this is (None: ``jax.process_index()``); read only
+        with ``process_count``.
+      process_count: None (the default): every process yields the whole global batch,
+        which is what the library's loops expect in a multi-process job
+        (:func:`scissorhands_jax.parallel.shard_batch` transfers each process's own
+        shards). A count P (e.g. ``jax.process_count()``): the batch is shared by P
+        processes and each reads and yields only its rows of every global batch
+        (:func:`scissorhands_jax.parallel.local_batch_slice`, which needs batches that
+        split evenly: ``drop_last`` or a multiple of the batch size), augmented exactly
+        as in the global batch; ``parallel.from_process_local`` assembles them.
     """
 
     table: ImageTable
@@ -312,9 +317,10 @@ class ImageSource:
         return n // b if self.drop_last else -(-n // b)
 
     def _process(self) -> tuple[int, int]:
+        if self.process_count is None:  # the whole global batch, on every process
+            return 0, 1
         index = jax.process_index() if self.process_index is None else self.process_index
-        count = jax.process_count() if self.process_count is None else self.process_count
-        return int(index), int(count)
+        return int(index), int(self.process_count)
 
     def _batch(self, rows: np.ndarray, words: np.ndarray | None, local: slice) -> Batch:
         images = np.asarray(self.table.images[rows[local]])
