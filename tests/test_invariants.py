@@ -41,7 +41,7 @@ METHODS = {"scissorhands": _scissorhands}
 
 TRANSFORMS = {
     "gem": lambda: shs.gem_projection(),
-    "gem_t_masked": lambda: shs.gem_projection(margin=0.0, mask={"a": True, "b": False}),
+    "gem_t_masked": lambda: shs.gem_projection(margin=0.0, eligible={"a": True, "b": False}),
     "orthogonal": lambda: shs.orthogonal_projection(),
     "orthogonal_on_conflict": lambda: shs.orthogonal_projection(only_on_conflict=True),
 }
