@@ -27,7 +27,7 @@ def _own_order(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
     elif isinstance(tree, (list, tuple)):
         items = list(enumerate(tree))
     else:
-        return [(prefix, getattr(tree, "value", tree))]  # nnx.Variable holds `.value`
+        return [(prefix, tree)]
     out = []
     for key, child in items:
         out.extend(_own_order(child, f"{prefix}/{key}" if prefix else str(key)))
