@@ -8,7 +8,9 @@ References are the t = 1 closed form of GEM in float64,
 orthogonal complement :math:`g - m \\langle g, m\\rangle / (\\lVert m\\rVert^2 + \\epsilon)`.
 """
 
+import re
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -252,8 +254,8 @@ def test_flax_train_state_apply_gradients_projects():
     # from here on (TrainState's step is an array now) neither a new memory nor
     # clearing it retraces the step
     seen = len(traces)
-    for memory in (memory, None, memory):
-        state = train_step(state.replace(opt_state=shs.set_memory(state.opt_state, memory)), retain)
+    for stored in (memory, None, memory):
+        state = train_step(state.replace(opt_state=shs.set_memory(state.opt_state, stored)), retain)
     assert int(shs.projection_state(state.opt_state).projected) == 3
     assert len(traces) == seen
 
@@ -295,3 +297,18 @@ def test_nnx_optimizer_forwards_the_memory():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="this step has no memory"):
         optimizer.update(model, nnx.grad(loss)(model, retain))
+
+
+@pytest.mark.slow  # ~10 s: two epochs of the digits CNN
+def test_method_page_train_state_loop_projects():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", page, flags=re.S) if "TrainState" in b
+    ]
+    names = {}
+    exec(compile(block, "method.md TrainState block", "exec"), names)
+    counters = shs.projection_state(names["state"].opt_state)
+    # every joint step saw the memory (two epochs of the forget batches), none other did
+    assert int(counters.count) == 2 * names["forget"].num_batches
+    assert 0 < int(counters.projected) <= int(counters.count)
+    assert not bool(counters.active)
