@@ -104,7 +104,7 @@ def test_transform_invariants(name):
 
 @pytest.mark.parametrize(
     "module",
-    ["saliency", "reinit", "projection", "memory"],
+    ["saliency", "reinit", "projection", "stored_memory", "memory"],
 )
 def test_docstring_examples_run(module):
     mod = importlib.import_module(f"scissorhands_jax.{module}")
