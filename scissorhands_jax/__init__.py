@@ -29,6 +29,8 @@ _ATTRIBUTES = {
     "ProjectionState": "scissorhands_jax.projection",
     "gem_projection": "scissorhands_jax.projection",
     "orthogonal_projection": "scissorhands_jax.projection",
+    "projection_state": "scissorhands_jax.stored_memory",
+    "set_memory": "scissorhands_jax.stored_memory",
     "PRESETS": "scissorhands_jax.reinit",
     "Eligibility": "scissorhands_jax.reinit",
     "eligible_mask": "scissorhands_jax.reinit",

@@ -1,7 +1,17 @@
-"""GEM and orthogonal gradient projections as optax gradient transformations."""
+"""GEM and orthogonal gradient projections as optax gradient transformations.
+
+The memory reaches the projection in one of two ways: as the keyword argument
+``memory=`` of ``update`` (for loops that call ``tx.update`` themselves), or stored in
+the projection's state by :func:`set_memory` between steps (for loops that call
+``tx.update(grads, state, params)`` only: Flax's ``TrainState.apply_gradients``, a
+library's training step). A projection that is given neither raises rather than train
+unprojected.
+"""
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,10 +29,34 @@ _HI = jax.lax.Precision.HIGHEST
 
 
 class ProjectionState(NamedTuple):
-    """Counts the steps on which the projection changed the update."""
+    """The projection's counters and the memory stored by :func:`set_memory`.
 
-    count: jax.Array  # int32: steps seen with a memory
-    projected: jax.Array  # int32: steps on which the update was projected
+    Attributes:
+      count: int32, steps that saw a memory.
+      projected: int32, steps on which the update was changed.
+      memory: the stored memory (shaped like the updates plus a leading axis t), or
+        None when none has been stored.
+      active: bool scalar, whether the stored memory applies to the next steps (False
+        after ``set_memory(state, None)``); None until :func:`set_memory` first runs.
+    """
+
+    count: jax.Array
+    projected: jax.Array
+    memory: Params | None = None
+    active: jax.Array | None = None
+
+
+_FROM_STATE: Any = object()  # `memory` not passed: read it from the state
+
+_NO_MEMORY = (
+    "{name}: this step has no memory: neither `memory=` nor the optimiser state (set_memory) "
+    "holds one, so the update would pass through unprojected. Before the projected steps "
+    "call `opt_state = shs.set_memory(opt_state, memory)` (with Flax's TrainState: "
+    "`state.replace(opt_state=shs.set_memory(state.opt_state, memory))`) or pass "
+    "`memory=` to the update; for steps meant to run without it (retain-only steps) call "
+    "set_memory(opt_state, None) or pass memory=None; or build the projection with "
+    "allow_no_memory=True."
+)
 
 
 def _selected(tree: Any, mask: Mask | None) -> list:
@@ -95,41 +129,95 @@ def _resolve_mask(mask: MaskOrFn, params_or_updates: Params) -> Mask | None:
     return m
 
 
-def _projection(solve: Callable, always: bool, mask: MaskOrFn):
+def _project(solve: Callable, always: bool, mask: MaskOrFn, updates, state, memory):
+    """The projected updates and counters of one step against ``memory``."""
+    _check_memory(updates, memory)
+    leaf_mask = _resolve_mask(mask, updates)
+    gram, mg = _gram(_selected(memory, leaf_mask), _selected(updates, leaf_mask))
+    bad_memory = ~jnp.all(jnp.isfinite(gram))
+    bad_update = ~jnp.all(jnp.isfinite(mg))  # any NaN/inf in the selected updates reaches M g
+    if not isinstance(bad_memory, jax.core.Tracer) and bool(bad_memory):
+        raise ValueError(
+            "projection: the memory holds NaN or inf (or values so large that M M^T "
+            "overflows); the forget loss or its gradient is not finite at these "
+            "parameters (see forget_memory)."
+        )
+    if not isinstance(bad_update, jax.core.Tracer) and bool(bad_update):
+        raise FloatingPointError(
+            "projection: the update (the step's gradient) holds NaN or inf on the projected "
+            "leaves; the loss or its gradient is not finite at these parameters: lower the "
+            "learning rate or the forget weight, or check the batch."
+        )
+    bad = bad_memory | bad_update
+    conflict = jnp.any(mg < 0)
+    # Inside jit a non-finite memory or update cannot raise: it makes the selected
+    # leaves of the update NaN, which the training loops report, rather than a silently
+    # skipped constraint or an infinite step.
+    apply = (jnp.ones([], bool) if always else conflict) | bad
+    coeff = jnp.where(bad, jnp.nan, solve(gram, mg))
+    new_updates = _combine(updates, memory, leaf_mask, coeff, apply)
+    new_state = state._replace(
+        count=state.count + 1, projected=state.projected + apply.astype(jnp.int32)
+    )
+    return new_updates, new_state
+
+
+def _projection(solve: Callable, always: bool, mask: MaskOrFn, allow_no_memory: bool, name: str):
+    project = functools.partial(_project, solve, always, mask)
+
     def init_fn(params):
         del params
         return ProjectionState(count=jnp.zeros([], jnp.int32), projected=jnp.zeros([], jnp.int32))
 
-    def update_fn(updates, state, params=None, *, memory=None, **extra_args):
+    def update_fn(updates, state, params=None, *, memory=_FROM_STATE, **extra_args):
         del params, extra_args
-        if memory is None:  # a step without a memory (e.g. a retain-only step) passes through
+        if memory is None:  # told: this step (e.g. a retain-only step) is not projected
             return updates, state
-        _check_memory(updates, memory)
-        leaf_mask = _resolve_mask(mask, updates)
-        gram, mg = _gram(_selected(memory, leaf_mask), _selected(updates, leaf_mask))
-        bad = ~jnp.all(jnp.isfinite(gram))
-        if not isinstance(bad, jax.core.Tracer) and bool(bad):
-            raise ValueError(
-                "projection: the memory holds NaN or inf (or values so large that M M^T "
-                "overflows); the forget loss or its gradient is not finite at these "
-                "parameters (see forget_memory)."
-            )
-        conflict = jnp.any(mg < 0)
-        # Inside jit a bad memory cannot raise: it makes the update NaN, which the
-        # training loops report, rather than a silently skipped constraint.
-        apply = (jnp.ones([], bool) if always else conflict) | bad
-        coeff = jnp.where(bad, jnp.nan, solve(gram, mg))
-        new_updates = _combine(updates, memory, leaf_mask, coeff, apply)
-        new_state = ProjectionState(
-            count=state.count + 1, projected=state.projected + apply.astype(jnp.int32)
+        if memory is not _FROM_STATE:  # the argument wins over the state
+            return project(updates, state, memory)
+        if state.active is None:  # set_memory never ran on this state
+            if allow_no_memory:
+                return updates, state
+            raise ValueError(_NO_MEMORY.format(name=name))
+        if state.memory is None:  # cleared before any memory was stored
+            return updates, state
+        if not isinstance(state.active, jax.core.Tracer):
+            return project(updates, state, state.memory) if bool(state.active) else (updates, state)
+        return jax.lax.cond(
+            state.active,
+            lambda u, s: project(u, s, s.memory),
+            lambda u, s: (u, s),
+            updates,
+            state,
         )
-        return new_updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _leaf_selection(name: str, eligible: MaskOrFn, mask: MaskOrFn) -> MaskOrFn:
+    """``eligible``, or the deprecated ``mask`` with a warning."""
+    if mask is None:
+        return eligible
+    if eligible is not None:
+        raise ValueError(
+            f"{name}: pass the leaf selection once, as `eligible=` (`mask=` is its old name)."
+        )
+    warnings.warn(
+        f"{name}(mask=...) is deprecated; pass the same tree as `eligible=` (the name every "
+        "other function uses for it).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return mask
+
+
 def gem_projection(
-    margin: float = 0.5, eps: float = 1e-3, *, mask: MaskOrFn = None
+    margin: float = 0.5,
+    eps: float = 1e-3,
+    *,
+    eligible: MaskOrFn = None,
+    allow_no_memory: bool = False,
+    mask: MaskOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Projects the update so that it does not undo the memories (GEM).
 
@@ -153,27 +241,44 @@ def gem_projection(
         optax.chain(gem_projection(), optax.add_decayed_weights(5e-4),
                     optax.sgd(lr, momentum=0.9))
 
+    **The memory** comes either as ``update(..., memory=M)`` or from the state, stored
+    there between steps by :func:`set_memory` (for loops that call
+    ``tx.update(grads, state, params)`` only, such as Flax's
+    ``TrainState.apply_gradients``). The argument wins over the state; ``memory=None``
+    or a state cleared with ``set_memory(state, None)`` passes the update through (for
+    steps without forget data). A step that has neither raises ValueError (when the
+    update is traced), so a loop that never provides a memory is not trained
+    unprojected by mistake, unless ``allow_no_memory=True``.
+
     With ``eps = 0`` :math:`M M^\top` may be singular (a zero memory, two equal ones):
     each face of the QP is then solved for its least-norm point by a pseudo-inverse,
     which gives the same update :math:`\tilde g` (it is unique even where :math:`v` is
-    not). A memory holding NaN or inf raises ValueError when the transform runs eagerly;
-    inside ``jax.jit``, where it cannot raise, it makes the selected leaves of the update
-    NaN (so the loss turns NaN and the training loop stops with an error) instead of
-    skipping the constraint. :func:`~scissorhands_jax.forget_memory` checks the memory
-    it builds.
+    not).
+
+    **Non-finite values.** A memory holding NaN or inf raises ValueError when the
+    transform runs eagerly, an update holding NaN or inf on the selected leaves
+    FloatingPointError; inside ``jax.jit``, where they cannot raise, either makes the
+    selected leaves of the update NaN (so the loss turns NaN and the training loop stops
+    with an error) instead of skipping the constraint or passing an infinite step on.
+    :func:`~scissorhands_jax.forget_memory` checks the memory it builds. Steps without a
+    memory pass the update through as it is.
 
     Args:
       margin: lower bound on the dual variables (the release's 0.5); finite, >= 0.
       eps: ridge added to :math:`M M^\top` (finite, >= 0), so a singular or zero
         memory is harmless.
-      mask: restricts the projection to some leaves: a bool tree like the params, a
-        function of the updates returning one, or None for all leaves. Unselected leaves
-        pass through, and their memory entries are never read.
+      eligible: restricts the projection to some leaves: a bool tree like the params
+        (e.g. :func:`~scissorhands_jax.eligible_mask`), a function of the updates
+        returning one, or None for all leaves. Other leaves pass through, and their
+        memory entries are never read.
+      allow_no_memory: let steps without any memory pass through silently.
+      mask: deprecated name of ``eligible`` (warns).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update(updates, state, params=None,
-      *, memory)`` with ``memory`` shaped like the updates plus a leading axis t. With
-      ``memory=None`` the update passes through (for steps without forget data).
+      *, memory)`` with ``memory`` shaped like the updates plus a leading axis t (or
+      left out when :func:`set_memory` stored it); its state is a
+      :class:`ProjectionState`.
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -186,8 +291,10 @@ def gem_projection(
       [0.5, 0.5]
 
     Raises:
-      ValueError: a negative or non-finite ``margin`` or ``eps``.
+      ValueError: a negative or non-finite ``margin`` or ``eps``; both ``eligible`` and
+        ``mask``.
     """
+    eligible = _leaf_selection("gem_projection", eligible, mask)
     try:
         margin = check_real("margin", margin, low=0.0, hint=MARGIN_HINT)
         eps = check_real("eps", eps, low=0.0, hint=EPS_HINT)
@@ -200,11 +307,16 @@ def gem_projection(
         h = gram + eps * jnp.eye(gram.shape[0], dtype=gram.dtype)
         return _qp.solve_dual(h, mg, margin)
 
-    return _projection(solve, always=False, mask=mask)
+    return _projection(solve, False, eligible, allow_no_memory, "gem_projection")
 
 
 def orthogonal_projection(
-    eps: float = 1e-3, *, only_on_conflict: bool = False, mask: MaskOrFn = None
+    eps: float = 1e-3,
+    *,
+    only_on_conflict: bool = False,
+    eligible: MaskOrFn = None,
+    allow_no_memory: bool = False,
+    mask: MaskOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Removes the component of the update that lies in the span of the memories.
 
@@ -217,21 +329,25 @@ def orthogonal_projection(
     With ``eps = 0`` the solve uses the pseudo-inverse of :math:`M M^\top`, so zero or
     linearly dependent memories give the least-squares projection onto the orthogonal
     complement of their span (eigenvalues below ``10 t`` float32 epsilons of the largest
-    count as zero). Non-finite memories are treated as in :func:`gem_projection`.
+    count as zero). The memory (argument or :func:`set_memory`) and non-finite values
+    are handled as in :func:`gem_projection`.
 
     Args:
       eps: ridge that keeps the solve well-posed for dependent or zero memories
         (finite, >= 0).
       only_on_conflict: apply only when some :math:`\langle g, m_i\rangle < 0`.
-      mask: restricts it to some leaves, as in :func:`gem_projection`.
+      eligible: restricts it to some leaves, as in :func:`gem_projection`.
+      allow_no_memory: let steps without any memory pass through silently.
+      mask: deprecated name of ``eligible`` (warns).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with the same contract as
       :func:`gem_projection`.
 
     Raises:
-      ValueError: a negative or non-finite ``eps``.
+      ValueError: a negative or non-finite ``eps``; both ``eligible`` and ``mask``.
     """
+    eligible = _leaf_selection("orthogonal_projection", eligible, mask)
     eps = check_real("orthogonal_projection: eps", eps, low=0.0, hint=EPS_HINT)
 
     def solve(gram, mg):
@@ -240,4 +356,6 @@ def orthogonal_projection(
         h = gram + eps * jnp.eye(gram.shape[0], dtype=gram.dtype)
         return -jnp.linalg.solve(h, mg)
 
-    return _projection(solve, always=not only_on_conflict, mask=mask)
+    return _projection(
+        solve, not only_on_conflict, eligible, allow_no_memory, "orthogonal_projection"
+    )

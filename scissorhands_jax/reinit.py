@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax._first_conv import first_conv_module
 from scissorhands_jax._types import Mask, Params, PRNGKey
 
 PathPredicate = Callable[[str], bool]
@@ -23,14 +24,17 @@ NORM_PATTERN = re.compile(
 )
 """Paths that name a normalisation layer or its running statistics: never eligible."""
 
+FIRST_CONV = "all_but_first_conv"
+
 PRESETS: dict[str, str] = {
     "layer3,layer4,fc": r"(^|/)(layer3|layer4|fc)(/|$|_)",
     "layer4,fc": r"(^|/)(layer4|fc)(/|$|_)",
-    "all_but_first_conv": r"^(?!.*(^|/)(Conv_0|conv0)(/|$))",
+    FIRST_CONV: "every leaf but those of the first convolution, found by structure",
 }
-"""The eligible sets of the release as regexes over paths (ResNets name their stages
-``layer1..layer4`` and ``fc``; the digits CNN names its first layer ``Conv_0`` in Linen
-and ``conv0`` in NNX)."""
+"""The eligible sets of the release. ResNets name their stages ``layer1..layer4`` and
+``fc``: those presets are regexes over paths. ``"all_but_first_conv"`` is found by
+structure, whatever the layers are called (:func:`eligible_mask`), so it needs the
+parameters: it is not a regex."""
 
 
 def path_str(path: Sequence[Any]) -> str:
@@ -77,7 +81,16 @@ def path_regex(pattern: str) -> PathPredicate:
     """A predicate that is True where ``re.search(pattern, path)`` matches.
 
     ``pattern`` may also be a key of :data:`PRESETS`, e.g. ``"layer4,fc"``.
+
+    Raises:
+      ValueError: an invalid regex, or ``"all_but_first_conv"``, which needs the
+        parameters (use :func:`eligible_mask`).
     """
+    if pattern == FIRST_CONV:
+        raise ValueError(
+            f"{FIRST_CONV!r} is found from the parameters' structure, not their paths: use "
+            f"eligible_mask(params, {FIRST_CONV!r})."
+        )
     try:
         compiled = re.compile(PRESETS.get(pattern, pattern))
     except (re.error, TypeError) as err:
@@ -95,6 +108,16 @@ def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -
     predicate says (:func:`is_norm_path`): the release's name filter let a ResNet
     downsample BatchNorm through, which we treat as an accident.
 
+    The preset ``"all_but_first_conv"`` leaves out the module of the model's first
+    convolution, whatever it is called (``Conv_0``, ``conv1``, ``stem``): the
+    convolutions are the 4-D leaves (kernels ``(h, w, in, out)``), in the tree's own
+    order (dicts in insertion order, which is the order in which Flax Linen and NNX
+    define the layers), and the first of them must be the only convolution that reads
+    channels no other one writes (the input's). A tree where the two disagree (its
+    dicts sorted by a ``jax.tree.map``, say, with layers not named in order), or where
+    no convolution or several could read the input, is refused with the reason; name
+    the layers with a regex then.
+
     Args:
       params: the parameter pytree.
       eligible: a predicate on the path string, a regex or preset name (see
@@ -104,11 +127,15 @@ def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -
       A pytree shaped like ``params`` of Python bools, one per leaf.
 
     Raises:
-      ValueError: if no leaf is eligible (the message lists the available paths), or
-        ``eligible`` is of another type or an invalid regex.
+      ValueError: if no leaf is eligible (the message lists the available paths),
+        ``eligible`` is of another type or an invalid regex, or
+        ``"all_but_first_conv"`` cannot tell the first convolution.
     """
+    paths = leaf_paths(params)
     if eligible is None:
         pred: PathPredicate = lambda path: True  # noqa: E731
+    elif eligible == FIRST_CONV:
+        pred = _all_but_module(first_conv_module(params, paths, is_norm_path))
     elif isinstance(eligible, str):
         pred = path_regex(eligible)
     elif callable(eligible):
@@ -119,7 +146,6 @@ def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -
             f"parameter path or an Eligibility, got {eligible!r}; e.g. eligible='layer4,fc' "
             f"(presets: {sorted(PRESETS)})."
         )
-    paths = leaf_paths(params)
     norm_modules = _scale_only_modules(paths)
 
     def keep(path: str) -> bool:
@@ -133,6 +159,13 @@ def eligible_mask(params: Params, eligible: PathPredicate | str | None = None) -
             f"the parameter paths are: {shown}"
         )
     return mask
+
+
+def _all_but_module(module: str) -> PathPredicate:
+    """True for every path outside ``module`` (a top-level leaf when ``module`` is "")."""
+    if not module:
+        return lambda path: "/" in path
+    return lambda path: not path.startswith(module + "/")
 
 
 class Eligibility(NamedTuple):

@@ -39,11 +39,11 @@ def projection_tx(settings: ProjectionSettings, mask: Mask | None) -> optax.Grad
     """The projection named by ``settings.kind`` as an optax transform on ``mask``'s
     leaves (``optax.identity()`` for ``"none"``)."""
     if settings.kind == "gem":
-        return gem_projection(settings.margin, settings.eps, mask=mask)
+        return gem_projection(settings.margin, settings.eps, eligible=mask)
     if settings.kind == "none":
         return optax.identity()
     only = settings.kind == "orthogonal_on_conflict"
-    return orthogonal_projection(settings.eps, only_on_conflict=only, mask=mask)
+    return orthogonal_projection(settings.eps, only_on_conflict=only, eligible=mask)
 
 
 def repair_tx(

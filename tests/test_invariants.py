@@ -41,7 +41,7 @@ METHODS = {"scissorhands": _scissorhands}
 
 TRANSFORMS = {
     "gem": lambda: shs.gem_projection(),
-    "gem_t_masked": lambda: shs.gem_projection(margin=0.0, mask={"a": True, "b": False}),
+    "gem_t_masked": lambda: shs.gem_projection(margin=0.0, eligible={"a": True, "b": False}),
     "orthogonal": lambda: shs.orthogonal_projection(),
     "orthogonal_on_conflict": lambda: shs.orthogonal_projection(only_on_conflict=True),
 }
@@ -104,7 +104,7 @@ def test_transform_invariants(name):
 
 @pytest.mark.parametrize(
     "module",
-    ["saliency", "reinit", "projection", "memory"],
+    ["saliency", "reinit", "projection", "stored_memory", "memory"],
 )
 def test_docstring_examples_run(module):
     mod = importlib.import_module(f"scissorhands_jax.{module}")

@@ -279,9 +279,9 @@ def _pmap_pattern(projection: str) -> dict:
     )
     mask = {"hidden": {"kernel": True, "bias": True}, "out": {"kernel": True, "bias": False}}
     proj = (
-        shs.gem_projection(0.5, 1e-3, mask=mask)
+        shs.gem_projection(0.5, 1e-3, eligible=mask)
         if projection == "gem"
-        else shs.orthogonal_projection(1e-3, mask=mask)
+        else shs.orthogonal_projection(1e-3, eligible=mask)
     )
     tx = optax.chain(proj, optax.sgd(0.1, momentum=0.9))
 

@@ -521,9 +521,9 @@ def test_mask_restricts_projection_and_ignores_unselected_memory(method, mask_ki
     memory = {"kernel": jnp.asarray(mk, jnp.float32), "bias": jnp.full((t, 5), jnp.nan)}
 
     if method == "gem":
-        tx = shs.gem_projection(eps=eps, mask=mask)
+        tx = shs.gem_projection(eps=eps, eligible=mask)
     else:
-        tx = shs.orthogonal_projection(eps=eps, mask=mask)
+        tx = shs.orthogonal_projection(eps=eps, eligible=mask)
     update = (
         jax.jit(lambda u, s, mem: tx.update(u, s, memory=mem))
         if jit
@@ -552,9 +552,9 @@ def test_mask_conflict_uses_only_selected_leaves(method):
     the full inner product is positive."""
     mask = {"kernel": True, "bias": False}
     if method == "gem":
-        tx = shs.gem_projection(mask=mask)
+        tx = shs.gem_projection(eligible=mask)
     else:
-        tx = shs.orthogonal_projection(only_on_conflict=True, mask=mask)
+        tx = shs.orthogonal_projection(only_on_conflict=True, eligible=mask)
     g = {"kernel": jnp.ones((3, 4)), "bias": jnp.ones((5,))}
     # selected part agrees (+12), unselected part disagrees strongly (-50)
     mem = {"kernel": jnp.ones((1, 3, 4)), "bias": -10.0 * jnp.ones((1, 5))}
@@ -578,7 +578,7 @@ def test_mask_conflict_uses_only_selected_leaves(method):
 
 
 def test_mask_selecting_nothing_raises():
-    tx = shs.gem_projection(mask={"kernel": False, "bias": False})
+    tx = shs.gem_projection(eligible={"kernel": False, "bias": False})
     g = _tree(np.ones(P))
     with pytest.raises(ValueError, match="selects no leaf"):
         tx.update(g, tx.init(g), memory=_tree(np.ones((1, P)), lead=(1,)))

@@ -19,6 +19,8 @@ from scissorhands_jax.data.splits import SplitIndices, holdout_validation, selec
 from scissorhands_jax.data.tfds_source import TFDS_DATASETS, read_tfds_split
 
 DATASETS = (*TFDS_DATASETS, "celeba_folder", "digits10")
+"""The names :func:`load_dataset` accepts: the tfds data sets, a CelebA-HQ identity
+folder and the embedded digits."""
 PARTS = ("train", "retain", "forget", "val", "test")
 
 

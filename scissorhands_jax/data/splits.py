@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 FORGET_KINDS = ("random", "class", "identity", "file")
+"""How a forget set is chosen (see :func:`select_forget_indices`): random examples,
+every example of some classes or identities, or indices read from a file."""
 
 
 def holdout_validation(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

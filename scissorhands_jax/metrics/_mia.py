@@ -28,6 +28,7 @@ from sklearn.svm import SVC
 from scissorhands_jax.metrics._accuracy import check_shapes
 
 MIA_FEATURES = ("correctness", "confidence", "entropy", "modified_entropy", "probabilities")
+"""The per-example features a membership attack can read (see :func:`mia_features`)."""
 
 INFORMATIVE_ATTACK_AUC = 0.55
 """Below this held-out AUC an SVC attack is reported as uninformative: it cannot tell its
