@@ -31,28 +31,26 @@ from scissorhands_jax.sd._tokenizer import CLIPTokenizer, load_tokenizer
 from scissorhands_jax.sd._unet import REINIT_SELF_ATTENTION, UNet
 from scissorhands_jax.sd._vae import AutoencoderKL
 
-__all__ = sorted(
-    [
-        "AutoencoderKL",
-        "CLIPTextEncoder",
-        "CLIPTokenizer",
-        "REINIT_SELF_ATTENTION",
-        "StableDiffusion",
-        "TextConfig",
-        "UNet",
-        "UNetConfig",
-        "VAEConfig",
-        "compvis_to_diffusers",
-        "config_from_dict",
-        "load_compvis",
-        "load_diffusers",
-        "load_text_encoder",
-        "load_tokenizer",
-        "load_unet",
-        "load_vae",
-        "place_params",
-        "text_params",
-        "unet_params",
-        "vae_params",
-    ]
-)
+__all__ = [
+    "AutoencoderKL",
+    "CLIPTextEncoder",
+    "CLIPTokenizer",
+    "REINIT_SELF_ATTENTION",
+    "StableDiffusion",
+    "TextConfig",
+    "UNet",
+    "UNetConfig",
+    "VAEConfig",
+    "compvis_to_diffusers",
+    "config_from_dict",
+    "load_compvis",
+    "load_diffusers",
+    "load_text_encoder",
+    "load_tokenizer",
+    "load_unet",
+    "load_vae",
+    "place_params",
+    "text_params",
+    "unet_params",
+    "vae_params",
+]

@@ -125,7 +125,11 @@ def load_unet(folder, *, variant=None, dtype=jnp.float32) -> tuple[UNet, dict]:
 
 
 def load_vae(folder, *, variant=None, dtype=jnp.float32) -> tuple[AutoencoderKL, dict]:
-    """``(AutoencoderKL(config), params)`` from a diffusers ``vae/`` folder (errors as :func:`load_unet`)."""
+    """``(AutoencoderKL(config), params)`` from a diffusers ``vae/`` folder.
+
+    Raises:
+      ValueError: as :func:`load_unet`.
+    """
     config, params = _load(folder, VAEConfig, vae_params, variant, dtype)
     return AutoencoderKL(config), params
 

@@ -72,7 +72,7 @@ class CLIPTokenizer:
             return self._cache[piece]
         word = [*piece[:-1], piece[-1] + "</w>"]
         while len(word) > 1:
-            pairs = {(a, b) for a, b in zip(word, word[1:])}
+            pairs = {(a, b) for a, b in zip(word, word[1:], strict=False)}
             best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
             if best not in self.ranks:
                 break

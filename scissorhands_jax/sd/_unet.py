@@ -214,7 +214,9 @@ class UNet(nn.Module):
         h = conv(cfg.block_out_channels[0], 3, "conv_in")(sample)
         skips = [h]
         last = len(cfg.block_out_channels) - 1
-        for i, (ch, kind) in enumerate(zip(cfg.block_out_channels, cfg.down_block_types)):
+        for i, (ch, kind) in enumerate(
+            zip(cfg.block_out_channels, cfg.down_block_types, strict=True)
+        ):
             attend = kind == "CrossAttnDownBlock2D"
             block = DownBlock(cfg, ch, attend, i < last, name=f"down_blocks_{i}")
             h, new = block(h, temb, context)
@@ -222,7 +224,9 @@ class UNet(nn.Module):
 
         h = MidBlock(cfg, name="mid_block")(h, temb, context)
 
-        for i, (ch, kind) in enumerate(zip(cfg.block_out_channels[::-1], cfg.up_block_types)):
+        for i, (ch, kind) in enumerate(
+            zip(cfg.block_out_channels[::-1], cfg.up_block_types, strict=True)
+        ):
             attend = kind == "CrossAttnUpBlock2D"
             h = UpBlock(cfg, ch, attend, i < last, name=f"up_blocks_{i}")(h, skips, temb, context)
 
