@@ -150,10 +150,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"load_compvis: no file {path!r}")
     if path.endswith(".safetensors"):
-        from scissorhands_jax.sd._load import _safetensors_numpy
+        from scissorhands_jax.sd._load import safetensors_numpy
 
         try:
-            return _safetensors_numpy()(path)
+            return safetensors_numpy()(path)
         except ValueError:
             raise
         except Exception as err:

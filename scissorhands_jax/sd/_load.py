@@ -31,7 +31,7 @@ from scissorhands_jax.sd._vae import AutoencoderKL
 _WEIGHT_FILES = ("diffusion_pytorch_model", "model")
 
 
-def _safetensors_numpy():
+def safetensors_numpy():
     try:
         from safetensors.numpy import load_file
     except ImportError as err:
@@ -47,7 +47,7 @@ def read_safetensors(folder: str, variant: str | None = None) -> dict[str, Any]:
     Raises:
       ValueError: no weights file, or one that safetensors cannot read.
     """
-    load_file = _safetensors_numpy()
+    load_file = safetensors_numpy()
     suffix = f".{variant}.safetensors" if variant else ".safetensors"
     for stem in _WEIGHT_FILES:
         single, index = (

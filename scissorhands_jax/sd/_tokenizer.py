@@ -114,8 +114,8 @@ class CLIPTokenizer:
 def load_tokenizer(folder: str | os.PathLike, max_length: int | None = None) -> CLIPTokenizer:
     """The tokenizer of a checkpoint's ``tokenizer/`` folder (``vocab.json``, ``merges.txt``).
 
-    ``max_length`` and the padding token come from ``tokenizer_config.json`` where it has
-    them (``model_max_length``, ``pad_token``), else 77 and ``<|endoftext|>``.
+    ``max_length`` (at most 77) and the padding token come from ``tokenizer_config.json``
+    where it has them (``model_max_length``, ``pad_token``), else 77 and ``<|endoftext|>``.
 
     Raises:
       ValueError: a file is missing or unreadable.
@@ -140,5 +140,6 @@ def load_tokenizer(folder: str | os.PathLike, max_length: int | None = None) -> 
             config = json.load(f)
         pad = config.get("pad_token") or pad
         pad = pad["content"] if isinstance(pad, dict) else pad
-        length = config.get("model_max_length", length)
+        # some configs mean "unbounded" by a huge number; CLIP's positions stop at 77
+        length = min(int(config.get("model_max_length", length)), length)
     return CLIPTokenizer(vocab, merges, max_length or length, pad)
