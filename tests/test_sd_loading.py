@@ -147,6 +147,7 @@ def test_configurations_not_ported_are_refused():
         sd.config_from_dict({"hidden_act": "relu"}, sd.TextConfig)
 
 
+@pytest.mark.slow
 def test_sd_v14_defaults_and_head_count():
     unet = sd.UNetConfig()
     assert unet.heads == 8 and unet.cross_attention_dim == 768 and unet.layers_per_block == 2
@@ -198,6 +199,7 @@ def test_place_params_puts_every_leaf_on_the_sharding():
     assert placed["a"]["kernel"].sharding == sharding
 
 
+@pytest.mark.slow
 def test_importing_the_package_does_not_import_sd():
     code = (
         "import sys, scissorhands_jax, scissorhands_jax.diffusion; "

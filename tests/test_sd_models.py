@@ -118,7 +118,7 @@ def test_unet_noise_prediction_equals_diffusers(checkpoint):
     t = torch.tensor([3, 801])
     with torch.no_grad():
         want = ref(x, t, ctx).sample.numpy().transpose(0, 2, 3, 1)
-    got = unet.apply({"params": params}, nhwc(x), jnp.asarray(t.numpy()), jnp.asarray(ctx))
+    got = jax.jit(unet.apply)({"params": params}, nhwc(x), jnp.asarray(t.numpy()), jnp.asarray(ctx))
     assert_close(got, want)
 
 
@@ -295,3 +295,94 @@ def test_reinit_targets_are_compvis_output_blocks_4_and_7(compvis_state):
         name = sd._compvis.unet_key(key, config)
         assert name == f"up_blocks.{level}.attentions.1.transformer_blocks.0.attn1.to_q.weight"
         assert "/".join(key_to_module_path(name)[0]) == f"{target}/to_q"
+
+
+# ---------------------------------------------------------------- the real SD v1.4 sizes
+
+# unet/, vae/ and text_encoder/config.json of CompVis/stable-diffusion-v1-4 (the fields
+# that shape the networks, plus bookkeeping fields the reader must ignore)
+SD14_UNET = dict(
+    _class_name="UNet2DConditionModel",
+    _diffusers_version="0.2.2",
+    act_fn="silu",
+    attention_head_dim=8,
+    block_out_channels=[320, 640, 1280, 1280],
+    center_input_sample=False,
+    cross_attention_dim=768,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=4,
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    norm_eps=1e-05,
+    norm_num_groups=32,
+    out_channels=4,
+    sample_size=64,
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+)
+SD14_VAE = dict(
+    _class_name="AutoencoderKL",
+    act_fn="silu",
+    block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    in_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    out_channels=3,
+    sample_size=512,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+)
+SD14_TEXT = dict(
+    architectures=["CLIPTextModel"],
+    hidden_act="quick_gelu",
+    hidden_size=768,
+    intermediate_size=3072,
+    max_position_embeddings=77,
+    num_attention_heads=12,
+    num_hidden_layers=12,
+    projection_dim=768,
+    vocab_size=49408,
+)
+
+
+@pytest.mark.slow
+def test_sd_v14_configurations_build_every_reference_weight():
+    """With SD v1.4's configs, every weight of the reference networks (built on torch's meta
+    device: shapes, no memory) has its place, of its shape, in the Flax trees, and back."""
+    from scissorhands_jax.sd._convert import _flax_layout, expected_shapes
+
+    def flax_shapes(state_dict, expected):
+        out = {}
+        for key, value in state_dict.items():
+            module, leaf = key_to_module_path(key.removeprefix("text_model."))
+            leaves = {p[-1] for p in expected if p[:-1] == module}
+            if leaf == "weight":
+                leaf = next(n for n in ("kernel", "scale", "embedding") if n in leaves)
+            path = (*module, leaf)
+            zeros = np.broadcast_to(np.float32(0), tuple(value.shape))  # no memory
+            out[path] = _flax_layout(zeros, leaf, expected.get(path, ())).shape
+        return out
+
+    cfg = sd.config_from_dict(SD14_UNET, sd.UNetConfig)
+    assert cfg == sd.UNetConfig()  # the defaults are SD v1.4's
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel(
+            **{k: v for k, v in SD14_UNET.items() if not k.startswith("_")}
+        )
+        vae = diffusers.AutoencoderKL(**{k: v for k, v in SD14_VAE.items() if k[0] != "_"})
+        text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**SD14_TEXT))
+    example = (jnp.zeros((1, 8, 8, 4)), jnp.zeros((1,)), jnp.zeros((1, 1, 768)))
+    want = expected_shapes(sd.UNet(cfg), *example)
+    assert flax_shapes(unet.state_dict(), want) == want
+    vcfg = sd.config_from_dict(SD14_VAE, sd.VAEConfig)
+    assert vcfg == sd.VAEConfig()
+    want = expected_shapes(sd.AutoencoderKL(vcfg), jnp.zeros((1, 8, 8, 3)))
+    assert flax_shapes(vae.state_dict(), want) == want
+    tcfg = sd.config_from_dict(SD14_TEXT, sd.TextConfig)
+    assert tcfg == sd.TextConfig()
+    want = expected_shapes(sd.CLIPTextEncoder(tcfg), jnp.zeros((1, 1), jnp.int32))
+    state = {k: v for k, v in text.state_dict().items() if not k.endswith("position_ids")}
+    assert flax_shapes(state, want) == want
