@@ -141,6 +141,10 @@ def test_missing_files_and_folders_are_refused(text_folder, tmp_path):
 def test_configurations_not_ported_are_refused():
     with pytest.raises(ValueError, match="act_fn"):
         sd.config_from_dict({"act_fn": "gelu"}, sd.UNetConfig)
+    with pytest.raises(ValueError, match="timestep_post_act"):
+        sd.config_from_dict({"timestep_post_act": "silu"}, sd.UNetConfig)
+    with pytest.raises(ValueError, match="per-block attention_head_dim"):
+        sd.config_from_dict({"attention_head_dim": [5, 10, 20, 20]}, sd.UNetConfig)
     with pytest.raises(ValueError, match="blocks are ported"):
         sd.config_from_dict({"down_block_types": ["SimpleCrossAttnDownBlock2D"] * 4}, sd.UNetConfig)
     with pytest.raises(ValueError, match="hidden_act"):

@@ -72,6 +72,18 @@ class UNetConfig:
     upcast_attention: bool = False
     dual_cross_attention: bool = False
     attention_type: str = "default"
+    # options of later models that change the computation without adding weights (or
+    # with weights the key check would only report as unexpected): refused by value
+    conv_in_kernel: int = 3
+    conv_out_kernel: int = 3
+    timestep_post_act: str | None = None
+    time_embedding_act_fn: str | None = None
+    time_cond_proj_dim: int | None = None
+    encoder_hid_dim: int | None = None
+    num_class_embeds: int | None = None
+    cross_attention_norm: str | None = None
+    resnet_skip_time_act: bool = False
+    mid_block_only_cross_attention: bool | None = None
 
     def __post_init__(self):
         n = len(self.block_out_channels)
@@ -99,9 +111,22 @@ class UNetConfig:
             "dual_cross_attention": (self.dual_cross_attention, False),
             "attention_type": (self.attention_type, "default"),
             "transformer_layers_per_block": (self.transformer_layers_per_block, 1),
+            "conv_in_kernel": (self.conv_in_kernel, 3),
+            "conv_out_kernel": (self.conv_out_kernel, 3),
+            "timestep_post_act": (self.timestep_post_act, None),
+            "time_embedding_act_fn": (self.time_embedding_act_fn, None),
+            "time_cond_proj_dim": (self.time_cond_proj_dim, None),
+            "encoder_hid_dim": (self.encoder_hid_dim, None),
+            "num_class_embeds": (self.num_class_embeds, None),
+            "cross_attention_norm": (self.cross_attention_norm, None),
+            "resnet_skip_time_act": (self.resnet_skip_time_act, False),
         }
         for name, (value, supported) in unported.items():
             _require(value == supported, f"{name}={value!r} is not ported (only {supported!r})")
+        _require(
+            not self.mid_block_only_cross_attention,
+            "mid_block_only_cross_attention=True is not ported",
+        )
         for name in ("attention_head_dim", "num_attention_heads"):
             _require(not isinstance(getattr(self, name), tuple), f"per-block {name} is not ported")
 
