@@ -11,6 +11,7 @@ Skipped, with the reason, where torch, diffusers or transformers are not install
 
 from __future__ import annotations
 
+import fractions
 import json
 import re
 
@@ -284,6 +285,17 @@ def test_compvis_single_file_loads_to_the_same_networks(
         a, b = getattr(m, name), getattr(direct, name)
         assert jax.tree.structure(a) == jax.tree.structure(b), name
         assert all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
+
+
+def test_pickled_checkpoints_with_objects_are_refused(tmp_path):
+    path = tmp_path / "objects.ckpt"
+    # an object a full unpickling would build (Fraction(1, 3)); weights_only refuses it
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "callback": fractions.Fraction(1, 3)}, path)
+    with pytest.raises(ValueError, match="cannot read .* with torch"):
+        sd.load_compvis(path)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot read .* as safetensors"):
+        sd.load_compvis(tmp_path / "bad.safetensors")
 
 
 def test_reinit_targets_are_compvis_output_blocks_4_and_7(compvis_state):

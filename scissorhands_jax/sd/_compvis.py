@@ -17,7 +17,13 @@ import jax.numpy as jnp
 
 from scissorhands_jax.sd._clip import CLIPTextEncoder
 from scissorhands_jax.sd._config import TextConfig, UNetConfig, VAEConfig
-from scissorhands_jax.sd._load import StableDiffusion, text_params, unet_params, vae_params
+from scissorhands_jax.sd._load import (
+    StableDiffusion,
+    safetensors_numpy,
+    text_params,
+    unet_params,
+    vae_params,
+)
 from scissorhands_jax.sd._unet import UNet
 from scissorhands_jax.sd._vae import AutoencoderKL
 
@@ -150,13 +156,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"load_compvis: no file {path!r}")
     if path.endswith(".safetensors"):
-        from scissorhands_jax.sd._load import safetensors_numpy
-
+        load_file = safetensors_numpy()
         try:
-            return safetensors_numpy()(path)
-        except ValueError:
-            raise
-        except Exception as err:
+            return load_file(path)
+        except Exception as err:  # safetensors raises its own error types
             raise ValueError(f"load_compvis: cannot read {path!r} as safetensors: {err}") from err
     try:
         import torch
