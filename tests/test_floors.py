@@ -33,7 +33,9 @@ def _bounds() -> dict[str, Version]:
     extras = project["optional-dependencies"]
     requirements = [*project["dependencies"]]
     for extra, reqs in extras.items():
-        if extra != "prepare":  # TensorFlow: only to download data, not installed in CI
+        # prepare: TensorFlow, only to download data, not installed in CI; sd, sd-test:
+        # Stable Diffusion and its reference stack, installed beside the latest versions only
+        if extra not in ("prepare", "sd", "sd-test"):
             requirements += reqs
     bounds = {}
     for text in requirements:

@@ -24,7 +24,7 @@ LAYERS = [
      r"|settings|saliency|reinit|memory|stored_memory"
      r"|projection|parallel"),
     ("models_data", r"models(\..*)?|data(\..*)?|checkpoint|metrics(\..*)?"
-     r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)"),
+     r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)|sd(\..*)?"),
     ("training", r"training|loop|resumable|objective|trimming|repairing|population"),
     ("methods", r"method|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
     ("experiments", r"config|pipeline|compare|demo|_report|_audit_report|audit"
