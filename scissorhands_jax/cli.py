@@ -10,18 +10,28 @@ the directory is ``$SCISSORHANDS_CACHE`` if set, else ``$XDG_CACHE_HOME/scissorh
 directory already chosen through JAX's own ``JAX_COMPILATION_CACHE_DIR`` is kept. JAX
 writes its entries in place, so concurrent jobs should each have their own directory
 (``docs/performance.md``).
+
+Every command ends with one line, never a traceback, and a status that says what
+happened: 0 done; 2 an error (bad input, a damaged file, a full disk: named, with what to
+do); 75 stopped by SIGTERM (a cluster's preemption) after saving what it could, so that
+the same command resumes (``EX_TEMPFAIL``: requeue it); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from scissorhands_jax.preemption import EXIT_PREEMPTED
 
 COMMANDS = {
     "audit": "scissorhands_jax.commands.audit",
@@ -89,6 +99,46 @@ def configure_output(args: argparse.Namespace) -> logging.Handler:
     return handler
 
 
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+"""A command's exit status on an error and on Ctrl-C (on SIGTERM: ``EXIT_PREEMPTED``)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived outside a training loop's :class:`~scissorhands_jax.PreemptionGuard`
+    (which saves at the next step instead): the command unwinds, its ``finally`` blocks
+    and atomic writes leave every finished file whole, and it exits with 75. A
+    ``BaseException``, so that no ``except Exception`` (a comparison's failed-method row)
+    takes it for a failure of the work."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def _no_space(err: BaseException) -> OSError | None:
+    """The "no space left on device" error in ``err``'s chain of causes, if any (orbax
+    and the asynchronous writers wrap it in their own exceptions)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _error_line(err: BaseException) -> str:
+    """The one line of a failed command (after ``scissorhands CMD: error: ``)."""
+    full = _no_space(err)
+    if full is None:
+        return str(err)
+    where = f" writing {full.filename}" if full.filename else ""
+    return (
+        f"no space left on device{where}; free some space (or choose an output directory "
+        "on another disk) and rerun the same command to resume"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scissorhands`` console script."""
     enable_compilation_cache()
@@ -101,13 +151,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     package = logging.getLogger("scissorhands_jax")
     saved = package.level, package.propagate
     handler = configure_output(args)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    name = f"scissorhands {args.command}"
     try:
         with logging_redirect_tqdm(loggers=[package]):  # lines above the bars, not in them
             return modules[args.command].run(args)
-    except (ValueError, FloatingPointError, OSError) as err:
-        print(f"scissorhands {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    finally:  # leave the logging of a program that called main() as it was
+    except Terminated:
+        print(
+            f"{name}: stopped by SIGTERM; what was finished is saved: rerun the same command "
+            "to resume",
+            file=sys.stderr,
+        )
+        return EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if not isinstance(err, ValueError | FloatingPointError | OSError) and not _no_space(err):
+            raise  # a bug: its traceback is what a report needs
+        print(f"{name}: error: {_error_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:  # leave the signals and the logging of a program that called main() as they were
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         package.removeHandler(handler)
         package.setLevel(saved[0])
         package.propagate = saved[1]

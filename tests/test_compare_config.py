@@ -110,7 +110,7 @@ def test_changed_config_on_a_resumed_dir_is_refused(digits_compare, capsys):
     out, argv = digits_compare
     args = [*argv, *FAST, "--set", "train.lr=0.2", "--out", str(out), "--no-plot"]
     assert cli.main(args) == 2
-    assert "other config section(s) ['train']" in capsys.readouterr().err
+    assert "other settings (train.lr)" in capsys.readouterr().err
 
 
 def test_half_trained_original_continues_from_its_checkpoint(tmp_path):

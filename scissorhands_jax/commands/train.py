@@ -61,8 +61,8 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
                     f"{ck.directory} already holds checkpoints (steps {ck.steps()}); pass --resume "
                     "to continue that run, or choose another --out."
                 )
+        model = pipe.build_model(cfg, split.dataset)  # refuses a model the labels do not fit
         pipe.record_split(run_dir, split, cfg)
-        model = pipe.build_model(cfg, split.dataset)
         ix = split.indices
         print(
             f"{cfg['data']['name']}: {ix.num_train} training examples, {ix.val.size} validation, "
