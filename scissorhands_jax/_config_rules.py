@@ -309,10 +309,10 @@ def validate(cfg: dict, kind: str, layers: Sequence[tuple[str, dict]] = ()) -> N
     for section in ("scissorhands", "scissorhands_anchor"):
         if kind == "diffusion" and cfg[section]["objective"] == "anchor":
             if cfg[section]["anchor"] is None:
-                name = f"{section}.anchor"
                 raise ValueError(
-                    f"{_origin(name, layers)}: {name} must be a class index, 'next' or "
-                    f"'random' with {section}.objective='anchor', got None."
+                    f"{_origin(f'{section}.objective', layers)}: {section}.anchor must be a "
+                    f"class index, 'next' or 'random' with {section}.objective='anchor', "
+                    "got None."
                 )
     if method is not None:
         checked = {k for k in rules[method]}

@@ -52,6 +52,7 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
 
     progress = not args.no_progress
     split = pipe.build_split(cfg, progress=progress)
+    model = pipe.build_model(cfg, split.dataset)  # refuses a model the labels do not fit
     roles = [args.only] if args.only else list(pipe.ROLES)
     stores = {role: pipe.checkpoints(run_dir, role, cfg, split) for role in roles}
     try:
@@ -61,7 +62,6 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
                     f"{ck.directory} already holds checkpoints (steps {ck.steps()}); pass --resume "
                     "to continue that run, or choose another --out."
                 )
-        model = pipe.build_model(cfg, split.dataset)  # refuses a model the labels do not fit
         pipe.record_split(run_dir, split, cfg)
         ix = split.indices
         print(
