@@ -191,3 +191,23 @@ def test_gap_components_sum_to_the_avg_gap_by_hand():
     assert parts["ft"] == pytest.approx({"UA": 0.5, "RA": 0.25, "TA": 1.25, "MIA": 1.25})
     # seed 0: (4 + 2 + 0 + 10) / 4 = 4; seed 1: (0 + 0 + 10 + 0) / 4 = 2.5
     assert sum(parts["ft"].values()) == pytest.approx((4 + 2.5) / 2)
+
+
+def test_scissorhands_settings_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"  # was: exit 0 with an error row (after training the models)
+    argv = [*BASE, "--methods", "scissorhands", "--out", str(out)]
+    assert cli.main([*argv, "--set", "scissorhands.sparsity=2", "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--set scissorhands.sparsity=2" in err and "sparsity" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_damaged_results_file_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "train_digits", _boom(compare.train_digits))
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "results.json").write_text('[{"scenario": "class0", "meth')
+    assert cli.main([*BASE, "--out", str(out), "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{out / 'results.json'} is damaged (not JSON" in err and "delete it" in err
