@@ -185,23 +185,3 @@ def test_split_overrides():
         ["ft.lr=0.1", "scissorhands.lam=0.1"],
     )
 
-
-def test_a_failed_data_load_records_nothing(tmp_path, capsys):
-    out = tmp_path / "cmp"  # was: setting.json of the failed data kept, the fix refused
-    argv = ["compare", "--setting", DIGITS, "--smoke", "--set", "data.name='cifar10'"]
-    argv += ["--data-dir", str(tmp_path / "no_data"), "--no-plot", "--no-progress"]
-    assert cli.main([*argv, "--out", str(out)]) == 2
-    assert "not prepared" in capsys.readouterr().err
-    assert not out.exists()
-
-
-def test_a_comparison_in_an_audit_directory_says_whose_it_is(tmp_path, capsys):
-    out = tmp_path / "audit"
-    out.mkdir()
-    record = {"protocols": {}, "shadows": 16, "seed": 0, "backend": ["auto", "cpu"]}
-    (out / "setting.json").write_text(json.dumps(record))
-    argv = ["compare", "--setting", DIGITS, "--smoke", "--no-plot", "--no-progress"]
-    assert cli.main([*argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "does not record a comparison" in err and "another command" in err
-    assert json.loads((out / "setting.json").read_text()) == record
