@@ -243,9 +243,10 @@ def train_role(
     Raises:
       CheckpointError: a checkpoint of another setting (identity) or a corrupt one.
     """
+    log_path = run / role / "log.json"
+    read_json(log_path)  # a damaged log is refused before the training, not after
     section, source, tx, state, data_key = role_setup(cfg, role, split, model)
     total = section["epochs"] * source.num_batches
-    log_path = run / role / "log.json"
     clock = TrainingClock()
     if ck.latest_step() is not None:
         tree, info = restore(ck, state.tree())

@@ -514,3 +514,30 @@ def test_every_config_key_has_a_rule_and_every_default_passes_it():
             method = _config_rules.METHOD_SECTION.get(kind)
             assert name in rules or (section == method and key in FLAT_NAMES), name
         _config_rules.validate({**schema, "data": {**schema["data"], "name": "x"}}, kind)
+
+
+@pytest.mark.parametrize(
+    "command,name,content",
+    [
+        ("train", "forget_indices.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fo"),
+        ("train", "original/log.json", b'{"role": "original", "segm'),
+        ("diffusion-train", "run.json", b'{"data": "digits10", "forg'),
+        ("diffusion-train", "original/log.json", b'{"role": "original", "segm'),
+    ],
+)
+def test_a_damaged_run_file_is_one_line_naming_it(
+    tmp_path, capsys, monkeypatch, command, name, content
+):
+    from scissorhands_jax import pipeline, resumable
+
+    monkeypatch.setattr(resumable, "fit_resumable", _boom(resumable.fit_resumable))
+    monkeypatch.setattr(pipeline, "fit_resumable", _boom(resumable.fit_resumable))
+    out = tmp_path / "run"
+    (out / name).parent.mkdir(parents=True)
+    (out / name).write_bytes(content)
+    config = DIGITS if command == "train" else DDPM
+    argv = [command, config, "--smoke", "--out", str(out), "--only", "original", "--resume"]
+    argv += ["--until-step", "1", "--no-progress"]
+    assert cli.main(argv) == 2
+    err = _err_line(capsys)
+    assert f"{out / name} is damaged" in err and "delete it" in err

@@ -122,13 +122,17 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
     from scissorhands_jax._rundir import check_setting
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.pipeline import append_training_log
+    from scissorhands_jax.pipeline import append_training_log, read_json
     from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     roles = [args.only] if args.only else list(dif.ROLES)
     _refuse_existing(run_dir, roles, args.resume)  # before any work
+    for role in roles:  # a damaged log is refused now, not after the training
+        read_json(run_dir / role / "log.json")
     data = dif.build_data(cfg, progress=not args.no_progress)
     model = dif.build_model(cfg, data)
+    if "classifier" in roles:  # the judge trains last: refuse its setting before the DDPMs
+        dif.build_judge(cfg, data)
     d = cfg["data"]
     request = {
         "data": d["name"],

@@ -214,13 +214,23 @@ class SplitIndices:
         os.replace(tmp, directory / "split.json")
 
     def matches_saved(self, directory: str | os.PathLike) -> str | None:
-        """None when ``directory`` holds no indices or the same ones; else why not."""
+        """None when ``directory`` holds no indices or the same ones; else why not.
+
+        Raises:
+          ValueError: a saved index file that does not load (damaged), named.
+        """
         directory = Path(directory)
         for name, values in (("forget_indices.npy", self.forget), ("val_indices.npy", self.val)):
             path = directory / name
             if not path.exists():
                 continue
-            saved = np.load(path, allow_pickle=False)
+            try:
+                saved = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise ValueError(
+                    f"{path} is damaged ({err}); delete it (the request is saved again) or "
+                    "choose another run directory."
+                ) from None
             if saved.shape != values.shape or np.any(saved != values):
                 return (
                     f"{path} holds {saved.size} indices that differ from this config's "
