@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from scissorhands_jax.preemption import EXIT_PREEMPTED
+from scissorhands_jax.preemption import EXIT_PREEMPTED, Preempted, raise_preempted
 
 COMMANDS = {
     "audit": "scissorhands_jax.commands.audit",
@@ -103,18 +103,6 @@ EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 """A command's exit status on an error and on Ctrl-C (on SIGTERM: ``EXIT_PREEMPTED``)."""
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived outside a training loop's :class:`~scissorhands_jax.PreemptionGuard`
-    (which saves at the next step instead): the command unwinds, its ``finally`` blocks
-    and atomic writes leave every finished file whole, and it exits with 75. A
-    ``BaseException``, so that no ``except Exception`` (a comparison's failed-method row)
-    takes it for a failure of the work."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated(signum)
-
-
 def _no_space(err: BaseException) -> OSError | None:
     """The "no space left on device" error in ``err``'s chain of causes, if any (orbax
     and the asynchronous writers wrap it in their own exceptions)."""
@@ -152,12 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = package.level, package.propagate
     handler = configure_output(args)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_preempted) if in_main_thread else None
     name = f"scissorhands {args.command}"
     try:
         with logging_redirect_tqdm(loggers=[package]):  # lines above the bars, not in them
             return modules[args.command].run(args)
-    except Terminated:
+    except Preempted:
         print(
             f"{name}: stopped by SIGTERM; what was finished is saved: rerun the same command "
             "to resume",

@@ -48,6 +48,7 @@ from scissorhands_jax.demo import (
 from scissorhands_jax.method import scissorhands_flat as _scissorhands_fn
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.models import DigitsCNN, linen_model
+from scissorhands_jax.preemption import Preempted, PreemptionGuard, preemption_requested
 from scissorhands_jax.settings import flat_defaults
 
 CONFIG_SECTIONS_OF_MODELS = ("data", "model", "train", "retrain", "eval")
@@ -349,9 +350,12 @@ class _Config:
         cfg = self.seed_config(seed)
         with run_directory(self.out / "runs" / f"seed{seed}") as run:  # as `train --out`
             pipe.record_split(run, split, cfg)
-            with pipe.checkpoints(run, role, cfg, split) as ck:
+            # SIGTERM: save at the next step, as `train` does, then stop the comparison
+            with pipe.checkpoints(run, role, cfg, split) as ck, PreemptionGuard():
                 state = pipe.train_role(run, role, cfg, split, self.model, ck, progress=progress,
                                         mesh=self.mesh)  # fmt: skip
+                if preemption_requested():
+                    raise Preempted(f"{role} saved at step {state.step}")
         seconds = pipe.read_json(run / role / "log.json", {}).get("train_time_s", float("nan"))
         return state.params, state.model_state, seconds
 

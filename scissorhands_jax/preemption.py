@@ -4,6 +4,11 @@
 resumable training loop (:func:`scissorhands_jax.fit_resumable`) checks it after every
 step, saves through its ``save`` hook and returns, and the command exits with status 75
 (``EX_TEMPFAIL``: try again) for the scheduler to requeue it with ``--resume``.
+
+Outside such a loop the command line turns SIGTERM into :class:`Preempted`, raised where
+the program is: the command unwinds (its ``finally`` blocks run, atomic writes leave
+every finished file whole) and exits with the same status; code that saves at a step
+boundary first raises it itself once the state is saved.
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ EXIT_PREEMPTED = 75
 """The exit status of a command that saved and stopped on a preemption notice."""
 
 _PREEMPTED = threading.Event()
+
+
+class Preempted(BaseException):
+    """The command stops on a preemption notice (exit status :data:`EXIT_PREEMPTED`).
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception``
+    (a comparison's failed-method row) takes it for a failure of the work.
+    """
+
+
+def raise_preempted(signum, frame) -> None:
+    """A signal handler that raises :class:`Preempted` (the command line's for SIGTERM)."""
+    del frame
+    raise Preempted(f"signal {signum}")
 
 
 def preemption_requested() -> bool:
