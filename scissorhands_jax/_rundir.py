@@ -293,7 +293,12 @@ def check_setting(
 
 
 def existing_run(
-    path: str | os.PathLike, *, maker: str, holds: str | None = "original", kind: str = "model"
+    path: str | os.PathLike,
+    *,
+    maker: str,
+    holds: str | None = "original",
+    kind: str = "model",
+    flag: str = "--run",
 ) -> Path:
     """The run directory ``--run path`` of a command that reads a trained model.
 
@@ -303,6 +308,7 @@ def existing_run(
         (``"scissorhands train CONFIG"``).
       holds: the subdirectory the command needs (``"original"``; None: any).
       kind: what that subdirectory holds, for the message (``"model"``, ``"DDPM"``).
+      flag: the argument ``path`` came from, for the message.
 
     Raises:
       ValueError: ``path`` is missing, is a file, or holds no ``holds``, each said as
@@ -311,12 +317,12 @@ def existing_run(
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
         raise ValueError(
-            f"--run {directory} is a file, not a run directory; pass the directory that "
+            f"{flag} {directory} is a file, not a run directory; pass the directory that "
             f"`{maker} --out DIR` wrote."
         )
     if not directory.exists():
         raise ValueError(
-            f"--run {directory} does not exist; train one first with: {maker} --out {directory}"
+            f"{flag} {directory} does not exist; train one first with: {maker} --out {directory}"
         )
     if holds is not None and not (directory / holds).is_dir():
         raise ValueError(

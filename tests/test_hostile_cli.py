@@ -177,6 +177,15 @@ def test_a_run_argument_that_is_a_file_is_said_to_be_one(tmp_path, capsys, comma
     assert a_file.read_text() == "{}"
 
 
+def test_a_retrain_argument_that_is_a_file_is_said_to_be_one(tmp_path, capsys):
+    a_file = tmp_path / "results.json"  # was: "no retrain checkpoint in FILE/retrain/..."
+    a_file.write_text("{}")
+    (tmp_path / "run" / "original").mkdir(parents=True)
+    argv = ["evaluate", DIGITS, "--smoke", "--run", str(tmp_path / "run"), "--retrain"]
+    assert cli.main([*argv, str(a_file), "--no-progress"]) == 2
+    assert f"--retrain {a_file} is a file, not a run directory" in _err_line(capsys)
+
+
 def test_a_config_file_value_names_the_file(tmp_path, capsys):
     bad = tmp_path / "bad.py"
     bad.write_text(

@@ -62,7 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = pipe.config_from_args(args)
     args.mesh = resolve_mesh(args.mesh)
-    run_dir = existing_run(args.run, maker=f"scissorhands train {args.config}", holds=None)
+    maker = f"scissorhands train {args.config}"
+    run_dir = existing_run(args.run, maker=maker, holds=None)
+    if args.retrain:  # the reference's run: a file or a run without a Retrain is said so
+        existing_run(args.retrain, maker=maker, holds="retrain", flag="--retrain")
     refuse_overwrite(run_dir / "evaluation.json", args.overwrite)
     with run_directory(run_dir, create=False):
         refuse_overwrite(run_dir / "evaluation.json", args.overwrite)  # written meanwhile?
