@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -77,16 +79,61 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys, 
     assert "no space left on device writing /data/run/x.npz" in err
 
 
+class _ClosedLoopCallback:
+    """Raises in ``__del__``: Python reports it through ``sys.unraisablehook``, as it does
+    TensorStore's callbacks into the closed event loop of a failed orbax save."""
+
+    def __del__(self):
+        raise RuntimeError("Event loop is closed")
+
+
 @pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_save_is_one_line(tmp_path, monkeypatch, capsys):
-    def save(self, step, tree, info=None):
-        raise RuntimeError("async save failed") from OSError(errno.ENOSPC, "No space left")
+    file = "/data/run/original/checkpoints/46.orbax-checkpoint-tmp/d/9f2c"
+    full = ValueError(  # what orbax's TensorStore writes raise: no OSError in the chain
+        'RESOURCE_EXHAUSTED: Error writing "params.Conv_0.kernel/0.0" in OCDBT database at '
+        f'local file "/data/run/original/checkpoints/46/": Failed writing: "{file}": Failed '
+        "to write 3823888 bytes to file 5: No space left on device [os_error_code='28']"
+    )
 
+    def save(self, step, tree, info=None):
+        try:  # orbax's background threads log it with a traceback, then it is raised
+            raise full
+        except ValueError:
+            logging.getLogger("absl").exception("Save Finalize thread failed.")
+        _ClosedLoopCallback()  # dropped at once: an unraisable "Event loop is closed"
+        raise full
+
+    handler = logging.StreamHandler()  # as absl's own handler writes to stderr
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # prints to stderr
+    logging.getLogger("absl").addHandler(handler)
     monkeypatch.setattr(Checkpoints, "save", save)
     out = tmp_path / "o"
     argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    try:
+        assert cli.main([*argv, "--no-progress"]) == 2
+    finally:
+        logging.getLogger("absl").removeHandler(handler)
+    assert f"no space left on device writing {file}; free some space" in _err_line(capsys)
+
+
+def test_a_full_disk_while_saving_the_request_names_the_file(tmp_path, monkeypatch, capsys):
+    from scissorhands_jax.data import splits
+
+    replace = os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith("forget_indices.npy"):
+            raise OSError(errno.ENOSPC, "No space left on device")  # no file name: a write
+        return replace(src, dst)
+
+    monkeypatch.setattr(splits.os, "replace", full_disk)
+    out = tmp_path / "o"
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
     assert cli.main([*argv, "--no-progress"]) == 2
-    assert "no space left on device" in _err_line(capsys)
+    err = _err_line(capsys)
+    assert f"no space left on device writing {out / 'forget_indices.npy'}" in err
+    assert not list(out.glob(".*.tmp"))  # no debris
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):

@@ -4,11 +4,13 @@ argument that is a file, missing or empty said as such."""
 
 from __future__ import annotations
 
+import errno
 import json
 
 import numpy as np
 import pytest
 
+from scissorhands_jax import _rundir
 from scissorhands_jax._rundir import check_setting, existing_run, read_state
 
 
@@ -91,3 +93,15 @@ def test_existing_run_says_file_missing_or_untrained(tmp_path):
     with pytest.raises(ValueError, match=f"holds no original model; train one first with: {maker}"):
         existing_run(tmp_path, maker=maker)
     assert existing_run(tmp_path, maker=maker, holds=None) == tmp_path
+
+
+def test_a_full_disk_names_the_file_it_could_not_write_and_leaves_no_debris(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")  # fsync names no file
+
+    monkeypatch.setattr(_rundir.os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        _rundir.write_json_atomic(tmp_path / "results.json", [1, 2])
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(tmp_path / "results.json")
+    assert list(tmp_path.iterdir()) == []
