@@ -471,8 +471,8 @@ def run_compare(
       setting: ``"digits10"`` or the path of an experiment config (``.py``).
       scenarios: digits-10 forget requests, any of ``"random10"``, ``"class0"`` (default
         both); a config's request is its own (its file name is the scenario).
-      seeds: seeds of the forget set, the initialisation and the methods (default
-        0-4 for digits-10, 0 for a config).
+      seeds: seeds of the forget set, the initialisation and the methods, distinct, each
+        in ``[0, 2**32)`` (default 0-4 for digits-10, 0 for a config).
       methods: names of :data:`~scissorhands_jax.baselines.METHODS`.
       train: digits-10 only: overrides of the original's (and Retrain's) schedule, keys
         of :data:`scissorhands_jax.demo.TRAIN_DEFAULTS`.
@@ -495,10 +495,12 @@ def run_compare(
 
     Raises:
       ValueError: unknown setting, scenario, method, hyperparameter (or a value unlike
-        its default), config key or MIA feature; digits-only arguments with a config; an
-        output directory holding models of another training schedule or config, finished
-        rows of other hyperparameters (without ``overwrite``), or in use by another
-        process; matplotlib missing with ``plot``. All before any training.
+        its default, or one its method refuses), config key or MIA feature; a seed out of
+        range; a digits schedule of no epochs; digits-only arguments with a config; an
+        output directory holding models of another training schedule or config, another
+        command's files, a damaged state file, finished rows of other hyperparameters
+        (without ``overwrite``), or in use by another process; matplotlib missing with
+        ``plot``. All before any training.
     """
     hyperparameters = hyperparameters or {}
     if str(setting) == DIGITS:
