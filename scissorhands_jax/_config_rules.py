@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from scissorhands_jax.precision import PRECISIONS
-from scissorhands_jax.settings import from_flat
+from scissorhands_jax.settings import PROJECTIONS, REINITS, from_flat
 
 
 class Rule(NamedTuple):
@@ -77,11 +77,30 @@ def _compiles(v: Any) -> bool:
     return True
 
 
+def _choice(names: Sequence[str]) -> Rule:
+    return Rule(lambda v: v in names, "one of " + ", ".join(map(repr, names)))
+
+
+CLASSIFIERS = ("digits_cnn", "resnet18", "resnet34")
+"""``model.name`` (and the diffusion judge's ``classifier.model``): the networks of
+:data:`scissorhands_jax.pipeline.MODELS` (a test checks they agree)."""
+FORGET_KINDS = ("random", "class", "identity", "file")
+"""``data.forget.kind``: :data:`scissorhands_jax.data.splits.FORGET_KINDS`."""
+BETA_SCHEDULES = ("linear", "cosine")
+"""``diffusion.schedule.kind``: :data:`scissorhands_jax.diffusion.schedule.BETA_SCHEDULES`."""
+SAMPLERS = ("ddpm", "ddim")
+"""``sample.method``: :data:`scissorhands_jax.diffusion.sampler.SAMPLERS`."""
+OBJECTIVES = ("contrast", "anchor")
+"""``scissorhands.objective``: :data:`scissorhands_jax.diffusion.unlearn.OBJECTIVES`."""
+
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 REGEX = Rule(lambda v: isinstance(v, str) and _compiles(v), "a preset name or a valid regex")
 PRECISION = Rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)))
-SEED = _int(0)
+SEED_LIMIT = 2**32
+"""Seeds are integers in ``[0, SEED_LIMIT)``: what NumPy's and JAX's generators both take
+as one 32-bit word (a larger one overflows ``jax.random.key``)."""
+SEED = Rule(lambda v: _is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**32)")
 COUNT = _int(1)
 POSITIVE = _real(0, open_="l")
 NON_NEGATIVE = _real(0)
@@ -89,7 +108,9 @@ CLASSES = Rule(
     lambda v: (_is_int(v) and v >= 0) or _ints(0).ok(v), "a class index or a list of them", True
 )
 ANCHOR = Rule(
-    lambda v: (_is_int(v) and v >= 0) or TEXT.ok(v), "a class index or a name such as 'next'", True
+    lambda v: (_is_int(v) and v >= 0) or v in ("next", "random"),
+    "a class index, 'next' or 'random'",
+    True,
 )
 
 _SGD = {
@@ -97,7 +118,7 @@ _SGD = {
     "lr": POSITIVE,
     "milestones": _ints(0),
     "gamma": POSITIVE,
-    "momentum": NON_NEGATIVE,
+    "momentum": _real(0, 1, open_="h"),
     "weight_decay": NON_NEGATIVE,
     "batch_size": COUNT,
     "seed": SEED,
@@ -115,7 +136,7 @@ CLASSIFIER_RULES: dict[str, Any] = {
         "val_fraction": _real(0, 1, open_="h"),
         "split_seed": SEED,
         "forget": {
-            "kind": TEXT,
+            "kind": _choice(FORGET_KINDS),
             "fraction": _optional(_real(0, 1, open_="lh")),
             "seed": SEED,
             "classes": CLASSES,
@@ -126,7 +147,7 @@ CLASSIFIER_RULES: dict[str, Any] = {
         **_LIMITS,
     },
     "model": {
-        "name": TEXT,
+        "name": _choice(CLASSIFIERS),
         "num_classes": _optional(_int(2)),
         "width": COUNT,
         "stage_sizes": _optional(_ints(1)),
@@ -159,12 +180,12 @@ _SHS = {
     "sparsity": _real(0, 1, open_="lh"),
     "prune_num": COUNT,
     "saliency_guidance": _optional(_real()),
-    "reinit": TEXT,
-    "objective": TEXT,
+    "reinit": _choice(REINITS),
+    "objective": _choice(OBJECTIVES),
     "anchor": ANCHOR,
     "lam": _real(),
     "trainable": _optional(REGEX),
-    "projection": TEXT,
+    "projection": _choice(PROJECTIONS),
     "margin": _real(),
     "eps": NON_NEGATIVE,
     "memory_num": COUNT,
@@ -192,7 +213,7 @@ DIFFUSION_RULES: dict[str, Any] = {
     },
     "diffusion": {
         "schedule": {
-            "kind": TEXT,
+            "kind": _choice(BETA_SCHEDULES),
             "num_timesteps": COUNT,
             "beta_start": _real(0, 1, open_="lh"),
             "beta_end": _real(0, 1, open_="lh"),
@@ -201,9 +222,9 @@ DIFFUSION_RULES: dict[str, Any] = {
     },
     "train": _DDPM,
     "retrain": _DDPM,
-    "classifier": {**_SGD, "model": TEXT, "width": COUNT, "augment": BOOL},
+    "classifier": {**_SGD, "model": _choice(CLASSIFIERS), "width": COUNT, "augment": BOOL},
     "sample": {
-        "method": TEXT,
+        "method": _choice(SAMPLERS),
         "num_steps": COUNT,
         "guidance_scale": _real(),
         "eta": NON_NEGATIVE,
@@ -226,7 +247,8 @@ DIFFUSION_RULES: dict[str, Any] = {
     "finetune": _REPAIR,
     "eval": {"fid_features": _optional(TEXT)},
 }
-"""Rules of the diffusion schema (the library checks the choices among the strings)."""
+"""Rules of the diffusion schema (every section checked here, also those a command does
+not read: ``diffusion-train`` refuses a bad ``scissorhands`` setting before training)."""
 
 RULES = {"classifier": CLASSIFIER_RULES, "diffusion": DIFFUSION_RULES}
 METHOD_SECTION = {"classifier": "unlearn"}
@@ -284,6 +306,14 @@ def validate(cfg: dict, kind: str, layers: Sequence[tuple[str, dict]] = ()) -> N
             continue
         if not rule.ok(value):
             raise ValueError(f"{_origin(name, layers)}: {name} must be {rule.text}, got {value!r}.")
+    for section in ("scissorhands", "scissorhands_anchor"):
+        if kind == "diffusion" and cfg[section]["objective"] == "anchor":
+            if cfg[section]["anchor"] is None:
+                raise ValueError(
+                    f"{_origin(f'{section}.objective', layers)}: {section}.anchor must be a "
+                    f"class index, 'next' or 'random' with {section}.objective='anchor', "
+                    "got None."
+                )
     if method is not None:
         checked = {k for k in rules[method]}
         flat = {k: v for k, v in cfg[method].items() if k not in checked}

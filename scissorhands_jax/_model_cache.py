@@ -17,7 +17,7 @@ from typing import Any
 import flax.serialization
 import jax
 
-from scissorhands_jax._rundir import write_bytes_atomic, write_json_atomic
+from scissorhands_jax._rundir import read_state, write_bytes_atomic, write_json_atomic
 from scissorhands_jax.metrics import rte
 
 logger = logging.getLogger(__name__)
@@ -37,14 +37,13 @@ class ModelCache:
         self.dir = out / "models"
         self.model, self.train = model, train
         self.index_path = self.dir / "index.json"
-        self.index = {}
-        if self.index_path.exists():
-            try:
-                self.index = json.loads(self.index_path.read_text())
-            except ValueError as err:
-                logger.warning(
-                    "%s is unreadable (%s); every model is trained again.", self.index_path, err
-                )
+        try:
+            self.index = read_state(
+                self.index_path, {}, kind=dict, fix="training every model again"
+            )
+        except ValueError as err:  # the models it indexes cannot be trusted: train them
+            logger.warning("%s", err)
+            self.index = {}
         stored = self.index.get("train")
         if stored is not None and not _same(stored, train):
             raise ValueError(

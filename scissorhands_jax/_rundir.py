@@ -14,6 +14,11 @@ a reader, or a job killed mid-write, never leaves a half-written file.
 In a multi-process job (``jax.distributed``) every process runs the same command on the
 same directory and holds the same results: process 0 locks the directory and writes the
 files, the others only read (:func:`secondary_process`).
+
+Every state file a command reads back (the record of a run's settings, its finished rows,
+an index of cached outputs) goes through :func:`read_state`: a damaged or foreign file is
+one line naming it, what is wrong and what to do. :func:`check_setting` is the one check
+of "was this directory made with other settings?".
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +184,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a full disk names the file it could not write
         raise
 
 
@@ -191,3 +200,154 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     """:func:`write_bytes_atomic` of ``payload`` as indented JSON."""
     write_bytes_atomic(path, json.dumps(payload, indent=2).encode())
+
+
+def read_state(
+    path: str | os.PathLike,
+    default: Any = None,
+    *,
+    kind: type | None = None,
+    fix: str = "delete it, or choose another output directory",
+) -> Any:
+    """The JSON content of the state file ``path``, or ``default`` when it is absent.
+
+    Args:
+      path: the file.
+      default: what a missing file reads as.
+      kind: the type its top level must have (``dict`` or ``list``), or None.
+      fix: what the user can do about a damaged file, for the message.
+
+    Raises:
+      ValueError: one line naming ``path``, what is wrong with it and ``fix``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return default
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file; {fix}.")
+    try:
+        value = json.loads(path.read_bytes().decode())
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is damaged (not text: {err}); {fix}.") from None
+    except ValueError as err:  # json.JSONDecodeError: truncated, empty, garbage
+        raise ValueError(f"{path} is damaged (not JSON: {err}); {fix}.") from None
+    if kind is not None and not isinstance(value, kind):
+        expected = {dict: "an object", list: "a list"}.get(kind, kind.__name__)
+        raise ValueError(
+            f"{path} is damaged (it holds {type(value).__name__}, not {expected}); {fix}."
+        )
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples as lists, NumPy scalars as numbers)."""
+
+    def encode(v):
+        if isinstance(v, np.generic):
+            return v.item()
+        return str(v)
+
+    return json.loads(json.dumps(value, default=encode))
+
+
+def _differences(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """The dotted names at which two JSON values differ."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(stored) | set(wanted), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in stored or key not in wanted:
+                out.append(name)
+            else:
+                out += _differences(stored[key], wanted[key], name)
+        return out
+    return [] if stored == wanted else [prefix or "the whole record"]
+
+
+def check_setting(
+    path: str | os.PathLike,
+    wanted: dict[str, Any],
+    *,
+    what: str,
+    fix: str,
+    keys: tuple[str, ...] | None = None,
+    write: bool = True,
+) -> None:
+    """Refuses a directory made with other settings, then records ``wanted`` in ``path``.
+
+    The one check behind every resumable command: ``path`` (e.g. ``OUT/setting.json``)
+    records the settings that the directory's results depend on; a rerun with the same
+    settings resumes, one with other settings is refused, naming the keys that differ;
+    a file of another command (other keys) is said to be one.
+
+    Args:
+      path: the record; written (atomically) when absent or equal, with ``write``.
+      wanted: the settings of this run (JSON-serialisable).
+      what: what the directory holds, for the message (``"an audit"``).
+      fix: what to do instead (``"pass a new --out, or the same --seed, to resume"``).
+      keys: compare only these top-level keys (others may change between runs), which
+        must all be in a record of this kind; None: all of them.
+      write: record ``wanted`` after the check.
+
+    Raises:
+      ValueError: a damaged record, one of another kind, or one with other settings.
+    """
+    path = Path(path)
+    stored = read_state(
+        path, kind=dict, fix="delete it to start this directory afresh, or choose another --out"
+    )
+    plain = _plain(wanted)
+    if stored is not None:
+        names = tuple(plain) if keys is None else keys
+        foreign = set(names) - set(stored) if keys is not None else set(stored) ^ set(plain)
+        if foreign:
+            raise ValueError(
+                f"{path} does not record {what} (it holds the keys {sorted(stored)}): "
+                f"{path.parent} belongs to another command; choose another --out."
+            )
+        diffs = _differences({k: stored[k] for k in names}, {k: plain[k] for k in names})
+        if diffs:
+            raise ValueError(
+                f"{path.parent} holds {what} made with other settings ({', '.join(diffs)}); {fix}."
+            )
+    if write:
+        write_json_atomic(path, plain)
+
+
+def existing_run(
+    path: str | os.PathLike,
+    *,
+    maker: str,
+    holds: str | None = "original",
+    kind: str = "model",
+    flag: str = "--run",
+) -> Path:
+    """The run directory ``--run path`` of a command that reads a trained model.
+
+    Args:
+      path: the ``--run`` argument.
+      maker: the command that makes a run directory, without ``--out``
+        (``"scissorhands train CONFIG"``).
+      holds: the subdirectory the command needs (``"original"``; None: any).
+      kind: what that subdirectory holds, for the message (``"model"``, ``"DDPM"``).
+      flag: the argument ``path`` came from, for the message.
+
+    Raises:
+      ValueError: ``path`` is missing, is a file, or holds no ``holds``, each said as
+        such (a file is never answered with a command that would fail on it).
+    """
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(
+            f"{flag} {directory} is a file, not a run directory; pass the directory that "
+            f"`{maker} --out DIR` wrote."
+        )
+    if not directory.exists():
+        raise ValueError(
+            f"{flag} {directory} does not exist; train one first with: {maker} --out {directory}"
+        )
+    if holds is not None and not (directory / holds).is_dir():
+        raise ValueError(
+            f"{directory} holds no {holds} {kind}; train one first with: {maker} --out {directory}"
+        )
+    return directory

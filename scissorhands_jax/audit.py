@@ -51,7 +51,8 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import metrics as M
 from scissorhands_jax import population as pop
-from scissorhands_jax._rundir import run_directory, write_bytes_atomic
+from scissorhands_jax._config_rules import SEED_LIMIT
+from scissorhands_jax._rundir import check_setting, read_state, run_directory, write_bytes_atomic
 from scissorhands_jax._versions import versions
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.models import DigitsCNN, linen_model
@@ -216,12 +217,17 @@ class _Store:
         self.dir = out / "outputs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.index_path = self.dir / "index.json"
-        self.index = json.loads(self.index_path.read_text()) if self.index_path.exists() else {}
+        self.index = read_state(
+            self.index_path,
+            {},
+            kind=dict,
+            fix="delete it (the outputs it indexes are computed again), or choose another --out",
+        )
 
     def get(self, name: str) -> dict[str, np.ndarray] | None:
         path = self.dir / f"{name}.npz"
         entry = self.index.get(name)
-        if entry is None or not path.exists():
+        if not isinstance(entry, dict) or "sha256" not in entry or not path.exists():
             return None
         try:
             with np.load(path) as f:
@@ -508,21 +514,21 @@ def method_hyperparameters(name: str, protocol: Protocol) -> dict[str, Any]:
     return hps
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def _json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=False).encode()
 
 
 def _check_setting(out: Path, setting: dict[str, Any]) -> None:
-    path = out / "setting.json"
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored != json.loads(json.dumps(setting)):
-            diff = sorted(k for k in setting if stored.get(k) != json.loads(json.dumps(setting[k])))
-            raise ValueError(
-                f"{out} holds an audit with other setting(s) {diff}; pass a new --out, or the "
-                "same --protocol/--shadows/--seed, to resume."
-            )
-    write_bytes_atomic(path, _json_bytes(setting))
+    check_setting(
+        out / "setting.json",
+        setting,
+        what="an audit",
+        fix="pass a new --out, or the same --protocol/--shadows/--seed, to resume",
+    )
 
 
 def run_audit(
@@ -556,7 +562,7 @@ def run_audit(
         :data:`QUICK_METHODS`). The original and Retrain are always audited (sanity).
       shadows: the population size K (even, at least 4; default 64, or 16 with ``quick``).
       quick: the small audit (16 models, the cheaper methods).
-      seed: draws the candidate set, the halves and every key.
+      seed: draws the candidate set, the halves and every key; in ``[0, 2**32)``.
       backend: the population backend (``"auto"``, ``"vmap"``, ``"sequential"``).
       num_bootstrap: bootstrap resamples for the intervals.
       plot: write ``report.png`` (needs matplotlib).
@@ -567,8 +573,9 @@ def run_audit(
       The rows of ``audit.json``: one per protocol and method.
 
     Raises:
-      ValueError: unknown protocol or method, bad ``shadows``, or an ``out`` holding
-        another audit or in use by another process (all before any training).
+      ValueError: unknown protocol or method, bad ``shadows`` or ``seed``, or an ``out``
+        holding another audit, something else, a damaged state file, or in use by another
+        process (all before any training).
     """
     from scissorhands_jax import _audit_report, _report
     from scissorhands_jax.baselines import METHODS
@@ -582,9 +589,12 @@ def run_audit(
     if bad:
         raise ValueError(f"unknown method(s) {bad}; choose from {[ORIGINAL, *sorted(METHODS)]}.")
     methods = [m for m in (ORIGINAL, REFERENCE) if m not in methods] + methods  # sanity rows
-    shadows = int(shadows or (QUICK_SHADOWS if quick else FULL_SHADOWS))
-    if shadows < 4 or shadows % 2:
-        raise ValueError(f"--shadows must be an even number of at least 4; got {shadows}.")
+    if shadows is None:
+        shadows = QUICK_SHADOWS if quick else FULL_SHADOWS
+    if not _is_int(shadows) or shadows < 4 or shadows % 2:
+        raise ValueError(f"--shadows must be an even number of at least 4; got {shadows!r}.")
+    if not _is_int(seed) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"--seed must be an integer in [0, 2**32); got {seed!r}.")
     if plot:
         _report.check_plotting()
     out = Path(out)
@@ -604,8 +614,12 @@ def run_audit(
     with run_directory(out, command=command):  # one writer at a time
         _check_setting(out, setting)
         results_path = out / "audit.json"
-        rows: list[dict[str, Any]] = (
-            json.loads(results_path.read_text()) if results_path.exists() else []
+        rows: list[dict[str, Any]] = read_state(
+            results_path,
+            [],
+            kind=list,
+            fix="delete it (its rows are made again from the saved outputs), or choose "
+            "another --out",
         )
         for protocol in resolved:
             model = build_model(protocol)

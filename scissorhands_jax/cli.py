@@ -14,19 +14,30 @@ writes its entries in place, so concurrent jobs should each have their own direc
 Several processes (hosts, or processes on one machine) join one job when every process
 is started with ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``
 in its environment (:func:`distributed_job`); ``docs/devices.md`` shows a run.
+
+Every command ends with one line, never a traceback, and a status that says what
+happened: 0 done; 2 an error (bad input, a damaged file, a full disk: named, with what to
+do); 75 stopped by SIGTERM (a cluster's preemption) after saving what it could, so that
+the same command resumes (``EX_TEMPFAIL``: requeue it); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from scissorhands_jax.preemption import EXIT_PREEMPTED, Preempted, raise_preempted
 
 COMMANDS = {
     "audit": "scissorhands_jax.commands.audit",
@@ -170,6 +181,68 @@ def configure_output(args: argparse.Namespace) -> logging.Handler:
     return handler
 
 
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+"""A command's exit status on an error and on Ctrl-C (on SIGTERM: ``EXIT_PREEMPTED``)."""
+
+
+_ENOSPC_TEXT = ("No space left on device", f"os_error_code='{errno.ENOSPC}'")
+"""How a full disk reads in an error that is not an ``OSError`` (orbax's TensorStore
+writes raise ``ValueError("RESOURCE_EXHAUSTED: ... No space left on device
+[os_error_code='28']")``)."""
+
+
+def _no_space(err: BaseException | None) -> tuple[bool, str | None]:
+    """Whether ``err``, or an error in its chain of causes, is a full disk; and the path
+    it names, if any (orbax and the asynchronous writers wrap it in their own errors)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True, err.filename
+        text = str(err)
+        if any(marker in text for marker in _ENOSPC_TEXT):
+            paths = re.findall(r'"(/[^"]*)"', text)  # TensorStore quotes the files
+            return True, paths[-1] if paths else None
+        err = err.__cause__ or err.__context__
+    return False, None
+
+
+class _QuietFullDisk(logging.Filter):
+    """Drops the log records (with their tracebacks) in which orbax's background threads
+    report a full disk: the command's own error says it, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        full = _no_space(error)[0] or any(m in record.getMessage() for m in _ENOSPC_TEXT)
+        return not full
+
+
+def _quiet_closed_loops(previous):
+    """A ``sys.unraisablehook`` that drops "Event loop is closed" (TensorStore's callbacks
+    into the event loop of an orbax save that failed, a full disk among them) and passes
+    every other unraisable error to ``previous``."""
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def _error_line(err: BaseException) -> str:
+    """The one line of a failed command (after ``scissorhands CMD: error: ``)."""
+    full, path = _no_space(err)
+    if not full:
+        return str(err)
+    where = f" writing {path}" if path else ""
+    return (
+        f"no space left on device{where}; free some space (or choose an output directory "
+        "on another disk) and rerun the same command to resume"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scissorhands`` console script."""
     enable_compilation_cache()
@@ -182,14 +255,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     package = logging.getLogger("scissorhands_jax")
     saved = package.level, package.propagate
     handler = configure_output(args)
+    quiet, unraisable = _QuietFullDisk(), sys.unraisablehook
+    logging.getLogger("absl").addFilter(quiet)  # orbax logs through absl
+    sys.unraisablehook = _quiet_closed_loops(unraisable)
+    # In a multi-process job JAX's coordination service takes SIGTERM and picks a step that
+    # every process reaches (preemption.stop_now); a handler here would replace it.
+    in_job = any(os.environ.get(name, "").strip() for name in JOB_VARIABLES)
+    in_main_thread = threading.current_thread() is threading.main_thread() and not in_job
+    previous = signal.signal(signal.SIGTERM, raise_preempted) if in_main_thread else None
+    name = f"scissorhands {args.command}"
     try:
         # lines above the bars, not in them; then the job (its stdout is the handler's)
         with logging_redirect_tqdm(loggers=[package]), distributed_job():
             return modules[args.command].run(args)
-    except (ValueError, FloatingPointError, OSError) as err:
-        print(f"scissorhands {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    finally:  # leave the logging of a program that called main() as it was
+    except Preempted:
+        print(
+            f"{name}: stopped by SIGTERM; what was finished is saved: rerun the same command "
+            "to resume",
+            file=sys.stderr,
+        )
+        return EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if not isinstance(err, ValueError | FloatingPointError | OSError) and not _no_space(err)[0]:
+            raise  # a bug: its traceback is what a report needs
+        print(f"{name}: error: {_error_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:  # leave the signals and the logging of a program that called main() as they were
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        logging.getLogger("absl").removeFilter(quiet)
+        sys.unraisablehook = unraisable
         package.removeHandler(handler)
         package.setLevel(saved[0])
         package.propagate = saved[1]

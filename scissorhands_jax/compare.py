@@ -33,8 +33,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scissorhands_jax import _report
+from scissorhands_jax._config_rules import SEED_LIMIT
 from scissorhands_jax._model_cache import ModelCache as _ModelCache
-from scissorhands_jax._rundir import run_directory, write_json_atomic
+from scissorhands_jax._rundir import check_setting, read_state, run_directory, write_json_atomic
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, data_parallel
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
@@ -47,6 +48,7 @@ from scissorhands_jax.demo import (
 from scissorhands_jax.method import scissorhands_flat as _scissorhands_fn
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.models import DigitsCNN, linen_model
+from scissorhands_jax.preemption import Preempted, PreemptionGuard, preemption_requested
 from scissorhands_jax.settings import flat_defaults
 
 CONFIG_SECTIONS_OF_MODELS = ("data", "model", "train", "retrain", "eval")
@@ -74,6 +76,8 @@ mean Avg. Gap (entropy MIA, members in data-set order) over both scenarios
 (``experiments/results/digits10_compare/tune_baselines.py``, ``tuning.json``).
 Scissorhands' tuned lr is 1.5e-3; ``scissorhands demo`` keeps the protocol's 5e-3.
 """
+
+_RESUME = "pass a new --out, or the same config and --set values, to resume"
 
 DIGITS = "digits10"
 REFERENCE, ORIGINAL = "retrain", "original"
@@ -166,7 +170,42 @@ def resolve_hyperparameters(
     for name in methods:
         if name != REFERENCE:
             out[name] = {**DIGITS_HYPERPARAMETERS[name], **overrides.get(name, {})}
+    if "scissorhands" in out:
+        _check_scissorhands(out["scissorhands"], overrides.get("scissorhands", {}))
     return out
+
+
+def _check_scissorhands(settings: dict[str, Any], given: dict[str, Any]) -> None:
+    """Scissorhands' settings as its own checks see them, before any work (its other
+    methods' checks run in :func:`_check_methods`)."""
+    from scissorhands_jax.method import check_settings
+
+    try:
+        check_settings(**settings)
+    except ValueError as err:
+        where = " ".join(f"scissorhands.{k}={v!r}" for k, v in given.items())
+        raise ValueError(f"--set {where}: {err}" if where else str(err)) from None
+
+
+def _check_schedule(train: dict[str, Any]) -> None:
+    """The digits schedule of the original and Retrain: whole epochs and batches >= 1, a
+    finite learning rate > 0 (an untrained original would be reported as one)."""
+    flags = {"epochs": "--train-epochs", "lr": "--train-lr", "batch_size": "train batch_size"}
+    for key in ("epochs", "batch_size"):
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{flags[key]} must be an integer >= 1, got {value!r}.")
+    lr = train["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < float("inf"):
+        raise ValueError(f"--train-lr must be a finite number > 0, got {lr!r}.")
+
+
+def _is_seed(value: Any) -> bool:
+    return (
+        isinstance(value, int | np.integer)
+        and not isinstance(value, bool)
+        and 0 <= value < SEED_LIMIT
+    )
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -200,6 +239,7 @@ class _Digits:
             raise ValueError(f"unknown train setting(s) {sorted(unknown_train)}.")
         self.scenarios = list(scenarios)
         self.train = {**TRAIN_DEFAULTS, **(train or {})}
+        _check_schedule(self.train)
         self.hyperparameters = resolve_hyperparameters(methods, self.train, overrides)
         self.model = _digits_model()
 
@@ -274,9 +314,9 @@ class _Config:
             base = unlearn if name == "scissorhands" else method_defaults(name)
             self.hyperparameters[name] = {**base, **overrides.get(name, {})}
         if "scissorhands" in self.hyperparameters:
-            from scissorhands_jax.method import check_settings
-
-            check_settings(**self.hyperparameters["scissorhands"])
+            _check_scissorhands(
+                self.hyperparameters["scissorhands"], overrides.get("scissorhands", {})
+            )
         self._arrays: tuple = (None, None, None)  # (split, retain, forget) of the last request
 
     def open(self, out: Path) -> None:
@@ -285,18 +325,12 @@ class _Config:
         self.out = out
         wanted = {k: self.cfg[k] for k in CONFIG_SECTIONS_OF_MODELS}
         wanted["config"] = self.cfg["config_path"]
-        path = out / "setting.json"
-        if path.exists():
-            stored = json.loads(path.read_text())
-            diff = sorted(k for k in wanted if not _same(stored.get(k), wanted[k]))
-            if diff:
-                raise ValueError(
-                    f"{out} holds a comparison with other config section(s) {diff}; pass a "
-                    "new --out, or the same config and --set values, to resume."
-                )
-        write_json_atomic(path, wanted)
+        record = {"path": out / "setting.json", "what": "a comparison", "fix": _RESUME}
+        check_setting(**record, wanted=wanted, write=False)
+        # the data and the model first: a setting they refuse is never recorded
         self.dataset = pipe.build_dataset(self.cfg, progress=False)
         self.model = pipe.build_model(self.cfg, self.dataset)
+        check_setting(**record, wanted=wanted)
 
     def seed_config(self, seed: int) -> dict:
         cfg = copy.deepcopy(self.cfg)
@@ -316,9 +350,12 @@ class _Config:
         cfg = self.seed_config(seed)
         with run_directory(self.out / "runs" / f"seed{seed}") as run:  # as `train --out`
             pipe.record_split(run, split, cfg)
-            with pipe.checkpoints(run, role, cfg, split) as ck:
+            # SIGTERM: save at the next step, as `train` does, then stop the comparison
+            with pipe.checkpoints(run, role, cfg, split) as ck, PreemptionGuard():
                 state = pipe.train_role(run, role, cfg, split, self.model, ck, progress=progress,
                                         mesh=self.mesh)  # fmt: skip
+                if preemption_requested():
+                    raise Preempted(f"{role} saved at step {state.step}")
         seconds = pipe.read_json(run / role / "log.json", {}).get("train_time_s", float("nan"))
         return state.params, state.model_state, seconds
 
@@ -434,8 +471,8 @@ def run_compare(
       setting: ``"digits10"`` or the path of an experiment config (``.py``).
       scenarios: digits-10 forget requests, any of ``"random10"``, ``"class0"`` (default
         both); a config's request is its own (its file name is the scenario).
-      seeds: seeds of the forget set, the initialisation and the methods (default
-        0-4 for digits-10, 0 for a config).
+      seeds: seeds of the forget set, the initialisation and the methods, distinct, each
+        in ``[0, 2**32)`` (default 0-4 for digits-10, 0 for a config).
       methods: names of :data:`~scissorhands_jax.baselines.METHODS`.
       train: digits-10 only: overrides of the original's (and Retrain's) schedule, keys
         of :data:`scissorhands_jax.demo.TRAIN_DEFAULTS`.
@@ -458,10 +495,12 @@ def run_compare(
 
     Raises:
       ValueError: unknown setting, scenario, method, hyperparameter (or a value unlike
-        its default), config key or MIA feature; digits-only arguments with a config; an
-        output directory holding models of another training schedule or config, finished
-        rows of other hyperparameters (without ``overwrite``), or in use by another
-        process; matplotlib missing with ``plot``. All before any training.
+        its default, or one its method refuses), config key or MIA feature; a seed out of
+        range; a digits schedule of no epochs; digits-only arguments with a config; an
+        output directory holding models of another training schedule or config, another
+        command's files, a damaged state file, finished rows of other hyperparameters
+        (without ``overwrite``), or in use by another process; matplotlib missing with
+        ``plot``. All before any training.
     """
     hyperparameters = hyperparameters or {}
     if str(setting) == DIGITS:
@@ -494,8 +533,8 @@ def run_compare(
             f"unknown setting {str(setting)!r}; use {DIGITS!r} or the path of a config file "
             "(experiments/configs/*.py)."
         )
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct integers; got {list(seeds)}.")
+    if not seeds or len(set(seeds)) != len(seeds) or not all(map(_is_seed, seeds)):
+        raise ValueError(f"--seeds must be distinct integers in [0, 2**32); got {list(seeds)}.")
     if mia_feature not in (*MIA_FEATURES, "loss"):
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
     if plot:
@@ -512,7 +551,13 @@ def _kept_rows(results_path: Path, hps: dict, overwrite: bool) -> list[dict[str,
       ValueError: finished rows of a requested method made with other hyperparameters,
         unless ``overwrite`` (they would be replaced).
     """
-    rows = json.loads(results_path.read_text()) if results_path.exists() else []
+    rows = read_state(
+        results_path,
+        [],
+        kind=list,
+        fix="delete it (its rows are computed again; trained models are kept), or choose "
+        "another --out",
+    )
     changed = sorted(
         {
             r["method"]

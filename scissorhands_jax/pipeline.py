@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scissorhands_jax._rundir import secondary_process, write_json_atomic
+from scissorhands_jax._rundir import read_state, secondary_process, write_json_atomic
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
 from scissorhands_jax.config import load_config
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
@@ -73,11 +72,22 @@ def build_split(cfg: dict, *, progress: bool, dataset: Dataset | None = None) ->
 
 
 def build_model(cfg: dict, dataset: Dataset) -> Model:
-    """The config's model for ``dataset``'s image shape and classes."""
+    """The config's model for ``dataset``'s image shape and classes.
+
+    Raises:
+      ValueError: an unknown ``model.name``, or ``model.num_classes`` below the data's
+        class count (its labels would not fit the model's outputs).
+    """
     m = cfg["model"]
     if m["name"] not in MODELS:
         raise ValueError(f"unknown model.name {m['name']!r}; choose one of {sorted(MODELS)}.")
     num_classes = m["num_classes"] or dataset.num_classes
+    if num_classes < dataset.num_classes:
+        raise ValueError(
+            f"model.num_classes={num_classes} is too few for {dataset.name}, whose labels run "
+            f"0..{dataset.num_classes - 1}: set model.num_classes to {dataset.num_classes} "
+            "(or None, the data's own count)."
+        )
     if m["name"] == "digits_cnn":
         return _model("digits_cnn", num_classes, (), False, 0, dataset.image_shape)
     base = MODELS[m["name"]]
@@ -234,9 +244,10 @@ def train_role(
     Raises:
       CheckpointError: a checkpoint of another setting (identity) or a corrupt one.
     """
+    log_path = run / role / "log.json"
+    read_json(log_path)  # a damaged log is refused before the training, not after
     section, source, tx, state, data_key = role_setup(cfg, role, split, model)
     total = section["epochs"] * source.num_batches
-    log_path = run / role / "log.json"
     clock = TrainingClock()
     if ck.latest_step() is not None:
         tree, info = restore(ck, state.tree())
@@ -452,4 +463,8 @@ def load_unlearned(run: Path, cfg: dict, split: Split, model: Model):
 
 
 def read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.exists() else default
+    """A run file's JSON (``default`` when absent), through
+    :func:`~scissorhands_jax._rundir.read_state`: a damaged one is a one-line error."""
+    return read_state(
+        path, default, fix=f"delete it, or choose another run directory than {path.parent}"
+    )

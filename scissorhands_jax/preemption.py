@@ -8,6 +8,11 @@ step, saves through its ``save`` hook and returns, and the command exits with st
 In a multi-process job (``jax.distributed``) the processes must stop at the same step,
 since saving is collective: there JAX's coordination service catches the SIGTERM of any
 process and picks a step that every process reaches (:func:`stop_now`).
+
+Outside such a loop the command line turns SIGTERM into :class:`Preempted`, raised where
+the program is: the command unwinds (its ``finally`` blocks run, atomic writes leave
+every finished file whole) and exits with the same status; code that saves at a step
+boundary first raises it itself once the state is saved.
 """
 
 from __future__ import annotations
@@ -26,6 +31,20 @@ EXIT_PREEMPTED = 75
 
 _PREEMPTED = threading.Event()
 _SYNC_CALLS = itertools.count()  # this process's calls of the job's preemption sync point
+
+
+class Preempted(BaseException):
+    """The command stops on a preemption notice (exit status :data:`EXIT_PREEMPTED`).
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception``
+    (a comparison's failed-method row) takes it for a failure of the work.
+    """
+
+
+def raise_preempted(signum, frame) -> None:
+    """A signal handler that raises :class:`Preempted` (the command line's for SIGTERM)."""
+    del frame
+    raise Preempted(f"signal {signum}")
 
 
 def preemption_requested() -> bool:

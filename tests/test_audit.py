@@ -131,3 +131,104 @@ def test_cli_rejects_bad_input_before_creating_anything(tmp_path, capsys):
     assert cli.main(["audit", "--out", str(out), "--shadows", "5", "--no-plot"]) == 2
     assert "even number of at least 4" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _setting_of(tmp_path, **kwargs) -> dict:
+    """The ``setting.json`` that ``run_audit(**kwargs)`` records (run in a scratch dir
+    whose first protocol's state is damaged on purpose, so that nothing is trained)."""
+    scratch = tmp_path / "scratch"
+    (scratch / "tiny" / "outputs").mkdir(parents=True)
+    (scratch / "tiny" / "outputs" / "index.json").write_text("{")
+    with pytest.raises(ValueError):
+        audit.run_audit(out=scratch, **kwargs)
+    return json.loads((scratch / "setting.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("tiny/outputs/index.json", '{"original": {"sha256": "ab'),
+        ("audit.json", '[{"protocol": "tiny", "met'),
+        ("setting.json", '{"protocols": {"ti'),
+        ("tiny/outputs/index.json", "[1, 2]"),
+    ],
+)
+def test_a_damaged_state_file_is_one_line_naming_it_before_any_training(
+    tmp_path, monkeypatch, name, content
+):
+    def boom(*args, **kwargs):
+        raise AssertionError("trained on a damaged state")
+
+    monkeypatch.setattr(audit.pop, "train_population", boom)
+    out = tmp_path / "audit"
+    path = out / name
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(ValueError) as info:  # was: "Invalid control character at: ..."
+        audit.run_audit(out=out, protocols=[TINY], methods=["ft"], shadows=4, plot=False)
+    message = str(info.value)
+    assert str(path) in message and "is damaged" in message and "delete it" in message
+    assert "\n" not in message
+
+
+def test_an_audit_in_a_comparison_directory_says_whose_it_is(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    record = {"data": {}, "model": {}, "train": {}, "retrain": {}, "eval": {}, "config": "c.py"}
+    (out / "setting.json").write_text(json.dumps(record))
+    assert cli.main(["audit", "--out", str(out), "--quick", "--no-plot", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "does not record an audit" in err and "holds an audit" not in err
+    assert json.loads((out / "setting.json").read_text()) == record
+
+
+def test_other_settings_are_named_and_nothing_is_recorded(tmp_path):
+    out = tmp_path / "audit"
+    out.mkdir()
+    stored = _setting_of(tmp_path, protocols=[TINY], methods=["ft"], shadows=4, plot=False)
+    (out / "setting.json").write_text(json.dumps({**stored, "seed": 1}))
+    with pytest.raises(ValueError, match=r"holds an audit made with other settings \(seed\)"):
+        audit.run_audit(out=out, protocols=[TINY], methods=["ft"], shadows=4, plot=False)
+    assert json.loads((out / "setting.json").read_text())["seed"] == 1
+
+
+@pytest.mark.slow
+def test_an_audit_stopped_by_sigterm_exits_75_and_resumes(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    from scissorhands_jax.baselines import METHODS
+
+    monkeypatch.setitem(
+        audit.PROTOCOLS, "digits_small", dataclasses.replace(TINY, name="digits_small")
+    )
+    ft = METHODS["ft"]
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        raise AssertionError("SIGTERM did not stop the audit")
+
+    monkeypatch.setitem(METHODS, "ft", terminated)
+    out = tmp_path / "audit"
+    argv = ["audit", "--out", str(out), "--methods", "ft", "--shadows", "4", "--no-plot"]
+    assert cli.main([*argv, "--no-progress"]) == 75
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    index = json.loads((out / "digits_small" / "outputs" / "index.json").read_text())
+    assert set(index) == {"original", "retrain"}  # saved before the signal, kept
+
+    calls = []
+    train_population = audit.pop.train_population
+
+    def counted(*args, **kwargs):
+        calls.append(args[3].shape)  # the membership matrix of the role trained
+        return train_population(*args, **kwargs)
+
+    monkeypatch.setitem(METHODS, "ft", ft)
+    monkeypatch.setattr(audit.pop, "train_population", counted)
+    assert cli.main([*argv, "--no-progress"]) == 0
+    rows = json.loads((out / "audit.json").read_text())
+    assert [r["method"] for r in rows] == ["original", "retrain", "ft"]
+    assert len(calls) == 1  # the originals, which ft starts from; Retrain's outputs were kept
+    assert len(calls) == 1  # the originals, which ft starts from; Retrain's outputs were kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,9 @@ from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.commands.compare import parse_overrides
 from scissorhands_jax.metrics import MIA_FEATURES
 
+DIGITS_CONFIG = str(
+    Path(__file__).resolve().parents[1] / "experiments/configs/digits10_random10.py"
+)
 METRICS = {"UA", "RA", "TA", "MIA_loss", "ToW", "avg_gap", "rte_s"} | {
     f"MIA_{f}" for f in MIA_FEATURES
 }
@@ -191,3 +195,44 @@ def test_gap_components_sum_to_the_avg_gap_by_hand():
     assert parts["ft"] == pytest.approx({"UA": 0.5, "RA": 0.25, "TA": 1.25, "MIA": 1.25})
     # seed 0: (4 + 2 + 0 + 10) / 4 = 4; seed 1: (0 + 0 + 10 + 0) / 4 = 2.5
     assert sum(parts["ft"].values()) == pytest.approx((4 + 2.5) / 2)
+
+
+def test_scissorhands_settings_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"  # was: exit 0 with an error row (after training the models)
+    argv = [*BASE, "--methods", "scissorhands", "--out", str(out)]
+    assert cli.main([*argv, "--set", "scissorhands.sparsity=2", "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--set scissorhands.sparsity=2" in err and "sparsity" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_damaged_results_file_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "train_digits", _boom(compare.train_digits))
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "results.json").write_text('[{"scenario": "class0", "meth')
+    assert cli.main([*BASE, "--out", str(out), "--no-plot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{out / 'results.json'} is damaged (not JSON" in err and "delete it" in err
+
+
+def test_a_failed_data_load_records_nothing(tmp_path, capsys):
+    out = tmp_path / "cmp"  # was: setting.json of the failed data kept, the fix refused
+    argv = ["compare", "--setting", DIGITS_CONFIG, "--smoke", "--set", "data.name='cifar10'"]
+    argv += ["--data-dir", str(tmp_path / "no_data"), "--no-plot", "--no-progress"]
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    assert "not prepared" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_comparison_in_an_audit_directory_says_whose_it_is(tmp_path, capsys):
+    out = tmp_path / "audit"
+    out.mkdir()
+    record = {"protocols": {}, "shadows": 16, "seed": 0, "backend": ["auto", "cpu"]}
+    (out / "setting.json").write_text(json.dumps(record))
+    argv = ["compare", "--setting", DIGITS_CONFIG, "--smoke", "--no-plot", "--no-progress"]
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not record a comparison" in err and "another command" in err
+    assert json.loads((out / "setting.json").read_text()) == record

@@ -110,7 +110,7 @@ def test_changed_config_on_a_resumed_dir_is_refused(digits_compare, capsys):
     out, argv = digits_compare
     args = [*argv, *FAST, "--set", "train.lr=0.2", "--out", str(out), "--no-plot"]
     assert cli.main(args) == 2
-    assert "other config section(s) ['train']" in capsys.readouterr().err
+    assert "other settings (train.lr)" in capsys.readouterr().err
 
 
 def test_half_trained_original_continues_from_its_checkpoint(tmp_path):
@@ -184,3 +184,27 @@ def test_split_overrides():
         ["train.epochs=2", "unlearn.lr=0.01"],
         ["ft.lr=0.1", "scissorhands.lam=0.1"],
     )
+
+
+def test_sigterm_while_training_saves_at_the_step_then_exits_75(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    fit = pipe.fit_resumable
+
+    def notice_then_fit(*args, **kwargs):  # the notice arrives as the training starts
+        os.kill(os.getpid(), signal.SIGTERM)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "fit_resumable", notice_then_fit)
+    out = tmp_path / "cmp"
+    argv = ["compare", "--setting", DIGITS, "--smoke", "--methods", "retrain", "--no-plot"]
+    assert cli.main([*argv, "--out", str(out), "--no-progress"]) == 75
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    log = json.loads((out / "runs" / "seed0" / "original" / "log.json").read_text())
+    assert log["step"] == 1 and not log["complete"]  # saved at the first step boundary
+    monkeypatch.undo()
+    assert cli.main([*argv, "--out", str(out), "--no-progress"]) == 0
+    log = json.loads((out / "runs" / "seed0" / "original" / "log.json").read_text())
+    assert [s["to_step"] for s in log["segments"]] == [1, log["total_steps"]]
+    assert set(_rows(out)) == {"retrain", "original"}

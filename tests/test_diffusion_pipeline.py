@@ -242,7 +242,9 @@ def test_unknown_keys_and_wrong_kinds_are_refused(tmp_path, capsys):
     assert "is a diffusion config" in capsys.readouterr().err
     assert not out.exists()  # refused before any work
     assert _cli("diffusion-unlearn", DIGITS, "--run", str(out)) == 2
-    assert "holds no original DDPM" in capsys.readouterr().err
+    assert "does not exist; train one first with: scissorhands diffusion-train" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("path", [DIGITS, CIFAR10])

@@ -73,6 +73,14 @@ def _boom(fn):
         ("unlearn.margin=1e999", "unlearn.margin"),
         ("unlearn.eligible=(", "unlearn.eligible"),
         ("retrain.keep=0", "retrain.keep"),
+        ("train.seed=18446744073709551616", "train.seed"),  # was an OverflowError traceback
+        ("train.seed=-1", "train.seed"),
+        ("data.split_seed=4294967296", "data.split_seed"),
+        ("unlearn.seed=4294967296", "unlearn.seed"),
+        ("train.momentum=1.0", "train.momentum"),  # was only >= 0 (unlearn's: < 1)
+        ("retrain.momentum=1.5", "retrain.momentum"),
+        ("model.name=bogus", "model.name"),
+        ("data.forget={'kind': 'clas', 'classes': [0]}", "data.forget.kind"),
     ],
 )
 def test_bad_values_are_one_line_before_the_directory_exists(tmp_path, capsys, item, name):
@@ -91,6 +99,91 @@ def test_diffusion_train_refuses_a_run_that_keeps_nothing(tmp_path, capsys, item
     assert cli.main([*argv, "--no-progress"]) == 2
     assert item.split("=")[0] in _err_line(capsys)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "item,name",
+    [
+        ("classifier.model=bogus", "classifier.model"),  # was refused after both DDPMs trained
+        ("classifier.momentum=1.0", "classifier.momentum"),
+        ("classifier.seed=18446744073709551616", "classifier.seed"),
+        ("sample.method=ddimm", "sample.method"),
+        ("diffusion.schedule.kind=cosin", "diffusion.schedule.kind"),
+        ("scissorhands.projection=gemm", "scissorhands.projection"),
+        ("scissorhands.reinit=zeros", "scissorhands.reinit"),
+        ("salun.anchor=nxt", "salun.anchor"),
+        ("scissorhands.objective=anchor", "scissorhands.anchor"),  # anchor None: no anchor
+    ],
+)
+def test_diffusion_settings_of_every_stage_are_refused_before_training(
+    tmp_path, capsys, item, name
+):
+    out = tmp_path / "o"
+    argv = ["diffusion-train", DDPM, "--smoke", "--out", str(out), "--set", item]
+    assert cli.main([*argv, "--no-progress"]) == 2
+    err = _err_line(capsys)
+    assert f"--set {item}" in err and f"{name} must be" in err
+    assert not out.exists()
+
+
+def test_the_config_rules_name_the_library_choices():
+    from scissorhands_jax import _config_rules as rules
+    from scissorhands_jax import pipeline
+    from scissorhands_jax.commands import _args
+    from scissorhands_jax.commands._diffusion import _JUDGES
+    from scissorhands_jax.data.splits import FORGET_KINDS
+    from scissorhands_jax.diffusion.sampler import SAMPLERS
+    from scissorhands_jax.diffusion.schedule import BETA_SCHEDULES
+    from scissorhands_jax.diffusion.unlearn import OBJECTIVES
+
+    assert set(rules.CLASSIFIERS) == set(pipeline.MODELS) == set(_JUDGES)
+    assert rules.FORGET_KINDS == FORGET_KINDS and rules.SAMPLERS == SAMPLERS
+    assert rules.BETA_SCHEDULES == BETA_SCHEDULES and rules.OBJECTIVES == OBJECTIVES
+    assert rules.SEED_LIMIT == _args.SEED_LIMIT == 2**32
+
+
+def test_seeds_are_what_the_generators_take():
+    import jax
+
+    largest = 2**32 - 1
+    assert rules_ok("train", "seed", largest) and not rules_ok("train", "seed", largest + 1)
+    jax.random.key(largest)  # the largest allowed seed is a valid key and numpy seed
+    np.random.default_rng(largest)
+
+
+def rules_ok(section: str, key: str, value) -> bool:
+    from scissorhands_jax._config_rules import CLASSIFIER_RULES
+
+    return CLASSIFIER_RULES[section][key].ok(value)
+
+
+def test_labels_that_do_not_fit_the_model_are_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "o"  # was "loss is nan; lower the learning rate" after training began
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    assert cli.main([*argv, "--set", "model.num_classes=2", "--no-progress"]) == 2
+    err = _err_line(capsys)
+    assert "model.num_classes=2 is too few" in err and "labels run 0..9" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["unlearn", "evaluate"])
+def test_a_run_argument_that_is_a_file_is_said_to_be_one(tmp_path, capsys, command):
+    a_file = tmp_path / "results.json"  # was: "train one first" (which fails on a file) /
+    a_file.write_text("{}")  # "does not exist"
+    argv = [command, DIGITS, "--smoke", "--run", str(a_file), "--no-progress"]
+    assert cli.main(argv) == 2
+    err = _err_line(capsys)
+    assert f"--run {a_file} is a file, not a run directory" in err
+    assert a_file.read_text() == "{}"
+
+
+def test_a_retrain_argument_that_is_a_file_is_said_to_be_one(tmp_path, capsys):
+    a_file = tmp_path / "results.json"  # was: "no retrain checkpoint in FILE/retrain/..."
+    a_file.write_text("{}")
+    (tmp_path / "run" / "original").mkdir(parents=True)
+    argv = ["evaluate", DIGITS, "--smoke", "--run", str(tmp_path / "run"), "--retrain"]
+    assert cli.main([*argv, str(a_file), "--no-progress"]) == 2
+    assert f"--retrain {a_file} is a file, not a run directory" in _err_line(capsys)
 
 
 def test_a_config_file_value_names_the_file(tmp_path, capsys):
@@ -430,3 +523,30 @@ def test_every_config_key_has_a_rule_and_every_default_passes_it():
             method = _config_rules.METHOD_SECTION.get(kind)
             assert name in rules or (section == method and key in FLAT_NAMES), name
         _config_rules.validate({**schema, "data": {**schema["data"], "name": "x"}}, kind)
+
+
+@pytest.mark.parametrize(
+    "command,name,content",
+    [
+        ("train", "forget_indices.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<i8', 'fo"),
+        ("train", "original/log.json", b'{"role": "original", "segm'),
+        ("diffusion-train", "run.json", b'{"data": "digits10", "forg'),
+        ("diffusion-train", "original/log.json", b'{"role": "original", "segm'),
+    ],
+)
+def test_a_damaged_run_file_is_one_line_naming_it(
+    tmp_path, capsys, monkeypatch, command, name, content
+):
+    from scissorhands_jax import pipeline, resumable
+
+    monkeypatch.setattr(resumable, "fit_resumable", _boom(resumable.fit_resumable))
+    monkeypatch.setattr(pipeline, "fit_resumable", _boom(resumable.fit_resumable))
+    out = tmp_path / "run"
+    (out / name).parent.mkdir(parents=True)
+    (out / name).write_bytes(content)
+    config = DIGITS if command == "train" else DDPM
+    argv = [command, config, "--smoke", "--out", str(out), "--only", "original", "--resume"]
+    argv += ["--until-step", "1", "--no-progress"]
+    assert cli.main(argv) == 2
+    err = _err_line(capsys)
+    assert f"{out / name} is damaged" in err and "delete it" in err

@@ -3,6 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+SEED_LIMIT = 2**32
+"""Seeds are integers in ``[0, SEED_LIMIT)`` (``scissorhands_jax._config_rules`` has the
+same bound for the config's seeds; a test checks they agree)."""
+
+
+def seed(text: str) -> int:
+    """An argparse ``type``: a seed, an integer in ``[0, 2**32)``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"a seed is an integer in [0, 2**32), got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 def add_mesh_argument(p: argparse.ArgumentParser) -> None:

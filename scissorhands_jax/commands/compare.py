@@ -56,11 +56,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="digits10 only (default: both); a config's request is its own",
     )
     p.add_argument(
-        "--seeds", nargs="+", type=int, help="default: 0 1 2 3 4 for digits10, 0 for a config"
+        "--seeds",
+        nargs="+",
+        type=_args.seed,
+        help="default: 0 1 2 3 4 for digits10, 0 for a config (each in [0, 2**32))",
     )
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
-    p.add_argument("--train-epochs", type=int, help="digits10: epochs of the original and Retrain")
-    p.add_argument("--train-lr", type=float, help="digits10: lr of the original and Retrain")
+    p.add_argument(
+        "--train-epochs",
+        type=_args.positive_int,
+        help="digits10: epochs of the original and Retrain (>= 1)",
+    )
+    p.add_argument(
+        "--train-lr", type=_args.positive_float, help="digits10: lr of the original and Retrain"
+    )
     p.add_argument("--smoke", action="store_true", help="a config: merge its SMOKE section")
     p.add_argument("--data-dir", help="a config: its data directory (data.data_dir)")
     p.add_argument(

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scenarios", nargs="+", default=["random10", "class0"], choices=["random10", "class0"]
     )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=_args.seed, default=[0, 1, 2])
     p.add_argument("--train-epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
     p.add_argument("--train-lr", type=float, default=TRAIN_DEFAULTS["lr"])
     u = UNLEARN_DEFAULTS
@@ -124,28 +124,27 @@ def _kept_rows(out, setting: dict, overwrite: bool) -> list:
     Raises:
       ValueError: rows of other (or unrecorded) settings, without ``overwrite``.
     """
+    from scissorhands_jax._rundir import check_setting, read_state
+
     results, saved = out / "results.json", out / "setting.json"
     if overwrite or not results.exists():
         return []
-    stored = json.loads(saved.read_text()) if saved.exists() else None
+    fix = "pass --overwrite to replace the rows, or choose another --out"
+    stored = read_state(saved, kind=dict, fix=fix)
     if stored is None:
         raise ValueError(
             f"{results} holds rows whose settings were not recorded; pass --overwrite to "
             "replace them, or choose another --out."
         )
-    differs = [
-        f"{part}.{k}"
-        for part in setting
-        for k in sorted(set(setting[part]) | set(stored.get(part, {})))
-        if setting[part].get(k) != stored.get(part, {}).get(k)
-    ]
-    if differs:
-        raise ValueError(
-            f"{out} holds demo rows made with other settings ({', '.join(differs)}); run "
-            "with the same settings to add seeds, pass --overwrite to replace the rows, or "
-            "choose another --out."
-        )
-    return json.loads(results.read_text())
+    check_setting(
+        saved,
+        setting,
+        what="demo rows",
+        fix="run with the same settings to add seeds, pass --overwrite to replace the rows, "
+        "or choose another --out",
+        write=False,
+    )
+    return read_state(results, [], kind=list, fix=fix)
 
 
 def _missing(rows: list, scenarios: list, seeds: list) -> list[tuple[list, list]]:

@@ -88,17 +88,13 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluates every model of the run; returns 0."""
-    from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax._rundir import existing_run, run_directory
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.commands.evaluate import refuse_overwrite
 
     cfg = dif.config_from_args(args)
-    run_dir = Path(args.run)
-    if not (run_dir / "original").is_dir():
-        raise ValueError(
-            f"{run_dir} holds no original DDPM; train one first with: "
-            f"scissorhands diffusion-train {cfg['config_path']} --out {run_dir}"
-        )
+    maker = f"scissorhands diffusion-train {cfg['config_path']}"
+    run_dir = existing_run(args.run, maker=maker, kind="DDPM")
     s = cfg["sample"]
     if s["per_class"] < 2:
         raise ValueError("sample.per_class must be at least 2 (the Fréchet distance needs it).")

@@ -120,15 +120,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
-    from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax._rundir import check_setting
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.pipeline import append_training_log, read_json
     from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     roles = [args.only] if args.only else list(dif.ROLES)
     _refuse_existing(run_dir, roles, args.resume)  # before any work
+    for role in roles:  # a damaged log is refused now, not after the training
+        read_json(run_dir / role / "log.json")
     data = dif.build_data(cfg, progress=not args.no_progress)
     model = dif.build_model(cfg, data)
+    if "classifier" in roles:  # the judge trains last: refuse its setting before the DDPMs
+        dif.build_judge(cfg, data)
     d = cfg["data"]
     request = {
         "data": d["name"],
@@ -140,14 +144,13 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
         "config": cfg["config_path"],
         "smoke": cfg["smoke"],
     }
-    saved = read_json(run_dir / "run.json")
-    differs = sorted(k for k in REQUEST_KEYS if saved is not None and saved.get(k) != request[k])
-    if differs:
-        raise ValueError(
-            f"{run_dir} holds a run of another request (run.json differs in {differs}); "
-            "use the config that wrote it, or another --out."
-        )
-    write_json_atomic(run_dir / "run.json", request)
+    check_setting(
+        run_dir / "run.json",
+        request,
+        what="a diffusion run",
+        fix="use the config that wrote it, or another --out",
+        keys=REQUEST_KEYS,
+    )
     print(
         f"{d['name']}: {request['num_train']} training images, class {d['forget_class']} to "
         f"forget ({request['num_forget']} images), generator at {tuple(data.image_shape)}"

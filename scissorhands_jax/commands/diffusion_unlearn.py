@@ -32,18 +32,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Unlearns with one method; returns 0."""
-    from pathlib import Path
 
-    from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax._rundir import existing_run, run_directory
     from scissorhands_jax.commands import _diffusion as dif
 
     cfg = dif.config_from_args(args)
-    run_dir = Path(args.run)
-    if not (run_dir / "original").is_dir():
-        raise ValueError(
-            f"{run_dir} holds no original DDPM; train one first with: "
-            f"scissorhands diffusion-train {cfg['config_path']} --out {run_dir}"
-        )
+    maker = f"scissorhands diffusion-train {cfg['config_path']}"
+    run_dir = existing_run(args.run, maker=maker, kind="DDPM")
     with run_directory(run_dir, create=False):  # one writer at a time
         return _unlearn(args, cfg, run_dir)
 

@@ -57,14 +57,15 @@ def format_table(rows: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Scores the models, writes ``evaluation.json`` and prints the table; returns 0."""
     from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax._rundir import existing_run, run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
     cfg = pipe.config_from_args(args)
     args.mesh = resolve_mesh(args.mesh)
-    run_dir = Path(args.run)
-    if not run_dir.is_dir():
-        raise ValueError(f"run directory {run_dir} does not exist; run scissorhands train first.")
+    maker = f"scissorhands train {args.config}"
+    run_dir = existing_run(args.run, maker=maker, holds=None)
+    if args.retrain:  # the reference's run: a file or a run without a Retrain is said so
+        existing_run(args.retrain, maker=maker, holds="retrain", flag="--retrain")
     refuse_overwrite(run_dir / "evaluation.json", args.overwrite)
     with run_directory(run_dir, create=False):
         refuse_overwrite(run_dir / "evaluation.json", args.overwrite)  # written meanwhile?

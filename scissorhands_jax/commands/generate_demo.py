@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--forget-class", type=int, default=0, help="the digit to forget")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_args.seed, default=0)
     p.add_argument("--image-size", type=int, default=8, choices=[8, 16])
     p.add_argument(
         "--methods",

@@ -52,6 +52,7 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
 
     progress = not args.no_progress
     split = pipe.build_split(cfg, progress=progress)
+    model = pipe.build_model(cfg, split.dataset)  # refuses a model the labels do not fit
     roles = [args.only] if args.only else list(pipe.ROLES)
     stores = {role: pipe.checkpoints(run_dir, role, cfg, split) for role in roles}
     try:
@@ -62,7 +63,6 @@ def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
                     "to continue that run, or choose another --out."
                 )
         pipe.record_split(run_dir, split, cfg)
-        model = pipe.build_model(cfg, split.dataset)
         ix = split.indices
         print(
             f"{cfg['data']['name']}: {ix.num_train} training examples, {ix.val.size} validation, "

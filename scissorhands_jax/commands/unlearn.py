@@ -27,14 +27,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Unlearns and saves; returns 0."""
     from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax._rundir import existing_run, run_directory
     from scissorhands_jax.method import check_settings
     from scissorhands_jax.parallel import resolve_mesh
 
     cfg = pipe.config_from_args(args)
     flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
     settings = check_settings(progress=not args.no_progress, mesh=resolve_mesh(args.mesh), **flat)
-    with run_directory(_existing_run(args.run), create=False) as run_dir:
+    run = existing_run(args.run, maker=f"scissorhands train {args.config}")
+    with run_directory(run, create=False) as run_dir:
         return _unlearn(args, cfg, settings, run_dir)
 
 
@@ -47,8 +48,8 @@ def _unlearn(args: argparse.Namespace, cfg: dict, settings: dict, run_dir) -> in
     from scissorhands_jax.method import scissorhands
 
     split = pipe.build_split(cfg, progress=not args.no_progress)
-    pipe.record_split(run_dir, split, cfg)  # refuses another request's run directory
     model = pipe.build_model(cfg, split.dataset)
+    pipe.record_split(run_dir, split, cfg)  # refuses another request's run directory
     params, model_state = pipe.load_trained(run_dir, "original", cfg, split, model)
     ck = pipe.checkpoints(run_dir, "unlearned", cfg, split)
     try:
@@ -102,15 +103,3 @@ def _unlearn(args: argparse.Namespace, cfg: dict, settings: dict, run_dir) -> in
         f"last epoch: { ({k: last[k] for k in last if k != 'time_s'}) }; saved {out}"
     )
     return 0
-
-
-def _existing_run(path: str):
-    from pathlib import Path
-
-    run_dir = Path(path)
-    if not (run_dir / "original").is_dir():
-        raise ValueError(
-            f"{run_dir} holds no original model; train one first with: "
-            f"scissorhands train CONFIG --out {run_dir}"
-        )
-    return run_dir

@@ -11,6 +11,7 @@ validation (CIFAR: 45,000 training images remain; random 10 % forgets 4,500 of t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -22,6 +23,20 @@ import numpy as np
 FORGET_KINDS = ("random", "class", "identity", "file")
 """How a forget set is chosen (see :func:`select_forget_indices`): random examples,
 every example of some classes or identities, or indices read from a file."""
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``;
+    a failed write (a full disk) leaves no temporary file and names ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:
+            err.filename = str(path)
+        raise
 
 
 def holdout_validation(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -198,10 +213,9 @@ class SplitIndices:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for name, values in (("forget_indices.npy", self.forget), ("val_indices.npy", self.val)):
-            tmp = directory / f".{name}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(values, np.int64))
-            os.replace(tmp, directory / name)
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(values, np.int64))
+            _replace(directory / name, buffer.getvalue())
         info = {
             **description,
             "num_train": self.num_train,
@@ -211,18 +225,26 @@ class SplitIndices:
             "forgotten_classes": list(self.forgotten_classes),
             "retain": "all - val_indices - forget_indices (absolute training-split indices)",
         }
-        tmp = directory / ".split.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, directory / "split.json")
+        _replace(directory / "split.json", json.dumps(info, indent=2).encode())
 
     def matches_saved(self, directory: str | os.PathLike) -> str | None:
-        """None when ``directory`` holds no indices or the same ones; else why not."""
+        """None when ``directory`` holds no indices or the same ones; else why not.
+
+        Raises:
+          ValueError: a saved index file that does not load (damaged), named.
+        """
         directory = Path(directory)
         for name, values in (("forget_indices.npy", self.forget), ("val_indices.npy", self.val)):
             path = directory / name
             if not path.exists():
                 continue
-            saved = np.load(path, allow_pickle=False)
+            try:
+                saved = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise ValueError(
+                    f"{path} is damaged ({err}); delete it (the request is saved again) or "
+                    "choose another run directory."
+                ) from None
             if saved.shape != values.shape or np.any(saved != values):
                 return (
                     f"{path} holds {saved.size} indices that differ from this config's "
