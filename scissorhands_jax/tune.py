@@ -237,6 +237,7 @@ def _trial_row(method, index, params, hps, outputs, seconds, retrain, data, *, p
         "objective": objective(row),
         "feasible": feasible(row, retrain_ta, ta_slack),
         "seconds": float(np.sum(seconds)),
+        "model_seconds": [round(float(x), 3) for x in seconds],
     }
 
 
@@ -302,18 +303,21 @@ def run_tune(
     if not (isinstance(ta_slack, int | float) and math.isfinite(ta_slack) and ta_slack >= 0):
         raise ValueError(f"ta_slack must be a finite number >= 0, got {ta_slack!r}.")
     plans = {m: sample_trials(m, space[m], trials, tuning_seed) for m in methods}
+    # the other methods' trials from earlier runs of this directory count when complete
+    for m in space:
+        if m not in plans and m in METHODS and trials <= grid_size(space[m]):
+            plans[m] = sample_trials(m, space[m], trials, tuning_seed)
     shadows = int(shadows or (audit.QUICK_SHADOWS if quick else audit.FULL_SHADOWS))
     if shadows < 4 or shadows % 2:
         raise ValueError(f"--shadows must be an even number of at least 4; got {shadows}.")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory.")
-    used_space = {m: space[m] for m in methods}
     setting = {
         "protocols": {p.name: dataclasses.asdict(p) for p in resolved},
         "shadows": shadows,
         "tuning_seed": int(tuning_seed),
-        "space": used_space,
+        "space": space,
         "ta_slack": float(ta_slack),
         "backend": [backend, jax.default_backend()],
     }
@@ -325,33 +329,34 @@ def run_tune(
         "ta_slack": float(ta_slack),
         "steps": "repair length in optimiser steps; epochs = round(steps / ceil(n / "
         "batch_size)), n the size of the set an epoch passes over",
-        "space": used_space,
         "protocols": {},
     }
     with run_directory(out, command=command):
         audit._check_setting(out, setting)
         for protocol in resolved:
             settings["protocols"][protocol.name] = _tune_protocol(
-                protocol, plans, out, shadows=shadows, seed=int(tuning_seed),
+                protocol, plans, methods, out, shadows=shadows, seed=int(tuning_seed),
                 ta_slack=float(ta_slack), backend=backend, num_bootstrap=num_bootstrap,
                 progress=progress,
             )  # fmt: skip
+        tuned = {m for part in settings["protocols"].values() for m in part["methods"]}
+        settings["space"] = {m: space[m] for m in space if m in tuned}
         write_bytes_atomic(out / "settings.json", json.dumps(settings, indent=2).encode())
         write_text_atomic(out / "report.md", markdown(settings, command))
     return settings
 
 
-def _tune_protocol(protocol, plans, out, *, shadows, seed, ta_slack, backend, num_bootstrap,
-                   progress):  # fmt: skip
-    """Runs the planned trials on one protocol; its part of the settings."""
+def _tune_protocol(
+    protocol, plans, methods, out, *, shadows, seed, ta_slack, backend, num_bootstrap, progress
+):
+    """Runs the planned trials of ``methods`` on one protocol; its part of the settings,
+    with every method whose planned trials are all written (by this run or earlier ones)."""
     model = audit.build_model(protocol)
     data = audit.make_population(protocol, shadows, seed)
     store = audit._Store(out / protocol.name)
     trials_path = out / protocol.name / "trials.jsonl"
     done = {_key(r["method"], r["params"]): r for r in _read_trials(trials_path)}
-    todo = [
-        (m, i, p) for m, plan in plans.items() for i, p in enumerate(plan) if _key(m, p) not in done
-    ]
+    todo = [(m, i, p) for m in methods for i, p in enumerate(plans[m]) if _key(m, p) not in done]
     roles = {audit.REFERENCE} if store.get(audit.REFERENCE) is None else set()
     if store.get(audit.ORIGINAL) is None or todo:
         roles.add(audit.ORIGINAL)  # the methods start from the originals' parameters
@@ -376,7 +381,7 @@ def _tune_protocol(protocol, plans, out, *, shadows, seed, ta_slack, backend, nu
     rows = list(done.values())
     for method, index, params in tqdm(todo, desc=protocol.name, disable=not progress):
         hps = concrete_hyperparameters(method, params, protocol, data)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             outputs, seconds = audit._unlearn_all(
                 method, hps, model, trained[audit.ORIGINAL], data, seed=seed, progress=False
@@ -389,12 +394,18 @@ def _tune_protocol(protocol, plans, out, *, shadows, seed, ta_slack, backend, nu
             row = _trial_row(method, index, params, hps, outputs, seconds, retrain, data,
                              protocol=protocol.name, seed=seed, retrain_ta=retrain_ta,
                              ta_slack=ta_slack, num_bootstrap=num_bootstrap)  # fmt: skip
+        # the trial's whole cost (the method on every model, its outputs and its row);
+        # CPU seconds stay meaningful on a machine shared with other jobs
+        row["wall_s"] = time.perf_counter() - start
+        row["cpu_s"] = time.process_time() - cpu
         rows.append(row)
         _write_trials(trials_path, rows)
     chosen = {}
     for method, plan in plans.items():
         wanted = {_key(method, p) for p in plan}
         mine = [r for r in rows if _key(r["method"], r["params"]) in wanted]
+        if len(mine) < len(plan):
+            continue  # not tuned here (yet): its budget is not spent
         best = choose(mine)
         chosen[method] = {
             "hyperparameters": None if best is None else best["params"],

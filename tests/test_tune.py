@@ -179,6 +179,20 @@ def test_resume_skips_finished_trials_and_every_trial_is_written(tmp_path, fake_
         _tune(out, 3, tuning_seed=5)
 
 
+def test_methods_tuned_in_turns_share_a_settings_file_only_at_the_same_budget(tmp_path, fake_runs):
+    out = tmp_path / "tune"
+    _tune(out, 2, methods=["ft"])
+    settings = _tune(out, 2, methods=["ga"])
+    assert [m for m, _ in fake_runs["unlearn"]] == ["ft", "ft", "ga", "ga"]
+    assert set(settings["protocols"]["tiny"]["methods"]) == {"ft", "ga"}
+    assert set(settings["space"]) == {"ft", "ga"}
+    # a larger budget for GA alone: FT's 2 trials are not 3, so FT leaves the file
+    settings = _tune(out, 3, methods=["ga"])
+    assert set(settings["protocols"]["tiny"]["methods"]) == {"ga"}
+    assert settings["protocols"]["tiny"]["methods"]["ga"]["trials"] == 3
+    assert set(settings["space"]) == {"ga"}
+
+
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, fake_runs):
     out = tmp_path / "never"
     with pytest.raises(ValueError, match="exceeds the 6 settings in the search space of ft"):
@@ -239,7 +253,9 @@ def test_settings_round_trip_into_the_audit(tmp_path, fake_runs):
 
 @pytest.mark.slow
 def test_cli_tunes_then_audits_with_the_chosen_settings(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(audit.PROTOCOLS, "digits_small", dataclasses.replace(TINY, epochs=3))
+    monkeypatch.setitem(
+        audit.PROTOCOLS, "digits_small", dataclasses.replace(TINY, name="digits_small", epochs=3)
+    )
     monkeypatch.setitem(tune.SEARCH_SPACE, "ft", SMALL_SPACE["ft"])
     monkeypatch.setitem(tune.SEARCH_SPACE, "scissorhands", {"sparsity": [0.99], "steps": [2]})
     out = tmp_path / "tune"
