@@ -30,9 +30,11 @@ The choice per method goes to ``out/settings.json``, which ``scissorhands audit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import time
 import zlib
@@ -46,6 +48,8 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import audit
 from scissorhands_jax._rundir import run_directory, write_bytes_atomic, write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 TUNING_SEED = 100
 """The seed of the tuning population (never reported by the audit)."""
@@ -196,6 +200,19 @@ def choose(trials: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     if ran:
         return max(ran, key=lambda t: (t["TA"], -t["index"]))
     return None
+
+
+@contextlib.contextmanager
+def _one_line_per_trial():
+    """Holds back the methods' per-epoch log lines (thousands over a tune) while a trial
+    runs; the trial's own line replaces them."""
+    epochs = logging.getLogger("scissorhands_jax.loop")
+    level = epochs.level
+    epochs.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        epochs.setLevel(level)
 
 
 def _key(method: str, params: dict[str, Any]) -> str:
@@ -383,9 +400,10 @@ def _tune_protocol(
         hps = concrete_hyperparameters(method, params, protocol, data)
         start, cpu = time.perf_counter(), time.process_time()
         try:
-            outputs, seconds = audit._unlearn_all(
-                method, hps, model, trained[audit.ORIGINAL], data, seed=seed, progress=False
-            )
+            with _one_line_per_trial():
+                outputs, seconds = audit._unlearn_all(
+                    method, hps, model, trained[audit.ORIGINAL], data, seed=seed, progress=False
+                )
         except FloatingPointError as err:  # a diverging setting is a result, not a crash
             row = {"method": method, "index": index, "params": params, "hyperparameters": hps,
                    "error": str(err), "objective": float("inf"), "feasible": False,
@@ -398,6 +416,12 @@ def _tune_protocol(
         # CPU seconds stay meaningful on a machine shared with other jobs
         row["wall_s"] = time.perf_counter() - start
         row["cpu_s"] = time.process_time() - cpu
+        logger.info(
+            "%s %s trial %d: %s -> %s (%.1f s)", protocol.name, method, index + 1,
+            ", ".join(f"{k}={v}" for k, v in params.items()),
+            row.get("error") or f"U-LiRA {row['ulira_accuracy']:.3f}, TA {row['TA']:.1f}"
+            + ("" if row["feasible"] else " (infeasible)"), row["wall_s"],
+        )  # fmt: skip
         rows.append(row)
         _write_trials(trials_path, rows)
     chosen = {}
