@@ -179,6 +179,26 @@ def sample_trials(method: str, space: dict[str, list[Any]], trials: int, seed: i
     return [dict(zip(names, grid[i], strict=True)) for i in rng.permutation(size)[:trials]]
 
 
+def check_trials(method: str, trials: Sequence[dict[str, Any]], protocol: audit.Protocol) -> None:
+    """Raises ValueError, naming the method and the setting, for a trial that the method
+    would refuse (an unknown hyperparameter, a bad value), before any work."""
+    from scissorhands_jax.baselines import HYPERPARAMETERS
+    from scissorhands_jax.method import check_settings
+
+    for params in trials:
+        hps = {**audit.method_hyperparameters(method, protocol), **params}
+        if "steps" in hps:
+            epochs_for(method, hps.pop("steps"), 1, 1, 1)  # a method with epochs, steps >= 1
+            hps["epochs"] = 1
+        try:
+            if method == "scissorhands":
+                check_settings(**hps)
+            else:
+                HYPERPARAMETERS[method].of(method, hps)
+        except ValueError as err:
+            raise ValueError(f"the search space of {method}, trial {params}: {err}") from None
+
+
 def objective(row: dict[str, Any]) -> float:
     """The tuning objective of an audit row: ``|U-LiRA accuracy - 0.5|`` (lower is better)."""
     return abs(float(row["ulira_accuracy"]) - 0.5)
@@ -320,6 +340,8 @@ def run_tune(
     if not (isinstance(ta_slack, int | float) and math.isfinite(ta_slack) and ta_slack >= 0):
         raise ValueError(f"ta_slack must be a finite number >= 0, got {ta_slack!r}.")
     plans = {m: sample_trials(m, space[m], trials, tuning_seed) for m in methods}
+    for m in methods:
+        check_trials(m, plans[m], resolved[0])
     # the other methods' trials from earlier runs of this directory count when complete
     for m in space:
         if m not in plans and m in METHODS and trials <= grid_size(space[m]):

@@ -203,6 +203,12 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, fake_runs):
         _tune(out, 1, methods=["rl"])
     with pytest.raises(ValueError, match="even number"):
         _tune(out, 1, shadows=5)
+    with pytest.raises(ValueError, match="search space of ft.*no hyperparameter.*'lrr'"):
+        _tune(out, 1, space={"ft": {"lrr": [0.1]}})
+    with pytest.raises(ValueError, match="search space of scissorhands.*sparsity"):
+        _tune(out, 1, space={"scissorhands": {"sparsity": [1.5]}})
+    with pytest.raises(ValueError, match="iu has no epochs"):
+        _tune(out, 1, space={"iu": {"steps": [3]}})
     assert not out.exists() and fake_runs["train"] == []
 
 
