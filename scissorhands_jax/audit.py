@@ -277,10 +277,12 @@ def _train_roles(model, protocol, data, store, roles, *, key, backend, progress)
     return trained
 
 
-def _unlearn_all(name, hps, model, originals, data, *, seed, progress):
-    """Runs method ``name`` on every model of the population; stacked outputs, seconds."""
+def _unlearn_all(name, hps, model, originals, data, *, seed, progress, unlearn=None):
+    """Runs method ``name`` (through ``unlearn``, a function of its interface, if given)
+    on every model of the population; stacked outputs, seconds."""
     from scissorhands_jax.baselines import METHODS
 
+    unlearn = unlearn or METHODS[name]
     params, state = originals
     pool_logits, test_logits, seconds = [], [], []
     k_models = data.members.shape[0]
@@ -289,7 +291,7 @@ def _unlearn_all(name, hps, model, originals, data, *, seed, progress):
         retain = {n: v[data.retains[k]] for n, v in data.pool.items()}
         forget = {n: v[data.forgets[k]] for n, v in data.pool.items()}
         start = time.perf_counter()
-        result = METHODS[name](
+        result = unlearn(
             model,
             p_k,
             s_k,

@@ -235,6 +235,34 @@ def _one_line_per_trial():
         epochs.setLevel(level)
 
 
+class ReusedInfluence:
+    """IU with its direction :math:`F^{-1} v` kept across trials: the trials of IU differ
+    in α, which only scales the step, and in the damping, so the Fisher solve runs once
+    per model and damping, not once per trial. Same interface and same numbers as
+    :func:`~scissorhands_jax.baselines.influence_unlearning`; a trial's seconds then
+    count the solve only where it ran. One instance per population (models are told
+    apart by their ``key``)."""
+
+    def __init__(self):
+        self.directions: dict[Any, tuple[Any, int]] = {}
+
+    def __call__(self, model, params, model_state, *, retain, forget, key, progress=False,
+                 **hyperparameters):  # fmt: skip
+        from scissorhands_jax.baselines import influence as iu
+
+        del progress
+        hp = iu.InfluenceHyperparameters.of("iu", hyperparameters)
+        retain, forget = iu.check_data(retain, forget)
+        start = time.perf_counter()
+        token = (np.asarray(jax.random.key_data(key)).tobytes(), dataclasses.replace(hp, alpha=1))
+        if token not in self.directions:
+            self.directions[token] = iu.influence_direction(
+                model, params, model_state, retain, forget, key, hp
+            )
+        direction, m = self.directions[token]
+        return iu.influence_step(params, model_state, direction, hp.alpha, m, start)
+
+
 def _key(method: str, params: dict[str, Any]) -> str:
     return json.dumps([method, params], sort_keys=True)
 
@@ -418,14 +446,16 @@ def _tune_protocol(
     }
     retrain_ta = references[audit.REFERENCE]["TA"]
     rows = list(done.values())
+    reused = {"iu": ReusedInfluence()}
     for method, index, params in tqdm(todo, desc=protocol.name, disable=not progress):
         hps = concrete_hyperparameters(method, params, protocol, data)
         start, cpu = time.perf_counter(), time.process_time()
         try:
             with _one_line_per_trial():
                 outputs, seconds = audit._unlearn_all(
-                    method, hps, model, trained[audit.ORIGINAL], data, seed=seed, progress=False
-                )
+                    method, hps, model, trained[audit.ORIGINAL], data, seed=seed,
+                    progress=False, unlearn=reused.get(method),
+                )  # fmt: skip
         except FloatingPointError as err:  # a diverging setting is a result, not a crash
             row = {"method": method, "index": index, "params": params, "hyperparameters": hps,
                    "error": str(err), "objective": float("inf"), "feasible": False,

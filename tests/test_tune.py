@@ -78,6 +78,32 @@ def test_concrete_hyperparameters_keep_the_defaults_and_turn_steps_into_epochs()
     assert hps["alpha"] == 5.0 and "steps" not in hps
 
 
+def test_iu_trials_share_the_fisher_solve_and_give_the_same_models(monkeypatch):
+    import jax
+
+    from scissorhands_jax.baselines import influence as iu
+
+    model = audit.build_model(TINY)
+    params, state = model.init(jax.random.key(0))
+    data = audit.make_population(TINY, 4, seed=0)
+    retain = {n: v[data.retains[0]] for n, v in data.pool.items()}
+    forget = {n: v[data.forgets[0]] for n, v in data.pool.items()}
+    solves = []
+    real = iu.influence_direction
+    monkeypatch.setattr(iu, "influence_direction", lambda *a: solves.append(1) or real(*a))
+    reused = tune.ReusedInfluence()
+    hps = {"fisher_examples": 16, "chunk_size": 8, "batch_size": 64}
+    for alpha, damping, k in ((1.0, 1.0, 0), (100.0, 1.0, 0), (100.0, 10.0, 0), (1.0, 1.0, 1)):
+        key = jax.random.key(k)  # one model per key
+        kw = {"retain": retain, "forget": forget, "key": key, "alpha": alpha, **hps}
+        got = reused(model, params, state, damping=damping, **kw)
+        want = iu.influence_unlearning(model, params, state, damping=damping, **kw)
+        for g, w in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params), strict=True):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    # the reference ran its own 4 solves; the reused one solved once per model and damping
+    assert len(solves) == 4 + 3
+
+
 def _row(index, acc, ta, error=None):
     row = {"index": index, "ulira_accuracy": acc, "TA": ta}
     row["objective"] = tune.objective(row)
@@ -123,7 +149,7 @@ def fake_runs(monkeypatch):
                 store.put(role, _fake_outputs(data, i), [0.0] * len(data.members))
         return {audit.ORIGINAL: (None, None)}
 
-    def unlearn(name, hps, model, originals, data, *, seed, progress):
+    def unlearn(name, hps, model, originals, data, *, seed, progress, unlearn=None):
         calls["unlearn"].append((name, dict(hps)))
         return _fake_outputs(data, len(calls["unlearn"]) + 10), [0.0] * len(data.members)
 
