@@ -311,7 +311,7 @@ def _tune_protocol(
             data,
             seed=seed,
             num_bootstrap=num_bootstrap,
-        )  # fmt: skip
+        )
         for name in (audit.ORIGINAL, audit.REFERENCE)
     }
     retrain_ta = references[audit.REFERENCE]["TA"]
