@@ -114,6 +114,29 @@ def _versions_line(rows: Sequence[dict[str, Any]]) -> str | None:
     )
 
 
+def tuning_note(rows: Sequence[dict[str, Any]], protocol: str) -> str:
+    """Where each method's hyperparameters came from: a tune (its budget, seed and search
+    space) or the defaults; empty when no row was tuned."""
+    mine = [r for r in rows if r["protocol"] == protocol and r.get("tuning")]
+    tuned = [r for r in mine if r["tuning"]["source"] == "tuned"]
+    if not tuned:
+        return ""
+    first = tuned[0]["tuning"]
+    lines = [
+        f"Hyperparameters tuned by `scissorhands tune` ({first['trials_per_method']} trials "
+        f"per method on tuning seed {first['tuning_seed']}; objective: {first['objective']}):"
+    ]
+    for r in tuned:
+        t = r["tuning"]
+        chosen = ", ".join(f"{k}={v}" for k, v in t["params"].items())
+        space = "; ".join(f"{k} ∈ {v}" for k, v in (t.get("space") or {}).items())
+        lines.append(f"- {r['method']}: {chosen} (space: {space})")
+    default = [r["method"] for r in mine if r["tuning"]["source"] == "default"]
+    if default:
+        lines.append(f"- defaults of the digits comparison: {', '.join(default)}")
+    return "\n".join(lines)
+
+
 def markdown(rows: Sequence[dict[str, Any]], command: str | None = None) -> str:
     """The whole report.md: per protocol its sanity verdict and table, then the legend."""
     from scissorhands_jax.audit import NULL_LEVEL, PROTOCOLS, SANITY_ORIGINAL_MIN, sanity
@@ -160,6 +183,9 @@ def markdown(rows: Sequence[dict[str, Any]], command: str | None = None) -> str:
             table(rows, protocol),
             "",
         ]
+        note = tuning_note(rows, protocol)
+        if note:
+            parts += [note, ""]
     parts += [LEGEND, ""]
     return "\n".join(parts)
 

@@ -271,6 +271,7 @@ def check_setting(
     what: str,
     fix: str,
     keys: tuple[str, ...] | None = None,
+    optional: tuple[str, ...] = (),
     write: bool = True,
 ) -> None:
     """Refuses a directory made with other settings, then records ``wanted`` in ``path``.
@@ -287,6 +288,8 @@ def check_setting(
       fix: what to do instead (``"pass a new --out, or the same --seed, to resume"``).
       keys: compare only these top-level keys (others may change between runs), which
         must all be in a record of this kind; None: all of them.
+      optional: top-level keys that a record of this kind may lack (read as None there),
+        so that a record written before they existed, or without them, still resumes.
       write: record ``wanted`` after the check.
 
     Raises:
@@ -298,14 +301,16 @@ def check_setting(
     )
     plain = _plain(wanted)
     if stored is not None:
-        names = tuple(plain) if keys is None else keys
-        foreign = set(names) - set(stored) if keys is not None else set(stored) ^ set(plain)
+        stored = {**dict.fromkeys(optional), **stored}
+        plain_all = {**dict.fromkeys(optional), **plain}
+        names = tuple(plain_all) if keys is None else keys
+        foreign = set(names) - set(stored) if keys is not None else set(stored) ^ set(plain_all)
         if foreign:
             raise ValueError(
                 f"{path} does not record {what} (it holds the keys {sorted(stored)}): "
                 f"{path.parent} belongs to another command; choose another --out."
             )
-        diffs = _differences({k: stored[k] for k in names}, {k: plain[k] for k in names})
+        diffs = _differences({k: stored[k] for k in names}, {k: plain_all[k] for k in names})
         if diffs:
             raise ValueError(
                 f"{path.parent} holds {what} made with other settings ({', '.join(diffs)}); {fix}."

@@ -285,10 +285,12 @@ def _train_roles(model, protocol, data, store, roles, *, key, backend, progress)
     return trained
 
 
-def _unlearn_all(name, hps, model, originals, data, *, seed, progress):
-    """Runs method ``name`` on every model of the population; stacked outputs, seconds."""
+def _unlearn_all(name, hps, model, originals, data, *, seed, progress, unlearn=None):
+    """Runs method ``name`` (through ``unlearn``, a function of its interface, if given)
+    on every model of the population; stacked outputs, seconds."""
     from scissorhands_jax.baselines import METHODS
 
+    unlearn = unlearn or METHODS[name]
     params, state = originals
     pool_logits, test_logits, seconds = [], [], []
     k_models = data.members.shape[0]
@@ -297,7 +299,7 @@ def _unlearn_all(name, hps, model, originals, data, *, seed, progress):
         retain = {n: v[data.retains[k]] for n, v in data.pool.items()}
         forget = {n: v[data.forgets[k]] for n, v in data.pool.items()}
         start = time.perf_counter()
-        result = METHODS[name](
+        result = unlearn(
             model,
             p_k,
             s_k,
@@ -527,7 +529,8 @@ def _check_setting(out: Path, setting: dict[str, Any]) -> None:
         out / "setting.json",
         setting,
         what="an audit",
-        fix="pass a new --out, or the same --protocol/--shadows/--seed, to resume",
+        fix="pass a new --out, or the same --protocol/--shadows/--seed/--settings, to resume",
+        optional=("tuned",),
     )
 
 
@@ -544,6 +547,7 @@ def run_audit(
     plot: bool = True,
     progress: bool = False,
     command: str | None = None,
+    settings: str | Path | dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Audits every method on every protocol and writes ``audit.json``, ``report.md`` and
     ``report.png`` to ``out``.
@@ -568,13 +572,19 @@ def run_audit(
       plot: write ``report.png`` (needs matplotlib).
       progress: progress bars.
       command: the command line, quoted in the report.
+      settings: a ``scissorhands tune`` result (the path of its ``settings.json``, or
+        its content): the methods it chose hyperparameters for on a protocol run with
+        them (:func:`scissorhands_jax.tune.concrete_hyperparameters`); the others keep
+        :func:`method_hyperparameters`. Each row's ``tuning`` says which, with the
+        budget and the search space.
 
     Returns:
       The rows of ``audit.json``: one per protocol and method.
 
     Raises:
-      ValueError: unknown protocol or method, bad ``shadows`` or ``seed``, or an ``out``
-        holding another audit, something else, a damaged state file, or in use by another
+      ValueError: unknown protocol or method, bad ``shadows`` or ``seed``, unreadable
+        ``settings`` or ``seed`` equal to their tuning seed, or an ``out`` holding
+        another audit, something else, a damaged state file, or in use by another
         process (all before any training).
     """
     from scissorhands_jax import _audit_report, _report
@@ -600,10 +610,8 @@ def run_audit(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory.")
-    hyperparameters = {
-        p.name: {m: method_hyperparameters(m, p) for m in methods if m not in (ORIGINAL, REFERENCE)}
-        for p in resolved
-    }
+    populations = {p.name: make_population(p, shadows, seed) for p in resolved}
+    hyperparameters, tuning = _audit_hyperparameters(resolved, methods, populations, settings, seed)
     setting = {
         "protocols": {p.name: dataclasses.asdict(p) for p in resolved},
         "shadows": shadows,
@@ -611,6 +619,10 @@ def run_audit(
         "backend": [backend, jax.default_backend()],
     }
     run_versions = versions()
+    if settings is not None:  # cached outputs of default runs must not pass for tuned ones
+        setting["tuned"] = {
+            p: {m: t.get("params") for m, t in by.items()} for p, by in tuning.items()
+        }
     with run_directory(out, command=command):  # one writer at a time
         _check_setting(out, setting)
         results_path = out / "audit.json"
@@ -623,7 +635,7 @@ def run_audit(
         )
         for protocol in resolved:
             model = build_model(protocol)
-            data = make_population(protocol, shadows, seed)
+            data = populations[protocol.name]
             store = _Store(out / protocol.name)
             missing = [m for m in methods if store.get(m) is None]
             # every method but Retrain starts from the originals; Retrain only from its own
@@ -666,11 +678,49 @@ def run_audit(
                 row["rte_s"] = float(np.mean(outputs["seconds"]))
                 row["hyperparameters"] = hyperparameters[protocol.name].get(method)
                 row["versions"] = run_versions
+                row["tuning"] = tuning[protocol.name].get(method)
                 key = (protocol.name, method)
                 rows = [r for r in rows if (r["protocol"], r["method"]) != key] + [row]
                 write_bytes_atomic(results_path, _json_bytes(rows))
         _audit_report.write(rows, out, plot=plot, command=command)
         return rows
+
+
+def _audit_hyperparameters(resolved, methods, populations, settings, seed):
+    """Per protocol, the hyperparameters of each method and where they come from: a
+    tune's ``settings`` where it chose some, else :func:`method_hyperparameters`."""
+    from scissorhands_jax import tune
+
+    if settings is not None:
+        settings = tune.load_settings(settings)
+        if int(seed) == int(settings["tuning_seed"]):
+            raise ValueError(
+                f"--seed {seed} is the tuning seed of these --settings: a seed the "
+                "hyperparameters were chosen on is never reported; pass another --seed."
+            )
+    hyperparameters, tuning = {}, {}
+    for p in resolved:
+        tuned = tune.tuned_hyperparameters(settings, p.name) if settings else {}
+        hyperparameters[p.name], tuning[p.name] = {}, {}
+        for m in methods:
+            if m in (ORIGINAL, REFERENCE):
+                continue
+            if m in tuned:
+                data = populations[p.name]
+                hyperparameters[p.name][m] = tune.concrete_hyperparameters(m, tuned[m], p, data)
+                tuning[p.name][m] = {
+                    "source": "tuned",
+                    "params": tuned[m],
+                    "trials_per_method": settings["trials_per_method"],
+                    "space": settings["space"].get(m),
+                    "objective": settings["objective"],
+                    "tuning_seed": settings["tuning_seed"],
+                    "shadows": settings.get("shadows"),
+                }
+            else:
+                hyperparameters[p.name][m] = method_hyperparameters(m, p)
+                tuning[p.name][m] = {"source": "default"}
+    return hyperparameters, tuning
 
 
 def sanity(rows: Sequence[dict[str, Any]], protocol: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ COMMANDS = {
     "generate-demo": "scissorhands_jax.commands.generate_demo",
     "prepare": "scissorhands_jax.commands.prepare",
     "train": "scissorhands_jax.commands.train",
+    "tune": "scissorhands_jax.commands.tune",
     "unlearn": "scissorhands_jax.commands.unlearn",
 }
 """Subcommand name -> module implementing it."""

@@ -205,15 +205,50 @@ def influence_unlearning(
     hp = InfluenceHyperparameters.of("iu", hyperparameters)
     retain, forget = check_data(retain, forget)
     start = time.perf_counter()
+    direction, m = influence_direction(model, params, model_state, retain, forget, key, hp)
+    return influence_step(params, model_state, direction, hp.alpha, m, start)
+
+
+def influence_direction(
+    model: Model,
+    params: Params,
+    model_state: ModelState,
+    retain: dict,
+    forget: dict,
+    key: PRNGKey,
+    hp: InfluenceHyperparameters,
+) -> tuple[jax.Array, int]:
+    r""":math:`F^{-1} v` of :func:`influence_unlearning`, flattened, and m, the number of
+    Fisher examples: everything of the step but its scale :math:`\alpha` (``hp.alpha``
+    is not read), so steps of several :math:`\alpha` can share it."""
     n_f, n_r = num_examples(forget), num_examples(retain)
     g_f = mean_gradient(model, params, model_state, forget, hp.batch_size)
     g_r = mean_gradient(model, params, model_state, retain, hp.batch_size)
     v = (n_f / (n_f + n_r)) * (g_f - g_r)
     pick = np.sort(permutation(key, n_r)[: min(hp.fisher_examples, n_r)])
     fisher = jax.tree.map(lambda x: x[pick], retain)
-    step = hp.alpha * woodfisher_inverse_product(
+    direction = woodfisher_inverse_product(
         model, params, model_state, fisher, v, damping=hp.damping, chunk_size=hp.chunk_size
     )
+    return direction, int(pick.size)
+
+
+def influence_step(
+    params: Params,
+    model_state: ModelState,
+    direction: jax.Array,
+    alpha: float,
+    fisher_examples: int,
+    start: float,
+) -> UnlearnResult:
+    r""":math:`\theta + \alpha\,` ``direction`` (:func:`influence_direction`) as the
+    result of :func:`influence_unlearning`; its log entry's seconds count from ``start``
+    (a ``time.perf_counter()`` value).
+
+    Raises:
+      FloatingPointError: a non-finite step.
+    """
+    step = alpha * direction
     norm = float(jnp.linalg.norm(step))
     if not np.isfinite(norm):
         raise FloatingPointError(
@@ -223,7 +258,7 @@ def influence_unlearning(
     new_params = unravel(flat + step.astype(flat.dtype))
     entry = {
         "epoch": "influence",
-        "fisher_examples": int(pick.size),
+        "fisher_examples": fisher_examples,
         "step_norm": norm,
         "time_s": time.perf_counter() - start,
     }

@@ -51,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend", default="auto", choices=("auto", "vmap", "sequential"), help="population"
     )
+    p.add_argument(
+        "--settings",
+        help="a settings.json of `scissorhands tune`: its methods run with the hyperparameters "
+        "it chose (the others with the defaults); --seed must differ from its tuning seed",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip report.png")
     p.add_argument("--no-progress", action="store_true")
     _args.add_mesh_argument(p)  # the methods run on the mesh; the populations use vmap
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             plot=not args.no_plot,
             progress=not args.no_progress,
             command=command,
+            settings=args.settings,
         )
     print((Path(args.out) / "report.md").read_text())
     return 0
