@@ -284,6 +284,11 @@ def _unlearn_all(name, hps, model, originals, data, *, seed, progress):
     params, state = originals
     pool_logits, test_logits, seconds = [], [], []
     k_models = data.members.shape[0]
+    held_out = {}
+    if hps.get("calibration", "none") != "none":
+        # Scissorhands' calibration reads held-out inputs: the test set, which no model of
+        # the audit trains on (its labels are not read; argmax, so TA, is unchanged)
+        held_out = {"calibration_data": data.test}
     for k in tqdm(range(k_models), desc=name, disable=not progress, leave=False):
         p_k, s_k = pop.unstack_tree(params, k), pop.unstack_tree(state, k)
         retain = {n: v[data.retains[k]] for n, v in data.pool.items()}
@@ -296,6 +301,7 @@ def _unlearn_all(name, hps, model, originals, data, *, seed, progress):
             retain=retain,
             forget=forget,
             key=jax.random.fold_in(jax.random.key(2000 + seed), k),
+            **held_out,
             **hps,
         )
         jax.block_until_ready(result.params)
