@@ -59,6 +59,7 @@ _ATTRIBUTES = {
     "RepairSettings": "scissorhands_jax.settings",
     "ProjectionSettings": "scissorhands_jax.settings",
     "TrainingSettings": "scissorhands_jax.settings",
+    "CalibrationSettings": "scissorhands_jax.settings",
     "with_precision": "scissorhands_jax.precision",
     "fit": "scissorhands_jax.training",
     "sgd": "scissorhands_jax.training",
