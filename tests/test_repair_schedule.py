@@ -3,6 +3,8 @@ counted per epoch against a hand count."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -93,3 +95,21 @@ def test_the_default_schedule_is_the_published_run():
     assert [{k: v for k, v in e.items() if k not in drop} for e in published] == [
         {k: v for k, v in e.items() if k not in drop} for e in explicit
     ]
+
+
+def test_saved_runs_keep_their_identity_unless_a_variant_is_asked():
+    from types import SimpleNamespace
+
+    from scissorhands_jax import pipeline
+    from scissorhands_jax.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "experiments/configs/cifar10_random10.py")
+    split = SimpleNamespace(
+        indices=SimpleNamespace(num_train=10, val=np.arange(3), forget=np.arange(2))
+    )
+    before = pipeline.identity(cfg, "scissorhands", split)["unlearn"]
+    assert "project_epochs" not in before and "calibration" not in before
+    cfg["unlearn"].update(project_epochs=2, calibration="temperature")
+    asked = pipeline.identity(cfg, "scissorhands", split)["unlearn"]
+    assert (asked["project_epochs"], asked["calibration"]) == (2, "temperature")
+    assert {k: v for k, v in asked.items() if k not in ("project_epochs", "calibration")} == before
