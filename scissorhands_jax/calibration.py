@@ -159,6 +159,35 @@ def _input_batches(data: Any, input_key: str, batch_size: int) -> Iterator[jax.A
         yield jnp.asarray(inputs[i : i + batch_size])
 
 
+def _input_key(model: Model, data: Any) -> str:
+    key = model.batch_spec.input_key if model.batch_spec is not None else "image"
+    if not callable(data) and (not isinstance(data, Mapping) or key not in data):
+        raise ValueError(
+            f"calibration_data must be a dict holding the model's inputs under {key!r} (or "
+            f"a batch source), got {type(data).__name__}."
+        )
+    return key
+
+
+def _checked_batches(model: Model, data: Any, batch_size: int, *, first_only: bool = False):
+    batches = []
+    for x in _input_batches(data, _input_key(model, data), batch_size):
+        if np.shape(x)[0]:
+            batches.append(x)
+            if first_only:
+                break
+    if not batches:
+        raise ValueError("calibration_data holds no examples; pass a non-empty held-out set.")
+    return batches
+
+
+def check_calibration(model: Model, params: Params, model_state: ModelState, data: Any) -> None:
+    """Raises ValueError, before any work, unless ``data`` holds the model's inputs and
+    the model has a head :func:`calibrate_temperature` can scale (one batch is read)."""
+    probe = _checked_batches(model, data, 256, first_only=True)[0]
+    find_head(model, params, model_state, probe)
+
+
 def _logits(model, params, model_state, batches) -> np.ndarray:
     return np.concatenate([np.asarray(model.logits(params, model_state, x)) for x in batches])
 
@@ -196,15 +225,7 @@ def calibrate_temperature(
     Raises:
       ValueError: ``data`` without the model's inputs, or a model without a linear head.
     """
-    input_key = model.batch_spec.input_key if model.batch_spec is not None else "image"
-    if not callable(data) and (not isinstance(data, dict) or input_key not in data):
-        raise ValueError(
-            f"calibration_data must be a dict holding the model's inputs under "
-            f"{input_key!r} (or a batch source), got {type(data).__name__}."
-        )
-    batches = list(_input_batches(data, input_key, batch_size))
-    if not batches or sum(x.shape[0] for x in batches) == 0:
-        raise ValueError("calibration_data holds no examples; pass a non-empty held-out set.")
+    batches = _checked_batches(model, data, batch_size)
     z_original = _logits(model, original_params, original_state, batches)
     z = _logits(model, params, model_state, batches)
     target = mean_confidence(z_original)

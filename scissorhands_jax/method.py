@@ -18,7 +18,7 @@ import numpy as np
 
 from scissorhands_jax import repairing, trimming
 from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGKey
-from scissorhands_jax.calibration import calibrate_temperature
+from scissorhands_jax.calibration import calibrate_temperature, check_calibration
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model, bind_state, check_data, check_params
 from scissorhands_jax.parallel import on_mesh, sharded_source
@@ -148,7 +148,8 @@ def scissorhands(
         read (a missing entry, labels that are not integers in ``[0, num_classes)``,
         NaN or inf values; a :data:`BatchSource` is checked on its first batch), a
         parameter leaf that is not a float array, ``eligible`` of another type, an
-        invalid regex or no eligible leaf.
+        invalid regex or no eligible leaf; with a calibration, ``calibration_data``
+        without the model's inputs or a model without a linear head.
       TypeError: a settings argument that is not its dataclass.
       FloatingPointError: a non-finite loss during saliency, memory or repair, or a
         diverging repair (at the step it happens, naming the cause).
@@ -163,6 +164,9 @@ def scissorhands(
     check_params(params)
     reinit_tree, protect_tree = resolve_eligibility(params, eligible)
     check_data(model, params, model_state, {"forget": forget, "retain": retain})
+    if calibration.kind != "none":
+        check_calibration(model, params, model_state,
+                          retain if calibration_data is None else calibration_data)  # fmt: skip
     if mesh is not None:
         params = on_mesh(params, mesh, shard=training.shard_params)
         model_state = on_mesh(model_state, mesh)

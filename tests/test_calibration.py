@@ -234,3 +234,25 @@ def test_the_audit_passes_its_test_set_and_no_retrain_output(monkeypatch):
     seen.clear()
     audit._unlearn_all("scissorhands", {}, model, (params, state), data, seed=0, progress=False)
     assert all("calibration_data" not in kw for kw in seen)
+
+
+def test_bad_calibration_data_fails_before_any_work(monkeypatch):
+    from scissorhands_jax import method
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the calibration's input must be checked before the trim")
+
+    monkeypatch.setattr(method, "_trim_classifier", boom)
+    model = _two_layer_digits()
+    params, state = model.init(jax.random.key(0))
+    _, retain, forget = _tiny_request()
+    common = dict(retain=retain, forget=forget, key=jax.random.key(2), calibration="temperature")
+    for bad, match in (
+        (retain["image"], "calibration_data must be a dict"),
+        ({"pixels": retain["image"]}, "under 'image'"),
+        ({"image": retain["image"][:0]}, "holds no examples"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            shs.baselines.METHODS["scissorhands"](
+                model, params, state, calibration_data=bad, **common
+            )
