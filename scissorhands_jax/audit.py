@@ -301,7 +301,7 @@ def _unlearn_all(name, hps, model, originals, data, *, seed, progress):
     held_out = {}
     if hps.get("calibration", "none") != "none":
         # Scissorhands' calibration reads held-out inputs: the test set, which no model of
-        # the audit trains on (its labels are not read; argmax, so TA, is unchanged)
+        # the audit trains on (a temperature leaves argmax, so TA, unchanged)
         held_out = {"calibration_data": data.test}
     for k in tqdm(range(k_models), desc=name, disable=not progress, leave=False):
         p_k, s_k = pop.unstack_tree(params, k), pop.unstack_tree(state, k)

@@ -5,26 +5,26 @@ on small data its logits on unseen examples sit below those of a retrained model
 membership attack reads that shift as a trace of the forget set. Without any Retrain
 information, the original model says how confident a model of this class trained on
 this data is on examples it never saw. Calibration fits one temperature :math:`T` so
-that the unlearned model's *mean confidence* on held-out data equals the original's on
-the same data,
+that the unlearned model's mean *logit-scaled confidence* of the true class on held-out
+data equals the original's on the same data,
 
 .. math::
 
-    \frac{1}{n} \sum_i \max_c \operatorname{softmax}(z^u_i / T)_c
-    = \frac{1}{n} \sum_i \max_c \operatorname{softmax}(z^o_i)_c,
+    \frac{1}{n} \sum_i \phi(z^u_i / T, y_i) = \frac{1}{n} \sum_i \phi(z^o_i, y_i),
+    \qquad \phi(z, y) = \log \frac{p_y}{1 - p_y} = z_y - \log \sum_{j \ne y} e^{z_j},
 
-with :math:`z^u` the unlearned and :math:`z^o` the original logits (``logits`` and
-``target`` of :func:`fit_temperature`), then divides the logits by :math:`T` by scaling
-the classifier head's kernel and bias by :math:`1/T` (:func:`scale_head`): the result is
-a plain parameter tree, and :math:`\arg\max` (every accuracy) is unchanged.
+with :math:`z^u` the unlearned and :math:`z^o` the original logits and :math:`y` the
+labels (``logits``, ``target`` and ``labels`` of :func:`fit_temperature`), then divides
+the logits by :math:`T` by scaling the classifier head's kernel and bias by :math:`1/T`
+(:func:`scale_head`): the result is a plain parameter tree, and :math:`\arg\max` (every
+accuracy) is unchanged.
 
-Why the mean confidence: it needs no labels (the held-out data may be unlabelled), it
-is what "under-confident" means, and it falls monotonically as :math:`T` grows (the
-maximum of :math:`\operatorname{softmax}(\beta z)` grows with :math:`\beta = 1/T`, its
-derivative being :math:`p_{\max}(z_{\max} - \mathbb{E}_p z) \ge 0`), so the equation has
-one solution, found by bisection. The mean log-likelihood of the label would need labels
-and is not monotone in :math:`T`; the mean logit-scaled confidence is dominated by the
-few examples whose confidence is near 1.
+Why :math:`\phi`: it is the statistic a likelihood-ratio membership attack reads
+(:func:`scissorhands_jax.metrics.logit_confidence`), so matching its level removes the
+global shift such an attack would see. Measured on the audit's ``digits_small``
+protocol (16 models, the default Scissorhands), matching it took U-LiRA from 0.870 to
+0.695; matching the mean log-likelihood of the label reached 0.748 and the label-free
+mean top-class probability only 0.814.
 """
 
 from __future__ import annotations
@@ -44,45 +44,67 @@ TEMPERATURE_RANGE = (1e-2, 1e2)
 interval reaches gives its nearest end."""
 
 
-def mean_confidence(logits: Any, temperature: float = 1.0) -> float:
-    r"""The mean over examples of :math:`\max_c \operatorname{softmax}(z / T)_c` (float64).
+def mean_logit_confidence(logits: Any, labels: Any, temperature: float = 1.0) -> float:
+    r"""The mean over examples of :math:`\phi(z / T, y)` (float64; see
+    :func:`scissorhands_jax.metrics.logit_confidence`).
 
     Args:
       logits: (n, C) logits :math:`z`.
+      labels: (n,) integer labels :math:`y`.
       temperature: :math:`T > 0`.
     """
-    z = np.asarray(logits, np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    return float(np.mean(1.0 / np.exp(z).sum(axis=-1)))  # the max's softmax: exp(0) / sum
+    from scissorhands_jax.metrics import logit_confidence
+
+    return float(np.mean(logit_confidence(np.asarray(logits, np.float64) / temperature, labels)))
 
 
-def fit_temperature(logits: Any, target: float, *, iterations: int = 200) -> float:
-    """The temperature :math:`T` at which :func:`mean_confidence` of ``logits`` is ``target``.
+def fit_temperature(logits: Any, labels: Any, target: float, *, iterations: int = 100) -> float:
+    r"""The temperature :math:`T` at which :func:`mean_logit_confidence` of ``logits`` is
+    ``target``.
 
-    Bisection on :math:`\\log T` over :data:`TEMPERATURE_RANGE` (the mean confidence falls
-    as :math:`T` grows); a target the range cannot reach gives its nearest end.
+    The mean is evaluated on a grid of 401 temperatures, log-spaced over
+    :data:`TEMPERATURE_RANGE`; of the intervals where it crosses ``target``, the one
+    nearest :math:`T = 1` (the smallest change) is refined by bisection on
+    :math:`\log T`. The mean falls as :math:`T` grows wherever the model predicts the
+    label, so on a model that mostly does there is one crossing. A target the range
+    does not reach gives the grid temperature nearest to it.
 
     Args:
       logits: (n, C) logits of the model to calibrate on the held-out data.
-      target: the mean confidence to reach (the original's on the same data).
+      labels: (n,) integer labels of the held-out data.
+      target: the mean to reach (the original model's on the same data).
       iterations: bisection steps.
 
     Returns:
       :math:`T` as a Python float.
 
     Raises:
-      ValueError: empty ``logits`` or a ``target`` outside (0, 1].
+      ValueError: empty ``logits``, labels of another length, or a non-finite ``target``.
     """
     logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
     if logits.ndim != 2 or logits.shape[0] == 0:
         raise ValueError(f"logits must be a non-empty (n, C) array, got shape {logits.shape}.")
-    if not 0.0 < target <= 1.0:
-        raise ValueError(f"target must be a mean confidence in (0, 1], got {target!r}.")
-    lo, hi = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"labels must have shape {logits.shape[:1]}, got {labels.shape}.")
+    if not np.isfinite(target):
+        raise ValueError(f"target must be a finite number, got {target!r}.")
+
+    def gap(u):
+        return mean_logit_confidence(logits, labels, np.exp(u)) - target
+
+    grid = np.linspace(np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1]), 401)
+    gaps = np.array([gap(u) for u in grid])
+    crossings = np.flatnonzero(np.sign(gaps[:-1]) != np.sign(gaps[1:]))
+    if crossings.size == 0:
+        return float(np.exp(grid[np.argmin(np.abs(gaps))]))
+    i = crossings[np.argmin(np.abs(grid[crossings] + grid[crossings + 1]))]
+    lo, hi, g_lo = grid[i], grid[i + 1], gaps[i]
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        if mean_confidence(logits, np.exp(mid)) > target:
-            lo = mid  # still too confident: a higher temperature
+        g_mid = gap(mid)
+        if np.sign(g_mid) == np.sign(g_lo):
+            lo, g_lo = mid, g_mid
         else:
             hi = mid
     return float(np.exp(0.5 * (lo + hi)))
@@ -148,32 +170,35 @@ def find_head(model: Model, params: Params, model_state: ModelState, probe: jax.
     )
 
 
-def _input_batches(data: Any, input_key: str, batch_size: int) -> Iterator[jax.Array]:
-    """The inputs of ``data`` (a dict of arrays, or a batch source read once with key 0)."""
+def _batches(data: Any, keys: tuple[str, str], batch_size: int) -> Iterator[tuple]:
+    """``(inputs, labels)`` of ``data`` (a dict of arrays, or a batch source read once
+    with key 0)."""
     if callable(data):
         for batch in data(jax.random.key(0)):
-            yield batch[input_key]
+            yield tuple(batch[k] for k in keys)
         return
-    inputs = data[input_key]
-    for i in range(0, np.shape(inputs)[0], batch_size):
-        yield jnp.asarray(inputs[i : i + batch_size])
+    n = np.shape(data[keys[0]])[0]
+    for i in range(0, n, batch_size):
+        yield tuple(np.asarray(data[k][i : i + batch_size]) for k in keys)
 
 
-def _input_key(model: Model, data: Any) -> str:
-    key = model.batch_spec.input_key if model.batch_spec is not None else "image"
-    if not callable(data) and (not isinstance(data, Mapping) or key not in data):
+def _keys(model: Model, data: Any) -> tuple[str, str]:
+    spec = model.batch_spec
+    keys = (spec.input_key, spec.label_key) if spec is not None else ("image", "label")
+    if not callable(data) and (not isinstance(data, Mapping) or not set(keys) <= set(data)):
         raise ValueError(
-            f"calibration_data must be a dict holding the model's inputs under {key!r} (or "
-            f"a batch source), got {type(data).__name__}."
+            f"calibration_data must be a dict holding the model's inputs and labels under "
+            f"{keys} (or a batch source), got {type(data).__name__}"
+            + (f" with keys {sorted(data)}." if isinstance(data, Mapping) else ".")
         )
-    return key
+    return keys
 
 
 def _checked_batches(model: Model, data: Any, batch_size: int, *, first_only: bool = False):
     batches = []
-    for x in _input_batches(data, _input_key(model, data), batch_size):
+    for x, y in _batches(data, _keys(model, data), batch_size):
         if np.shape(x)[0]:
-            batches.append(x)
+            batches.append((jnp.asarray(x), np.asarray(y)))
             if first_only:
                 break
     if not batches:
@@ -183,13 +208,14 @@ def _checked_batches(model: Model, data: Any, batch_size: int, *, first_only: bo
 
 def check_calibration(model: Model, params: Params, model_state: ModelState, data: Any) -> None:
     """Raises ValueError, before any work, unless ``data`` holds the model's inputs and
-    the model has a head :func:`calibrate_temperature` can scale (one batch is read)."""
-    probe = _checked_batches(model, data, 256, first_only=True)[0]
+    labels and the model has a head :func:`calibrate_temperature` can scale (one batch
+    is read)."""
+    probe = _checked_batches(model, data, 256, first_only=True)[0][0]
     find_head(model, params, model_state, probe)
 
 
 def _logits(model, params, model_state, batches) -> np.ndarray:
-    return np.concatenate([np.asarray(model.logits(params, model_state, x)) for x in batches])
+    return np.concatenate([np.asarray(model.logits(params, model_state, x)) for x, _ in batches])
 
 
 def calibrate_temperature(
@@ -202,8 +228,9 @@ def calibrate_temperature(
     data: Any,
     batch_size: int = 1024,
 ) -> tuple[Params, dict[str, Any]]:
-    """Divides the logits of ``params`` by the temperature at which their mean confidence
-    on ``data`` is the original model's on ``data``.
+    """Divides the logits of ``params`` by the temperature at which their mean
+    logit-scaled confidence on ``data`` is the original model's on ``data``
+    (:func:`fit_temperature`).
 
     Nothing else is read: the unlearned model, the original model and the held-out data.
 
@@ -213,30 +240,33 @@ def calibrate_temperature(
       model_state: their model state.
       original_params: the original (trained) parameters.
       original_state: the original model state.
-      data: held-out data: a dict holding the model's inputs (its ``batch_spec``'s input
-        key, ``"image"`` by default; labels are not read) or a batch source.
+      data: held-out data: a dict holding the model's inputs and integer labels (its
+        ``batch_spec``'s keys, ``"image"`` and ``"label"`` by default) or a batch source.
       batch_size: examples per forward pass.
 
     Returns:
       ``(params, info)``: the parameters with the head scaled by :math:`1/T`, and
-      ``{"temperature", "confidence_original", "confidence_before", "confidence_after",
-      "head"}``.
+      ``{"temperature", "logit_confidence_original", "logit_confidence_before",
+      "logit_confidence_after", "head"}`` (the means on ``data``).
 
     Raises:
-      ValueError: ``data`` without the model's inputs, or a model without a linear head.
+      ValueError: ``data`` without the model's inputs or labels, or a model without a
+        linear head.
     """
     batches = _checked_batches(model, data, batch_size)
+    labels = np.concatenate([y for _, y in batches])
     z_original = _logits(model, original_params, original_state, batches)
     z = _logits(model, params, model_state, batches)
-    target = mean_confidence(z_original)
-    temperature = fit_temperature(z, target)
-    head = find_head(model, params, model_state, batches[0])
+    target = mean_logit_confidence(z_original, labels)
+    temperature = fit_temperature(z, labels, target)
+    head = find_head(model, params, model_state, batches[0][0])
     calibrated = scale_head(params, head, 1.0 / temperature)
+    z_after = _logits(model, calibrated, model_state, batches)
     info = {
         "temperature": temperature,
-        "confidence_original": target,
-        "confidence_before": mean_confidence(z),
-        "confidence_after": mean_confidence(_logits(model, calibrated, model_state, batches)),
+        "logit_confidence_original": target,
+        "logit_confidence_before": mean_logit_confidence(z, labels),
+        "logit_confidence_after": mean_logit_confidence(z_after, labels),
         "head": jax.tree_util.keystr(head),
     }
     return calibrated, info

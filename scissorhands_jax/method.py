@@ -110,8 +110,8 @@ def scissorhands(
     2. ``epochs`` of SGD on :math:`L_r - \lambda L_f` with the GEM projection against
        :math:`\nabla[-L_f]` memories refreshed every epoch.
     3. Opt-in, not part of the published method (``calibration.kind="temperature"``):
-       the logits are divided by one temperature fitted so that the mean confidence on
-       ``calibration_data`` is the original model's
+       the logits are divided by one temperature fitted so that the mean logit-scaled
+       confidence of the true class on ``calibration_data`` is the original model's
        (:func:`~scissorhands_jax.calibration.calibrate_temperature`).
 
     Args:
@@ -135,7 +135,7 @@ def scissorhands(
         so the selection of the entries to re-initialise does not depend on it).
       calibration: what happens to the outputs after the repair (default: nothing).
       calibration_data: held-out data for ``calibration``, never trained on (a dict
-        holding the model's inputs, labels not read, or a batch source); None: the
+        holding the model's inputs and labels, or a batch source); None: the
         retain set, on which the original and a retrained model were both trained.
         Read only with a calibration.
       eval_fn: ``eval_fn(params, model_state) -> dict`` logged after every epoch.

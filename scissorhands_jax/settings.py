@@ -30,8 +30,8 @@ PROJECTIONS = ("gem", "orthogonal", "orthogonal_on_conflict", "none")
 
 CALIBRATIONS = ("none", "temperature")
 """What happens to the outputs after the repair: nothing (the method as published), or
-one temperature fitted so that the mean confidence on held-out data is the original's
-(see :mod:`scissorhands_jax.calibration`)."""
+one temperature fitted so that the mean logit-scaled confidence of the true class on
+held-out data is the original's (see :mod:`scissorhands_jax.calibration`)."""
 
 TIES = ("exact", "release")
 r"""How the trim breaks ties at the threshold: select exactly the top
@@ -293,7 +293,8 @@ class CalibrationSettings:
     Attributes:
       kind: :data:`CALIBRATIONS`; ``"temperature"`` divides the logits by one fitted
         temperature (the classifier head's kernel and bias are scaled), so that the mean
-        confidence on held-out data is the original model's. The held-out data is an
+        logit-scaled confidence of the true class on held-out data is the original
+        model's. The held-out data (inputs and labels) is an
         input of :func:`scissorhands_jax.scissorhands` (``calibration_data``).
     """
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.optimize import brentq
+from scipy.special import logsumexp
 
 import scissorhands_jax as shs
 from scissorhands_jax import audit
@@ -18,7 +19,7 @@ from scissorhands_jax.calibration import (
     calibrate_temperature,
     find_head,
     fit_temperature,
-    mean_confidence,
+    mean_logit_confidence,
     scale_head,
 )
 from scissorhands_jax.settings import CalibrationSettings, flat_defaults, from_flat
@@ -36,43 +37,72 @@ def _two_layer():
     return shs.linen_model(_TwoLayer(), jnp.zeros((1, 4), jnp.float32))
 
 
-def _scipy_mean_confidence(z, t):
-    p = np.exp(z / t - np.max(z / t, axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    return p.max(axis=1).mean()
+def _phi_by_hand(z, y, t=1.0):
+    """Mean of log(p_y / (1 - p_y)) = z_y - log sum_{j != y} exp(z_j), with SciPy's
+    logsumexp over the other classes (float64)."""
+    z = np.asarray(z, np.float64) / t
+    rows = np.arange(len(y))
+    others = np.where(np.arange(z.shape[1])[None, :] == np.asarray(y)[:, None], -np.inf, z)
+    return float(np.mean(z[rows, y] - logsumexp(others, axis=1)))
 
 
-def test_mean_confidence_by_hand():
-    # two classes with logits (0, log 3): softmax (1/4, 3/4); at T = 2: (1, sqrt 3)
-    z = np.array([[0.0, np.log(3.0)], [5.0, 5.0]])
-    assert mean_confidence(z) == pytest.approx((0.75 + 0.5) / 2, rel=1e-12)
-    at_two = np.sqrt(3.0) / (1.0 + np.sqrt(3.0))
-    assert mean_confidence(z, 2.0) == pytest.approx((at_two + 0.5) / 2, rel=1e-12)
+def test_mean_logit_confidence_by_hand():
+    # (0, log 3) with label 1: p_y = 3/4, phi = log 3; (0, 0, log 2) with label 2:
+    # p_y = 1/2, phi = 0; at T = 2 the first is (0, log 3 / 2): phi = log(3) / 2
+    z = np.array([[0.0, np.log(3.0), -np.inf], [0.0, 0.0, np.log(2.0)]])
+    z[0, 2] = -50.0  # a third class that carries no probability
+    y = np.array([1, 2])
+    assert mean_logit_confidence(z, y) == pytest.approx(np.log(3.0) / 2, abs=1e-12)
+    z2 = np.array([[0.0, np.log(3.0)]])
+    assert mean_logit_confidence(z2, [1], 2.0) == pytest.approx(np.log(3.0) / 2, rel=1e-12)
+
+
+def _mostly_right(seed, n=60, c=10):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    z = rng.normal(0, 1.5, (n, c))
+    z[np.arange(n), y] += 3.0  # the label is the top class for most examples
+    return z, y
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("target", [0.35, 0.6, 0.9, 0.99])
+@pytest.mark.parametrize("target", [0.5, 2.0, 5.0, 20.0])
 def test_fit_temperature_matches_a_scipy_root(seed, target):
-    z = np.random.default_rng(seed).normal(0, 3, (50, 10))
-    want = brentq(lambda t: _scipy_mean_confidence(z, t) - target, *TEMPERATURE_RANGE, xtol=1e-14)
-    got = fit_temperature(z, target)
-    assert got == pytest.approx(want, rel=1e-9)
-    assert mean_confidence(z, got) == pytest.approx(target, abs=1e-9)
+    z, y = _mostly_right(seed)
+    want = brentq(lambda t: _phi_by_hand(z, y, t) - target, *TEMPERATURE_RANGE, xtol=1e-14)
+    got = fit_temperature(z, y, target)
+    assert got == pytest.approx(want, rel=1e-8)
+    assert mean_logit_confidence(z, y, got) == pytest.approx(target, abs=1e-8)
 
 
 def test_fit_temperature_against_a_grid_and_at_the_ends():
-    z = np.random.default_rng(3).normal(0, 2, (40, 5))
+    z, y = _mostly_right(3)
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 20001))
-    target = 0.7
-    best = grid[np.argmin([abs(_scipy_mean_confidence(z, t) - target) for t in grid])]
-    assert fit_temperature(z, target) == pytest.approx(best, rel=1e-3)
+    target = 1.5
+    best = grid[np.argmin([abs(_phi_by_hand(z, y, t) - target) for t in grid])]
+    assert fit_temperature(z, y, target) == pytest.approx(best, rel=1e-3)
     # a target no temperature in the range reaches gives the nearest end
-    assert fit_temperature(z, 1.0) == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-9)
-    assert fit_temperature(z, 0.2) == pytest.approx(TEMPERATURE_RANGE[1], rel=1e-9)
+    assert fit_temperature(z, y, 1e6) == pytest.approx(TEMPERATURE_RANGE[0], rel=1e-9)
+    assert fit_temperature(z, y, -50.0) == pytest.approx(TEMPERATURE_RANGE[1], rel=1e-9)
     with pytest.raises(ValueError, match="target"):
-        fit_temperature(z, 1.5)
+        fit_temperature(z, y, np.nan)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        fit_temperature(z, y[:-1], 1.0)
     with pytest.raises(ValueError, match="non-empty"):
-        fit_temperature(np.zeros((0, 3)), 0.5)
+        fit_temperature(np.zeros((0, 3)), np.zeros(0, int), 0.5)
+
+
+def test_fit_temperature_takes_the_crossing_nearest_one():
+    # a misclassified example (label 1, logits (1, 0, -10)): its phi rises from -log 2 as
+    # T falls from infinity, then falls to -infinity; -0.5 is crossed near T = 2 and 20
+    z, y = np.array([[1.0, 0.0, -10.0]]), np.array([1])
+    ts = np.exp(np.linspace(np.log(1e-2), np.log(1e2), 200001))
+    vals = np.array([_phi_by_hand(z, y, t) for t in ts]) + 0.5
+    roots = ts[np.flatnonzero(np.sign(vals[:-1]) != np.sign(vals[1:]))]
+    assert roots.size == 2
+    nearest = roots[np.argmin(np.abs(np.log(roots)))]
+    assert 1.5 < nearest < 2.5
+    assert fit_temperature(z, y, -0.5) == pytest.approx(nearest, rel=1e-4)
 
 
 def test_scaling_the_head_divides_the_logits_by_hand():
@@ -127,17 +157,20 @@ def test_calibration_reads_only_the_two_models_and_held_out_inputs():
     model = _two_layer()
     original, state = model.init(jax.random.key(0))
     unlearned = jax.tree.map(lambda a: 0.3 * a, original)  # an under-confident copy
-    x = np.random.default_rng(1).normal(0, 3, (64, 4)).astype(np.float32)
-    data = {"image": x}  # no labels: the confidence does not read them
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 3, (64, 4)).astype(np.float32)
+    y = np.asarray(model.logits(original, state, x)).argmax(1)  # labels the original fits
+    y[:8] = (y[:8] + 1) % 3  # and a few it does not
+    data = {"image": x, "label": y}
     calibrated, info = calibrate_temperature(
         model, unlearned, state, original_params=original, original_state=state, data=data
     )
     z_o = np.asarray(model.logits(original, state, x))
     z_u = np.asarray(model.logits(unlearned, state, x))
     z_c = np.asarray(model.logits(calibrated, state, x))
-    assert info["confidence_original"] == pytest.approx(_scipy_mean_confidence(z_o, 1.0))
-    assert info["confidence_before"] < info["confidence_original"]
-    assert _scipy_mean_confidence(z_c, 1.0) == pytest.approx(info["confidence_original"], 1e-5)
+    assert info["logit_confidence_original"] == pytest.approx(_phi_by_hand(z_o, y))
+    assert info["logit_confidence_before"] < info["logit_confidence_original"]
+    assert _phi_by_hand(z_c, y) == pytest.approx(info["logit_confidence_original"], 1e-4)
     assert info["temperature"] < 1.0
     np.testing.assert_allclose(z_c, z_u / info["temperature"], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(z_c.argmax(1), z_u.argmax(1))
@@ -165,7 +198,7 @@ def test_scissorhands_calibrates_on_the_data_it_is_given():
     model = _two_layer_digits()
     params, state = model.init(jax.random.key(0))
     split, retain, forget = _tiny_request()
-    held_out = {"image": split.test["image"][:50]}
+    held_out = {k: v[:50] for k, v in split.test.items()}
     common = dict(retain=retain, forget=forget, key=jax.random.key(2), epochs=1, batch_size=32)
     plain = shs.baselines.METHODS["scissorhands"](model, params, state, **common)
     calibrated = shs.baselines.METHODS["scissorhands"](
@@ -183,15 +216,16 @@ def test_scissorhands_calibrates_on_the_data_it_is_given():
     z_o = np.asarray(model.logits(params, state, x))
     z_u = np.asarray(model.logits(plain.params, plain.model_state, x))
     z_c = np.asarray(model.logits(calibrated.params, calibrated.model_state, x))
-    assert entry["confidence_original"] == pytest.approx(_scipy_mean_confidence(z_o, 1.0))
+    y = held_out["label"]
+    assert entry["logit_confidence_original"] == pytest.approx(_phi_by_hand(z_o, y))
     np.testing.assert_allclose(z_c, z_u / entry["temperature"], rtol=1e-4, atol=1e-4)
     # without held-out data: the retain set
     on_retain = shs.baselines.METHODS["scissorhands"](
         model, params, state, calibration="temperature", **common
     )
     z_r = np.asarray(model.logits(params, state, jnp.asarray(retain["image"])))
-    assert on_retain.log[-1]["confidence_original"] == pytest.approx(
-        _scipy_mean_confidence(z_r, 1.0)
+    assert on_retain.log[-1]["logit_confidence_original"] == pytest.approx(
+        _phi_by_hand(z_r, retain["label"])
     )
 
 
@@ -249,8 +283,9 @@ def test_bad_calibration_data_fails_before_any_work(monkeypatch):
     common = dict(retain=retain, forget=forget, key=jax.random.key(2), calibration="temperature")
     for bad, match in (
         (retain["image"], "calibration_data must be a dict"),
-        ({"pixels": retain["image"]}, "under 'image'"),
-        ({"image": retain["image"][:0]}, "holds no examples"),
+        ({"pixels": retain["image"], "label": retain["label"]}, "under \\('image', 'label'\\)"),
+        ({"image": retain["image"]}, "with keys \\['image'\\]"),
+        ({k: v[:0] for k, v in retain.items()}, "holds no examples"),
     ):
         with pytest.raises(ValueError, match=match):
             shs.baselines.METHODS["scissorhands"](
