@@ -60,6 +60,7 @@ _ATTRIBUTES = {
     "ProjectionSettings": "scissorhands_jax.settings",
     "TrainingSettings": "scissorhands_jax.settings",
     "CalibrationSettings": "scissorhands_jax.settings",
+    "calibrate_temperature": "scissorhands_jax.calibration",
     "with_precision": "scissorhands_jax.precision",
     "fit": "scissorhands_jax.training",
     "sgd": "scissorhands_jax.training",
