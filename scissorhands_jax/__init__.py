@@ -61,6 +61,8 @@ _ATTRIBUTES = {
     "RepairSettings": "scissorhands_jax.settings",
     "ProjectionSettings": "scissorhands_jax.settings",
     "TrainingSettings": "scissorhands_jax.settings",
+    "CalibrationSettings": "scissorhands_jax.settings",
+    "calibrate_temperature": "scissorhands_jax.calibration",
     "with_precision": "scissorhands_jax.precision",
     "fit": "scissorhands_jax.training",
     "sgd": "scissorhands_jax.training",

@@ -18,12 +18,14 @@ import numpy as np
 
 from scissorhands_jax import repairing, trimming
 from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGKey
+from scissorhands_jax.calibration import calibrate_temperature, check_calibration
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model, bind_state, check_data, check_params
 from scissorhands_jax.parallel import on_mesh, sharded_source
 from scissorhands_jax.precision import with_precision
 from scissorhands_jax.reinit import Eligibility, PathPredicate, resolve_eligibility
 from scissorhands_jax.settings import (
+    CalibrationSettings,
     ProjectionSettings,
     RepairSettings,
     TrainingSettings,
@@ -40,7 +42,9 @@ class ScissorhandsResult(NamedTuple):
       model_state: the model state after repair (BatchNorm statistics).
       mask: bool tree, True where an entry was re-initialised (selection within the
         eligible leaves).
-      log: one dict per repair epoch (see :func:`repair`), after a ``"trim"`` entry.
+      log: one dict per repair epoch (see :func:`repair`), after a ``"trim"`` entry;
+        with a calibration, a last ``"calibration"`` entry (see
+        :func:`~scissorhands_jax.calibration.calibrate_temperature`).
     """
 
     params: Params
@@ -90,6 +94,8 @@ def scissorhands(
     repair: RepairSettings = RepairSettings(),
     projection: ProjectionSettings = ProjectionSettings(),
     training: TrainingSettings = TrainingSettings(),
+    calibration: CalibrationSettings = CalibrationSettings(),
+    calibration_data: Any = None,
     eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
 ) -> ScissorhandsResult:
     r"""Unlearns the forget set: trim (:func:`~scissorhands_jax.trim`), then repair
@@ -103,6 +109,10 @@ def scissorhands(
        re-initialised (biases to 0).
     2. ``epochs`` of SGD on :math:`L_r - \lambda L_f` with the GEM projection against
        :math:`\nabla[-L_f]` memories refreshed every epoch.
+    3. Opt-in, not part of the published method (``calibration.kind="temperature"``):
+       the logits are divided by one temperature fitted so that the mean logit-scaled
+       confidence of the true class on ``calibration_data`` is the original model's
+       (:func:`~scissorhands_jax.calibration.calibrate_temperature`).
 
     Args:
       model: a :class:`Model` (from :func:`linen_model` or :func:`nnx_model`).
@@ -123,6 +133,11 @@ def scissorhands(
         one-device result on the same global batches up to float round-off), and the
         repair's compute precision (its steps and memories; the saliency stays float32,
         so the selection of the entries to re-initialise does not depend on it).
+      calibration: what happens to the outputs after the repair (default: nothing).
+      calibration_data: held-out data for ``calibration``, never trained on (a dict
+        holding the model's inputs and labels, or a batch source); None: the
+        retain set, on which the original and a retrained model were both trained.
+        Read only with a calibration.
       eval_fn: ``eval_fn(params, model_state) -> dict`` logged after every epoch.
 
     Returns:
@@ -133,19 +148,25 @@ def scissorhands(
         read (a missing entry, labels that are not integers in ``[0, num_classes)``,
         NaN or inf values; a :data:`BatchSource` is checked on its first batch), a
         parameter leaf that is not a float array, ``eligible`` of another type, an
-        invalid regex or no eligible leaf.
+        invalid regex or no eligible leaf; with a calibration, ``calibration_data``
+        without the model's inputs or a model without a linear head.
       TypeError: a settings argument that is not its dataclass.
       FloatingPointError: a non-finite loss during saliency, memory or repair, or a
         diverging repair (at the step it happens, naming the cause).
     """
     model_state = {} if model_state is None else model_state
-    _check_settings(trim=trim, repair=repair, projection=projection, training=training)
+    _check_settings(trim=trim, repair=repair, projection=projection, training=training,
+                    calibration=calibration)  # fmt: skip
+    original_params, original_state = params, model_state
     mesh, bs = training.mesh, training.batch_size
     forget_src = as_source(forget, bs, "forget")
     retain_src = as_source(retain, bs, "retain")
     check_params(params)
     reinit_tree, protect_tree = resolve_eligibility(params, eligible)
     check_data(model, params, model_state, {"forget": forget, "retain": retain})
+    if calibration.kind != "none":
+        check_calibration(model, params, model_state,
+                          retain if calibration_data is None else calibration_data)  # fmt: skip
     if mesh is not None:
         params = on_mesh(params, mesh, shard=training.shard_params)
         model_state = on_mesh(model_state, mesh)
@@ -173,15 +194,25 @@ def scissorhands(
         mesh=mesh,
         shard_params=training.shard_params,
     )
+    if calibration.kind == "temperature":
+        new_params, info = calibrate_temperature(
+            model,
+            new_params,
+            new_state,
+            original_params=original_params,
+            original_state=original_state,
+            data=retain if calibration_data is None else calibration_data,
+        )
+        log.append({"epoch": "calibration", **info})
     return ScissorhandsResult(new_params, new_state, trimmed.mask, [trim_entry, *log])
 
 
 def _check_settings(**settings: Any) -> None:
     """Raises TypeError unless each settings argument is its dataclass (whose own checks
     ran when it was built)."""
-    for (name, value), cls in zip(settings.items(), (TrimSettings, RepairSettings,
-                                                     ProjectionSettings, TrainingSettings),
-                                  strict=True):  # fmt: skip
+    classes = (TrimSettings, RepairSettings, ProjectionSettings, TrainingSettings,
+               CalibrationSettings)  # fmt: skip
+    for (name, value), cls in zip(settings.items(), classes, strict=True):
         if not isinstance(value, cls):
             raise TypeError(
                 f"{name} must be a {cls.__name__}, got {value!r}; e.g. "
@@ -198,6 +229,7 @@ def scissorhands_flat(
     forget: Any,
     key: PRNGKey,
     eligible: PathPredicate | str | Eligibility | None = None,
+    calibration_data: Any = None,
     eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
     **flat: Any,
 ) -> ScissorhandsResult:
@@ -208,7 +240,8 @@ def scissorhands_flat(
       ValueError: an unknown setting or a bad value, before any work.
     """
     return scissorhands(model, params, model_state, retain=retain, forget=forget, key=key,
-                        eligible=eligible, eval_fn=eval_fn, **check_settings(**flat))  # fmt: skip
+                        eligible=eligible, calibration_data=calibration_data, eval_fn=eval_fn,
+                        **check_settings(**flat))  # fmt: skip
 
 
 def _trim_classifier(model, params, model_state, forget, key, eligible, settings, mesh):

@@ -126,18 +126,20 @@ def identity(cfg: dict, role: str, split: Split) -> dict[str, Any]:
     if role in ROLES:
         schedule = dict(cfg[ROLES[role][0]])
         schedule.pop("checkpoint_every"), schedule.pop("keep")
-        out["schedule"] = _without_default_precision(schedule)
+        out["schedule"] = _without_added_defaults(schedule)
     else:
-        out["unlearn"] = _without_default_precision(cfg["unlearn"])
+        out["unlearn"] = _without_added_defaults(cfg["unlearn"])
     return out
 
 
-def _without_default_precision(section: dict) -> dict:
-    """``section`` without ``precision`` when it is the default float32, so runs saved
-    before the setting existed keep their identity."""
-    if section.get("precision", "float32") == "float32":
-        return {k: v for k, v in section.items() if k != "precision"}
-    return section
+_ADDED_DEFAULTS = {"precision": "float32", "project_epochs": None, "calibration": "none"}
+"""Settings added after runs were saved, with the defaults that keep those runs' results."""
+
+
+def _without_added_defaults(section: dict) -> dict:
+    """``section`` without the settings of :data:`_ADDED_DEFAULTS` that hold their
+    default, so runs saved before the settings existed keep their identity."""
+    return {k: v for k, v in section.items() if k not in _ADDED_DEFAULTS or v != _ADDED_DEFAULTS[k]}
 
 
 def split_description(cfg: dict) -> dict[str, Any]:

@@ -46,6 +46,15 @@ def projection_tx(settings: ProjectionSettings, mask: Mask | None) -> optax.Grad
     return orthogonal_projection(settings.eps, only_on_conflict=only, eligible=mask)
 
 
+def projects_in_epoch(projection: ProjectionSettings, epoch: int) -> bool:
+    """Whether repair epoch ``epoch`` (0-based) builds a forget memory and projects: a
+    projection is set and the epoch is among the first ``projection.epochs`` (all when
+    None, the method as published)."""
+    if projection.kind == "none":
+        return False
+    return projection.epochs is None or epoch < projection.epochs
+
+
 def repair_tx(
     eligible: Mask,
     settings: RepairSettings = RepairSettings(),
@@ -164,8 +173,10 @@ def repair(
     forget batches side by side: joint steps on :math:`L(b_r) - \lambda L(b_f)` while
     forget batches remain, then plain :math:`L(b_r)`; the epoch ends with the retain
     data. The projection acts on joint steps whose 1-based index i in the epoch has
-    ``i % projection.every == 0``, before weight decay and momentum SGD. Keys are folded
-    in per epoch, so a run is a pure function of ``key``.
+    ``i % projection.every == 0``, before weight decay and momentum SGD; with
+    ``projection.epochs`` set, only in the first ``projection.epochs`` epochs (the later
+    ones build no memory: :func:`projects_in_epoch`). Keys are folded in per epoch, so a
+    run is a pure function of ``key``.
 
     Args:
       loss: ``loss(params, model_state, batch, train) -> (loss, new_model_state)``.
@@ -216,7 +227,7 @@ def repair(
     guard = LossGuard()  # one for the whole repair: the divergence bound is its first loss
     for epoch in range(settings.epochs):
         memory_fn = None
-        if projection.kind != "none":
+        if projects_in_epoch(projection, epoch):
             k_epoch = jax.random.fold_in(k_mem, epoch)
 
             def memory_fn(st, _i, k_epoch=k_epoch):

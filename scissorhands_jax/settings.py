@@ -28,6 +28,11 @@ diffusion class recipe)."""
 PROJECTIONS = ("gem", "orthogonal", "orthogonal_on_conflict", "none")
 """The projections of the repair step (see :mod:`scissorhands_jax.projection`)."""
 
+CALIBRATIONS = ("none", "temperature")
+"""What happens to the outputs after the repair: nothing (the method as published), or
+one temperature fitted so that the mean logit-scaled confidence of the true class on
+held-out data is the original's (see :mod:`scissorhands_jax.calibration`)."""
+
 TIES = ("exact", "release")
 r"""How the trim breaks ties at the threshold: select exactly the top
 :math:`N - \lfloor\text{sparsity}\cdot N\rfloor` entries, equal scores ranked by
@@ -127,6 +132,10 @@ def _set(obj: Any, **values: Any) -> None:
 MARGIN_HINT = "GEM's lower bound on the dual variables (the release's 0.5; 0 for plain GEM)"
 EPS_HINT = "the ridge on M M^T (the release's 1e-3; 0 for none)"
 LR_HINT = "the repair's constant learning rate (the release uses 2e-4 to 5e-3)"
+PROJECT_EPOCHS_HINT = (
+    "the number of first repair epochs that project; None projects in every epoch, "
+    "projection='none' in none"
+)
 LAM_HINT = "the weight of the forget loss in L_r - lam * L_f (0 turns the forget term off)"
 
 
@@ -180,6 +189,8 @@ class ProjectionSettings:
       eps: ridge of the QP, finite and >= 0 (0: dependent or zero memories are handled
         by a pseudo-inverse, see :func:`~scissorhands_jax.projection.gem_projection`).
       every: project only every n-th joint step (10 in two release settings).
+      epochs: project only in the first ``epochs`` repair epochs, then repair without
+        memory or projection; None (the method as published): in every epoch.
       memory_num: forget batches in the memory (t).
       cumulative: memory row i is the sum of the first i batch gradients, as the
         release computes it for ``memory_num > 1`` (it never zeroes gradients between
@@ -190,6 +201,7 @@ class ProjectionSettings:
     margin: float = 0.5
     eps: float = 1e-3
     every: int = 1
+    epochs: int | None = None
     memory_num: int = 1
     cumulative: bool = False
 
@@ -200,6 +212,9 @@ class ProjectionSettings:
             margin=check_real("margin", self.margin, low=0.0, hint=MARGIN_HINT),
             eps=check_real("eps", self.eps, low=0.0, hint=EPS_HINT),
             every=check_int("project_every", self.every, 1, "1 projects every joint step"),
+            epochs=None
+            if self.epochs is None
+            else check_int("project_epochs", self.epochs, 1, PROJECT_EPOCHS_HINT),
             memory_num=check_int("memory_num", self.memory_num, 1, "forget batches in the memory"),
             cumulative=check_bool("cumulative_memory", self.cumulative),
         )
@@ -271,11 +286,30 @@ class TrainingSettings:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class CalibrationSettings:
+    """What happens to the outputs after the repair (opt-in; off by default).
+
+    Attributes:
+      kind: :data:`CALIBRATIONS`; ``"temperature"`` divides the logits by one fitted
+        temperature (the classifier head's kernel and bias are scaled), so that the mean
+        logit-scaled confidence of the true class on held-out data is the original
+        model's. The held-out data (inputs and labels) is an
+        input of :func:`scissorhands_jax.scissorhands` (``calibration_data``).
+    """
+
+    kind: str = "none"
+
+    def __post_init__(self):
+        check_choice("calibration", self.kind, CALIBRATIONS)
+
+
 GROUPS: dict[str, type] = {
     "trim": TrimSettings,
     "projection": ProjectionSettings,
     "repair": RepairSettings,
     "training": TrainingSettings,
+    "calibration": CalibrationSettings,
 }
 
 FLAT_NAMES: dict[str, tuple[str, str]] = {
@@ -286,8 +320,10 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
     "margin": ("projection", "margin"),
     "eps": ("projection", "eps"),
     "project_every": ("projection", "every"),
+    "project_epochs": ("projection", "epochs"),
     "memory_num": ("projection", "memory_num"),
     "cumulative_memory": ("projection", "cumulative"),
+    "calibration": ("calibration", "kind"),
 }
 """The flat names of the settings (config sections, ``--set`` keys) and where each lives."""
 
@@ -298,10 +334,11 @@ def flat_defaults() -> dict[str, Any]:
 
 
 def from_flat(**flat: Any) -> dict[str, Any]:
-    """The four settings objects from flat names (``sparsity=0.9, projection="none"``).
+    """The settings objects from flat names (``sparsity=0.9, projection="none"``).
 
     Returns:
-      ``{"trim": TrimSettings, "projection": ..., "repair": ..., "training": ...}``,
+      ``{"trim": TrimSettings, "projection": ..., "repair": ..., "training": ...,
+      "calibration": ...}``,
       the keyword arguments of :func:`scissorhands_jax.scissorhands`.
 
     Raises:

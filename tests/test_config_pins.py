@@ -31,6 +31,8 @@ ADDED = {
     ("retrain", "precision"): "float32",
     ("unlearn", "precision"): "float32",
     ("unlearn", "ties"): "exact",  # the trim's tie rule: exactly k entries
+    ("unlearn", "project_epochs"): None,  # project in every repair epoch
+    ("unlearn", "calibration"): "none",  # no output calibration after the repair
 }
 """Settings added after the pins: ``(section, key) -> default``."""
 

@@ -25,6 +25,7 @@ def scissorhands(
     key: PRNGKey,
     progress: bool = False,
     eligible: Any = None,
+    calibration_data: Any = None,
     **hyperparameters: Any,
 ) -> UnlearnResult:
     """:func:`scissorhands_jax.method.scissorhands_flat` on arrays, its result as an
@@ -33,6 +34,8 @@ def scissorhands(
     Args:
       model, params, model_state, retain, forget, key, progress: as for every baseline.
       eligible: as for :func:`scissorhands_jax.scissorhands`.
+      calibration_data: held-out data for ``calibration="temperature"``, as for
+        :func:`scissorhands_jax.scissorhands` (None: the retain set).
       **hyperparameters: flat settings (``sparsity``, ``lr``, ``epochs``, ``lam``,
         ``batch_size``, ... : :data:`scissorhands_jax.settings.FLAT_NAMES`); the
         defaults are the release's CIFAR-10 random-10 % setting.
@@ -44,5 +47,6 @@ def scissorhands(
     check_data(retain, forget)
     hyperparameters.setdefault("mesh", current_mesh())
     result = scissorhands_flat(model, params, model_state, retain=retain, forget=forget, key=key,
-                               eligible=eligible, progress=progress, **hyperparameters)  # fmt: skip
+                               eligible=eligible, calibration_data=calibration_data,
+                               progress=progress, **hyperparameters)  # fmt: skip
     return UnlearnResult(result.params, result.model_state, result.log)

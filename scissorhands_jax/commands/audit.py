@@ -9,7 +9,7 @@ from pathlib import Path
 
 from scissorhands_jax.commands import _args
 
-PROTOCOL_NAMES = ("digits_small", "digits10")
+PROTOCOL_NAMES = ("digits_small", "digits_cnn_small", "digits10")
 """The keys of ``scissorhands_jax.audit.PROTOCOLS`` (kept here so parsing stays cheap; a
 test checks they agree)."""
 
@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["digits_small"],
         choices=PROTOCOL_NAMES,
-        help="digits_small (membership measurable, default) and/or digits10",
+        help="digits_small (membership measurable, default), digits_cnn_small (the same on "
+        "the digits CNN) and/or digits10",
     )
     p.add_argument(
         "--methods",
