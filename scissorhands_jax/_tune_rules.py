@@ -40,12 +40,21 @@ SCISSORHANDS_SPACE: dict[str, list[Any]] = {
     "lam": [0.0, 0.05, 0.2],
     "projection": ["gem", "orthogonal_on_conflict", "none"],
     "project_every": [1, 10],
-    # Opt-in variants (an output temperature calibration, further projection schedules)
-    # join here as further keys once the method offers them.
 }
+"""The published method's knobs (all of them settings of the authors' release)."""
+
+SOFT_SPACE: dict[str, list[Any]] = {
+    **{k: v for k, v in SCISSORHANDS_SPACE.items() if k != "projection"},
+    "project_epochs": [1, 2, 5],
+}
+"""The softer projection schedule: GEM only in the first ``project_epochs`` repair epochs
+(the forget term keeps pulling afterwards, unprojected)."""
 
 SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
     "scissorhands": SCISSORHANDS_SPACE,
+    "scissorhands_cal": SCISSORHANDS_SPACE,
+    "scissorhands_soft": SOFT_SPACE,
+    "scissorhands_soft_cal": SOFT_SPACE,
     "ft": {"lr": [0.01, 0.03, 0.1, 0.3], "steps": [30, 60, 120, 240]},
     "ga": {"lr": [1e-3, 3e-3, 1e-2, 3e-2, 0.1], "steps": [2, 5, 10, 20]},
     "rl": {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "steps": [20, 40, 80, 160]},
@@ -70,6 +79,7 @@ EPOCH_DATA = {
     "rl": "forget+retain",
     "salun": "forget+retain",
     "scissorhands": "max(retain, forget)",
+    **{variant: "max(retain, forget)" for variant in audit.VARIANTS},
 }
 """What one epoch of each method passes over: the retain set, the forget set, their
 union, or (Scissorhands' repair: retain and forget batches side by side) the larger."""

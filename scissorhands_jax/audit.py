@@ -304,7 +304,7 @@ def _unlearn_all(name, hps, model, originals, data, *, seed, progress, unlearn=N
     on every model of the population; stacked outputs, seconds."""
     from scissorhands_jax.baselines import METHODS
 
-    unlearn = unlearn or METHODS[name]
+    unlearn = unlearn or METHODS[base_method(name)]
     params, state = originals
     pool_logits, test_logits, seconds = [], [], []
     k_models = data.members.shape[0]
@@ -524,15 +524,45 @@ QUICK_METHODS = (ORIGINAL, REFERENCE, "scissorhands", "ft", "ga", "rl", "salun")
 """``--quick``: 16 models and the cheaper methods (minutes on a 2-core CPU)."""
 
 
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "scissorhands_cal": ("scissorhands", {"calibration": "temperature"}),
+    "scissorhands_soft": ("scissorhands", {}),
+    "scissorhands_soft_cal": ("scissorhands", {"calibration": "temperature"}),
+}
+"""Named opt-in variants of a method: name -> (the method it runs, the settings fixed on
+top of its defaults). ``_cal`` adds the Retrain-free output temperature (fitted on the
+test set, which no audit model trains on); ``_soft`` marks a softer projection schedule,
+which its search space in :mod:`scissorhands_jax.tune` spells out (``project_epochs``).
+Each is tuned with the same budget as every other method and audited as a row of its
+own; ``scissorhands`` itself stays the published method."""
+
+
+def base_method(name: str) -> str:
+    """The method of :data:`scissorhands_jax.baselines.METHODS` that ``name`` runs (itself,
+    or the method a :data:`VARIANTS` entry names)."""
+    return VARIANTS[name][0] if name in VARIANTS else name
+
+
+def method_names() -> tuple[str, ...]:
+    """Every method the audit can run: the baselines' registry, then the variants."""
+    from scissorhands_jax.baselines import METHODS
+
+    return (*METHODS, *VARIANTS)
+
+
 def method_hyperparameters(name: str, protocol: Protocol) -> dict[str, Any]:
     """The hyperparameters method ``name`` runs with in the audit: those of the digits
     comparison (:data:`scissorhands_jax.compare.DIGITS_HYPERPARAMETERS`), with
-    Scissorhands' eligible set adapted to the protocol's model (all but the first layer)."""
+    Scissorhands' eligible set adapted to the protocol's model (all but the first layer),
+    and a variant's fixed settings (:data:`VARIANTS`) on top of its method's."""
     from scissorhands_jax.compare import DIGITS_HYPERPARAMETERS
 
-    hps = dict(DIGITS_HYPERPARAMETERS[name])
-    if name == "scissorhands" and protocol.model == "digits_mlp":
+    base = base_method(name)
+    hps = dict(DIGITS_HYPERPARAMETERS[base])
+    if base == "scissorhands" and protocol.model == "digits_mlp":
         hps["eligible"] = r"^(?!hidden1/)"
+    if name in VARIANTS:
+        hps.update(VARIANTS[name][1])
     return hps
 
 
@@ -614,10 +644,11 @@ def run_audit(
     if unknown or not protocols:
         raise ValueError(f"unknown protocol(s) {unknown}; choose from {sorted(PROTOCOLS)}.")
     resolved = [PROTOCOLS[p] if isinstance(p, str) else p for p in protocols]
-    methods = list(methods or (QUICK_METHODS if quick else (ORIGINAL, *METHODS)))
-    bad = [m for m in methods if m != ORIGINAL and m not in METHODS]
+    known = method_names()
+    methods = list(methods or (QUICK_METHODS if quick else (ORIGINAL, *known)))
+    bad = [m for m in methods if m != ORIGINAL and m not in known]
     if bad:
-        raise ValueError(f"unknown method(s) {bad}; choose from {[ORIGINAL, *sorted(METHODS)]}.")
+        raise ValueError(f"unknown method(s) {bad}; choose from {[ORIGINAL, *sorted(known)]}.")
     methods = [m for m in (ORIGINAL, REFERENCE) if m not in methods] + methods  # sanity rows
     if shadows is None:
         shadows = QUICK_SHADOWS if quick else FULL_SHADOWS

@@ -2,7 +2,8 @@
 
 A ranking of unlearning methods is only as fair as the tuning behind it: a method given
 more trials, or a wider grid, can look better for that reason alone. This module tunes
-every method of :data:`scissorhands_jax.baselines.METHODS` (Retrain and the untouched
+every method of :data:`scissorhands_jax.baselines.METHODS` and every named variant of
+:data:`scissorhands_jax.audit.VARIANTS` (Retrain and the untouched
 original are references, not tuned) under rules that are written down with the result:
 
 - **The same budget.** Each method gets ``trials`` distinct settings drawn at random,
@@ -225,17 +226,16 @@ def run_tune(
         larger than a method's grid, bad ``shadows`` or ``ta_slack``, or an ``out``
         holding a tune of other settings (all before any training).
     """
-    from scissorhands_jax.baselines import METHODS
-
     space = {m: {k: list(v) for k, v in s.items()} for m, s in (space or SEARCH_SPACE).items()}
     unknown = [p for p in protocols if isinstance(p, str) and p not in audit.PROTOCOLS]
     if unknown or not protocols:
         raise ValueError(f"unknown protocol(s) {unknown}; choose from {sorted(audit.PROTOCOLS)}.")
     resolved = [audit.PROTOCOLS[p] if isinstance(p, str) else p for p in protocols]
     methods = list(methods or space)
-    bad = [m for m in methods if m not in METHODS or m == audit.REFERENCE]
+    known = audit.method_names()
+    bad = [m for m in methods if m not in known or m == audit.REFERENCE]
     if bad:
-        tunable = sorted(set(METHODS) - {audit.REFERENCE})
+        tunable = sorted(set(known) - {audit.REFERENCE})
         raise ValueError(f"cannot tune {bad}; choose from {tunable} (Retrain is the reference).")
     missing = [m for m in methods if m not in space]
     if missing:
@@ -247,7 +247,7 @@ def run_tune(
         check_trials(m, plans[m], resolved[0])
     # the other methods' trials from earlier runs of this directory count when complete
     for m in space:
-        if m not in plans and m in METHODS and trials <= grid_size(space[m]):
+        if m not in plans and m in known and trials <= grid_size(space[m]):
             plans[m] = sample_trials(m, space[m], trials, tuning_seed)
     shadows = int(shadows or (audit.QUICK_SHADOWS if quick else audit.FULL_SHADOWS))
     if shadows < 4 or shadows % 2:

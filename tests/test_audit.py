@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scissorhands_jax import audit, cli
-from scissorhands_jax.commands.audit import PROTOCOL_NAMES
+from scissorhands_jax.commands.audit import PROTOCOL_NAMES, VARIANT_NAMES
 
 TINY = dataclasses.replace(
     audit.PROTOCOLS["digits_small"], name="tiny", pool_size=120, candidates=40, epochs=2
@@ -19,6 +19,42 @@ TINY = dataclasses.replace(
 def test_cli_protocol_names_match_the_library():
     assert set(PROTOCOL_NAMES) == set(audit.PROTOCOLS)
     assert audit.DEFAULT_PROTOCOL in audit.PROTOCOLS
+    assert set(VARIANT_NAMES) == set(audit.VARIANTS)
+
+
+def test_variants_run_their_method_with_their_settings_fixed_on_top():
+    from scissorhands_jax.baselines import METHODS
+
+    published = audit.method_hyperparameters("scissorhands", TINY)
+    assert published.get("calibration", "none") == "none"  # the default stays the paper's
+    for name, (base, fixed) in audit.VARIANTS.items():
+        assert base in METHODS and audit.base_method(name) == base
+        assert name in audit.method_names()
+        assert audit.method_hyperparameters(name, TINY) == {**published, **fixed}
+    assert audit.method_hyperparameters("scissorhands_cal", TINY)["calibration"] == "temperature"
+    assert "calibration" not in audit.method_hyperparameters("scissorhands_soft", TINY)
+
+
+def test_a_variant_is_audited_through_its_method(monkeypatch):
+    """``_unlearn_all`` calls the variant's method with the variant's settings (and the
+    calibration set the audit passes: its test set)."""
+    from scissorhands_jax import baselines
+
+    data = audit.make_population(TINY, 4, seed=0)
+    seen = {}
+
+    def fake(model, params, state, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop")
+
+    monkeypatch.setitem(baselines.METHODS, "scissorhands", fake)
+    hps = audit.method_hyperparameters("scissorhands_cal", TINY)
+    with pytest.raises(RuntimeError, match="stop"):
+        audit._unlearn_all(
+            "scissorhands_cal", hps, None, ({}, {}), data, seed=0, progress=False
+        )
+    assert seen["calibration"] == "temperature"
+    assert seen["calibration_data"] is data.test
 
 
 def test_population_halves_and_requests():

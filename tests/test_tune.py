@@ -22,7 +22,7 @@ SMALL_SPACE = {
 
 
 def test_every_method_but_retrain_has_a_space_and_the_same_budget():
-    assert set(tune.SEARCH_SPACE) == set(METHODS) - {"retrain"}
+    assert set(tune.SEARCH_SPACE) == (set(METHODS) | set(audit.VARIANTS)) - {"retrain"}
     plans = {m: tune.sample_trials(m, s, 8, seed=100) for m, s in tune.SEARCH_SPACE.items()}
     assert {len(p) for p in plans.values()} == {8}
     sparsities = tune.SEARCH_SPACE["scissorhands"]["sparsity"]
@@ -30,6 +30,12 @@ def test_every_method_but_retrain_has_a_space_and_the_same_budget():
     assert {"lr", "steps", "lam", "projection", "project_every"} <= set(
         tune.SEARCH_SPACE["scissorhands"]
     )
+    # the published method searches only the release's own knobs; the softer schedule is
+    # a variant of its own, and the calibrated variants search the same grids
+    assert "project_epochs" not in tune.SEARCH_SPACE["scissorhands"]
+    assert "project_epochs" in tune.SEARCH_SPACE["scissorhands_soft"]
+    assert tune.SEARCH_SPACE["scissorhands_cal"] == tune.SEARCH_SPACE["scissorhands"]
+    assert tune.SEARCH_SPACE["scissorhands_soft_cal"] == tune.SEARCH_SPACE["scissorhands_soft"]
 
 
 @pytest.mark.parametrize("method", sorted(tune.SEARCH_SPACE))

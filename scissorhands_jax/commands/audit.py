@@ -13,6 +13,10 @@ PROTOCOL_NAMES = ("digits_small", "digits_cnn_small", "digits10")
 """The keys of ``scissorhands_jax.audit.PROTOCOLS`` (kept here so parsing stays cheap; a
 test checks they agree)."""
 
+VARIANT_NAMES = ("scissorhands_cal", "scissorhands_soft", "scissorhands_soft_cal")
+"""The keys of ``scissorhands_jax.audit.VARIANTS``: opt-in variants audited as methods of
+their own (a test checks they agree)."""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``scissorhands audit``."""
@@ -39,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=("original", *METHOD_NAMES),
+        choices=("original", *METHOD_NAMES, *VARIANT_NAMES),
         help="default: all (with --quick: original, retrain, scissorhands, ft, ga, rl, salun)",
     )
     p.add_argument(

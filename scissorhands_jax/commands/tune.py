@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from scissorhands_jax.commands import _args
-from scissorhands_jax.commands.audit import PROTOCOL_NAMES
+from scissorhands_jax.commands.audit import PROTOCOL_NAMES, VARIANT_NAMES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=tuple(m for m in METHOD_NAMES if m != "retrain"),
+        choices=tuple(m for m in (*METHOD_NAMES, *VARIANT_NAMES) if m != "retrain"),
         help="methods to tune (default: all but Retrain, the reference)",
     )
     p.add_argument(
