@@ -10,11 +10,11 @@ with its ``error``. The report files come from :mod:`scissorhands_jax._report`.
 
 This is the runner behind ``scissorhands compare``; it takes keyword arguments only.
 A *setting* is either ``"digits10"`` (the digits-10 protocol: both scenarios, the small digits
-schedule, :data:`DIGITS_HYPERPARAMETERS`) or the path of an experiment config
-(``experiments/configs/*.py``): then the data set, model, forget request, the original's
-and Retrain's schedules and Scissorhands' settings are the config's, the models are
-trained by the same code as ``scissorhands train`` (orbax checkpoints, resumable), and
-the baselines run with their release defaults (:func:`method_defaults`).
+schedule, :data:`DIGITS_HYPERPARAMETERS`) or an experiment config, a file or the name of an
+installed config (:func:`scissorhands_jax.config.find_config`): then the data set, model,
+forget request, the original's and Retrain's schedules and Scissorhands' settings are the
+config's, the models are trained by the same code as ``scissorhands train`` (orbax
+checkpoints, resumable), and the baselines run with their release defaults (:func:`method_defaults`).
 """
 
 from __future__ import annotations
@@ -431,7 +431,8 @@ def run_compare(
       out: output directory (created); ``results.json``, ``results.csv``, ``report.md``,
         ``report.png`` and the models (``models/`` for digits, ``runs/seed<s>/`` for a
         config) go there.
-      setting: ``"digits10"`` or the path of an experiment config (``.py``).
+      setting: ``"digits10"``, the name of an installed config or the path of a config
+        file (``.py``).
       scenarios: digits-10 forget requests, any of ``"random10"``, ``"class0"`` (default
         both); a config's request is its own (its file name is the scenario).
       seeds: seeds of the forget set, the initialisation and the methods (default
@@ -474,7 +475,16 @@ def run_compare(
             SCENARIOS if scenarios is None else scenarios, methods, train, hyperparameters
         )
         seeds = (0, 1, 2, 3, 4) if seeds is None else seeds
-    elif str(setting).endswith(".py"):
+    else:
+        from scissorhands_jax.config import config_names, find_config
+
+        try:
+            setting = find_config(setting)
+        except ValueError:
+            raise ValueError(
+                f"unknown setting {str(setting)!r}; use {DIGITS!r}, the name of an installed "
+                f"config ({', '.join(config_names())}) or the path of a config file."
+            ) from None
         if scenarios is not None or train:
             raise ValueError(
                 "a config defines its own forget request and schedules: drop --scenarios and "
@@ -489,11 +499,6 @@ def run_compare(
             overrides=hyperparameters,
         )
         seeds = (0,) if seeds is None else seeds
-    else:
-        raise ValueError(
-            f"unknown setting {str(setting)!r}; use {DIGITS!r} or the path of a config file "
-            "(experiments/configs/*.py)."
-        )
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers; got {list(seeds)}.")
     if mia_feature not in (*MIA_FEATURES, "loss"):

@@ -22,7 +22,7 @@ import pytest
 from scissorhands_jax.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "experiments" / "configs"
+CONFIGS = ROOT / "scissorhands_jax" / "configs"
 PINS = json.loads((Path(__file__).parent / "pins" / "configs.json").read_text())
 
 

@@ -573,7 +573,7 @@ def test_cifar10_config_documents_the_settings():
     from scissorhands_jax.config import load_config
 
     path = (
-        Path(__file__).resolve().parents[1] / "experiments" / "configs" / "cifar10_ddpm_class0.py"
+        Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs" / "cifar10_ddpm_class0.py"
     )
     spec = importlib.util.spec_from_file_location("cifar10_ddpm_class0", path)
     module = importlib.util.module_from_spec(spec)

@@ -26,7 +26,7 @@ LAYERS = [
      r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)"),
     ("training", r"training|loop|resumable|objective|trimming|repairing|population"),
     ("methods", r"method|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
-    ("experiments", r"config|pipeline|compare|demo|_report|_audit_report|audit"
+    ("experiments", r"config|configs(\..*)?|pipeline|compare|demo|_report|_audit_report|audit"
      r"|_rundir|_config_rules|_model_cache|diffusion\.(demo|convert_inception)"),
     ("cli", r"cli|__main__|commands(\..*)?"),
     ("package", r""),  # the package's own __init__ re-exports every layer

@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--backend", default="auto", choices=("auto", "vmap", "sequential"), help="population"
     )
     p.add_argument("--no-plot", action="store_true", help="skip report.png")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_args.NO_PROGRESS_HELP)
     _args.add_mesh_argument(p)  # the methods run on the mesh; the populations use vmap
 
 

@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="replace the rows already in DIR/results.json (default: keep them and add the "
         "seeds and scenarios not there yet; their settings must match)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_args.NO_PROGRESS_HELP)
     _args.add_mesh_argument(p)
 
 

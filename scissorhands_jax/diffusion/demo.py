@@ -10,7 +10,7 @@ initial noise per slot); the run writes ``metrics.json``, one PNG grid per model
 :math:`L_r - \\lambda L_f` | Scissorhands with the anchor recipe) and a checkpoint of
 every model and of the classifier (:class:`~scissorhands_jax.Checkpoints`, step 0,
 ``{"params": ...}``). ``scissorhands diffusion-train`` / ``-unlearn`` / ``-evaluate``
-run the same recipe from a config (``experiments/configs/digits_ddpm_class0.py``) with
+run the same recipe from a config (the installed config ``digits_ddpm_class0``) with
 resumable checkpoints.
 """
 
