@@ -14,7 +14,8 @@ schedule, :data:`DIGITS_HYPERPARAMETERS`) or an experiment config, a file or the
 installed config (:func:`scissorhands_jax.config.find_config`): then the data set, model,
 forget request, the original's and Retrain's schedules and Scissorhands' settings are the
 config's, the models are trained by the same code as ``scissorhands train`` (orbax
-checkpoints, resumable), and the baselines run with their release defaults (:func:`method_defaults`).
+checkpoints, resumable), and the baselines run with their release defaults
+(:func:`method_defaults`).
 """
 
 from __future__ import annotations
@@ -557,9 +558,12 @@ def _agree_on_the_gap(rows: list[dict[str, Any]], mia_feature: str) -> bool:
 
 def _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, progress):
     """The body of :func:`run_compare`, in the locked ``out``."""
+    from scissorhands_jax._versions import versions
+
     hps = backend.hyperparameters
     scenarios = backend.scenarios
     results_path = out / "results.json"
+    stack = versions()  # each row records what made it (kept rows keep their own)
     backend.open(out)  # refuses models of other training settings first
     rows = _kept_rows(results_path, hps, overwrite)
     names = [REFERENCE, ORIGINAL] + [m for m in METHODS if m in methods and m != REFERENCE]
@@ -608,6 +612,7 @@ def _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, pr
             bar.set_postfix_str(f"{scenario} s{seed}: {name}")
             row: dict[str, Any] = {"scenario": scenario, "method": name, "seed": int(seed)}
             row["hyperparameters"] = hps[name]
+            row["versions"] = stack
             try:
                 if original_error is not None and name != REFERENCE:
                     raise RuntimeError(original_error)

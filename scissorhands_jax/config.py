@@ -351,10 +351,11 @@ def load_config(
       ``"config_path"`` and ``"smoke"`` added.
 
     Raises:
-      ValueError: a missing or broken file (or unknown name), no ``CONFIG`` (or ``SMOKE``), a config of
-        the other kind, an unknown key, no ``data.name``, or a value of the wrong type
-        or out of range (:func:`~scissorhands_jax._config_rules.validate`), named with
-        where it came from: all before any directory is created.
+      ValueError: a missing or broken file (or an unknown name), no ``CONFIG`` (or
+        ``SMOKE``), a config of the other kind, an unknown key, no ``data.name``, or a
+        value of the wrong type or out of range
+        (:func:`~scissorhands_jax._config_rules.validate`), named with where it came
+        from: all before any directory is created.
     """
     if kind not in SCHEMAS:
         raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(SCHEMAS)}.")

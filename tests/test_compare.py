@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 
+import jax
 import pytest
 
 from scissorhands_jax import _report, cli, compare
@@ -79,6 +80,8 @@ def test_compare_writes_every_file_and_metric(first_run):
     assert retrain["avg_gap"] == 0.0 and retrain["ToW"] == 1.0
     assert retrain["UA"] == 100.0  # class 0 never reached the retrained model
     assert rows[2]["hyperparameters"] == {**compare.DIGITS_HYPERPARAMETERS["ft"], "epochs": 1}
+    for row in rows:  # what made each number, failed rows too
+        assert row["versions"]["jax"] == jax.__version__ and "numpy" in row["versions"]
     failed = rows[3]
     assert failed["error"].startswith("FloatingPointError") and "UA" not in failed
     csv_lines = (first_run / "results.csv").read_text().strip().splitlines()

@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scissorhands_jax"
 
 LAYERS = [
     # (layer, regexes over module names relative to the package)
-    ("core", r"_types|_lazy|_qp|_tree_digest|precision|preemption|settings|saliency|reinit|memory"
-     r"|projection|parallel"),
+    ("core", r"_types|_lazy|_versions|_qp|_tree_digest|precision|preemption|settings|saliency"
+     r"|reinit|memory|projection|parallel"),
     ("models_data", r"models(\..*)?|data(\..*)?|checkpoint|metrics(\..*)?"
      r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)"),
     ("training", r"training|loop|resumable|objective|trimming|repairing|population"),

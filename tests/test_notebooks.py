@@ -40,8 +40,10 @@ def test_committed_without_outputs(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path):
-    import nbformat  # the docs extra: pip install -e ".[test,docs]"
-    from nbclient import NotebookClient
+    reason = "needs the docs extra: pip install -e '.[test,docs]'"
+    nbformat = pytest.importorskip("nbformat", reason=reason)
+    NotebookClient = pytest.importorskip("nbclient", reason=reason).NotebookClient
+    pytest.importorskip("ipykernel", reason=reason)
 
     nb = nbformat.read(path, as_version=4)
     (index,) = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]

@@ -70,6 +70,7 @@ def test_train_unlearn_evaluate_chain(tmp_path, capsys):
     assert re.search(r"\| unlearned \| [\d.]+ \|", out)
     result = json.loads((run / "evaluation.json").read_text())
     assert [r["model"] for r in result["rows"]] == ["retrain", "original", "unlearned"]
+    assert result["versions"]["jax"] == jax.__version__  # what made the numbers
     for row in result["rows"]:
         for key in ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence"):
             assert 0.0 <= row[key] <= 100.0
