@@ -348,7 +348,9 @@ def load_config(
 
     Returns:
       The schema's defaults updated by ``CONFIG``, ``SMOKE`` and ``overrides``, with
-      ``"config_path"`` and ``"smoke"`` added.
+      ``"config_path"`` and ``"smoke"`` added. ``config_path`` is the name of an installed
+      config (however it was given: a name or its file), else the path given, so that a
+      run's record does not depend on where the package is installed.
 
     Raises:
       ValueError: a missing or broken file (or an unknown name), no ``CONFIG`` (or
@@ -387,4 +389,5 @@ def load_config(
     if not cfg["data"]["name"]:
         raise ValueError(f"config {path}: data.name is required (e.g. 'cifar10').")
     validate(cfg, kind, layers)
-    return {**cfg, "config_path": str(path), "smoke": bool(smoke)}
+    installed = path.resolve().parent == CONFIG_DIR and path.stem in config_names()
+    return {**cfg, "config_path": path.stem if installed else str(path), "smoke": bool(smoke)}

@@ -50,7 +50,8 @@ def test_every_name_resolves_from_any_folder(tmp_path, monkeypatch):
         kind = "diffusion" if '"diffusion"' in source else "classifier"
         cfg = load_config(name, smoke=True, kind=kind)
         assert config_kind(cfg) == kind and cfg["smoke"] is True
-        assert cfg["config_path"] == str(path)
+        assert cfg["config_path"] == name  # by name, wherever the package is installed
+        assert load_config(path, kind=kind)["config_path"] == name  # its file: the same
 
 
 def test_a_file_wins_over_a_name_and_an_unknown_name_lists_the_names(tmp_path, monkeypatch):
@@ -58,6 +59,7 @@ def test_a_file_wins_over_a_name_and_an_unknown_name_lists_the_names(tmp_path, m
     own = tmp_path / "digits10_random10.py"
     own.write_text('CONFIG = {"data": {"name": "digits10"}, "model": {"name": "digits_cnn"}}\n')
     assert find_config("digits10_random10.py") == Path("digits10_random10.py")
+    assert load_config("digits10_random10.py")["config_path"] == "digits10_random10.py"
     assert find_config("digits10_random10") == CONFIG_DIR / "digits10_random10.py"
     with pytest.raises(ValueError, match=r"'cifar11'.*cifar10_random10, cifar10_random20"):
         find_config("cifar11")
