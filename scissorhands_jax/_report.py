@@ -270,6 +270,13 @@ def plot_report(
 ) -> None:
     """``report.png``, one column per scenario: the Avg. Gap of every method split into its
     four terms (lowest first), and UA vs TA of every method (mean ± std; Retrain a star)."""
+    fig = report_figure(rows, mia_feature=mia_feature, scenarios=scenarios)
+    _save_figure(fig, path)
+
+
+def report_figure(rows: Sequence[dict[str, Any]], *, mia_feature: str, scenarios: Sequence[str]):
+    """The matplotlib ``Figure`` of :func:`plot_report`: every panel titled, both axes
+    labelled, and a title saying what is compared over how many seeds."""
     # The object API: a Figure with its own Agg canvas leaves pyplot's global state and
     # the user's backend (a notebook's inline plots) untouched.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -279,6 +286,11 @@ def plot_report(
     summary = summarize(rows, ("UA", "TA"))
     fig = Figure(figsize=(7 * len(names), 10))
     FigureCanvasAgg(fig)
+    seeds = sorted({r["seed"] for r in rows if "error" not in r})
+    fig.suptitle(
+        f"Unlearning methods against Retrain (the oracle trained without the forget set), "
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} per method"
+    )
     axes = fig.subplots(2, len(names), squeeze=False, height_ratios=(1, 1))
     colors = {"UA": "tab:blue", "RA": "tab:orange", "TA": "tab:green", "MIA": "tab:purple"}
     for col, scenario in enumerate(names):
@@ -299,6 +311,8 @@ def plot_report(
                 tick.set_color("tab:red")
                 tick.set_fontweight("bold")
         top.set_title(f"{scenario}: Avg. Gap to Retrain by term (lower is better)")
+        top.set_xlabel("Avg. Gap to Retrain (percentage points, mean over seeds)")
+        top.set_ylabel("method")
         top.set_xlim(0, 1.12 * max(left.max(initial=0.0), 1e-9))
         top.legend(fontsize=8, loc="upper right")
         top.grid(axis="x", alpha=0.3)
@@ -325,7 +339,7 @@ def plot_report(
         bottom.legend(fontsize=8, ncol=2, loc="best")
         bottom.grid(alpha=0.3)
     fig.tight_layout()
-    _save_figure(fig, path)
+    return fig
 
 
 def _save_figure(fig, path: Path) -> None:

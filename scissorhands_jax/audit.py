@@ -638,7 +638,6 @@ def run_audit(
         process (all before any training).
     """
     from scissorhands_jax import _audit_report, _report
-    from scissorhands_jax.baselines import METHODS
 
     unknown = [p for p in protocols if isinstance(p, str) and p not in PROTOCOLS]
     if unknown or not protocols:

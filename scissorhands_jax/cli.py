@@ -169,13 +169,15 @@ def configure_output(args: argparse.Namespace) -> logging.Handler:
     """The command line's output for people: the package's INFO lines (one per epoch or
     log window of every training loop) on stdout, on process 0 only; progress bars only
     where stderr is a terminal (a log file or a pipe gets the lines, not the bars).
-    Returns the handler it installed on the ``scissorhands_jax`` logger."""
+    ``--no-progress`` silences both: no bars and no per-epoch lines, only warnings and
+    errors. Returns the handler it installed on the ``scissorhands_jax`` logger."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(_MainProcessOnly())
     package = logging.getLogger("scissorhands_jax")
     package.addHandler(handler)
-    package.setLevel(logging.INFO)
+    quiet = getattr(args, "no_progress", False)  # asked for, not set below for a log file
+    package.setLevel(logging.WARNING if quiet else logging.INFO)
     package.propagate = False
     if hasattr(args, "no_progress") and not sys.stderr.isatty():
         args.no_progress = True

@@ -10,11 +10,12 @@ with its ``error``. The report files come from :mod:`scissorhands_jax._report`.
 
 This is the runner behind ``scissorhands compare``; it takes keyword arguments only.
 A *setting* is either ``"digits10"`` (the digits-10 protocol: both scenarios, the small digits
-schedule, :data:`DIGITS_HYPERPARAMETERS`) or the path of an experiment config
-(``experiments/configs/*.py``): then the data set, model, forget request, the original's
-and Retrain's schedules and Scissorhands' settings are the config's, the models are
-trained by the same code as ``scissorhands train`` (orbax checkpoints, resumable), and
-the baselines run with their release defaults (:func:`method_defaults`).
+schedule, :data:`DIGITS_HYPERPARAMETERS`) or an experiment config, a file or the name of an
+installed config (:func:`scissorhands_jax.config.find_config`): then the data set, model,
+forget request, the original's and Retrain's schedules and Scissorhands' settings are the
+config's, the models are trained by the same code as ``scissorhands train`` (orbax
+checkpoints, resumable), and the baselines run with their release defaults
+(:func:`method_defaults`).
 """
 
 from __future__ import annotations
@@ -468,7 +469,8 @@ def run_compare(
       out: output directory (created); ``results.json``, ``results.csv``, ``report.md``,
         ``report.png`` and the models (``models/`` for digits, ``runs/seed<s>/`` for a
         config) go there.
-      setting: ``"digits10"`` or the path of an experiment config (``.py``).
+      setting: ``"digits10"``, the name of an installed config or the path of a config
+        file (``.py``).
       scenarios: digits-10 forget requests, any of ``"random10"``, ``"class0"`` (default
         both); a config's request is its own (its file name is the scenario).
       seeds: seeds of the forget set, the initialisation and the methods, distinct, each
@@ -513,7 +515,16 @@ def run_compare(
             SCENARIOS if scenarios is None else scenarios, methods, train, hyperparameters
         )
         seeds = (0, 1, 2, 3, 4) if seeds is None else seeds
-    elif str(setting).endswith(".py"):
+    else:
+        from scissorhands_jax.config import config_names, find_config
+
+        try:
+            setting = find_config(setting)
+        except ValueError:
+            raise ValueError(
+                f"unknown setting {str(setting)!r}; use {DIGITS!r}, the name of an installed "
+                f"config ({', '.join(config_names())}) or the path of a config file."
+            ) from None
         if scenarios is not None or train:
             raise ValueError(
                 "a config defines its own forget request and schedules: drop --scenarios and "
@@ -528,11 +539,6 @@ def run_compare(
             overrides=hyperparameters,
         )
         seeds = (0,) if seeds is None else seeds
-    else:
-        raise ValueError(
-            f"unknown setting {str(setting)!r}; use {DIGITS!r} or the path of a config file "
-            "(experiments/configs/*.py)."
-        )
     if not seeds or len(set(seeds)) != len(seeds) or not all(map(_is_seed, seeds)):
         raise ValueError(f"--seeds must be distinct integers in [0, 2**32); got {list(seeds)}.")
     if mia_feature not in (*MIA_FEATURES, "loss"):
@@ -597,9 +603,12 @@ def _agree_on_the_gap(rows: list[dict[str, Any]], mia_feature: str) -> bool:
 
 def _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, progress):
     """The body of :func:`run_compare`, in the locked ``out``."""
+    from scissorhands_jax._versions import versions
+
     hps = backend.hyperparameters
     scenarios = backend.scenarios
     results_path = out / "results.json"
+    stack = versions()  # each row records what made it (kept rows keep their own)
     backend.open(out)  # refuses models of other training settings first
     rows = _kept_rows(results_path, hps, overwrite)
     names = [REFERENCE, ORIGINAL] + [m for m in METHODS if m in methods and m != REFERENCE]
@@ -648,6 +657,7 @@ def _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, pr
             bar.set_postfix_str(f"{scenario} s{seed}: {name}")
             row: dict[str, Any] = {"scenario": scenario, "method": name, "seed": int(seed)}
             row["hyperparameters"] = hps[name]
+            row["versions"] = stack
             try:
                 if original_error is not None and name != REFERENCE:
                     raise RuntimeError(original_error)

@@ -5,7 +5,7 @@ config is merged over the schema of its kind, then ``SMOKE`` (with ``--smoke``),
 ``--set section.key=value`` overrides. Every key must exist in the schema: an unknown
 one is a one-line error naming it and the known keys, before any work. A config file may
 import a sibling module of its folder (a family's base, e.g.
-``experiments/configs/_paper_resnet.py``), so that it holds only what differs.
+``scissorhands_jax/configs/_paper_resnet.py``), so that it holds only what differs.
 
 Two kinds (:data:`SCHEMAS`): ``"classifier"`` configs (:data:`DEFAULTS`; ``train``,
 ``unlearn``, ``evaluate``) and ``"diffusion"`` configs (:data:`DIFFUSION_DEFAULTS`;
@@ -287,6 +287,42 @@ def _exec_config(path: Path):
     return module
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The experiment configs installed with the package, one per paper table cell."""
+
+
+def config_names() -> list[str]:
+    """The names of the installed configs (file stems; ``_``-prefixed family bases left out)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def find_config(config: str | os.PathLike) -> Path:
+    """The config file that ``config`` names.
+
+    Args:
+      config: the path of a config file, or the name of an installed config
+        (``"cifar10_random10"``, with or without ``.py``; see :func:`config_names`). An
+        existing file wins over a name.
+
+    Returns:
+      The path of the file.
+
+    Raises:
+      ValueError: neither a file nor an installed config's name; the message lists the
+        names.
+    """
+    path = Path(config)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".py")
+    if path.parent == Path(".") and name in config_names():
+        return CONFIG_DIR / f"{name}.py"
+    raise ValueError(
+        f"config {str(config)!r} is neither a file nor an installed config; give the path of a "
+        f".py config file or one of these names: {', '.join(config_names())}."
+    )
+
+
 _COMMANDS = {
     "classifier": "train/unlearn/evaluate",
     "diffusion": "diffusion-train/-unlearn/-evaluate",
@@ -303,7 +339,8 @@ def load_config(
     """Loads a config file into a complete, validated dict.
 
     Args:
-      path: a ``.py`` file defining ``CONFIG`` (and ``SMOKE`` for ``smoke``).
+      path: a ``.py`` file defining ``CONFIG`` (and ``SMOKE`` for ``smoke``), or the
+        name of an installed config (:func:`find_config`).
       smoke: merge the file's ``SMOKE`` dict (a run of seconds).
       overrides: ``"section.key=value"`` strings; values are Python literals or words.
       kind: ``"classifier"`` or ``"diffusion"``: the schema (:data:`SCHEMAS`) the file
@@ -311,20 +348,23 @@ def load_config(
 
     Returns:
       The schema's defaults updated by ``CONFIG``, ``SMOKE`` and ``overrides``, with
-      ``"config_path"`` and ``"smoke"`` added.
+      ``"config_path"`` and ``"smoke"`` added. ``config_path`` is the name of an installed
+      config (however it was given: a name or its file), else the path given, so that a
+      run's record does not depend on where the package is installed.
 
     Raises:
-      ValueError: a missing or broken file, no ``CONFIG`` (or ``SMOKE``), a config of
-        the other kind, an unknown key, no ``data.name``, or a value of the wrong type
-        or out of range (:func:`~scissorhands_jax._config_rules.validate`), named with
-        where it came from: all before any directory is created.
+      ValueError: a missing or broken file (or an unknown name), no ``CONFIG`` (or
+        ``SMOKE``), a config of the other kind, an unknown key, no ``data.name``, or a
+        value of the wrong type or out of range
+        (:func:`~scissorhands_jax._config_rules.validate`), named with where it came
+        from: all before any directory is created.
     """
     if kind not in SCHEMAS:
         raise ValueError(f"unknown config kind {kind!r}; choose one of {sorted(SCHEMAS)}.")
     schema = SCHEMAS[kind]
-    path = Path(path)
-    if not path.is_file() or path.suffix != ".py":
-        raise ValueError(f"config {path} is not a .py file (see experiments/configs/).")
+    path = find_config(path)
+    if path.suffix != ".py":
+        raise ValueError(f"config {path} is not a .py file; names: {', '.join(config_names())}.")
     module = _exec_config(path)
     if not isinstance(getattr(module, "CONFIG", None), dict):
         raise ValueError(f"config {path} defines no CONFIG dict.")
@@ -349,4 +389,5 @@ def load_config(
     if not cfg["data"]["name"]:
         raise ValueError(f"config {path}: data.name is required (e.g. 'cifar10').")
     validate(cfg, kind, layers)
-    return {**cfg, "config_path": str(path), "smoke": bool(smoke)}
+    installed = path.resolve().parent == CONFIG_DIR and path.stem in config_names()
+    return {**cfg, "config_path": path.stem if installed else str(path), "smoke": bool(smoke)}

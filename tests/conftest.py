@@ -79,3 +79,34 @@ def scissorhands_flat(model, params, state=None, **kw):
 
     core = {k: kw.pop(k) for k in _CORE_KEYWORDS if k in kw}
     return shs.scissorhands(model, params, state, **core, **from_flat(**kw))
+
+
+@pytest.fixture(scope="session")
+def installed_package(tmp_path_factory):
+    """The package built and installed as a user gets it (not editable, without its
+    dependencies, which the test environment has): returns the folder to put first on
+    ``PYTHONPATH``. Only the files a build reads are copied, so the build writes nothing
+    into the clone."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(
+        root / "scissorhands_jax",
+        source / "scissorhands_jax",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    target = tmp_path_factory.mktemp("site")
+    # pip builds the wheel in an isolated environment: the build requirements come from
+    # the package index, as for a user
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--target", str(target), str(source)],
+        check=True,
+    )  # fmt: skip
+    return target

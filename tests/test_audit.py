@@ -50,9 +50,7 @@ def test_a_variant_is_audited_through_its_method(monkeypatch):
     monkeypatch.setitem(baselines.METHODS, "scissorhands", fake)
     hps = audit.method_hyperparameters("scissorhands_cal", TINY)
     with pytest.raises(RuntimeError, match="stop"):
-        audit._unlearn_all(
-            "scissorhands_cal", hps, None, ({}, {}), data, seed=0, progress=False
-        )
+        audit._unlearn_all("scissorhands_cal", hps, None, ({}, {}), data, seed=0, progress=False)
     assert seen["calibration"] == "temperature"
     assert seen["calibration_data"] is data.test
 

@@ -7,6 +7,7 @@ import functools
 import json
 from pathlib import Path
 
+import jax
 import pytest
 
 from scissorhands_jax import _report, cli, compare
@@ -15,7 +16,7 @@ from scissorhands_jax.commands.compare import parse_overrides
 from scissorhands_jax.metrics import MIA_FEATURES
 
 DIGITS_CONFIG = str(
-    Path(__file__).resolve().parents[1] / "experiments/configs/digits10_random10.py"
+    Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/digits10_random10.py"
 )
 METRICS = {"UA", "RA", "TA", "MIA_loss", "ToW", "avg_gap", "rte_s"} | {
     f"MIA_{f}" for f in MIA_FEATURES
@@ -83,6 +84,8 @@ def test_compare_writes_every_file_and_metric(first_run):
     assert retrain["avg_gap"] == 0.0 and retrain["ToW"] == 1.0
     assert retrain["UA"] == 100.0  # class 0 never reached the retrained model
     assert rows[2]["hyperparameters"] == {**compare.DIGITS_HYPERPARAMETERS["ft"], "epochs": 1}
+    for row in rows:  # what made each number, failed rows too
+        assert row["versions"]["jax"] == jax.__version__ and "numpy" in row["versions"]
     failed = rows[3]
     assert failed["error"].startswith("FloatingPointError") and "UA" not in failed
     csv_lines = (first_run / "results.csv").read_text().strip().splitlines()

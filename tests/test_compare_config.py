@@ -29,7 +29,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]  # end to end
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs"
 DIGITS = str(CONFIGS / "digits10_random10.py")
 CIFAR10 = str(CONFIGS / "cifar10_random10.py")
 FAST = ["--set", "ft.epochs=1", "--set", "ft.batch_size=64"]

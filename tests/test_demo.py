@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -53,7 +54,8 @@ def test_demo_writes_rows_and_prints_table(tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())
     assert len(rows) == 2 * 3
     for row in rows:
-        assert set(row) == KEYS
+        assert set(row) == KEYS | {"versions"}
+        assert row["versions"]["jax"] == jax.__version__  # what made the number
         for key in ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence"):
             assert 0.0 <= row[key] <= 100.0
         assert 0.0 <= row["MIA_entropy_attack_auc"] <= 1.0

@@ -500,6 +500,26 @@ def test_grid_png_roundtrip(tmp_path):
     np.testing.assert_array_equal(back[:, : grid.shape[1]], grid[..., 0])
 
 
+def test_annotate_labels_a_grid_and_keeps_its_pixels():
+    grid = dm.image_grid(np.zeros((3, 2, 4, 4, 1)), pad=1, scale=4)  # black cells
+    rows = dm.class_labels(3, 1)
+    assert rows == ["class 0", "class 1 (forgotten)", "class 2"]
+    assert dm.class_labels(2, 0, ["plane", "car"]) == ["plane (forgotten)", "car"]
+    out = dm.annotate(grid, title="t", row_labels=rows, column_labels=["a"])
+    h, w = grid.shape[:2]
+    assert out.dtype == np.uint8 and out.shape[2] == 1 and out.shape[0] > h and out.shape[1] > w
+    np.testing.assert_array_equal(out[-h:, -w:], grid)  # the samples, untouched
+    top, left = out.shape[0] - h, out.shape[1] - w
+    assert (out[:top] < 128).any()  # the title and the column label are drawn
+    for r in range(3):  # a label beside every row, on white
+        band = out[top + r * h // 3 : top + (r + 1) * h // 3, :left]
+        assert (band < 128).any() and (band == 255).any(), r
+    rgb = dm.annotate(np.full((20, 30, 3), 7, np.uint8), title="colour")
+    assert rgb.shape[2] == 3 and (rgb[-20:, :30] == 7).all()  # a title wider than the image
+    with pytest.raises(ValueError, match="annotate: need uint8"):
+        dm.annotate(np.zeros((4, 4, 1), np.float32), title="t")
+
+
 # ---------------------------------------------------------------- command and config
 
 
@@ -526,9 +546,9 @@ def test_generate_demo_writes_metrics_grids_and_checkpoints(tmp_path):
     for row in payload["rows"]:
         assert 0.0 <= row["forget_share"] <= 100.0 and 0.0 <= row["other_acc"] <= 100.0
         assert np.isfinite(row["frechet"]) and np.isfinite(row["fid"])
-    assert json.loads((out / "metrics.json").read_text())["rows"] == json.loads(
-        json.dumps(payload["rows"])
-    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rows"] == json.loads(json.dumps(payload["rows"]))
+    assert metrics["versions"]["jax"] == jax.__version__  # what made the numbers
     assert {"before_after.png", "grid_original.png", "grid_scissorhands.png"} <= set(
         payload["files"]
     )
@@ -572,9 +592,7 @@ def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
 def test_cifar10_config_documents_the_settings():
     from scissorhands_jax.config import load_config
 
-    path = (
-        Path(__file__).resolve().parents[1] / "experiments" / "configs" / "cifar10_ddpm_class0.py"
-    )
+    path = Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/cifar10_ddpm_class0.py"
     spec = importlib.util.spec_from_file_location("cifar10_ddpm_class0", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]  # end to end
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs"
 DIGITS = str(CONFIGS / "digits_ddpm_class0.py")
 CIFAR10 = str(CONFIGS / "cifar10_ddpm_class0.py")
 # one UNet level and a few steps: compiles in seconds on the 2-core CI machine. 200

@@ -137,8 +137,8 @@ def test_config_overrides_are_type_checked_at_once(text, pattern):
     from scissorhands_jax.config import load_config
 
     with pytest.raises(ValueError, match=pattern):
-        load_config("experiments/configs/cifar10_random10.py", overrides=[text])
-    good = load_config("experiments/configs/cifar10_random10.py", overrides=["unlearn.lr=5e-3"])
+        load_config("cifar10_random10", overrides=[text])
+    good = load_config("cifar10_random10", overrides=["unlearn.lr=5e-3"])
     assert good["unlearn"]["lr"] == 5e-3
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
 
-CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "digits10.py"
+CONFIG = Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs" / "digits10.py"
 
 
 def test_digits10_config_matches_the_demo_defaults():

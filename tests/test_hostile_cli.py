@@ -26,7 +26,7 @@ from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.checkpoint import Checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "experiments" / "configs"
+CONFIGS = REPO / "scissorhands_jax" / "configs"
 DIGITS = str(CONFIGS / "digits10_random10.py")
 DDPM = str(CONFIGS / "digits_ddpm_class0.py")
 # a digits comparison of seconds: one scenario, one seed, one epoch everywhere

@@ -27,7 +27,8 @@ LAYERS = [
      r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)|sd(\..*)?"),
     ("training", r"training|loop|resumable|objective|trimming|repairing|population"),
     ("methods", r"method|calibration|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
-    ("experiments", r"config|pipeline|compare|demo|_report|_audit_report|audit|tune|_tune_rules"
+    ("experiments", r"config|configs(\..*)?|pipeline|compare|demo|_report|_audit_report|audit"
+     r"|tune|_tune_rules"
      r"|_rundir|_config_rules|_model_cache|diffusion\.(demo|convert_inception)"),
     ("cli", r"cli|__main__|commands(\..*)?"),
     ("package", r""),  # the package's own __init__ re-exports every layer

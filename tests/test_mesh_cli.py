@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "experiments/configs/digits10_random10.py")
+CONFIG = str(Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/digits10_random10.py")
 DEVICES = 4
 
 

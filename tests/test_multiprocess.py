@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "experiments/configs/digits10_random10.py")
+CONFIG = str(ROOT / "scissorhands_jax/configs/digits10_random10.py")
 # 512 training digits: 8 steps per epoch, 16 in all; a checkpoint every 2 steps
 SETTINGS = [CONFIG, "--smoke", "--no-progress", "--set", "data.limit_train=512"]
 TRAIN = ["train", *SETTINGS, "--only", "original", "--set", "train.checkpoint_every=2"]

@@ -4,6 +4,8 @@ committed without outputs."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,8 @@ SMALL = {  # overrides of each notebook's "parameters" cell: seconds, not minute
     "your_loop": "TRAIN_EPOCHS = 2\nREPAIR_EPOCHS = 1",
     "paper_pipeline": "SMOKE = True\nRUN = {run!r}",
 }
+INSTALLED = "import scissorhands_jax\nprint('package at', scissorhands_jax.__file__)"
+REPO = re.compile(r'^REPO = "https://github\.com/([^/"]+)/scissorhands_jax"$', re.M)
 
 
 def test_every_notebook_is_here():
@@ -37,27 +41,50 @@ def test_committed_without_outputs(path):
     assert "colab.research.google.com" in first and "colab-badge.svg" in first
 
 
+def _source(cell) -> str:
+    return cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_repository_setting_and_a_badge_that_matches_it(path):
+    cells = json.loads(path.read_text())["cells"]
+    (account,) = REPO.findall(_source(cells[1]))  # the setting, alone in the first code cell
+    badge = (
+        f"https://colab.research.google.com/github/{account}/scissorhands_jax/blob/main/"
+        f"examples/{path.name})"
+    )
+    assert badge in _source(cells[0])
+    everything = "".join(_source(c) for c in cells)
+    assert "OWNER" not in everything and "experiments/configs" not in everything
+    assert "git+{REPO}" in _source(cells[2])  # the install uses the setting
+    readme = (ROOT / "README.md").read_text()
+    assert f"git+https://github.com/{account}/scissorhands_jax.git" in readme
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, tmp_path):
-    import nbformat  # the docs extra: pip install -e ".[test,docs]"
-    from nbclient import NotebookClient
+def test_notebook_runs(path, tmp_path, installed_package):
+    reason = "needs the docs extra: pip install -e '.[test,docs]'"
+    nbformat = pytest.importorskip("nbformat", reason=reason)
+    NotebookClient = pytest.importorskip("nbclient", reason=reason).NotebookClient
+    pytest.importorskip("ipykernel", reason=reason)
 
     nb = nbformat.read(path, as_version=4)
     (index,) = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     small = SMALL[path.stem].format(run=str(tmp_path / "run"))
-    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(small))
-    # paper_pipeline reads experiments/configs from the repository root
-    cwd = ROOT if path.stem == "paper_pipeline" else tmp_path
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(small + "\n" + INSTALLED))
+    # as a user runs it: the package installed (not this clone), from a folder elsewhere
+    env = {**os.environ, "PYTHONPATH": str(installed_package), "SCISSORHANDS_CACHE": "off"}
     NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": cwd}}
-    ).execute()
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute(env=env)
 
     def text(cell):
         return "".join(o.get("text", "") for o in cell.get("outputs", []))
 
     printed = "\n".join(text(c) for c in nb.cells if c.cell_type == "code")
     assert "jax " in printed and " runs on cpu" in printed  # the install cell's check
+    assert f"package at {installed_package}" in printed
     if path.stem == "quickstart":
         assert "| class0 | scissorhands |" in printed
         assert any(

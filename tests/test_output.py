@@ -4,6 +4,7 @@ to a callback."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import scissorhands_jax as shs
 from scissorhands_jax import cli
 from scissorhands_jax.loop import report
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "experiments/configs/digits10_random10.py")
+CONFIG = str(Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/digits10_random10.py")
 
 
 def _loss(params, state, batch, train):
@@ -77,3 +78,21 @@ def test_only_process_zero_speaks(monkeypatch):
     assert not keep.filter(record)
     warning = logging.LogRecord("scissorhands_jax.loop", logging.WARNING, "", 0, "x", (), None)
     assert keep.filter(warning)  # warnings and errors from every process
+
+
+def test_no_progress_silences_the_epoch_lines_but_not_warnings(capsys):
+    package = logging.getLogger("scissorhands_jax")
+    before = (list(package.handlers), package.level, package.propagate)
+    for flag, expect_lines in ((True, False), (False, True)):
+        handler = cli.configure_output(argparse.Namespace(no_progress=flag))
+        try:
+            report("original", {"epoch": 0, "step": 23, "loss": 0.5, "time_s": 1.0})
+            logging.getLogger("scissorhands_jax.loop").warning("a warning")
+        finally:
+            package.removeHandler(handler)
+            package.setLevel(before[1])
+            package.propagate = before[2]
+        out = capsys.readouterr().out
+        assert ("original: epoch 1" in out) == expect_lines, (flag, out)
+        assert "a warning" in out
+    assert list(package.handlers) == before[0]

@@ -144,7 +144,7 @@ def test_bfloat16_training_from_the_command_line_keeps_float32_parameters(
     from scissorhands_jax import cli
 
     out = tmp_path / "run"
-    path = str(ROOT / "experiments/configs" / config)
+    path = str(ROOT / "scissorhands_jax/configs" / config)
     args = [command, path, "--smoke", "--no-progress", "--out", str(out), "--only", "original"]
     args += ["--set", "train.precision=bfloat16"]
     assert cli.main(args) == 0

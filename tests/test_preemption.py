@@ -89,7 +89,7 @@ def test_callback_sees_every_log_entry():
     assert seen == [(e["step"], e["loss"]) for e in log] and len(seen) == 5
 
 
-CONFIG = str(Path(__file__).resolve().parents[1] / "experiments/configs/digits10_random10.py")
+CONFIG = str(Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/digits10_random10.py")
 
 
 @pytest.mark.slow

@@ -34,7 +34,9 @@ def test_readme_fits_in_12_kb():
 
 
 def test_no_page_suggests_installing_from_an_index():
-    for page in (README, *(ROOT / "docs").glob("*.md"), *(ROOT / "experiments").rglob("*.py")):
+    configs = (ROOT / "scissorhands_jax" / "configs").glob("*.py")
+    scripts = (ROOT / "experiments").rglob("*.py")
+    for page in (README, *(ROOT / "docs").glob("*.md"), *scripts, *configs):
         text = page.read_text()
         assert 'install "scissorhands_jax' not in text, page  # not on an index: path or URL
         assert "install scissorhands_jax" not in text, page

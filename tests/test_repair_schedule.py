@@ -103,7 +103,7 @@ def test_saved_runs_keep_their_identity_unless_a_variant_is_asked():
     from scissorhands_jax import pipeline
     from scissorhands_jax.config import load_config
 
-    cfg = load_config(Path(__file__).parents[1] / "experiments/configs/cifar10_random10.py")
+    cfg = load_config(Path(__file__).parents[1] / "scissorhands_jax/configs/cifar10_random10.py")
     split = SimpleNamespace(
         indices=SimpleNamespace(num_train=10, val=np.arange(3), forget=np.arange(2))
     )

@@ -27,3 +27,15 @@ def test_plot_report_leaves_the_backend_and_pyplot_alone(tmp_path):
     assert plt.get_fignums() == [user_figure.number]  # no figure of ours left in pyplot
     assert plt.gcf() is user_figure
     plt.close(user_figure)
+
+
+def test_every_panel_of_the_report_reads_on_its_own():
+    pytest.importorskip("matplotlib")
+    rows = json.loads(ROWS.read_text())
+    fig = _report.report_figure(rows, mia_feature="entropy", scenarios=("random10", "class0"))
+    assert "Retrain" in fig.get_suptitle() and "5 seeds" in fig.get_suptitle()
+    axes = fig.get_axes()
+    assert len(axes) == 4
+    for ax in axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+    assert {ax.get_title().split(":")[0] for ax in axes} == {"random10", "class0"}

@@ -43,6 +43,9 @@ def positive_float(text: str) -> float:
     return value
 
 
+NO_PROGRESS_HELP = "no progress bars and no per-epoch lines (warnings and errors still print)"
+
+
 def add_mesh_argument(p: argparse.ArgumentParser) -> None:
     """``--mesh``: the devices a command runs data-parallel on."""
     p.add_argument(
@@ -57,7 +60,9 @@ def add_mesh_argument(p: argparse.ArgumentParser) -> None:
 def add_common_arguments(p: argparse.ArgumentParser, *, mesh: bool = True) -> None:
     """``CONFIG``, ``--smoke``, ``--set``, ``--data-dir``, ``--no-progress`` and, with
     ``mesh``, ``--mesh``."""
-    p.add_argument("config", help="a config file, e.g. experiments/configs/cifar10_random10.py")
+    p.add_argument(
+        "config", help="an installed config's name (e.g. cifar10_random10) or a config file"
+    )
     p.add_argument("--smoke", action="store_true", help="merge the config's SMOKE (seconds)")
     p.add_argument(
         "--set",
@@ -67,6 +72,6 @@ def add_common_arguments(p: argparse.ArgumentParser, *, mesh: bool = True) -> No
         help="override one config value, e.g. --set unlearn.lr=0.01 (repeatable)",
     )
     p.add_argument("--data-dir", help="data directory (overrides data.data_dir)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     if mesh:
         add_mesh_argument(p)

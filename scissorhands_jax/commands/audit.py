@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "it chose (the others with the defaults); --seed must differ from its tuning seed",
     )
     p.add_argument("--no-plot", action="store_true", help="skip report.png")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_args.NO_PROGRESS_HELP)
     _args.add_mesh_argument(p)  # the methods run on the mesh; the populations use vmap
 
 

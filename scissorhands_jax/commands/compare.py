@@ -39,15 +39,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "method x seed), results.csv, report.md and report.png. Re-running with the same "
         "--out resumes: finished rows and trained models (or their last checkpoints) are "
         "reused, and finished rows of other hyperparameters are kept unless --overwrite. "
-        "--setting is digits10 (default) or an experiment config file.",
+        "--setting is digits10 (default) or an experiment config (a name or a file).",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--setting",
         default="digits10",
-        metavar="digits10|CONFIG.py",
-        help="digits10 (the digits-10 protocol, both scenarios) or a config, e.g. "
-        "experiments/configs/cifar10_random10.py (its data, model, request and schedules)",
+        metavar="digits10|CONFIG",
+        help="digits10 (the digits-10 protocol, both scenarios) or a config: an installed "
+        "config's name (e.g. digits10_class0, cifar10_random10) or a config file (its data, "
+        "model, request and schedules)",
     )
     p.add_argument(
         "--scenarios",
@@ -90,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="replace finished rows that were made with other hyperparameters",
     )
     p.add_argument("--no-plot", action="store_true", help="skip report.png (no matplotlib)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_args.NO_PROGRESS_HELP)
     _args.add_mesh_argument(p)
 
 

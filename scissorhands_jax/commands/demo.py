@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="replace the rows already in DIR/results.json (default: keep them and add the "
         "seeds and scenarios not there yet; their settings must match)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_args.NO_PROGRESS_HELP)
     _args.add_mesh_argument(p)
 
 
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     """Runs the digits-10 demo and writes ``results.json``: the rows already there are
     kept (same settings) and only the missing seeds and scenarios run."""
     from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax._versions import versions
     from scissorhands_jax.demo import check_digits_run, format_table, run_digits
     from scissorhands_jax.parallel import resolve_mesh
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         rows = _kept_rows(out, setting, args.overwrite)
         kept = len(rows)
         for scenarios, seeds in _missing(rows, args.scenarios, args.seeds):
-            rows += run_digits(
+            new = run_digits(
                 scenarios=scenarios,
                 seeds=seeds,
                 train=train,
@@ -103,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 mesh=mesh,
             )
+            stack = versions()  # each row records what made it (kept rows keep their own)
+            rows += [{**row, "versions": stack} for row in new]
             _write(out, setting, rows)
     print(_legends.under(format_table(rows), _legends.CLASSIFIER))
     extra = f"; {kept} kept from the earlier runs" if kept else ""

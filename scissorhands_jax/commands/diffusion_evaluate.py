@@ -115,8 +115,15 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path, fid_features) 
     import numpy as np
 
     from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax._versions import versions
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
+    from scissorhands_jax.diffusion.grid import (
+        annotate,
+        class_labels,
+        image_grid,
+        save_png,
+        side_by_side,
+    )
     from scissorhands_jax.diffusion.metrics import frechet_distance_features, generation_metrics
     from scissorhands_jax.diffusion.sampler import sample
     from scissorhands_jax.models.adapters import predict_probs
@@ -140,6 +147,7 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path, fid_features) 
     print(f"judge ({cfg['classifier']['model']}): test accuracy {judge_acc:.2f} %")
 
     k, c_f = data.num_classes, data.forget_class
+    class_rows = class_labels(k, c_f)  # the grids' rows
     labels = np.repeat(np.arange(k), s["per_class"]).astype(np.int32)
     real = data.images("retain")
     real_feats = features(j_params, j_state, data.judge_input(real))
@@ -172,9 +180,15 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path, fid_features) 
         h, w, c = data.image_shape
         per = ((x + 1.0) / 2.0).reshape(k, s["per_class"], h, w, c)
         grids[name] = image_grid(per[:, : s["grid_per_class"]], scale=max(32 // h, 1))
-        save_png(run_dir / f"grid_{name}.png", grids[name])
-    after = [grids[n] for n in dif.METHODS if n in grids]
-    save_png(run_dir / "before_after.png", side_by_side([grids["original"], *after]))
+        title = f"{name}: generated samples, one row per class"
+        image = annotate(grids[name], title=title, row_labels=class_rows)
+        save_png(run_dir / f"grid_{name}.png", image)
+    after = [n for n in dif.METHODS if n in grids]
+    both = side_by_side([grids[n] for n in ("original", *after)])
+    heads = ["before: original", *(f"after: {n}" for n in after)]
+    title = f"Generated samples before and after forgetting class {c_f}"
+    image = annotate(both, title=title, column_labels=heads, row_labels=class_rows)
+    save_png(run_dir / "before_after.png", image)
     payload = {
         "forget_class": c_f,
         "judge": cfg["classifier"]["model"],
@@ -184,6 +198,7 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path, fid_features) 
         "before_after": ["original", *(n for n in dif.METHODS if n in grids)],
         "files": sorted(p.name for p in run_dir.glob("*.png")),
         "devices": [str(d) for d in jax.devices()],
+        "versions": versions(),
     }
     write_json_atomic(run_dir / "evaluation.json", payload)
     print(_legends.under(format_table(rows), _legends.DIFFUSION))

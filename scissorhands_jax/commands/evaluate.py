@@ -83,6 +83,7 @@ def refuse_overwrite(path: Path, overwrite: bool) -> None:
 def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path) -> int:
     from scissorhands_jax import pipeline as pipe
     from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax._versions import versions
     from scissorhands_jax.metrics import avg_gap
 
     progress = not args.no_progress
@@ -127,6 +128,7 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path) -> int:
         "num_test": int(split.test_indices.size),
         "mia_in_avg_gap": "MIA_entropy",
         "rows": rows,
+        "versions": versions(),
     }
     write_json_atomic(run_dir / "evaluation.json", payload)
     print(_legends.under(format_table(rows), _legends.CLASSIFIER))

@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="weights of the FID Inception-v3 (python -m "
         "scissorhands_jax.diffusion.convert_inception): adds the standard FID to every row",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=_args.NO_PROGRESS_HELP)
     _args.add_mesh_argument(p)  # training and unlearning; sampling runs on one device
 
 

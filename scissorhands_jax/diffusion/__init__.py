@@ -17,7 +17,13 @@ from scissorhands_jax.diffusion.baselines import (
     train_diffusion,
 )
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
-from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
+from scissorhands_jax.diffusion.grid import (
+    annotate,
+    class_labels,
+    image_grid,
+    save_png,
+    side_by_side,
+)
 from scissorhands_jax.diffusion.metrics import (
     feature_extractor,
     feature_statistics,
@@ -59,6 +65,8 @@ __all__ = [
     "NoisedSource",
     "UNET_PRESETS",
     "UNet",
+    "annotate",
+    "class_labels",
     "cosine_betas",
     "ddim_timesteps",
     "diffusion_model",

@@ -10,7 +10,7 @@ initial noise per slot); the run writes ``metrics.json``, one PNG grid per model
 :math:`L_r - \\lambda L_f` | Scissorhands with the anchor recipe) and a checkpoint of
 every model and of the classifier (:class:`~scissorhands_jax.Checkpoints`, step 0,
 ``{"params": ...}``). ``scissorhands diffusion-train`` / ``-unlearn`` / ``-evaluate``
-run the same recipe from a config (``experiments/configs/digits_ddpm_class0.py``) with
+run the same recipe from a config (the installed config ``digits_ddpm_class0``) with
 resumable checkpoints.
 """
 
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax._versions import versions
 from scissorhands_jax.checkpoint import Checkpoints
 from scissorhands_jax.data import array_source, load_digits10
 from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
@@ -35,7 +36,13 @@ from scissorhands_jax.diffusion.baselines import (
     salun_diffusion,
     train_diffusion,
 )
-from scissorhands_jax.diffusion.grid import image_grid, save_png, side_by_side
+from scissorhands_jax.diffusion.grid import (
+    annotate,
+    class_labels,
+    image_grid,
+    save_png,
+    side_by_side,
+)
 from scissorhands_jax.diffusion.metrics import (
     feature_extractor,
     frechet_distance_features,
@@ -291,6 +298,7 @@ def run_generate_demo(
     sample_key = jax.random.key(seed + 4)
     grids: dict[str, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
+    digit_rows = class_labels(10, c_f, [f"digit {d}" for d in range(10)])  # the grids' rows
 
     def save_params(name: str, tree) -> None:  # one step-0 checkpoint per model
         with Checkpoints(ckpt_dir / name, identity={"demo": name, "config": cfg}, keep=1) as ck:
@@ -326,7 +334,9 @@ def run_generate_demo(
         rows.append(row)
         per = np.asarray((x + 1.0) / 2.0).reshape(10, sc["per_class"], size, size, 1)
         grids[name] = image_grid(per[:, : cfg["grid_per_class"]], scale=32 // size)
-        save_png(out / f"grid_{name}.png", grids[name])
+        title = f"{name}: generated digits, one row per class"
+        image = annotate(grids[name], title=title, row_labels=digit_rows)
+        save_png(out / f"grid_{name}.png", image)
         save_params(name, p)
         log(
             f"{name}: forget share {row['forget_share']:.1f} %, other-class accuracy "
@@ -343,9 +353,13 @@ def run_generate_demo(
         jax.block_until_ready(new)
         extra["time_s"] = time.perf_counter() - t0
         evaluate(name, new, extra)
-    after = [grids[m] for m in ("scissorhands", "scissorhands_anchor") if m in grids]
+    after = [m for m in ("scissorhands", "scissorhands_anchor") if m in grids]
     if after:  # original | Scissorhands L_r - lam L_f | Scissorhands anchor recipe
-        save_png(out / "before_after.png", side_by_side([grids["original"], *after]))
+        both = side_by_side([grids[m] for m in ("original", *after)])
+        title = f"Generated digits before and after forgetting class {c_f}"
+        heads = ["before: original", *(f"after: {m}" for m in after)]
+        image = annotate(both, title=title, column_labels=heads, row_labels=digit_rows)
+        save_png(out / "before_after.png", image)
     timing["total_s"] = time.perf_counter() - start_all
     payload = {
         "config": cfg,
@@ -354,6 +368,7 @@ def run_generate_demo(
         "timing": timing,
         "files": sorted(p.name for p in out.glob("*.png")),
         "devices": [str(d) for d in jax.devices()],
+        "versions": versions(),
     }
     write_json_atomic(out / "metrics.json", payload)
     return payload

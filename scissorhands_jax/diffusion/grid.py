@@ -1,4 +1,4 @@
-"""PNG grids of generated samples (Pillow), written atomically."""
+"""PNG grids of generated samples (Pillow), labelled and written atomically."""
 
 from __future__ import annotations
 
@@ -36,6 +36,79 @@ def side_by_side(grids: Sequence[np.ndarray], gap: int = 8) -> np.ndarray:
     for g in grids:
         parts += [g, white]
     return np.concatenate(parts[:-1], axis=1)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:  # Pillow >= 10.1: a scalable font where FreeType is available
+        return ImageFont.load_default(size=size)
+    except TypeError:  # older Pillow: its fixed bitmap font
+        return ImageFont.load_default()
+
+
+def annotate(
+    image: np.ndarray,
+    *,
+    title: str | None = None,
+    row_labels: Sequence[str] = (),
+    column_labels: Sequence[str] = (),
+    gap: int = 8,
+    font_size: int = 14,
+) -> np.ndarray:
+    """Labels a uint8 image (H, W, C) so that it reads on its own: a ``title`` line above,
+    ``column_labels`` centred above its panels and ``row_labels`` left of its rows.
+
+    The rows are ``len(row_labels)`` bands of equal height (the rows of
+    :func:`image_grid`); the panels are ``len(column_labels)`` equal widths joined by
+    ``gap`` pixels (:func:`side_by_side`'s layout).
+
+    Returns:
+      A larger uint8 image with the same channels, the labels in black on white.
+    """
+    from PIL import Image, ImageDraw
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"annotate: need uint8 (H, W, 1|3), got {image.dtype} {image.shape}.")
+    font = _font(font_size)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+    def size(text):
+        left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    line = max(size("Ag")[1], 1) + 6
+    h, w, c = image.shape
+    left = max((size(t)[0] for t in row_labels), default=0)
+    left = left + 10 if row_labels else 0
+    top = line * (bool(title) + bool(column_labels))
+    titles_w = size(title)[0] + 10 if title else 0
+    width = max(left + w, titles_w)
+    canvas = Image.new("L" if c == 1 else "RGB", (width, top + h), "white")
+    canvas.paste(Image.fromarray(image[..., 0] if c == 1 else image), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((5, 3), title, fill="black", font=font)
+    if column_labels:
+        n = len(column_labels)
+        panel = (w - gap * (n - 1)) / n
+        for i, text in enumerate(column_labels):
+            centre = left + i * (panel + gap) + panel / 2
+            x = min(max(centre - size(text)[0] / 2, 0), width - size(text)[0])
+            draw.text((x, top - line + 3), text, fill="black", font=font)
+    for r, text in enumerate(row_labels):
+        centre = top + (r + 0.5) * h / len(row_labels)
+        draw.text((5, centre - size(text)[1] / 2 - 2), text, fill="black", font=font)
+    out = np.asarray(canvas, np.uint8)
+    return out[..., None] if c == 1 else out
+
+
+def class_labels(num_classes: int, forget_class: int, names: Sequence[str] = ()) -> list[str]:
+    """Row labels of a per-class grid: ``"class 3"`` (or its name), the forgotten class
+    marked ``"(forgotten)"``."""
+    labels = list(names) or [f"class {k}" for k in range(num_classes)]
+    return [f"{t} (forgotten)" if k == forget_class else t for k, t in enumerate(labels)]
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -2,7 +2,7 @@
 
 Reproduces: Scissorhands against Retrain with 9,000 of the 45,000 training images
 forgotten, at the release's values below. Commands and expected time: _paper_resnet.py,
-with C=experiments/configs/cifar100_random20.py (scissorhands train $C, unlearn $C,
+with C=cifar100_random20 (scissorhands train $C, unlearn $C,
 evaluate $C).
 """
 

@@ -2,7 +2,7 @@
 
 Reproduces: Scissorhands against Retrain with a random 20 % of the training images (tfds
 svhn_cropped) forgotten, at the release's values below. Commands and expected time:
-_paper_resnet.py, with C=experiments/configs/svhn_random20.py (scissorhands train $C,
+_paper_resnet.py, with C=svhn_random20 (scissorhands train $C,
 unlearn $C, evaluate $C).
 """
 

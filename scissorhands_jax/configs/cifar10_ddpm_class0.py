@@ -28,7 +28,7 @@ Settings taken from the releases:
                        biases 0; Adam on all UNet weights; L_r - lambda * L_f.
 
 Commands (add --smoke to each for a run of seconds on a small UNet and 512 images):
-  C=experiments/configs/cifar10_ddpm_class0.py RUN=runs/cifar10_ddpm_class0
+  C=cifar10_ddpm_class0 RUN=runs/cifar10_ddpm_class0
   scissorhands prepare cifar10 --data-dir DATA
   scissorhands diffusion-train $C --data-dir DATA --out $RUN     # original, retrain, judge
   scissorhands diffusion-unlearn $C --data-dir DATA --run $RUN --method scissorhands

@@ -8,7 +8,7 @@ config is one seed, with its own keys, so its numbers match the demo's table
 statistically, not bit for bit.
 
 Commands (add --smoke to each for a run of seconds):
-  C=experiments/configs/digits10_class0.py RUN=runs/digits10_class0
+  C=digits10_class0 RUN=runs/digits10_class0
   scissorhands train $C --out $RUN
   scissorhands unlearn $C --run $RUN
   scissorhands evaluate $C --run $RUN

@@ -3,7 +3,7 @@
 Reproduces: the generation demo (scissorhands generate-demo, settings in
 scissorhands_jax/diffusion/demo.py::DEMO_CONFIG) through the resumable
 diffusion-train / diffusion-unlearn / diffusion-evaluate commands, so the same steps as
-the CIFAR-10 DDPM config (experiments/configs/cifar10_ddpm_class0.py) run on any machine:
+the CIFAR-10 DDPM config (the config cifar10_ddpm_class0) run on any machine:
 scikit-learn's 8x8 digits (1,437 training images, no download) in [-1, 1]; a UNet with
 16 base channels, levels 8x8 and 4x4, self-attention at 4x4 (177,553 parameters); T =
 200 linear betas (the DDPM range scaled by 1000 / T), label dropout 0.1; Adam 2e-3, clip
@@ -19,7 +19,7 @@ here, from key(seed + 2) there), so the numbers match the demo's table statistic
 not bit for bit.
 
 Commands (add --smoke to each for a run of seconds):
-  C=experiments/configs/digits_ddpm_class0.py RUN=runs/digits_ddpm_class0
+  C=digits_ddpm_class0 RUN=runs/digits_ddpm_class0
   scissorhands diffusion-train $C --out $RUN
   scissorhands diffusion-unlearn $C --run $RUN --method scissorhands
   scissorhands diffusion-unlearn $C --run $RUN --method scissorhands_anchor

@@ -2,7 +2,7 @@
 
 Reproduces: Scissorhands against Retrain with every training image of class 0 (TA on the
 test set without it) forgotten, at the release's values below. Commands and expected
-time: _paper_resnet.py, with C=experiments/configs/svhn_class0.py (scissorhands train
+time: _paper_resnet.py, with C=svhn_class0 (scissorhands train
 $C, unlearn $C, evaluate $C).
 """
 

@@ -11,7 +11,7 @@ ROOT/test/<identity>/*.jpg from your copy (see scissorhands_jax/data/celeba_fold
 there is no prepare step.
 
 Commands (add --smoke to each for a run of seconds on a tiny ResNet and 64 images):
-  C=experiments/configs/celebahq_ids30.py RUN=runs/celebahq_ids30
+  C=celebahq_ids30 RUN=runs/celebahq_ids30
   scissorhands train $C --data-dir ROOT --out $RUN
   scissorhands unlearn $C --data-dir ROOT --run $RUN
   scissorhands evaluate $C --data-dir ROOT --run $RUN

@@ -9,7 +9,7 @@ protocol over three seeds; this config is one seed, with its own keys, so its nu
 match the demo's table statistically, not bit for bit.
 
 Commands (add --smoke to each for a run of seconds):
-  C=experiments/configs/digits10_random10.py RUN=runs/digits10_random10
+  C=digits10_random10 RUN=runs/digits10_random10
   scissorhands train $C --out $RUN
   scissorhands unlearn $C --run $RUN
   scissorhands evaluate $C --run $RUN

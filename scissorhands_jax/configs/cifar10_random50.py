@@ -2,7 +2,7 @@
 
 Reproduces: Scissorhands against Retrain with 22,500 of the 45,000 training images
 forgotten, at the release's values below. Commands and expected time: _paper_resnet.py,
-with C=experiments/configs/cifar10_random50.py (scissorhands train $C, unlearn $C,
+with C=cifar10_random50 (scissorhands train $C, unlearn $C,
 evaluate $C).
 """
 
