@@ -169,10 +169,11 @@ def check_trials(method: str, trials: Sequence[dict[str, Any]], protocol: audit.
             epochs_for(method, hps.pop("steps"), 1, 1, 1)  # a method with epochs, steps >= 1
             hps["epochs"] = 1
         try:
-            if method == "scissorhands":
+            base = audit.base_method(method)
+            if base == "scissorhands":
                 check_settings(**hps)
             else:
-                HYPERPARAMETERS[method].of(method, hps)
+                HYPERPARAMETERS[base].of(base, hps)
         except ValueError as err:
             raise ValueError(f"the search space of {method}, trial {params}: {err}") from None
 

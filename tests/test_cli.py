@@ -21,7 +21,7 @@ from scissorhands_jax.checkpoint import Checkpoints
 from scissorhands_jax.commands import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
-DIGITS = str(REPO / "experiments" / "configs" / "digits10_random10.py")
+DIGITS = str(REPO / "scissorhands_jax" / "configs" / "digits10_random10.py")
 
 
 def _err_line(capsys) -> str:

@@ -315,3 +315,11 @@ def test_cli_tunes_then_audits_with_the_chosen_settings(tmp_path, monkeypatch, c
     argv[argv.index("--out") + 1] = str(tmp_path / "refused")
     assert cli.main([*argv, "--seed", "100"]) == 2
     assert "is the tuning seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", sorted(tune.SEARCH_SPACE))
+def test_every_declared_trial_is_one_its_method_accepts(method):
+    """The whole budget of every method (variants included, through the method they run)
+    passes the method's own settings checks, so no trial fails for a typo in the space."""
+    trials = tune.sample_trials(method, tune.SEARCH_SPACE[method], 8, seed=100)
+    tune.check_trials(method, trials, TINY)
