@@ -18,6 +18,7 @@ Sampling is DDIM with classifier-free guidance (:func:`text_to_image`,
 (:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...).
 """
 
+from scissorhands_jax.diffusion.model import classifier_free_guidance
 from scissorhands_jax.sd._clip import CLIPTextEncoder
 from scissorhands_jax.sd._compvis import compvis_to_diffusers, load_compvis
 from scissorhands_jax.sd._config import TextConfig, UNetConfig, VAEConfig, config_from_dict
@@ -49,7 +50,6 @@ from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, encode_prompts, text_t
 from scissorhands_jax.sd._scheduler import (
     DDIMSteps,
     SchedulerConfig,
-    classifier_free_guidance,
     ddim_step,
     ddim_steps,
     read_scheduler_config,

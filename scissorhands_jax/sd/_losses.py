@@ -19,8 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from scissorhands_jax.diffusion.model import classifier_free_guidance
 from scissorhands_jax.diffusion.schedule import NoiseSchedule, q_sample
-from scissorhands_jax.sd._scheduler import classifier_free_guidance
 
 ANCHOR_PROMPT = "a photo of a person wearing clothes"
 """The nudity recipe's anchor concept :math:`c_{clothed}`."""

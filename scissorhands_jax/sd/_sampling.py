@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax.diffusion.model import classifier_free_guidance
 from scissorhands_jax.sd._scheduler import (
     DDIMSteps,
     SchedulerConfig,
-    classifier_free_guidance,
     ddim_step,
     ddim_steps,
 )

@@ -148,15 +148,3 @@ def ddim_step(x_t: jax.Array, eps: jax.Array, abar: jax.Array, abar_prev: jax.Ar
     """
     x0 = (x_t - jnp.sqrt(1.0 - abar) * eps) / jnp.sqrt(abar)
     return jnp.sqrt(abar_prev) * x0 + jnp.sqrt(1.0 - abar_prev) * eps
-
-
-def classifier_free_guidance(
-    eps_uncond: jax.Array, eps_cond: jax.Array, scale: float | jax.Array
-) -> jax.Array:
-    r"""The guided noise prediction :math:`\epsilon_\varnothing + s\,(\epsilon_c -
-    \epsilon_\varnothing)` (Ho & Salimans 2022), s = ``scale``.
-
-    SD's sampling uses s = 7.5; the release's class saliency folds its guidance 7.5 in as
-    :math:`8.5\,\epsilon_c - 7.5\,\epsilon_\varnothing`, i.e. s = 8.5.
-    """
-    return eps_uncond + scale * (eps_cond - eps_uncond)
