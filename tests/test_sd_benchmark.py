@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("regex", reason="the sd package's tokenizer needs the regex package")
+
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "sd_unet_step.py"
 
 

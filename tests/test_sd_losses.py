@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scissorhands_jax import sd
+pytest.importorskip("regex", reason="the sd package's tokenizer needs the regex package")
+
+from scissorhands_jax import sd  # noqa: E402
 
 UNET = dict(
     block_out_channels=(16, 32),

@@ -26,8 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scissorhands_jax import sd
-from scissorhands_jax.diffusion.schedule import make_schedule
+pytest.importorskip("regex", reason="the sd package's tokenizer needs the regex package")
+
+from scissorhands_jax import sd  # noqa: E402
+from scissorhands_jax.diffusion.schedule import make_schedule  # noqa: E402
 
 SD14_SCHEDULER = {  # CompVis/stable-diffusion-v1-4 scheduler/scheduler_config.json
     "_class_name": "PNDMScheduler",
