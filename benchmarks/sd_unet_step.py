@@ -185,9 +185,8 @@ def run_torch(args) -> dict:
     }
 
 
-def child(args, framework: str) -> dict:
+def child(framework: str) -> dict:
     """``run_<framework>`` in a fresh process: its JSON, or the error it printed."""
-    del args
     cmd = [sys.executable, __file__, *sys.argv[1:], "--framework", framework]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -238,9 +237,9 @@ def main() -> None:
         "warmup": args.warmup,
     }
     # each framework in its own process: JAX keeps most of the device memory it starts with
-    record["jax"] = child(args, "jax")
+    record["jax"] = child("jax")
     missing = torch_available()
-    record["torch"] = child(args, "torch") if missing is None else {"skipped": missing}
+    record["torch"] = child("torch") if missing is None else {"skipped": missing}
     os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # this process only records
     from _common import machine
 

@@ -270,6 +270,11 @@ def test_eval_set_refuses_bad_settings_before_writing(tmp_path):
     prompts.write_text("a cat\n")
     with pytest.raises(ValueError, match="images_per_prompt"):
         sd.generate_eval_set(None, prompts, tmp_path / "out", images_per_prompt=0)
+    m = tiny_sd()
+    with pytest.raises(ValueError, match="height must be a positive multiple of 2"):
+        sd.generate_eval_set(m, prompts, tmp_path / "out", height=15, width=16)
+    with pytest.raises(ValueError, match="num_steps"):
+        sd.generate_eval_set(m, prompts, tmp_path / "out", num_steps=0, height=16, width=16)
     assert not (tmp_path / "out").exists()
 
 

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 
 from scissorhands_jax.diffusion.grid import save_png
-from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, text_to_image
-from scissorhands_jax.sd._scheduler import SchedulerConfig
+from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, latent_shape, text_to_image
+from scissorhands_jax.sd._scheduler import SchedulerConfig, ddim_steps
 
 SEED_COLUMNS = ("evaluation_seed", "seed")
 INDEX_FILE = "index.csv"
@@ -115,6 +115,8 @@ def generate_eval_set(
     for name, value in (("images_per_prompt", images_per_prompt), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"generate_eval_set: {name} must be a positive integer, got {value!r}")
+    latent_shape(sd, height, width)
+    ddim_steps(scheduler or SchedulerConfig(), num_steps)
     out = Path(out_dir)
     rows = [
         (f"{i:05d}_{j:02d}.png", i, j, seed if p.seed is None else p.seed, p.text)

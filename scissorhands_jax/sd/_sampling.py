@@ -82,6 +82,19 @@ def decode_images(vae: Any, params: Any, latents: jax.Array) -> jax.Array:
     return jnp.clip((images.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
 
 
+def latent_shape(sd: Any, height: int, width: int) -> tuple[int, int, int]:
+    """The UNet's latent shape for ``height`` x ``width`` images.
+
+    Raises:
+      ValueError: a size that is not a positive multiple of the autoencoder's factor.
+    """
+    factor = 2 ** (len(sd.vae.config.block_out_channels) - 1)
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value < factor or value % factor:
+            raise ValueError(f"{name} must be a positive multiple of {factor}, got {value!r}")
+    return height // factor, width // factor, sd.unet.config.in_channels
+
+
 def initial_latents(keys: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
     """(B, *shape) standard normal latents, row i drawn from ``keys[i]`` alone."""
     return jax.vmap(lambda k: jax.random.normal(k, shape))(keys)
@@ -122,11 +135,8 @@ def text_to_image(
     keys = jnp.asarray(keys)
     if n == 0 or keys.shape[:1] != (n,):
         raise ValueError(f"text_to_image: need one key per prompt, got {keys.shape} for {n}")
-    factor = 2 ** (len(sd.vae.config.block_out_channels) - 1)
-    if height % factor or width % factor:
-        raise ValueError(f"text_to_image: height and width must be multiples of {factor}")
+    shape = latent_shape(sd, height, width)
     scheduler = scheduler or SchedulerConfig()
-    shape = (height // factor, width // factor, sd.unet.config.in_channels)
     pad = 0 if sharding is None else -n % len(sharding.device_set)
     prompts = [*prompts, *[prompts[-1]] * pad]
     keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
