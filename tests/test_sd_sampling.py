@@ -1,11 +1,12 @@
 """SD text-to-image sampling: the schedule, the DDIM step against diffusers, guidance by
 hand, prompt files, and a tiny random pipeline on 1 and 4 devices.
 
-The DDIM comparison runs diffusers' ``DDIMScheduler`` and ours on the same schedule
-configuration and the same fake noise predictor (a fixed linear map of x and t), in
-float32, for 10 steps. Tolerance: 1e-5 of the largest absolute value. Both compute the
-same float32 expressions in a different order, a few units in the last place per step;
-a wrong timestep, ᾱ or offset moves the result by O(1e-2) or more. Skipped where
+The DDIM and PLMS comparisons run diffusers' ``DDIMScheduler`` and ``PNDMScheduler``
+(``skip_prk_steps``, SD v1.4's) and our jitted loop on the same schedule configuration and
+the same fake noise predictor (a fixed linear map of x and t, standing in for the UNet),
+in float32, for 10 steps (and PLMS's one-step special case). Tolerance: 1e-5 of the
+largest absolute value. Both compute the same float32 expressions in a different order
+(observed ~2e-7); a wrong timestep, ᾱ or offset moves the result by 4e-3 or more. Skipped where
 diffusers (and torch) are not installed.
 
 The 4-device run is this file run as a script in a subprocess with
@@ -88,28 +89,52 @@ def fake_eps(x, t):
     return 0.3 * x + 1e-3 * t - 0.1
 
 
-def test_ddim_loop_equals_diffusers():
-    pytest.importorskip("torch", reason="diffusers' scheduler needs torch")
-    diffusers = pytest.importorskip("diffusers", reason="the reference scheduler is diffusers'")
+class FakeUNet:
+    """Stands in for the UNet in :func:`denoise`: ``fake_eps``, whatever the context."""
+
+    def apply(self, variables, x, t, context):
+        del variables, context
+        return fake_eps(x, t.astype(jnp.float32).reshape(-1, 1, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("sampler", "reference", "num_steps"),
+    [("ddim", "DDIMScheduler", 10), ("plms", "PNDMScheduler", 10), ("plms", "PNDMScheduler", 1)],
+)
+def test_sampling_loop_equals_diffusers(sampler, reference, num_steps):
+    pytest.importorskip("torch", reason="diffusers' schedulers need torch")
+    diffusers = pytest.importorskip("diffusers", reason="the reference schedulers are diffusers'")
     import torch
 
-    config = {k: v for k, v in SD14_SCHEDULER.items() if not k.startswith("_")}
-    config.pop("skip_prk_steps")
-    ref = diffusers.DDIMScheduler(**config)
-    ref.set_timesteps(10)
+    # from_config: the fields a scheduler does not have (e.g. DDIM's skip_prk_steps) ignored
+    ref = getattr(diffusers, reference).from_config(SD14_SCHEDULER)
+    ref.set_timesteps(num_steps)
     x0 = np.random.default_rng(0).normal(size=(2, 4, 4, 4)).astype(np.float32)
     x = torch.from_numpy(x0)
     for t in ref.timesteps:
         x = ref.step(fake_eps(x, float(t)), t, x).prev_sample
-    config.pop("trained_betas")
-    plan = sd.ddim_steps(sd.SchedulerConfig(**config), 10)
-    np.testing.assert_array_equal(plan.timesteps, ref.timesteps.numpy())
-    ours = jnp.asarray(x0)
-    for t, abar, abar_prev in zip(*plan, strict=True):
-        ours = sd.ddim_step(ours, fake_eps(ours, t.astype(jnp.float32)), abar, abar_prev)
     ref_x = x.numpy()
+
+    scheduler = sd.SchedulerConfig(num_train_timesteps=1000, steps_offset=1)
+    plan = (sd.ddim_steps if sampler == "ddim" else sd.plms_steps)(scheduler, num_steps)
+    np.testing.assert_array_equal(plan.timesteps, ref.timesteps.numpy())
+    ctx = jnp.zeros((2, 3, 8))
+    ours = sd._sampling.denoise(FakeUNet(), None, jnp.asarray(x0), ctx, ctx, plan, 1.0)
     err = np.abs(np.asarray(ours) - ref_x).max() / np.abs(ref_x).max()
     assert err <= 1e-5, f"max abs error {err:.2e} of the output scale"
+
+
+def test_plms_plan_by_hand():
+    # 4 steps, r = 250: evaluations at 751, 501 (the first step again), 501, 251, 1
+    plan = sd.plms_steps(sd.SchedulerConfig(), 4)
+    assert plan.timesteps.tolist() == [751, 501, 501, 251, 1]
+    assert plan.from_first.tolist() == [False, True, False, False, False]
+    assert plan.remember.tolist() == [True, False, True, True, True]
+    np.testing.assert_allclose(plan.eps_weights[1], [0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(plan.eps_weights[4], np.array([55, -59, 37, -9]) / 24, rtol=1e-6)
+    abar = np.cumprod(1 - np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)
+    np.testing.assert_allclose(plan.alphas_cumprod, abar[[751, 751, 501, 251, 1]], rtol=1e-6)
+    np.testing.assert_allclose(plan.alphas_cumprod_prev, abar[[501, 501, 251, 1, 0]], rtol=1e-6)
 
 
 def test_scheduler_config_read_and_refused(tmp_path):

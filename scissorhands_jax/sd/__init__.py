@@ -13,7 +13,7 @@ copy of ``CompVis/stable-diffusion-v1-4``::
     eps = m.unet.apply({"params": m.unet_params}, latents, t, context)
     images = sd.text_to_image(m, ["a photo of a cat"], jax.random.key(0)[None])  # uint8
 
-Sampling is DDIM with classifier-free guidance (:func:`text_to_image`,
+Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
 :func:`generate_eval_set` for a prompt file); the release's losses are pure functions
 (:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...).
 """
@@ -48,10 +48,12 @@ from scissorhands_jax.sd._losses import (
 )
 from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, encode_prompts, text_to_image
 from scissorhands_jax.sd._scheduler import (
-    DDIMSteps,
+    SAMPLERS,
+    SamplingSteps,
     SchedulerConfig,
     ddim_step,
     ddim_steps,
+    plms_steps,
     read_scheduler_config,
 )
 from scissorhands_jax.sd._tokenizer import CLIPTokenizer, load_tokenizer
@@ -63,12 +65,13 @@ __all__ = [
     "AutoencoderKL",
     "CLIPTextEncoder",
     "CLIPTokenizer",
-    "DDIMSteps",
     "GUIDANCE_SCALE",
     "Prompt",
     "REINIT_SELF_ATTENTION",
     "REPAIR_WEIGHT",
     "SALIENCY_GUIDANCE",
+    "SAMPLERS",
+    "SamplingSteps",
     "SchedulerConfig",
     "StableDiffusion",
     "TextConfig",
@@ -96,6 +99,7 @@ __all__ = [
     "load_vae",
     "nudity_repair_loss",
     "place_params",
+    "plms_steps",
     "read_prompts",
     "read_scheduler_config",
     "text_params",

@@ -19,8 +19,13 @@ import jax
 import numpy as np
 
 from scissorhands_jax.diffusion.grid import save_png
-from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, latent_shape, text_to_image
-from scissorhands_jax.sd._scheduler import SchedulerConfig, ddim_steps
+from scissorhands_jax.sd._sampling import (
+    GUIDANCE_SCALE,
+    latent_shape,
+    sampling_steps,
+    text_to_image,
+)
+from scissorhands_jax.sd._scheduler import SchedulerConfig
 
 SEED_COLUMNS = ("evaluation_seed", "seed")
 INDEX_FILE = "index.csv"
@@ -84,6 +89,7 @@ def generate_eval_set(
     num_steps: int = 50,
     guidance_scale: float = GUIDANCE_SCALE,
     scheduler: SchedulerConfig | None = None,
+    sampler: str = "ddim",
     height: int = 512,
     width: int = 512,
     sharding: jax.sharding.NamedSharding | None = None,
@@ -102,7 +108,7 @@ def generate_eval_set(
       seed: the seed of prompts whose file gives none.
       batch_size: images per sampling call (a multiple of the device count avoids
         padding when ``sharding`` is given).
-      num_steps, guidance_scale, scheduler, height, width, sharding: as
+      num_steps, guidance_scale, scheduler, sampler, height, width, sharding: as
         :func:`~scissorhands_jax.sd.text_to_image`.
 
     Returns:
@@ -116,7 +122,7 @@ def generate_eval_set(
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"generate_eval_set: {name} must be a positive integer, got {value!r}")
     latent_shape(sd, height, width)
-    ddim_steps(scheduler or SchedulerConfig(), num_steps)
+    sampling_steps(sampler, scheduler or SchedulerConfig(), num_steps)
     out = Path(out_dir)
     rows = [
         (f"{i:05d}_{j:02d}.png", i, j, seed if p.seed is None else p.seed, p.text)
@@ -135,6 +141,7 @@ def generate_eval_set(
             num_steps=num_steps,
             guidance_scale=guidance_scale,
             scheduler=scheduler,
+            sampler=sampler,
             height=height,
             width=width,
             sharding=sharding,

@@ -1,13 +1,14 @@
-"""Text-to-image sampling: DDIM with classifier-free guidance, jitted, data-parallel.
+"""Text-to-image sampling: DDIM or PLMS with classifier-free guidance, jitted, data-parallel.
 
 The denoising loop runs inside one jitted program (the steps in ``lax.scan``); each step
 evaluates the UNet once on the unconditional and conditional halves side by side (the
 unconditional context is the empty prompt's embedding) and takes the DDIM step on the
-guided noise. Each image's initial latent noise comes from its own key, so an image does
-not depend on which batch, or which device, it was drawn in. Given a batch sharding
-(e.g. ``NamedSharding(mesh, PartitionSpec("data"))``), latents and text embeddings are
-placed along the batch axis, the parameters replicated, and jit follows the inputs'
-shardings: data parallelism without code for it.
+guided noise (PLMS: on a combination of it and the previous predictions). Each image's
+initial latent noise comes from its own key, so an image does not depend on which batch,
+or which device, it was drawn in. Given a batch sharding (e.g.
+``NamedSharding(mesh, PartitionSpec("data"))``), latents and text embeddings are placed
+along the batch axis, the parameters replicated, and jit follows the inputs' shardings:
+data parallelism without code for it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import numpy as np
 
 from scissorhands_jax.diffusion.model import classifier_free_guidance
 from scissorhands_jax.sd._scheduler import (
-    DDIMSteps,
+    SAMPLERS,
+    SamplingSteps,
     SchedulerConfig,
     ddim_step,
     ddim_steps,
+    plms_steps,
 )
 
 GUIDANCE_SCALE = 7.5
@@ -44,10 +47,10 @@ def denoise(
     latents: jax.Array,
     context: jax.Array,
     uncond: jax.Array,
-    steps: DDIMSteps,
+    steps: SamplingSteps,
     guidance_scale: float | jax.Array,
 ) -> jax.Array:
-    """Runs the DDIM loop from ``latents`` (x_T, already scaled by the initial σ of 1).
+    """Runs a sampling plan (DDIM or PLMS) from ``latents`` (x_T; the initial σ is 1).
 
     Args:
       unet: the :class:`~scissorhands_jax.sd.UNet` (static).
@@ -55,7 +58,7 @@ def denoise(
       latents: (B, h, w, C) initial noise.
       context: (B, L, D) prompt embeddings.
       uncond: (B, L, D) the empty prompt's embedding, one per example.
-      steps: the :class:`DDIMSteps` plan.
+      steps: the :class:`SamplingSteps` plan (:func:`ddim_steps`, :func:`plms_steps`).
       guidance_scale: s of :func:`classifier_free_guidance`.
 
     Returns:
@@ -63,15 +66,22 @@ def denoise(
     """
     both_context = jnp.concatenate([uncond, context])
 
-    def step(x, plan):
-        t, abar, abar_prev = plan
+    def step(carry, plan):
+        x, history = carry
+        t, abar, abar_prev, weights, from_first, remember = plan
         tt = jnp.full((2 * x.shape[0],), t, jnp.int32)
         eps = unet.apply({"params": params}, jnp.concatenate([x, x]), tt, both_context)
         eps_uncond, eps_cond = jnp.split(eps, 2)
-        eps = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
-        return ddim_step(x, eps.astype(x.dtype), abar, abar_prev), None
+        new = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale).astype(x.dtype)
+        combined = weights[0] * new + sum(w * h for w, h in zip(weights[1:], history, strict=True))
+        start = jnp.where(from_first, latents, x)
+        history = jax.tree.map(
+            lambda pushed, kept: jnp.where(remember, pushed, kept), (new, *history[:2]), history
+        )
+        return (ddim_step(start, combined, abar, abar_prev), history), None
 
-    x, _ = jax.lax.scan(step, latents, tuple(steps))
+    history = (jnp.zeros_like(latents),) * 3
+    (x, _), _ = jax.lax.scan(step, (latents, history), tuple(steps))
     return x
 
 
@@ -80,6 +90,17 @@ def decode_images(vae: Any, params: Any, latents: jax.Array) -> jax.Array:
     """Scaled latents -> images in [0, 1], (B, H, W, 3) float32."""
     images = vae.apply({"params": params}, latents / vae.config.scaling_factor, method="decode")
     return jnp.clip((images.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def sampling_steps(sampler: str, scheduler: SchedulerConfig, num_steps: int) -> SamplingSteps:
+    """The plan of ``sampler`` (one of :data:`SAMPLERS`).
+
+    Raises:
+      ValueError: an unknown sampler or a bad step count.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    return (ddim_steps if sampler == "ddim" else plms_steps)(scheduler, num_steps)
 
 
 def latent_shape(sd: Any, height: int, width: int) -> tuple[int, int, int]:
@@ -108,6 +129,7 @@ def text_to_image(
     num_steps: int = 50,
     guidance_scale: float = GUIDANCE_SCALE,
     scheduler: SchedulerConfig | None = None,
+    sampler: str = "ddim",
     height: int = 512,
     width: int = 512,
     sharding: jax.sharding.NamedSharding | None = None,
@@ -118,16 +140,19 @@ def text_to_image(
       sd: a :class:`~scissorhands_jax.sd.StableDiffusion` (its tokenizer is needed).
       prompts: B prompts.
       keys: (B,) PRNG keys; image i is a pure function of ``prompts[i]`` and ``keys[i]``.
-      num_steps: DDIM steps.
+      num_steps: sampling steps (PLMS evaluates the UNet once more).
       guidance_scale: classifier-free guidance s (1: the conditional prediction alone,
         still evaluated with the unconditional half).
       scheduler: the schedule; SD v1.4's when None (see :func:`read_scheduler_config`).
+      sampler: ``"ddim"`` (diffusers' ``DDIMScheduler``, η = 0) or ``"plms"``
+        (``PNDMScheduler`` with ``skip_prk_steps``, SD v1.4's default).
       height, width: image size, multiples of the autoencoder's downsampling factor.
       sharding: a batch sharding over a mesh (batch on the first axis); the batch is
         padded to a multiple of its device count and the padding dropped.
 
     Raises:
-      ValueError: mismatched prompts and keys, or a size the autoencoder cannot reach.
+      ValueError: mismatched prompts and keys, an unknown sampler, or a size the
+        autoencoder cannot reach.
     """
     if sd.tokenizer is None:
         raise ValueError("text_to_image: sd has no tokenizer; load it with load_tokenizer")
@@ -136,7 +161,7 @@ def text_to_image(
     if n == 0 or keys.shape[:1] != (n,):
         raise ValueError(f"text_to_image: need one key per prompt, got {keys.shape} for {n}")
     shape = latent_shape(sd, height, width)
-    scheduler = scheduler or SchedulerConfig()
+    plan = sampling_steps(sampler, scheduler or SchedulerConfig(), num_steps)
     pad = 0 if sharding is None else -n % len(sharding.device_set)
     prompts = [*prompts, *[prompts[-1]] * pad]
     keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
@@ -148,7 +173,6 @@ def text_to_image(
         latents, context, uncond = jax.device_put((latents, context, uncond), sharding)
         replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
         unet_params, vae_params = jax.device_put((unet_params, vae_params), replicated)
-    plan = ddim_steps(scheduler, num_steps)
     latents = denoise(sd.unet, unet_params, latents, context, uncond, plan, guidance_scale)
     images = decode_images(sd.vae, vae_params, latents)
     return np.asarray(jnp.round(images[:n] * 255.0)).astype(np.uint8)
