@@ -72,7 +72,20 @@ def guided_eps(
     )
     cond, uncond = both[:n], both[n:]
     s = jnp.asarray(scale, cond.dtype).reshape((-1,) + (1,) * (cond.ndim - 1))
-    return uncond + s * (cond - uncond)
+    return classifier_free_guidance(uncond, cond, s)
+
+
+def classifier_free_guidance(
+    eps_uncond: jax.Array, eps_cond: jax.Array, scale: float | jax.Array
+) -> jax.Array:
+    r"""The guided noise prediction :math:`\epsilon_\varnothing + s\,(\epsilon_c -
+    \epsilon_\varnothing)` (Ho & Salimans 2022), s = ``scale`` (broadcast against the
+    predictions).
+
+    SD's sampling uses s = 7.5; the release's class saliency folds its guidance 7.5 in as
+    :math:`8.5\,\epsilon_c - 7.5\,\epsilon_\varnothing`, i.e. s = 8.5.
+    """
+    return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
 def epsilon_loss(

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-BETA_SCHEDULES = ("linear", "cosine")
+BETA_SCHEDULES = ("linear", "cosine", "scaled_linear")
 
 
 class NoiseSchedule(NamedTuple):
@@ -57,6 +57,15 @@ def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float =
     return np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
 
 
+def scaled_linear_betas(
+    num_timesteps: int, beta_start: float = 0.00085, beta_end: float = 0.012
+) -> np.ndarray:
+    """Latent diffusion's schedule, linear in :math:`\\sqrt\\beta`:
+    ``linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2`` (float64 NumPy; the defaults
+    are Stable Diffusion v1's for T = 1000)."""
+    return np.linspace(beta_start**0.5, beta_end**0.5, num_timesteps, dtype=np.float64) ** 2
+
+
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999):
     r"""Nichol & Dhariwal's cosine schedule:
     :math:`\bar\alpha(t) = f(t)/f(0)`, :math:`f(t) = \cos^2\!\big(\tfrac{t/T + s}{1 + s}
@@ -81,9 +90,11 @@ def make_schedule(
     """Builds a :class:`NoiseSchedule` (computed in float64, stored as float32).
 
     Args:
-      kind: ``"linear"`` or ``"cosine"``.
+      kind: ``"linear"``, ``"cosine"`` or ``"scaled_linear"`` (linear in
+        :math:`\\sqrt\\beta`, Stable Diffusion's).
       num_timesteps: T.
-      beta_start, beta_end: the linear schedule's end points.
+      beta_start, beta_end: the linear schedules' end points (of β for ``"linear"``, of
+        :math:`\\sqrt\\beta` squared back for ``"scaled_linear"``).
 
     Raises:
       ValueError: for an unknown kind, T < 2, or betas outside (0, 1).
@@ -94,6 +105,8 @@ def make_schedule(
         raise ValueError(f"num_timesteps must be an integer >= 2, got {num_timesteps!r}.")
     if kind == "linear":
         betas = linear_betas(num_timesteps, beta_start, beta_end)
+    elif kind == "scaled_linear":
+        betas = scaled_linear_betas(num_timesteps, beta_start, beta_end)
     else:
         betas = cosine_betas(num_timesteps)
     if not (np.all(betas > 0) and np.all(betas < 1)):

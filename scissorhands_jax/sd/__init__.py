@@ -11,11 +11,18 @@ copy of ``CompVis/stable-diffusion-v1-4``::
     ids = m.tokenizer(["a photo of a cat"])                      # (1, 77)
     context = m.text_encoder.apply({"params": m.text_params}, ids)  # (1, 77, 768)
     eps = m.unet.apply({"params": m.unet_params}, latents, t, context)
+    images = sd.text_to_image(m, ["a photo of a cat"], jax.random.key(0)[None])  # uint8
+
+Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
+:func:`generate_eval_set` for a prompt file); the release's losses are pure functions
+(:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...).
 """
 
+from scissorhands_jax.diffusion.model import classifier_free_guidance
 from scissorhands_jax.sd._clip import CLIPTextEncoder
 from scissorhands_jax.sd._compvis import compvis_to_diffusers, load_compvis
 from scissorhands_jax.sd._config import TextConfig, UNetConfig, VAEConfig, config_from_dict
+from scissorhands_jax.sd._evalset import Prompt, generate_eval_set, read_prompts
 from scissorhands_jax.sd._load import (
     StableDiffusion,
     load_diffusers,
@@ -27,30 +34,76 @@ from scissorhands_jax.sd._load import (
     unet_params,
     vae_params,
 )
+from scissorhands_jax.sd._losses import (
+    ANCHOR_PROMPT,
+    REPAIR_WEIGHT,
+    SALIENCY_GUIDANCE,
+    anchor_loss,
+    class_repair_loss,
+    class_saliency_loss,
+    draw_noise,
+    encode_latents,
+    ldm_loss,
+    nudity_repair_loss,
+)
+from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, encode_prompts, text_to_image
+from scissorhands_jax.sd._scheduler import (
+    SAMPLERS,
+    SamplingSteps,
+    SchedulerConfig,
+    ddim_step,
+    ddim_steps,
+    plms_steps,
+    read_scheduler_config,
+)
 from scissorhands_jax.sd._tokenizer import CLIPTokenizer, load_tokenizer
 from scissorhands_jax.sd._unet import REINIT_SELF_ATTENTION, UNet
 from scissorhands_jax.sd._vae import AutoencoderKL
 
 __all__ = [
+    "ANCHOR_PROMPT",
     "AutoencoderKL",
     "CLIPTextEncoder",
     "CLIPTokenizer",
+    "GUIDANCE_SCALE",
+    "Prompt",
     "REINIT_SELF_ATTENTION",
+    "REPAIR_WEIGHT",
+    "SALIENCY_GUIDANCE",
+    "SAMPLERS",
+    "SamplingSteps",
+    "SchedulerConfig",
     "StableDiffusion",
     "TextConfig",
     "UNet",
     "UNetConfig",
     "VAEConfig",
+    "anchor_loss",
+    "class_repair_loss",
+    "class_saliency_loss",
+    "classifier_free_guidance",
     "compvis_to_diffusers",
     "config_from_dict",
+    "ddim_step",
+    "ddim_steps",
+    "draw_noise",
+    "encode_latents",
+    "encode_prompts",
+    "generate_eval_set",
+    "ldm_loss",
     "load_compvis",
     "load_diffusers",
     "load_text_encoder",
     "load_tokenizer",
     "load_unet",
     "load_vae",
+    "nudity_repair_loss",
     "place_params",
+    "plms_steps",
+    "read_prompts",
+    "read_scheduler_config",
     "text_params",
+    "text_to_image",
     "unet_params",
     "vae_params",
 ]
