@@ -217,6 +217,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
         left.invert_yaxis()
         shaded = "; grey: null range" if null else ""
         left.set_title(f"{protocol}: U-LiRA accuracy (0.5 = perfect{shaded})")
+        left.set_xlabel("attack accuracy, unlearned vs retrained (bars: 95 % interval)")
+        left.set_ylabel("method")
         relative = [r.get("forget_quality_rel") for r in mine]
         if all(v is not None for v in relative):
             right.barh(names, relative, color="tab:green")
@@ -227,6 +229,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
             right.barh(names, [r["forget_quality"] for r in mine], color="tab:green")
             right.set_xlim(0, 1)
             right.set_title(f"{protocol}: forget quality (higher is better)")
+        right.set_xlabel("forget quality (NeurIPS 2023 challenge's ε-based score)")
         right.invert_yaxis()
     fig.savefig(path, dpi=110)
 
