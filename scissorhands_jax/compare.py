@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from scissorhands_jax import _report
 from scissorhands_jax._model_cache import ModelCache as _ModelCache
 from scissorhands_jax._rundir import run_directory, write_json_atomic
+from scissorhands_jax._seed import check_seed
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, data_parallel
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
@@ -496,6 +497,8 @@ def run_compare(
         )
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct integers; got {list(seeds)}.")
+    for seed in seeds:
+        check_seed("seeds", seed)
     if mia_feature not in (*MIA_FEATURES, "loss"):
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
     if plot:
