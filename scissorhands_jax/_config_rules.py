@@ -86,7 +86,7 @@ CLASSIFIERS = ("digits_cnn", "resnet18", "resnet34")
 :data:`scissorhands_jax.pipeline.MODELS` (a test checks they agree)."""
 FORGET_KINDS = ("random", "class", "identity", "file")
 """``data.forget.kind``: :data:`scissorhands_jax.data.splits.FORGET_KINDS`."""
-BETA_SCHEDULES = ("linear", "cosine")
+BETA_SCHEDULES = ("linear", "cosine", "scaled_linear")
 """``diffusion.schedule.kind``: :data:`scissorhands_jax.diffusion.schedule.BETA_SCHEDULES`."""
 SAMPLERS = ("ddpm", "ddim")
 """``sample.method``: :data:`scissorhands_jax.diffusion.sampler.SAMPLERS`."""
@@ -97,10 +97,10 @@ BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 REGEX = Rule(lambda v: isinstance(v, str) and _compiles(v), "a preset name or a valid regex")
 PRECISION = Rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)))
-SEED_LIMIT = 2**32
+SEED_LIMIT = 2**31
 """Seeds are integers in ``[0, SEED_LIMIT)``: what NumPy's and JAX's generators both take
 as one 32-bit word (a larger one overflows ``jax.random.key``)."""
-SEED = Rule(lambda v: _is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**32)")
+SEED = Rule(lambda v: _is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**31)")
 COUNT = _int(1)
 POSITIVE = _real(0, open_="l")
 NON_NEGATIVE = _real(0)

@@ -616,7 +616,7 @@ def run_audit(
         :data:`QUICK_METHODS`). The original and Retrain are always audited (sanity).
       shadows: the population size K (even, at least 4; default 64, or 16 with ``quick``).
       quick: the small audit (16 models, the cheaper methods).
-      seed: draws the candidate set, the halves and every key; in ``[0, 2**32)``.
+      seed: draws the candidate set, the halves and every key; in ``[0, 2**31)``.
       backend: the population backend (``"auto"``, ``"vmap"``, ``"sequential"``).
       num_bootstrap: bootstrap resamples for the intervals.
       plot: write ``report.png`` (needs matplotlib).
@@ -654,7 +654,7 @@ def run_audit(
     if not _is_int(shadows) or shadows < 4 or shadows % 2:
         raise ValueError(f"--shadows must be an even number of at least 4; got {shadows!r}.")
     if not _is_int(seed) or not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"--seed must be an integer in [0, 2**32); got {seed!r}.")
+        raise ValueError(f"--seed must be an integer in [0, 2**31); got {seed!r}.")
     if plot:
         _report.check_plotting()
     out = Path(out)

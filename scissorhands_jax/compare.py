@@ -474,7 +474,7 @@ def run_compare(
       scenarios: digits-10 forget requests, any of ``"random10"``, ``"class0"`` (default
         both); a config's request is its own (its file name is the scenario).
       seeds: seeds of the forget set, the initialisation and the methods, distinct, each
-        in ``[0, 2**32)`` (default 0-4 for digits-10, 0 for a config).
+        in ``[0, 2**31)`` (default 0-4 for digits-10, 0 for a config).
       methods: names of :data:`~scissorhands_jax.baselines.METHODS`.
       train: digits-10 only: overrides of the original's (and Retrain's) schedule, keys
         of :data:`scissorhands_jax.demo.TRAIN_DEFAULTS`.
@@ -540,7 +540,7 @@ def run_compare(
         )
         seeds = (0,) if seeds is None else seeds
     if not seeds or len(set(seeds)) != len(seeds) or not all(map(_is_seed, seeds)):
-        raise ValueError(f"--seeds must be distinct integers in [0, 2**32); got {list(seeds)}.")
+        raise ValueError(f"--seeds must be distinct integers in [0, 2**31); got {list(seeds)}.")
     if mia_feature not in (*MIA_FEATURES, "loss"):
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
     if plot:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax._rundir import write_json_atomic  # noqa: F401  (re-exported)
+from scissorhands_jax._seed import check_seed
 from scissorhands_jax.baselines.scissorhands import scissorhands
 from scissorhands_jax.data import array_source, load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
@@ -192,7 +193,7 @@ def check_digits_run(
         raise ValueError(f"scenarios must be distinct names of {SCENARIOS}; got {list(scenarios)}.")
     if not seeds or len(set(seeds)) != len(seeds) or not all(_is_seed(s) for s in seeds):
         raise ValueError(
-            f"seeds must be distinct integers >= 0 (each is one run); got {list(seeds)}."
+            f"seeds must be distinct integers in [0, 2**31) (each is one run); got {list(seeds)}."
         )
     train_cfg = _merge(TRAIN_DEFAULTS, train, "train")
     for key, low in (("epochs", 1), ("batch_size", 1)):
@@ -208,7 +209,11 @@ def check_digits_run(
 
 
 def _is_seed(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+    try:
+        check_seed("seed", value)
+    except ValueError:
+        return False
+    return True
 
 
 def _merge(defaults: dict, overrides: dict | None, name: str, also: Sequence[str] = ()) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
 from scissorhands_jax.parallel import on_mesh, shard_batch
 from scissorhands_jax.saliency import as_partial, loss_and_grad
+from scissorhands_jax.settings import check_bool
 
 
 def forget_memory(
@@ -57,9 +58,11 @@ def forget_memory(
       A pytree shaped like ``params`` whose leaves have a leading axis ``t``.
 
     Raises:
-      ValueError: if ``batches`` is empty or ``eligible`` holds traced values.
+      ValueError: if ``batches`` is empty, ``eligible`` holds traced values or
+        ``cumulative`` is not a bool (a string such as ``"no"`` would read as True).
       FloatingPointError: if a forget loss or a memory row is not finite (outside jit).
     """
+    cumulative = check_bool("forget_memory: cumulative", cumulative)
     keep = None
     if eligible is not None:
         flags = jax.tree.leaves(eligible)

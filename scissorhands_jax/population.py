@@ -44,8 +44,10 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from scissorhands_jax._seed import check_seed
 from scissorhands_jax._types import Batch, ModelLossFn, ModelState, Params, PRNGKey
 from scissorhands_jax.data import array_source
+from scissorhands_jax.loop import LossGuard
 from scissorhands_jax.training import train_step
 
 BACKENDS = ("auto", "vmap", "sequential")
@@ -101,7 +103,7 @@ def membership_matrix(
             f"got {strata.dtype} {strata.shape}."
         )
     groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("membership_matrix: seed", seed))
     membership = np.zeros((num_models, num_examples), dtype=bool)
     for pair in range(num_models // 2):
         for members in groups:
@@ -184,24 +186,23 @@ def _epoch_batches(row: np.ndarray, shuffle_key: PRNGKey, epoch: int, batch_size
     return [row[b] for b in source(jax.random.fold_in(shuffle_key, epoch))]
 
 
-def _check_finite(pending: list[tuple[int, Sequence[int], Any]]) -> None:
-    """Raises on the first ``(epoch, models, losses)`` whose mean loss (over the steps,
-    per model) is not finite. Checked one model or epoch late, so that reading the
-    losses never stalls the steps already dispatched."""
+def _check_losses(guards: dict[int, LossGuard], pending: list[tuple[int, Sequence[int], Any]]):
+    """Puts every step loss of each ``(epoch, models, losses)`` through its model's
+    :class:`~scissorhands_jax.loop.LossGuard` (the one divergence rule). Checked one model
+    or epoch late, so that reading the losses never stalls the steps already dispatched."""
     for epoch, models, losses in pending:
-        mean = np.mean(np.asarray(jax.device_get(losses)), axis=0).reshape(-1)
-        if not np.all(np.isfinite(mean)):
-            bad = [models[i] for i in np.flatnonzero(~np.isfinite(mean))]
-            raise FloatingPointError(
-                f"train_population: the mean loss of epoch {epoch} is not finite for models "
-                f"{bad}; lower the learning rate."
-            )
+        per_step = np.asarray(jax.device_get(losses)).reshape(-1, len(models))
+        for j, k in enumerate(models):
+            guard = guards.setdefault(k, LossGuard())
+            first = epoch * len(per_step)
+            for s, loss in enumerate(per_step[:, j]):
+                guard.check(f"train_population model {k} epoch {epoch}", first + s + 1, loss)
     pending.clear()
 
 
 def _train_one_by_one(loss_fn, tx, carries, data, members, shuffle_keys, epochs, batch_size, bar):
     """Model after model, one dispatch per step (see :func:`train_population`)."""
-    out, pending = [], []
+    out, pending, guards = [], [], {}
     for k, carry in enumerate(carries):
         # every epoch's batches drawn before the first step: no host wait between epochs
         batches = [
@@ -214,11 +215,11 @@ def _train_one_by_one(loss_fn, tx, carries, data, members, shuffle_keys, epochs,
                 carry, loss = _step(loss_fn, tx, False, carry, data, idx)
                 losses.append(loss)
             done.append((epoch, [k], losses))
-        _check_finite(pending)
+        _check_losses(guards, pending)
         pending = done
         out.append(carry)
         bar.update(epochs)
-    _check_finite(pending)
+    _check_losses(guards, pending)
     return stack_trees(out)
 
 
@@ -226,7 +227,7 @@ def _train_together(
     loss_fn, tx, backend, scan, carry, data, members, shuffle_keys, epochs, batch_size, bar
 ):
     """Every model at each step (vmap) or epoch (scan over steps, either backend)."""
-    models, pending = list(range(len(members))), []
+    models, pending, guards = list(range(len(members))), [], {}
     for epoch in range(epochs):
         per_model = [
             _epoch_batches(row, key, epoch, batch_size)
@@ -248,10 +249,10 @@ def _train_together(
             for idx in steps:
                 carry, loss = _step(loss_fn, tx, True, carry, data, idx)
                 losses.append(loss)
-        _check_finite(pending)
+        _check_losses(guards, pending)
         pending = [(epoch, models, losses)]
         bar.update(len(members))
-    _check_finite(pending)
+    _check_losses(guards, pending)
     return carry
 
 
@@ -309,8 +310,9 @@ def train_population(
     Raises:
       ValueError: on a membership matrix that is not bool (K, N), a model with no
         examples, models of different sizes, or an unknown backend.
-      FloatingPointError: when a model's mean loss over an epoch is not finite (raised
-        at most one model or epoch later).
+      FloatingPointError: when a model's loss becomes non-finite or diverges at a step
+        (:class:`~scissorhands_jax.loop.LossGuard`, one guard per model; raised at most
+        one model or epoch later, before anything is returned).
     """
     backend = _resolve(backend)
     if scan_steps is None:

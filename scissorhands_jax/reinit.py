@@ -296,8 +296,9 @@ def masked_reinit(params: Params, mask: Mask, fresh: Params, *, eligible: Mask) 
       ValueError: trees of another structure than ``params``, or on an eligible leaf a
         non-float parameter, a mask that is not bool or fresh values that are not float,
         or either of another shape (nothing is broadcast); ``eligible`` not made of
-        Python bools. The checks read shapes and dtypes only, so they hold inside
-        ``jax.jit`` too.
+        Python bools; NaN or infinite fresh values at selected entries of a leaf that
+        is not a bias (checked outside ``jax.jit``, where the values are concrete; the
+        other checks read shapes and dtypes only, so they hold inside ``jax.jit`` too).
 
     Example:
       >>> import jax.numpy as jnp
@@ -374,5 +375,15 @@ def _check_reinit_inputs(params: Params, mask: Mask, fresh: Params, eligible: Ma
                 f"masked_reinit: the fresh values of {path!r} must be a float array of the "
                 f"parameter's shape {shape}, got {jnp.result_type(f)} of shape {np.shape(f)} "
                 "(draw them from the same model, e.g. model.init(key) or torch_default_init)."
+            )
+        concrete = not any(isinstance(x, jax.core.Tracer) for x in (m, f))
+        bad = 0
+        if concrete and not is_bias_path(path):
+            bad = int(np.sum(~np.isfinite(np.asarray(f)[np.asarray(m)])))
+        if bad:
+            raise ValueError(
+                f"masked_reinit: the fresh values of {path!r} hold {bad} NaN or infinite "
+                "value(s) at selected entries; they would be written into the model (draw "
+                "fresh values again, e.g. model.init(key) or torch_default_init)."
             )
     return flags

@@ -26,7 +26,7 @@ import optax
 from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
-from scissorhands_jax.loop import TrainState, ema_update, private_copy, report
+from scissorhands_jax.loop import LossGuard, TrainState, ema_update, private_copy, report
 from scissorhands_jax.objective import objective_step
 from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
 from scissorhands_jax.preemption import stop_now
@@ -141,7 +141,9 @@ def fit_resumable(
       ValueError: ``data`` has no ``num_batches``, not exactly one of ``epochs`` and
         ``steps``, an EMA decay without an EMA in ``state`` (or the reverse), or
         ``stop_step`` / ``state.step`` out of range.
-      FloatingPointError: a mean loss that is not finite.
+      FloatingPointError: at the step where the loss becomes non-finite or diverges
+        (:class:`~scissorhands_jax.loop.LossGuard`; checked one step late, before any
+        log entry or save that follows it): nothing past that step is logged or saved.
     """
     per_epoch = getattr(data, "num_batches", None)
     if not per_epoch:
@@ -164,6 +166,7 @@ def fit_resumable(
     log: list[dict[str, Any]] = []
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress)
     losses, start, batches = [], time.perf_counter(), None
+    guard, pending = LossGuard(), []
     while step < end:
         epoch, i = divmod(step, per_epoch)
         if batches is None:
@@ -176,17 +179,18 @@ def fit_resumable(
             ema = ema_update(ema, params, decay)
         losses.append(loss)
         step += 1
+        for checked in pending:  # the previous step's loss, while this one runs
+            guard.check(*checked)
+        pending = [(f"{desc} epoch {epoch}", step, loss, None, batch)]
         bar.update(1)
         epoch_done = step % per_epoch == 0
         window_done = len(losses) == log_every if log_every else epoch_done
         preempted = stop_now()  # every process of a job at the same step
         if window_done or step == end or preempted:
+            for checked in pending:  # nothing is logged or saved past a diverged step
+                guard.check(*checked)
+            pending = []
             mean = float(np.mean(jax.device_get(losses)))
-            if not np.isfinite(mean):
-                raise FloatingPointError(
-                    f"{desc}: the mean loss by step {step} (epoch {epoch}) is {mean}; lower "
-                    "the learning rate."
-                )
             log.append(
                 {
                     "epoch": epoch,
@@ -204,6 +208,9 @@ def fit_resumable(
         if save is not None and (
             preempted or (save_every and step % save_every == 0) or step == end
         ):
+            for checked in pending:
+                guard.check(*checked)
+            pending = []
             save(
                 TrainState(step, params, model_state, opt_state, ema),
                 {"epoch": step / per_epoch, "final": step == total},

@@ -73,6 +73,14 @@ def check_int(name: str, value: Any, low: int, hint: str = "") -> int:
     return x
 
 
+def check_momentum(value: Any) -> float:
+    """``value`` as a Python float; raises ValueError unless it is in [0, 1) (at 1 or
+    above the momentum buffer grows without bound and SGD diverges)."""
+    return check_real(
+        "momentum", value, low=0.0, below=1.0, hint="SGD's momentum, in [0, 1) (the release's 0.9)"
+    )
+
+
 def check_real(
     name: str,
     value: Any,

@@ -15,12 +15,27 @@ from tqdm.auto import tqdm
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
 from scissorhands_jax.loop import LossGuard, private_copy, report
 from scissorhands_jax.parallel import current_mesh, on_mesh, sharded_source
+from scissorhands_jax.settings import check_momentum, check_real
 
 
 def sgd(
     lr: float, momentum: float = 0.9, weight_decay: float = 5e-4
 ) -> optax.GradientTransformation:
-    """PyTorch-style SGD: coupled weight decay added to the gradient, then momentum."""
+    """PyTorch-style SGD: coupled weight decay added to the gradient, then momentum.
+
+    Args:
+      lr: the learning rate (a number or an optax schedule).
+      momentum: the momentum, in [0, 1) (at 1 or above the steps grow without bound).
+      weight_decay: the coupled L2 weight decay, >= 0.
+
+    Returns:
+      The optax transformation.
+
+    Raises:
+      ValueError: a momentum outside [0, 1) or a negative or non-finite weight decay.
+    """
+    momentum = check_momentum(momentum)
+    weight_decay = check_real("weight_decay", weight_decay, low=0.0, hint="coupled L2 decay")
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum))
 
 

@@ -134,9 +134,8 @@ def test_roc_auc_equals_the_pairwise_count_with_ties(seed):
     pos, neg = rng.integers(0, 6, size=13), rng.integers(0, 6, size=9)  # many ties
     pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
     assert metrics.roc_auc(pos, neg) == pytest.approx(np.mean(pairs), abs=1e-12)
-    assert metrics.roc_auc([1.0, np.nan], [0.0]) == 1.0
-    with pytest.raises(ValueError, match="one positive"):
-        metrics.roc_auc([np.nan], [0.0])
+    with pytest.raises(ValueError, match="NaN"):  # a missing score is dropped by the caller
+        metrics.roc_auc([1.0, np.nan], [0.0])
 
 
 def test_balanced_accuracy_hand_computed():
@@ -321,3 +320,35 @@ def test_docstring_examples_run():
     for module in (_audit, _forgetting):
         failures, tried = doctest.testmod(module)
         assert failures == 0
+
+
+@pytest.mark.parametrize(
+    "fn", [metrics.roc_auc, metrics.balanced_accuracy], ids=["roc_auc", "balanced_accuracy"]
+)
+@pytest.mark.parametrize(
+    "positive, negative, pattern",
+    [
+        ([np.nan, 1.0], [0.0, 0.5], "positive scores hold 1 NaN"),  # roc_auc once gave 1.0
+        ([1.0, 2.0], [np.inf, 0.5], "negative scores hold 1 NaN or infinite"),
+        ([], [0.0], "at least one positive score"),
+        ([np.nan], [0.0], "positive scores hold"),
+    ],
+)
+def test_scores_refuse_non_finite_or_empty_sides(fn, positive, negative, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fn(positive, negative)
+
+
+@pytest.mark.parametrize(
+    "logits, labels, pattern",
+    [
+        # label -1 once read the last class's logit
+        (np.zeros((2, 3)), np.array([0, -1]), r"labels must lie in \[0, 3\)"),
+        (np.zeros((2, 3)), np.array([0, 3]), r"labels must lie in \[0, 3\)"),
+        (np.zeros((2, 3)), np.array([0.0, 1.0]), "labels must be integers"),
+        (np.array([[0.0, np.nan, 1.0]]), np.array([0]), "NaN or infinity"),
+    ],
+)
+def test_logit_confidence_refuses_garbage(logits, labels, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        metrics.logit_confidence(logits, labels)

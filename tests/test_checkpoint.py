@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import jax
@@ -219,3 +220,21 @@ def test_nan_loss_stops_training(setup):
     state = TrainState(0, fresh.params, fresh.model_state, tx.init(fresh.params))
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         fit_resumable(model.loss, state, source, key=jax.random.key(0), epochs=2, tx=tx)
+
+
+def test_a_finite_divergence_stops_training_before_any_save(setup):
+    # a loss thousands of times its start, though finite, once went on to be saved and
+    # logged as a trained model
+    model, source, _, fresh = setup
+    tx = optax.sgd(50.0, momentum=0.9)
+    state = TrainState(0, fresh.params, fresh.model_state, tx.init(fresh.params))
+    saved = []
+    with pytest.raises(
+        FloatingPointError, match=r"diverged at step \d+.*lower the learning rate"
+    ) as err:
+        fit_resumable(
+            model.loss, state, source, key=jax.random.key(0), epochs=3, tx=tx,
+            save=lambda st, info: saved.append(st.step), save_every=1,
+        )  # fmt: skip
+    diverged = int(re.search(r"diverged at step (\d+)", str(err.value)).group(1))
+    assert saved == list(range(1, diverged))  # every step before it, none from it on

@@ -168,7 +168,7 @@ def test_bad_flags_are_refused_naming_them_before_anything_is_written(tmp_path, 
 
 def test_the_library_refuses_the_same_values_before_anything_is_written(tmp_path):
     out = tmp_path / "A"
-    with pytest.raises(ValueError, match=r"--seed must be an integer in \[0, 2\*\*32\)"):
+    with pytest.raises(ValueError, match=r"--seed must be an integer in \[0, 2\*\*31\)"):
         audit.run_audit(out=out, quick=True, seed=-1, plot=False)
     with pytest.raises(ValueError, match="--shadows must be an even number of at least 4; got 0"):
         audit.run_audit(out=out, quick=True, shadows=0, plot=False)

@@ -128,6 +128,43 @@ def test_destructive_lr_stops_with_divergence(digits_model, original):
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("momentum", [1.0, 1.5, -0.1, float("nan")])
+def test_every_sgd_builder_refuses_a_momentum_outside_0_1(momentum):
+    # momentum 1.5 once trained to a loss of 2.5e13 and saved the model as complete
+    from scissorhands_jax.baselines import HYPERPARAMETERS
+    from scissorhands_jax.resumable import step_decay_sgd
+
+    with pytest.raises(ValueError, match="momentum must be"):
+        shs.sgd(0.1, momentum=momentum)
+    with pytest.raises(ValueError, match="momentum must be"):
+        step_decay_sgd(0.1, steps_per_epoch=3, momentum=momentum)
+    with pytest.raises(ValueError, match="momentum must be"):
+        HYPERPARAMETERS["ft"].of("ft", {"momentum": momentum})
+    shs.sgd(0.1, momentum=0.0), shs.sgd(0.1, momentum=0.99)  # the edges inside pass
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 2**32, True, 1.0, "0"])
+def test_int_seeds_are_bounded_to_what_a_key_holds(seed):
+    # jax.random.key(2**32) is key(0) and key(-1) is key(2**32 - 1): such seeds once
+    # aliased other seeds silently
+    from scissorhands_jax.data.splits import holdout_validation, select_forget_indices
+    from scissorhands_jax.population import membership_matrix
+
+    labels = np.arange(300) % 10
+    calls = [
+        lambda: shs.data.load_digits10("random10", seed),
+        lambda: membership_matrix(seed, 2, 10),
+        lambda: holdout_validation(labels, 0.1, seed),
+        lambda: select_forget_indices(
+            labels, np.arange(300), kind="random", fraction=0.1, seed=seed
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"seed.* must be an integer in \[0, 2\*\*31\)"):
+            call()
+    assert membership_matrix(np.int64(2**31 - 1), 2, 10).shape == (2, 10)
+
+
 # ------------------------------------------------------------------- 2. projections
 
 G = np.array([1.0, -2.0, 0.5, 3.0, -1.0, 2.0], np.float64)

@@ -200,3 +200,13 @@ def test_non_finite_loss_raises(bad):
     batches[1]["y"] = batches[1]["y"].at[0, 0].set(bad)
     with pytest.raises(FloatingPointError, match="forget batch 1"):
         shs.forget_memory(_loss_fn, params, batches)
+
+
+@pytest.mark.parametrize("cumulative", ["no", 0, None, np.array([True, False])])
+def test_forget_memory_refuses_a_cumulative_that_is_not_a_bool(cumulative):
+    # the string "no" was once read as True (running sums)
+    params = {"w": jnp.ones(2)}
+    batches = [{"x": jnp.ones(2)}]
+    with pytest.raises(ValueError, match="cumulative must be True or False"):
+        shs.forget_memory(lambda p, b: jnp.sum(p["w"] * b["x"]), params, batches,
+                          cumulative=cumulative)  # fmt: skip

@@ -440,3 +440,20 @@ def test_svc_attack_auc_uses_the_svc_mia_members_and_checks_input():
         svc_attack_auc(retain_probs=head[0][:1], retain_labels=head[1][:1], **kw)
     with pytest.raises(ValueError, match="unknown MIA feature"):
         svc_attack_auc(retain_probs=head[0], retain_labels=head[1], feature="nope", **kw)
+
+
+@pytest.mark.parametrize(
+    "outputs, labels, pattern",
+    [
+        # NaN rows once scored 100.0 (the arg-max of NaN is 0, the label here)
+        (np.full((5, 10), np.nan), np.zeros(5, int), "NaN or infinity in 5 of 5 rows"),
+        (np.array([[np.inf, 0.0], [0.0, 1.0]]), np.array([0, 1]), "NaN or infinity in 1"),
+        # out-of-range labels once scored 0.0, negative ones matched nothing or the end
+        (np.eye(3), np.array([0, 1, 3]), r"labels must lie in \[0, 3\)"),
+        (np.eye(3), np.array([0, -1, 2]), r"labels must lie in \[0, 3\)"),
+        (np.eye(3), np.array([0.0, 1.0, 2.0]), "labels must be integers"),
+    ],
+)
+def test_accuracy_refuses_garbage(outputs, labels, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        accuracy(outputs, labels)

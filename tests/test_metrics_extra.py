@@ -165,3 +165,18 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(f"scissorhands_jax.metrics.{module}")
     failures, tried = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0
+
+
+def test_loss_mia_refuses_a_degenerate_attack():
+    # the same outputs as members and as non-members: the attack's fit is w = b = 0 and
+    # predict's tie rule once called every forget example non-member (100.0)
+    rng = np.random.default_rng(0)
+    probs, labels = rng.dirichlet(np.ones(10), size=50), rng.integers(0, 10, 50)
+    same = dict(probs=probs, labels=labels)
+    sets = {f"{role}_{k}": v for role in ("retain", "test", "forget") for k, v in same.items()}
+    with pytest.raises(ValueError, match="loss_mia: the attack is degenerate"):
+        loss_mia(**sets)
+    uniform = np.full((50, 10), 0.1)  # a collapsed model: every loss log 10
+    sets.update(retain_probs=uniform, test_probs=uniform)
+    with pytest.raises(ValueError, match="degenerate"):
+        loss_mia(**sets)

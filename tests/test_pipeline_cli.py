@@ -251,3 +251,28 @@ def test_prepare_command(capsys, monkeypatch):
 
 def _cli_plain(*argv: str) -> int:
     return cli.main(list(argv))
+
+
+@pytest.mark.parametrize(
+    "setting, named",
+    [
+        ("train.lr=10", ["diverged", "lower the learning rate"]),
+        ("train.momentum=1.5", ["momentum"]),
+    ],
+)
+def test_a_diverging_training_exits_with_one_line_and_no_complete_model(
+    setting, named, tmp_path, capsys
+):
+    # lr 10 once ended "(complete) loss 9.0167" (chance is log 10 = 2.30); momentum 1.5
+    # saved a "complete" model at a loss of 2.5e13
+    digits = str(CONFIGS / "digits10_random10.py")
+    out = tmp_path / "run"
+    args = ["train", digits, "--smoke", "--only", "original", "--out", str(out)]
+    assert _cli(*args, "--set", setting) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1
+    assert all(word in err for word in named), err
+    assert "complete" not in captured.out
+    records = list(out.rglob("*.json"))
+    assert not any(json.loads(p.read_text()).get("complete") is True for p in records)

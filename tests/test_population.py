@@ -229,7 +229,7 @@ def test_train_population_rejects_bad_input(mlp, toy_data, membership, kwargs, m
 @pytest.mark.parametrize("backend, scan_steps", [("sequential", False), ("vmap", True)])
 def test_train_population_raises_on_a_diverging_model(mlp, toy_data, backend, scan_steps):
     data = {**toy_data, "x": toy_data["x"] * 1e30}
-    with pytest.raises(FloatingPointError, match="not finite"):
+    with pytest.raises(FloatingPointError, match="model 0 epoch 0: the loss became non-finite"):
         train_population(
             mlp.loss, mlp.init, data, _rows(20, 2), key=jax.random.key(0), epochs=2,
             batch_size=8, tx=shs.sgd(10.0), backend=backend, scan_steps=scan_steps,
@@ -239,3 +239,14 @@ def test_train_population_raises_on_a_diverging_model(mlp, toy_data, backend, sc
 def test_docstring_examples_run():
     failures, tried = doctest.testmod(population, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0
+
+
+@pytest.mark.parametrize("backend, scan_steps", [("sequential", False), ("vmap", True)])
+def test_train_population_stops_a_finite_divergence(mlp, toy_data, backend, scan_steps):
+    # sgd(50) throws the models' losses to thousands of times their start and leaves them
+    # at chance, every loss finite: once returned as trained models
+    with pytest.raises(FloatingPointError, match=r"model 0 epoch 0: .*diverged at step \d+"):
+        train_population(
+            mlp.loss, mlp.init, toy_data, _rows(20, 2), key=jax.random.key(0), epochs=2,
+            batch_size=8, tx=shs.sgd(50.0), backend=backend, scan_steps=scan_steps,
+        )  # fmt: skip

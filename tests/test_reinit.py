@@ -456,3 +456,19 @@ def test_torch_default_init_keys_and_leaves():
     # A 1-D leaf is a column as in the release: fan_in = 1, U(-1, 1).
     bias = np.asarray(f0["a"]["bias"])
     assert np.all(np.abs(bias) <= 1.0) and np.max(np.abs(bias)) > 0.9
+
+
+def test_masked_reinit_refuses_non_finite_fresh_values_naming_the_leaf():
+    # NaN fresh values were once written into the model at the selected entries
+    p = {"Dense_0": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}
+    m = {"Dense_0": {"kernel": jnp.array([True, False, True]), "bias": jnp.ones(3, bool)}}
+    e = {"Dense_0": {"kernel": True, "bias": True}}
+    fresh = {"Dense_0": {"kernel": jnp.array([0.5, 0.5, jnp.nan]), "bias": jnp.zeros(3)}}
+    with pytest.raises(ValueError, match=r"fresh values of 'Dense_0/kernel' hold 1 NaN"):
+        masked_reinit(p, m, fresh, eligible=e)
+    # NaN at an unselected entry, or in a bias (reset to 0), is never written: accepted
+    fresh["Dense_0"]["kernel"] = jnp.array([0.5, jnp.nan, 0.5])
+    fresh["Dense_0"]["bias"] = jnp.full(3, jnp.inf)
+    out = masked_reinit(p, m, fresh, eligible=e)
+    assert out["Dense_0"]["kernel"].tolist() == [0.5, 1.0, 0.5]
+    assert out["Dense_0"]["bias"].tolist() == [0.0, 0.0, 0.0]

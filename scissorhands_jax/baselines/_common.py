@@ -31,10 +31,10 @@ import optax
 
 from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data.batching import array_source
-from scissorhands_jax.loop import TrainState, private_copy, run_steps
+from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
 from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
-from scissorhands_jax.settings import check_int
+from scissorhands_jax.settings import check_int, check_momentum, check_real
 from scissorhands_jax.training import sgd
 
 Objective = Callable[[Model, Any, ModelState, Batch, Any], tuple[jax.Array, ModelState]]
@@ -117,6 +117,8 @@ class SGDHyperparameters(Hyperparameters):
         check_positive(lr=self.lr)
         check_int("epochs", self.epochs, 0)
         check_int("batch_size", self.batch_size, 1)
+        check_momentum(self.momentum)
+        check_real("weight_decay", self.weight_decay, low=0.0, hint="coupled L2 decay")
 
     def tx(self, *, masked: bool = False) -> SGD:
         """The optimiser of these settings (``masked``: followed by :func:`freeze`)."""
@@ -300,6 +302,7 @@ def run_pass(
     tx_args: dict[str, Any] | None = None,
     progress: bool = False,
     desc: str = "",
+    guard: LossGuard | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """One pass of ``objective`` over ``batches``, in the loop of
     :func:`~scissorhands_jax.loop.run_steps`.
@@ -315,12 +318,14 @@ def run_pass(
       tx_args: extra arguments of ``tx.update`` (arrays, e.g. a freeze mask).
       progress: show a progress bar.
       desc: the bar's label and the error message's prefix.
+      guard: the run's :class:`~scissorhands_jax.loop.LossGuard`, shared by its passes of
+        one objective (None: one for this pass).
 
     Returns:
       The new state and ``{"loss": mean loss, "steps": n, "time_s": seconds}``.
 
     Raises:
-      FloatingPointError: when a loss of the pass is not finite.
+      FloatingPointError: when a loss of the pass becomes non-finite or diverges.
     """
     tx_args = tx_args or {}
     mesh = current_mesh()
@@ -334,7 +339,7 @@ def run_pass(
         return TrainState(st.step + 1, trainable, model_state, opt_state), loss, None
 
     pairs = ((batch, None) for batch in batches)
-    state, entries = run_steps(step, state, pairs, progress=progress, desc=desc)
+    state, entries = run_steps(step, state, pairs, progress=progress, desc=desc, guard=guard)
     if not entries:
         return state, {"loss": float("nan"), "steps": 0, "time_s": 0.0}
     entry = entries[0]
@@ -364,16 +369,20 @@ def fit_objective(
 
     Returns:
       ``(trainable, model_state, log)``, one log entry per epoch.
+
+    Raises:
+      FloatingPointError: when a loss becomes non-finite or diverges (one
+        :class:`~scissorhands_jax.loop.LossGuard` over all the epochs).
     """
     tx = hp.tx(masked=freeze_mask is not None)
     tx_args = {} if freeze_mask is None else {"freeze_mask": freeze_mask}
     state = start_state(trainable, model_state, tx)
-    log = []
+    log, guard = [], LossGuard()  # one for the run: its bound is the run's first loss
     for epoch in range(hp.epochs):
         batches = epoch_batches(data(epoch) if callable(data) else data, hp.batch_size, key, epoch)
         state, entry = run_pass(
             objective, model, tx, state, batches, aux(epoch), tx_args=tx_args,
-            progress=progress, desc=f"{desc} {epoch + 1}/{hp.epochs}",
+            progress=progress, desc=f"{desc} {epoch + 1}/{hp.epochs}", guard=guard,
         )  # fmt: skip
         log.append({"epoch": epoch, **entry})
     return state.params, state.model_state, log

@@ -33,6 +33,7 @@ from scissorhands_jax.baselines._common import (
     run_pass,
     start_state,
 )
+from scissorhands_jax.loop import LossGuard
 from scissorhands_jax.models.adapters import Model, cross_entropy, forward
 from scissorhands_jax.settings import check_int
 
@@ -159,7 +160,7 @@ def scrub(
     tx = hp.tx()
     k_max, k_min = jax.random.split(key)
     state = start_state(params, model_state, tx)
-    log = []
+    log, guards = [], {"max": LossGuard(), "min": LossGuard()}  # one per objective
     for epoch in range(hp.epochs):
         passes = [("min", epoch_batches(retain, hp.batch_size, k_min, epoch))]
         if epoch < hp.max_epochs:
@@ -167,7 +168,7 @@ def scrub(
         for phase, batches in passes:
             state, entry = run_pass(
                 objectives[phase], model, tx, state, batches, aux, progress=progress,
-                desc=f"scrub {phase} {epoch + 1}/{hp.epochs}",
+                desc=f"scrub {phase} {epoch + 1}/{hp.epochs}", guard=guards[phase],
             )  # fmt: skip
             log.append({"epoch": epoch, "phase": phase, **entry})
     return UnlearnResult(state.params, state.model_state, log)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 import math
 
-SEED_LIMIT = 2**32
+SEED_LIMIT = 2**31
 """Seeds are integers in ``[0, SEED_LIMIT)`` (``scissorhands_jax._config_rules`` has the
 same bound for the config's seeds; a test checks they agree)."""
 
 
 def seed(text: str) -> int:
-    """An argparse ``type``: a seed, an integer in ``[0, 2**32)``."""
+    """An argparse ``type``: a seed, an integer in ``[0, 2**31)``."""
     try:
         value = int(text)
     except ValueError:
         value = None
     if value is None or not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"a seed is an integer in [0, 2**32), got {text!r}")
+        raise argparse.ArgumentTypeError(f"a seed is an integer in [0, 2**31), got {text!r}")
     return value
 
 

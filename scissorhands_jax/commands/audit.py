@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="models per protocol (even, at least 4; default 64, quick 16)",
     )
     p.add_argument("--quick", action="store_true", help="16 models and the cheaper methods")
-    p.add_argument("--seed", type=_args.seed, default=0, help="in [0, 2**32) (default 0)")
+    p.add_argument("--seed", type=_args.seed, default=0, help="in [0, 2**31) (default 0)")
     p.add_argument(
         "--backend", default="auto", choices=("auto", "vmap", "sequential"), help="population"
     )

@@ -60,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         nargs="+",
         type=_args.seed,
-        help="default: 0 1 2 3 4 for digits10, 0 for a config (each in [0, 2**32))",
+        help="default: 0 1 2 3 4 for digits10, 0 for a config (each in [0, 2**31))",
     )
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
     p.add_argument(

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scissorhands_jax._seed import check_seed
+
 SCENARIOS = ("random10", "class0")
 FORGET_SIZE_RANDOM10 = 143
 
@@ -58,9 +60,10 @@ def select_forget(labels: np.ndarray, scenario: str, seed: int) -> np.ndarray:
     ~10 % of the 1,437 training examples); ``class0``: every training example of class 0.
 
     Raises:
-      ValueError: for an unknown scenario, or a forget set that is empty or the whole
-        training set.
+      ValueError: for an unknown scenario, a seed outside [0, 2**31), or a forget set
+        that is empty or the whole training set.
     """
+    check_seed("seed", seed)
     n = labels.shape[0]
     if scenario == "random10":
         if n < FORGET_SIZE_RANDOM10:

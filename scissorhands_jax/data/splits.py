@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scissorhands_jax._seed import check_seed
+
 FORGET_KINDS = ("random", "class", "identity", "file")
 """How a forget set is chosen (see :func:`select_forget_indices`): random examples,
 every example of some classes or identities, or indices read from a file."""
@@ -52,11 +54,11 @@ def holdout_validation(labels: np.ndarray, fraction: float, seed: int) -> np.nda
       Sorted absolute indices of the validation examples.
 
     Raises:
-      ValueError: ``fraction`` outside ``[0, 1)``.
+      ValueError: ``fraction`` outside ``[0, 1)`` or a seed outside ``[0, 2**31)``.
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {fraction}.")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("split_seed", seed))
     held = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
@@ -124,9 +126,11 @@ def select_forget_indices(
       the test set for TA (class and identity requests; empty otherwise).
 
     Raises:
-      ValueError: an unknown kind, missing settings, indices outside the pool or
-        repeated, an empty forget set or one that leaves nothing to retain.
+      ValueError: an unknown kind, missing settings, a seed outside ``[0, 2**31)``,
+        indices outside the pool or repeated, an empty forget set or one that leaves
+        nothing to retain.
     """
+    check_seed("forget seed", seed)
     pool = np.asarray(pool, np.int64)
     forgotten: tuple[int, ...] = ()
     if kind == "random":

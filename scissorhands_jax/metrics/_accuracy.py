@@ -29,14 +29,35 @@ def accuracy(outputs: ArrayLike, labels: ArrayLike) -> float:
         The accuracy in percent, a Python float in ``[0, 100]``.
 
     Raises:
-        ValueError: If ``outputs`` is not 2-D, ``labels`` is not 1-D, their lengths
+        ValueError: If ``outputs`` is not 2-D or holds NaN or infinity, ``labels`` is not
+            1-D or holds values that are not integers in ``[0, C)``, their lengths
             differ, or there are no examples.
     """
     outputs, labels = check_shapes(outputs, labels, "outputs", "labels")
     if labels.shape[0] == 0:
         raise ValueError("accuracy of an empty set is undefined: got 0 examples.")
+    check_labels(labels, outputs.shape[1], "labels")
+    if not np.all(np.isfinite(outputs)):
+        bad = int(np.sum(~np.all(np.isfinite(outputs), axis=1)))
+        raise ValueError(
+            f"outputs hold NaN or infinity in {bad} of {outputs.shape[0]} rows; their arg-max "
+            "means nothing (was the model diverged?)."
+        )
     predictions = np.argmax(outputs, axis=-1)
     return float(100.0 * np.mean(predictions == labels))
+
+
+def check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
+    """Raises ValueError naming ``name`` unless ``labels`` are integers in
+    ``[0, num_classes)`` (a negative label would index a class from the end; one past the
+    last class matches no prediction)."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name} must be integers; got dtype {labels.dtype}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}); got values in "
+            f"[{labels.min()}, {labels.max()}]."
+        )
 
 
 def check_shapes(

@@ -30,20 +30,36 @@ def logit_confidence(logits: Any, labels: Any) -> np.ndarray:
     (Carlini et al. 2022).
 
     Args:
-      logits: float array (..., C).
-      labels: int array broadcastable to ``logits.shape[:-1]``.
+      logits: float array (..., C), finite.
+      labels: int array broadcastable to ``logits.shape[:-1]``, values in ``[0, C)``.
 
     Returns:
       A float64 array ``logits.shape[:-1]``.
+
+    Raises:
+      ValueError: fewer than 2 classes, non-finite logits, or labels that are not
+        integers in ``[0, C)``.
 
     Example:
       >>> float(logit_confidence([[0.0, 0.0]], [0])[0])
       0.0
     """
     z = np.asarray(logits, dtype=np.float64)
-    y = np.broadcast_to(np.asarray(labels), z.shape[:-1])
-    if z.shape[-1] < 2:
-        raise ValueError(f"logit_confidence: need at least 2 classes, got {z.shape[-1]}.")
+    if z.ndim == 0 or z.shape[-1] < 2:
+        raise ValueError(
+            f"logit_confidence: need logits (..., C) with at least 2 classes, got {z.shape}."
+        )
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logit_confidence: the logits hold NaN or infinity.")
+    y = np.asarray(labels)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"logit_confidence: labels must be integers, got dtype {y.dtype}.")
+    if y.size and (y.min() < 0 or y.max() >= z.shape[-1]):
+        raise ValueError(
+            f"logit_confidence: labels must lie in [0, {z.shape[-1]}), got values in "
+            f"[{y.min()}, {y.max()}] (a negative label would read a class from the end)."
+        )
+    y = np.broadcast_to(y, z.shape[:-1])
     true = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
     others = np.where(np.arange(z.shape[-1]) == y[..., None], -np.inf, z)
     top = others.max(axis=-1)
@@ -203,6 +219,21 @@ def lira_scores(
     return np.where(in_mask, s_in, s_out)
 
 
+def _finite_scores(name: str, positive: Any, negative: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides as flat float64 arrays; raises ValueError naming ``name`` unless each is
+    non-empty and finite."""
+    pos, neg = (np.asarray(v, dtype=np.float64).ravel() for v in (positive, negative))
+    for side, x in (("positive", pos), ("negative", neg)):
+        if x.size == 0:
+            raise ValueError(f"{name}: need at least one {side} score, got none.")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(
+                f"{name}: the {side} scores hold {int(np.sum(~np.isfinite(x)))} NaN or "
+                "infinite value(s); drop missing observations before scoring."
+            )
+    return pos, neg
+
+
 def roc_auc(positive: Any, negative: Any) -> float:
     """Area under the ROC curve: P(score of a positive > score of a negative) + P(tie)/2.
 
@@ -212,16 +243,17 @@ def roc_auc(positive: Any, negative: Any) -> float:
 
         \\mathrm{AUC} = \\frac{R_+ - n_+ (n_+ + 1) / 2}{n_+ n_-}
 
-    with ``R_+`` the rank sum of the positives in the pooled sample. NaNs are dropped.
+    with ``R_+`` the rank sum of the positives in the pooled sample.
+
+    Raises:
+      ValueError: a side that is empty or holds NaN or infinity (drop missing
+        observations before the call).
 
     Example:
       >>> roc_auc([3.0, 2.0], [1.0, 2.0])
       0.875
     """
-    pos, neg = (np.asarray(v, dtype=np.float64).ravel() for v in (positive, negative))
-    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
-    if pos.size == 0 or neg.size == 0:
-        raise ValueError("roc_auc: need at least one positive and one negative score.")
+    pos, neg = _finite_scores("roc_auc", positive, negative)
     pooled = np.concatenate([pos, neg])
     order = np.argsort(pooled, kind="mergesort")
     ranks = np.empty(pooled.size)
@@ -237,24 +269,30 @@ def roc_auc(positive: Any, negative: Any) -> float:
 
 
 def balanced_accuracy(positive: Any, negative: Any, threshold: float = 0.0) -> float:
-    """``(TPR + TNR) / 2`` of the rule "positive if score > threshold" (NaNs dropped)."""
-    pos, neg = (np.asarray(v, dtype=np.float64).ravel() for v in (positive, negative))
-    pos, neg = pos[~np.isnan(pos)], neg[~np.isnan(neg)]
-    if pos.size == 0 or neg.size == 0:
-        raise ValueError("balanced_accuracy: need at least one positive and one negative.")
+    """``(TPR + TNR) / 2`` of the rule "positive if score > threshold".
+
+    Raises:
+      ValueError: a side that is empty or holds NaN or infinity (drop missing
+        observations before the call), or a non-finite threshold.
+    """
+    pos, neg = _finite_scores("balanced_accuracy", positive, negative)
+    if not np.isfinite(threshold):
+        raise ValueError(f"balanced_accuracy: threshold must be finite, got {threshold}.")
     return float(((pos > threshold).mean() + (neg <= threshold).mean()) / 2.0)
 
 
 def lira_auc(scores: Any, in_mask: Any, out_mask: Any) -> float:
     """The AUC of :func:`lira_scores` for IN (positive) against OUT observations."""
-    scores = np.asarray(scores)
-    return roc_auc(scores[np.asarray(in_mask)], scores[np.asarray(out_mask)])
+    scores = np.asarray(scores, dtype=np.float64)
+    pos, neg = scores[np.asarray(in_mask)], scores[np.asarray(out_mask)]
+    return roc_auc(pos[~np.isnan(pos)], neg[~np.isnan(neg)])  # NaN: no model to compare
 
 
 def lira_accuracy(scores: Any, in_mask: Any, out_mask: Any) -> float:
     """Balanced accuracy of :func:`lira_scores` at the likelihood-ratio threshold 0."""
-    scores = np.asarray(scores)
-    return balanced_accuracy(scores[np.asarray(in_mask)], scores[np.asarray(out_mask)])
+    scores = np.asarray(scores, dtype=np.float64)
+    pos, neg = scores[np.asarray(in_mask)], scores[np.asarray(out_mask)]
+    return balanced_accuracy(pos[~np.isnan(pos)], neg[~np.isnan(neg)])
 
 
 def ulira(
@@ -325,8 +363,8 @@ def ulira(
         tpr = np.sum(s_u > 0, axis=0) / np.sum(~np.isnan(s_u), axis=0)
         tnr = np.sum(s_r <= 0, axis=0) / np.sum(~np.isnan(s_r), axis=0)
     return {
-        "accuracy": balanced_accuracy(s_u, s_r),
-        "auc": roc_auc(s_u, s_r),
+        "accuracy": balanced_accuracy(s_u[~np.isnan(s_u)], s_r[~np.isnan(s_r)]),
+        "auc": roc_auc(s_u[~np.isnan(s_u)], s_r[~np.isnan(s_r)]),
         "scores_unlearned": s_u,
         "scores_retrained": s_r,
         "per_example_accuracy": (tpr + tnr) / 2.0,

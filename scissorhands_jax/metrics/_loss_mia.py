@@ -18,6 +18,10 @@ from sklearn.linear_model import LogisticRegression
 
 from scissorhands_jax.metrics._mia import check_probs_labels, safe_log
 
+DEGENERATE_MARGIN = 1e-6
+"""Below this decision value on every example it was fit on, the loss attack has learned
+nothing: its verdicts are ties decided by rounding (:func:`loss_mia` refuses to score)."""
+
 
 def example_losses(probs: ArrayLike, labels: ArrayLike) -> np.ndarray:
     r"""Per-example cross-entropy :math:`-\log p_y`, with :math:`p_y` clipped to
@@ -66,9 +70,14 @@ def loss_mia(
     Returns:
         The percentage (0-100) of forget examples predicted non-member.
 
+    A degenerate attack, one whose decision value :math:`w\,\ell + b` is within
+    :data:`DEGENERATE_MARGIN` of 0 on every member and non-member (the two sets'
+    losses cannot be told apart at all, e.g. the same outputs on both), would call every
+    forget example by the tie rule of ``predict``; that is refused rather than reported.
+
     Raises:
-        ValueError: If a set is empty or the inputs are not probabilities with integer
-            labels in range.
+        ValueError: If a set is empty, the inputs are not probabilities with integer
+            labels in range, or the attack is degenerate.
     """
     retain_probs, retain_labels = check_probs_labels(retain_probs, retain_labels, "retain")
     test_probs, test_labels = check_probs_labels(test_probs, test_labels, "test")
@@ -80,5 +89,13 @@ def loss_mia(
     y = np.concatenate([np.ones(len(members)), np.zeros(len(non_members))])
     attack = LogisticRegression()
     attack.fit(x, y)
+    margin = float(np.max(np.abs(attack.decision_function(x))))
+    if margin < DEGENERATE_MARGIN:
+        raise ValueError(
+            "loss_mia: the attack is degenerate: members and non-members are "
+            f"indistinguishable by their losses (its decision value is at most {margin:.2g} "
+            "on every example it was fit on), so its verdict would be decided by rounding. "
+            "No MIA-efficacy can be measured from these sets."
+        )
     predicted = attack.predict(example_losses(forget_probs, forget_labels)[:, None])
     return float(100.0 * np.mean(predicted == 0))

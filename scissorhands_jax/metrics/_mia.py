@@ -221,39 +221,37 @@ def svc_attack_auc(
 ) -> float:
     r"""The SVC attack's own validity: its AUC for members vs non-members it did not see.
 
-        :func:`svc_mia` trusts an attack that may have learned nothing. This function asks the
-        same attack (same members: the first ``len(test)`` retain examples; non-members: the
-        test set; same SVC and features) to separate members from non-members on data held
-        out from its fit. The shadow set is split into two halves that keep the member share
-        (alternate members and alternate non-members, in the given order); an SVC is fit on
-        each half and scored (``decision_function``) on the other, and the AUC is computed
-        over all held-out scores (two-fold cross-fitting):
+    :func:`svc_mia` trusts an attack that may have learned nothing. This function asks the
+    same attack (same members: the first ``len(test)`` retain examples; non-members: the
+    test set; same SVC and features) to separate members from non-members on data held
+    out from its fit. The shadow set is split into two halves that keep the member share
+    (alternate members and alternate non-members, in the given order); an SVC is fit on
+    each half and scored (``decision_function``) on the other, and the AUC is computed
+    over all held-out scores (two-fold cross-fitting):
 
-        .. math::
+    .. math::
 
-            \mathrm{AUC} = P\left[s(x_{\mathrm{member}}) > s(x_{\mathrm{non	ext{-}member}})
-    ight]
-                + 	frac12 P\left[s(x_{\mathrm{member}}) = s(x_{\mathrm{non	ext{-}member}})
-    ight]
+        \mathrm{AUC} = P\left[s(x_{\mathrm{member}}) > s(x_{\mathrm{non\text{-}member}})\right]
+            + \tfrac12 P\left[s(x_{\mathrm{member}}) = s(x_{\mathrm{non\text{-}member}})\right]
 
-        0.5 means the attack cannot tell members from non-members, and then its
-        MIA-efficacy on the forget set is noise; values below :data:`INFORMATIVE_ATTACK_AUC`
-        are reported as uninformative.
+    0.5 means the attack cannot tell members from non-members, and then its
+    MIA-efficacy on the forget set is noise; values below :data:`INFORMATIVE_ATTACK_AUC`
+    are reported as uninformative.
 
-        Args:
-            retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``, in the order
-                that :func:`svc_mia` uses (its first ``len(test)`` rows are the members).
-            retain_labels: Labels of the retain set, shape ``(n_r,)``.
-            test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
-            test_labels: Labels of the test set, shape ``(n_t,)``.
-            feature: Which of :data:`MIA_FEATURES` the attack sees.
+    Args:
+        retain_probs: Softmax outputs on the retain set, shape ``(n_r, C)``, in the order
+            that :func:`svc_mia` uses (its first ``len(test)`` rows are the members).
+        retain_labels: Labels of the retain set, shape ``(n_r,)``.
+        test_probs: Softmax outputs on the test set, shape ``(n_t, C)``.
+        test_labels: Labels of the test set, shape ``(n_t,)``.
+        feature: Which of :data:`MIA_FEATURES` the attack sees.
 
-        Returns:
-            The held-out AUC in ``[0, 1]`` as a float.
+    Returns:
+        The held-out AUC in ``[0, 1]`` as a float.
 
-        Raises:
-            ValueError: If ``feature`` is unknown, inputs are invalid, or either side has
-                fewer than 2 examples (no held-out half to score).
+    Raises:
+        ValueError: If ``feature`` is unknown, inputs are invalid, or either side has
+            fewer than 2 examples (no held-out half to score).
     """
     if feature not in MIA_FEATURES:
         raise ValueError(f"unknown MIA feature {feature!r}; expected one of {MIA_FEATURES}.")
