@@ -134,9 +134,26 @@ def _quiet_aborted_reads():
             previous(unraisable)
 
     sys.unraisablehook = hook
+    orphans = _OrphanedReads()
+    logging.getLogger("asyncio").addFilter(orphans)
     yield
     if sys.unraisablehook is hook:  # a successful read: nothing can arrive late
         sys.unraisablehook = previous
+    logging.getLogger("asyncio").removeFilter(orphans)
+
+
+class _OrphanedReads(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" records of orbax's parallel
+    array reads: when a damaged checkpoint fails the restore, the reads that failed after
+    the first are reported this way while their tasks are collected (on some stacks),
+    with the same cause as the one-line :class:`CheckpointError`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Task exception was never retrieved")
+            and "async_deserialize" in message
+        )
 
 
 def _path(directory: str | os.PathLike) -> epath.Path:
