@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import scissorhands_jax as shs
-from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+from scissorhands_jax.experiment.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
 from scissorhands_jax.method import check_settings
 
 

@@ -51,7 +51,7 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
     import jax.numpy as jnp
 
     import scissorhands_jax as shs
-    from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+    from scissorhands_jax.experiment.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
     from scissorhands_jax.method import check_settings
 
     split = shs.data.load_digits10("random10", 0)

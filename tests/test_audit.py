@@ -1,4 +1,4 @@
-"""The membership audit runner: populations, rows, resume, CLI (scissorhands_jax.audit)."""
+"""The membership audit runner (scissorhands_jax.experiment.audit): populations, rows, CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from scissorhands_jax import audit, cli
+from scissorhands_jax import cli
 from scissorhands_jax.commands.audit import PROTOCOL_NAMES, VARIANT_NAMES
+from scissorhands_jax.experiment import audit
 
 TINY = dataclasses.replace(
     audit.PROTOCOLS["digits_small"], name="tiny", pool_size=120, candidates=40, epochs=2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import scissorhands_jax as shs
-from scissorhands_jax import audit
+from scissorhands_jax.experiment import audit
 
 
 def test_the_convolutional_protocol_builds_its_model_and_population():

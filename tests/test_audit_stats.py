@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from scissorhands_jax import audit, metrics
+from scissorhands_jax import metrics
+from scissorhands_jax.experiment import audit
 from scissorhands_jax.metrics import _resampling
 
 
@@ -327,7 +328,7 @@ def test_sanity_without_a_null_is_not_valid():
 
 
 def test_report_shows_the_null_relative_quality_and_the_diagnostic():
-    from scissorhands_jax import _audit_report
+    from scissorhands_jax.experiment import _audit_report
 
     data = audit.make_population(TINY, 8, seed=2)
     rng = np.random.default_rng(8)

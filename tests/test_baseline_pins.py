@@ -118,7 +118,7 @@ checked, then left out of the comparison."""
 def method_defaults(name: str) -> dict:
     """The method's default hyperparameters as the comparison of the package reports them,
     without those of :data:`ADDED` (after checking their defaults)."""
-    from scissorhands_jax import compare
+    from scissorhands_jax.experiment import compare
 
     defaults = compare.method_defaults(name)
     for key, value in ADDED.get(name, {}).items():

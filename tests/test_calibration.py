@@ -13,7 +13,6 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 
 import scissorhands_jax as shs
-from scissorhands_jax import audit
 from scissorhands_jax.calibration import (
     TEMPERATURE_RANGE,
     calibrate_temperature,
@@ -22,6 +21,7 @@ from scissorhands_jax.calibration import (
     mean_logit_confidence,
     scale_head,
 )
+from scissorhands_jax.experiment import audit
 from scissorhands_jax.settings import CalibrationSettings, flat_defaults, from_flat
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from scissorhands_jax import audit, cli, compare
+from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.checkpoint import Checkpoints
 from scissorhands_jax.commands import evaluate
+from scissorhands_jax.experiment import audit, compare
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = str(REPO / "scissorhands_jax" / "configs" / "digits10_random10.py")

@@ -10,9 +10,10 @@ from pathlib import Path
 import jax
 import pytest
 
-from scissorhands_jax import _report, cli, compare
+from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.commands.compare import parse_overrides
+from scissorhands_jax.experiment import _report, compare
 from scissorhands_jax.metrics import MIA_FEATURES
 
 DIGITS_CONFIG = str(

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from scissorhands_jax import cli, compare
-from scissorhands_jax import pipeline as pipe
+from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.commands.compare import split_overrides
-from scissorhands_jax.config import load_config
+from scissorhands_jax.experiment import compare
+from scissorhands_jax.experiment import pipeline as pipe
+from scissorhands_jax.experiment.config import load_config
 
 pytestmark = [
     pytest.mark.slow,

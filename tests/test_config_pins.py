@@ -3,7 +3,7 @@ rewritten as families.
 
 ``tests/pins/configs.json`` was written from the package and the config files as they
 stood at commit 9a87e9c (extracted with ``git archive 9a87e9c`` into a separate folder):
-per config, the dict :func:`scissorhands_jax.config.load_config` returned, without and
+per config, the dict :func:`scissorhands_jax.experiment.config.load_config` returned, without and
 with ``SMOKE`` (``config_path`` left out), and the raw ``CONFIG`` of the demo's record
 ``digits10.py``. A config whose resolved dict changes on purpose needs a new pin and a
 commit that says why. Settings added since, each with a default that keeps the old
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from scissorhands_jax.config import load_config
+from scissorhands_jax.experiment.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "scissorhands_jax" / "configs"

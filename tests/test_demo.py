@@ -10,7 +10,7 @@ import pytest
 
 from scissorhands_jax import cli
 from scissorhands_jax.commands import _legends
-from scissorhands_jax.demo import format_table, summarize
+from scissorhands_jax.experiment.demo import format_table, summarize
 
 pytestmark = pytest.mark.slow  # end to end
 

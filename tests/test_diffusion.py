@@ -590,7 +590,7 @@ def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
 
 
 def test_cifar10_config_documents_the_settings():
-    from scissorhands_jax.config import load_config
+    from scissorhands_jax.experiment.config import load_config
 
     path = Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/cifar10_ddpm_class0.py"
     spec = importlib.util.spec_from_file_location("cifar10_ddpm_class0", path)

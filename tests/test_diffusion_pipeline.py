@@ -17,8 +17,8 @@ import tensorflow_datasets as tfds
 from scissorhands_jax import cli
 from scissorhands_jax import diffusion as dm
 from scissorhands_jax.commands import _diffusion as dif
-from scissorhands_jax.config import load_config
 from scissorhands_jax.data import load_digits10
+from scissorhands_jax.experiment.config import load_config
 from scissorhands_jax.models.adapters import predict_probs
 
 pytestmark = [

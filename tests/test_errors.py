@@ -134,7 +134,7 @@ def test_cli_reports_bad_input_and_writes_nothing(tmp_path, capsys):
     ],
 )
 def test_config_overrides_are_type_checked_at_once(text, pattern):
-    from scissorhands_jax.config import load_config
+    from scissorhands_jax.experiment.config import load_config
 
     with pytest.raises(ValueError, match=pattern):
         load_config("cifar10_random10", overrides=[text])

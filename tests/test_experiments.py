@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+from scissorhands_jax.experiment.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
 
 CONFIG = Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs" / "digits10.py"
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scissorhands_jax import cli, compare, demo
+from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.checkpoint import Checkpoints
+from scissorhands_jax.experiment import compare, demo
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "scissorhands_jax" / "configs"
@@ -127,14 +128,13 @@ def test_diffusion_settings_of_every_stage_are_refused_before_training(
 
 
 def test_the_config_rules_name_the_library_choices():
-    from scissorhands_jax import _config_rules as rules
-    from scissorhands_jax import pipeline
     from scissorhands_jax.commands import _args
     from scissorhands_jax.commands._diffusion import _JUDGES
     from scissorhands_jax.data.splits import FORGET_KINDS
     from scissorhands_jax.diffusion.sampler import SAMPLERS
     from scissorhands_jax.diffusion.schedule import BETA_SCHEDULES
     from scissorhands_jax.diffusion.unlearn import OBJECTIVES
+    from scissorhands_jax.experiment import pipeline, rules
 
     assert set(rules.CLASSIFIERS) == set(pipeline.MODELS) == set(_JUDGES)
     assert rules.FORGET_KINDS == FORGET_KINDS and rules.SAMPLERS == SAMPLERS
@@ -154,7 +154,7 @@ def test_seeds_are_what_the_generators_take():
 
 
 def rules_ok(section: str, key: str, value) -> bool:
-    from scissorhands_jax._config_rules import CLASSIFIER_RULES
+    from scissorhands_jax.experiment.rules import CLASSIFIER_RULES
 
     return CLASSIFIER_RULES[section][key].ok(value)
 
@@ -239,7 +239,7 @@ def _holder(directory: Path) -> subprocess.Popen:
     code = textwrap.dedent(
         """
         import sys
-        from scissorhands_jax._rundir import run_directory
+        from scissorhands_jax.experiment.rundir import run_directory
         with run_directory(sys.argv[1], command="holder"):
             print("locked", flush=True)
             sys.stdin.read()
@@ -382,7 +382,7 @@ def test_finished_rows_of_other_hyperparameters_need_overwrite(comparison, capsy
 
 
 def test_a_report_never_names_another_mia_than_its_rows(tmp_path):
-    from scissorhands_jax import _report
+    from scissorhands_jax.experiment import _report
 
     row = {"scenario": "s", "method": "ft", "seed": 0, "UA": 1.0, "RA": 1.0, "TA": 1.0}
     row |= {"avg_gap": 1.0, "avg_gap_mia": "MIA_entropy"}
@@ -507,8 +507,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path):
 
 
 def test_every_config_key_has_a_rule_and_every_default_passes_it():
-    from scissorhands_jax import _config_rules
-    from scissorhands_jax.config import SCHEMAS
+    from scissorhands_jax.experiment import rules
+    from scissorhands_jax.experiment.config import SCHEMAS
     from scissorhands_jax.settings import FLAT_NAMES
 
     def leaves(tree, prefix=""):
@@ -519,12 +519,12 @@ def test_every_config_key_has_a_rule_and_every_default_passes_it():
                 yield f"{prefix}{key}"
 
     for kind, schema in SCHEMAS.items():
-        rules = set(leaves(_config_rules.RULES[kind]))
+        rules = set(leaves(rules.RULES[kind]))
         for name in leaves(schema):
             section, _, key = name.partition(".")
-            method = _config_rules.METHOD_SECTION.get(kind)
+            method = rules.METHOD_SECTION.get(kind)
             assert name in rules or (section == method and key in FLAT_NAMES), name
-        _config_rules.validate({**schema, "data": {**schema["data"], "name": "x"}}, kind)
+        rules.validate({**schema, "data": {**schema["data"], "name": "x"}}, kind)
 
 
 @pytest.mark.parametrize(
@@ -539,7 +539,8 @@ def test_every_config_key_has_a_rule_and_every_default_passes_it():
 def test_a_damaged_run_file_is_one_line_naming_it(
     tmp_path, capsys, monkeypatch, command, name, content
 ):
-    from scissorhands_jax import pipeline, resumable
+    from scissorhands_jax import resumable
+    from scissorhands_jax.experiment import pipeline
 
     monkeypatch.setattr(resumable, "fit_resumable", _boom(resumable.fit_resumable))
     monkeypatch.setattr(pipeline, "fit_resumable", _boom(resumable.fit_resumable))

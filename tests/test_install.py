@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scissorhands_jax.config import (
+from scissorhands_jax.experiment.config import (
     CONFIG_DIR,
     config_kind,
     config_names,
@@ -81,7 +81,8 @@ def _run_installed(site: Path, cwd: Path, *args: str, timeout: int = 600):
 def test_an_installed_package_trains_a_config_by_name(installed_package, tmp_path):
     where = _run_installed(
         installed_package, tmp_path, "-c",
-        "import scissorhands_jax.config as c; print(c.__file__); print(c.config_names())",
+        "import scissorhands_jax.experiment.config as c; "
+        "print(c.__file__); print(c.config_names())",
     )  # fmt: skip
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(str(installed_package))  # not the clone's copy

@@ -1,9 +1,10 @@
 """The package's layers import only downward, and the package imports cheaply.
 
 core (saliency, top-k, re-init, memory, projection) -> models and data -> training ->
-methods (Scissorhands, baselines, diffusion unlearning) -> experiments (pipeline,
-compare, demo, audit, reports) -> cli. Imports are read from the source with ``ast``
-(imports inside functions count too), so a lazy import cannot hide an upward edge.
+methods (Scissorhands, baselines, diffusion unlearning) -> experiments (the ``experiment``
+package: configs, run directories, pipelines, compare, audit, reports) -> cli. Imports are
+read from the source with ``ast`` (imports inside functions count too), so a lazy import
+cannot hide an upward edge.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ LAYERS = [
      r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)|sd(\..*)?"),
     ("training", r"training|loop|resumable|objective|trimming|repairing|population"),
     ("methods", r"method|calibration|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
-    ("experiments", r"config|configs(\..*)?|pipeline|compare|demo|_report|_audit_report|audit"
-     r"|tune|_tune_rules"
-     r"|_rundir|_config_rules|_model_cache|diffusion\.(demo|convert_inception)"),
+    ("experiments", r"experiment(\..*)?|configs(\..*)?|diffusion\.(demo|convert_inception)"),
     ("cli", r"cli|__main__|commands(\..*)?"),
     ("package", r""),  # the package's own __init__ re-exports every layer
 ]  # fmt: skip

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scissorhands_jax import demo
 from scissorhands_jax.commands import _legends, diffusion_evaluate, evaluate
+from scissorhands_jax.experiment import demo
 
 
 @pytest.mark.parametrize(

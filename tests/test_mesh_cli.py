@@ -46,7 +46,7 @@ def _worker(tmp: Path) -> dict:
     import jax
 
     from scissorhands_jax import cli
-    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.experiment import pipeline as pipe
     from scissorhands_jax.parallel import resolve_mesh
 
     assert jax.device_count() == DEVICES

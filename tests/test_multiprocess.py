@@ -170,7 +170,7 @@ def runs(tmp_path_factory):
 
 
 def _load(run: Path):
-    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.experiment import pipeline as pipe
 
     cfg = pipe.load_config(CONFIG, smoke=True, overrides=["data.limit_train=512"])
     split = pipe.build_split(cfg, progress=False)
@@ -283,7 +283,7 @@ def test_a_malformed_job_is_refused_before_anything_is_written(tmp_path, monkeyp
 def test_a_process_other_than_zero_writes_nothing_and_takes_no_lock(tmp_path, monkeypatch):
     import jax
 
-    from scissorhands_jax._rundir import LOCK_NAME, run_directory, write_json_atomic
+    from scissorhands_jax.experiment.rundir import LOCK_NAME, run_directory, write_json_atomic
 
     monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(jax, "process_index", lambda: 1)

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 import scissorhands_jax as shs
 from scissorhands_jax import cli
-from scissorhands_jax.config import SCHEMAS, load_config
+from scissorhands_jax.experiment.config import SCHEMAS, load_config
 
 # orbax's parallel reads of a damaged checkpoint leave asyncio callbacks that fire after
 # their event loop closed (reported at a later garbage collection, in any test)
@@ -41,7 +41,7 @@ def _cli(*argv: str) -> int:
 
 def _params(run: Path, role: str, *overrides: str) -> list[np.ndarray]:
     """The final parameters of a run, read through the same code as `unlearn`."""
-    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.experiment import pipeline as pipe
 
     cfg = load_config(CIFAR10, smoke=True, overrides=[*TINY[1::2], *overrides])
     with _mock():
@@ -86,7 +86,7 @@ def test_train_unlearn_evaluate_chain(tmp_path, capsys):
     log = json.loads((run / "unlearned" / "log.json").read_text())
     assert log["log"][0]["epoch"] == "trim" and log["reinitialised"] > 0
     # the saved mask re-initialised only eligible leaves (layer3, layer4, fc)
-    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.experiment import pipeline as pipe
 
     cfg = load_config(CIFAR10, smoke=True, overrides=TINY[1::2])
     with _mock():
@@ -218,7 +218,7 @@ def test_config_files_hold_only_known_keys():
 
 
 def test_digits_config_selects_the_demo_forget_set():
-    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.experiment import pipeline as pipe
 
     for scenario in ("random10", "class0"):
         cfg = load_config(CONFIGS / f"digits10_{scenario}.py")

@@ -95,7 +95,7 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/dig
 @pytest.mark.slow
 def test_train_command_exits_75_on_sigterm_and_resumes_to_the_same_model(tmp_path):
     from scissorhands_jax import cli
-    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.experiment import pipeline as pipe
 
     args = [CONFIG, "--smoke", "--only", "original", "--no-progress",
             "--set", "train.epochs=60", "--set", "train.checkpoint_every=100000"]  # fmt: skip

@@ -100,8 +100,8 @@ def test_the_default_schedule_is_the_published_run():
 def test_saved_runs_keep_their_identity_unless_a_variant_is_asked():
     from types import SimpleNamespace
 
-    from scissorhands_jax import pipeline
-    from scissorhands_jax.config import load_config
+    from scissorhands_jax.experiment import pipeline
+    from scissorhands_jax.experiment.config import load_config
 
     cfg = load_config(Path(__file__).parents[1] / "scissorhands_jax/configs/cifar10_random10.py")
     split = SimpleNamespace(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scissorhands_jax import _report
+from scissorhands_jax.experiment import _report
 
 ROWS = Path(__file__).resolve().parents[1] / "experiments/results/digits10_compare/results.json"
 

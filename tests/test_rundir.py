@@ -1,4 +1,4 @@
-"""Run directories' state files (scissorhands_jax._rundir): one reader that names a
+"""Run directories' state files (scissorhands_jax.experiment.rundir): one reader that names a
 damaged file and what to do, one "made with other settings?" check, and a ``--run``
 argument that is a file, missing or empty said as such."""
 
@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from scissorhands_jax import _rundir
-from scissorhands_jax._rundir import check_setting, existing_run, read_state
+from scissorhands_jax.experiment import rundir
+from scissorhands_jax.experiment.rundir import check_setting, existing_run, read_state
 
 
 def test_read_state_of_a_missing_file_is_the_default(tmp_path):
@@ -99,9 +99,9 @@ def test_a_full_disk_names_the_file_it_could_not_write_and_leaves_no_debris(tmp_
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")  # fsync names no file
 
-    monkeypatch.setattr(_rundir.os, "fsync", full)
+    monkeypatch.setattr(rundir.os, "fsync", full)
     with pytest.raises(OSError) as info:
-        _rundir.write_json_atomic(tmp_path / "results.json", [1, 2])
+        rundir.write_json_atomic(tmp_path / "results.json", [1, 2])
     assert info.value.errno == errno.ENOSPC
     assert info.value.filename == str(tmp_path / "results.json")
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""Tuning on the audit (scissorhands_jax.tune): budget, space, objective, resume, settings."""
+"""Tuning on the audit (scissorhands_jax.experiment.tune): budget, space, objective, resume."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from scissorhands_jax import audit, cli, tune
+from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
+from scissorhands_jax.experiment import audit, tune
 
 TINY = dataclasses.replace(
     audit.PROTOCOLS["digits_small"], name="tiny", pool_size=120, candidates=40, epochs=2

@@ -6,7 +6,7 @@ import argparse
 import math
 
 SEED_LIMIT = 2**31
-"""Seeds are integers in ``[0, SEED_LIMIT)`` (``scissorhands_jax._config_rules`` has the
+"""Seeds are integers in ``[0, SEED_LIMIT)`` (``scissorhands_jax.experiment.rules`` has the
 same bound for the config's seeds; a test checks they agree)."""
 
 

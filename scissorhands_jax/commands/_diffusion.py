@@ -27,17 +27,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
-from scissorhands_jax.config import load_config
 from scissorhands_jax.diffusion.baselines import finetune_diffusion, salun_diffusion
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
 from scissorhands_jax.diffusion.metrics import feature_extractor
 from scissorhands_jax.diffusion.model import DiffusionModel, diffusion_model
 from scissorhands_jax.diffusion.schedule import make_schedule
 from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
+from scissorhands_jax.experiment.config import load_config
+from scissorhands_jax.experiment.pipeline import indices_sha, restore, sgd_setup
 from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
 from scissorhands_jax.objective import adam_tx
-from scissorhands_jax.pipeline import indices_sha, restore, sgd_setup
 
 GENERATORS = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
 """Generator role -> (config section of its schedule, data part it trains on)."""

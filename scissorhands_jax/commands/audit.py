@@ -10,11 +10,11 @@ from pathlib import Path
 from scissorhands_jax.commands import _args
 
 PROTOCOL_NAMES = ("digits_small", "digits_cnn_small", "digits10")
-"""The keys of ``scissorhands_jax.audit.PROTOCOLS`` (kept here so parsing stays cheap; a
+"""The keys of ``scissorhands_jax.experiment.audit.PROTOCOLS`` (kept here so parsing stays cheap; a
 test checks they agree)."""
 
 VARIANT_NAMES = ("scissorhands_cal", "scissorhands_soft", "scissorhands_soft_cal")
-"""The keys of ``scissorhands_jax.audit.VARIANTS``: opt-in variants audited as methods of
+"""The keys of ``scissorhands_jax.experiment.audit.VARIANTS``: opt-in variants audited as methods of
 their own (a test checks they agree)."""
 
 
@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the audit and prints its report."""
-    from scissorhands_jax.audit import run_audit
+    from scissorhands_jax.experiment.audit import run_audit
     from scissorhands_jax.parallel import data_parallel, resolve_mesh
 
     command = "scissorhands " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -150,7 +150,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the comparison and prints where the report is."""
-    from scissorhands_jax.compare import run_compare
+    from scissorhands_jax.experiment.compare import run_compare
     from scissorhands_jax.parallel import resolve_mesh
 
     train = {}

@@ -10,7 +10,7 @@ from scissorhands_jax.commands import _args, _legends
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``scissorhands demo``."""
-    from scissorhands_jax.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+    from scissorhands_jax.experiment.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
 
     p = sub.add_parser(
         "demo",
@@ -66,9 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs the digits-10 demo and writes ``results.json``: the rows already there are
     kept (same settings) and only the missing seeds and scenarios run."""
-    from scissorhands_jax._rundir import run_directory
     from scissorhands_jax._versions import versions
-    from scissorhands_jax.demo import check_digits_run, format_table, run_digits
+    from scissorhands_jax.experiment.demo import check_digits_run, format_table, run_digits
+    from scissorhands_jax.experiment.rundir import run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
     mesh = resolve_mesh(args.mesh)
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(out, setting: dict, rows: list) -> None:
-    from scissorhands_jax._rundir import write_json_atomic
+    from scissorhands_jax.experiment.rundir import write_json_atomic
 
     write_json_atomic(out / "setting.json", setting)
     write_json_atomic(out / "results.json", rows)
@@ -127,7 +127,7 @@ def _kept_rows(out, setting: dict, overwrite: bool) -> list:
     Raises:
       ValueError: rows of other (or unrecorded) settings, without ``overwrite``.
     """
-    from scissorhands_jax._rundir import check_setting, read_state
+    from scissorhands_jax.experiment.rundir import check_setting, read_state
 
     results, saved = out / "results.json", out / "setting.json"
     if overwrite or not results.exists():

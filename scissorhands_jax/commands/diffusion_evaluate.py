@@ -88,9 +88,9 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluates every model of the run; returns 0."""
-    from scissorhands_jax._rundir import existing_run, run_directory
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.commands.evaluate import refuse_overwrite
+    from scissorhands_jax.experiment.rundir import existing_run, run_directory
 
     cfg = dif.config_from_args(args)
     maker = f"scissorhands diffusion-train {cfg['config_path']}"
@@ -114,7 +114,6 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path, fid_features) 
     import jax.numpy as jnp
     import numpy as np
 
-    from scissorhands_jax._rundir import write_json_atomic
     from scissorhands_jax._versions import versions
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.diffusion.grid import (
@@ -126,8 +125,9 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path, fid_features) 
     )
     from scissorhands_jax.diffusion.metrics import frechet_distance_features, generation_metrics
     from scissorhands_jax.diffusion.sampler import sample
+    from scissorhands_jax.experiment.pipeline import read_json
+    from scissorhands_jax.experiment.rundir import write_json_atomic
     from scissorhands_jax.models.adapters import predict_probs
-    from scissorhands_jax.pipeline import read_json
 
     s = cfg["sample"]
     data = dif.build_data(cfg, progress=not args.no_progress)

@@ -60,8 +60,8 @@ def _fit(role, loss, state, source, ck, args, total, **schedule) -> tuple[int, i
     import jax
 
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.experiment.pipeline import TrainingClock, check_saved
     from scissorhands_jax.loop import TrainState
-    from scissorhands_jax.pipeline import TrainingClock, check_saved
     from scissorhands_jax.resumable import fit_resumable
 
     clock = TrainingClock()
@@ -107,8 +107,8 @@ def _train_classifier(cfg, data, ck, args) -> tuple[int, int, Any, list]:
 
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0 (75 when preempted, saved)."""
-    from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.experiment.rundir import run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
     cfg = dif.config_from_args(args)  # every value checked before --out is created
@@ -120,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg: dict, run_dir) -> int:
-    from scissorhands_jax._rundir import check_setting
     from scissorhands_jax.commands import _diffusion as dif
-    from scissorhands_jax.pipeline import append_training_log, read_json
+    from scissorhands_jax.experiment.pipeline import append_training_log, read_json
+    from scissorhands_jax.experiment.rundir import check_setting
     from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     roles = [args.only] if args.only else list(dif.ROLES)

@@ -33,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Unlearns with one method; returns 0."""
 
-    from scissorhands_jax._rundir import existing_run, run_directory
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.experiment.rundir import existing_run, run_directory
 
     cfg = dif.config_from_args(args)
     maker = f"scissorhands diffusion-train {cfg['config_path']}"
@@ -47,10 +47,10 @@ def _unlearn(args: argparse.Namespace, cfg: dict, run_dir) -> int:
     import jax
     import numpy as np
 
-    from scissorhands_jax._rundir import write_json_atomic
     from scissorhands_jax.commands import _diffusion as dif
+    from scissorhands_jax.experiment.pipeline import check_saved
+    from scissorhands_jax.experiment.rundir import write_json_atomic
     from scissorhands_jax.parallel import data_parallel, resolve_mesh
-    from scissorhands_jax.pipeline import check_saved
 
     method = args.method
     if dif.committed_steps(run_dir, method):

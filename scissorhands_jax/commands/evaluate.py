@@ -38,8 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def score(model, params, model_state, split, *, batch_size: int, progress: bool, mesh=None) -> dict:
     """UA, RA, TA and the two MIA-efficacies of one model on a split."""
+    from scissorhands_jax.experiment.pipeline import predictions
     from scissorhands_jax.metrics import classification_metrics
-    from scissorhands_jax.pipeline import predictions
 
     sets = predictions(model, params, model_state, split, batch_size=batch_size,
                        progress=progress, mesh=mesh)  # fmt: skip
@@ -56,8 +56,8 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Scores the models, writes ``evaluation.json`` and prints the table; returns 0."""
-    from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax._rundir import existing_run, run_directory
+    from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.rundir import existing_run, run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
     cfg = pipe.config_from_args(args)
@@ -81,9 +81,9 @@ def refuse_overwrite(path: Path, overwrite: bool) -> None:
 
 
 def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path) -> int:
-    from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax._rundir import write_json_atomic
     from scissorhands_jax._versions import versions
+    from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.rundir import write_json_atomic
     from scissorhands_jax.metrics import avg_gap
 
     progress = not args.no_progress
@@ -137,7 +137,7 @@ def _evaluate(args: argparse.Namespace, cfg: dict, run_dir: Path) -> int:
 
 
 def _rte(run_dir: Path, name: str) -> float | None:
-    from scissorhands_jax.pipeline import read_json
+    from scissorhands_jax.experiment.pipeline import read_json
 
     log = read_json(run_dir / name / "log.json", {})
     return log.get("rte_s", log.get("train_time_s"))

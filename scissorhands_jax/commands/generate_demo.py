@@ -68,9 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the generation demo and prints its table."""
-    from scissorhands_jax._rundir import run_directory
     from scissorhands_jax.commands.diffusion_evaluate import feature_function
     from scissorhands_jax.diffusion.demo import METHODS, format_rows, run_generate_demo
+    from scissorhands_jax.experiment.rundir import run_directory
     from scissorhands_jax.parallel import data_parallel, resolve_mesh
 
     overrides: dict = {"forget_class": args.forget_class, "seed": args.seed}

@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0 (75 when preempted, saved)."""
-    from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax._rundir import run_directory
+    from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.rundir import run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
     cfg = pipe.config_from_args(args)  # every value checked before --out is created
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
-    from scissorhands_jax import pipeline as pipe
+    from scissorhands_jax.experiment import pipeline as pipe
     from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     progress = not args.no_progress

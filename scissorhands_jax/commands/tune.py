@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the tuning and prints its report."""
-    from scissorhands_jax.tune import run_tune
+    from scissorhands_jax.experiment.tune import run_tune
 
     command = "scissorhands " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_tune(

@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Unlearns and saves; returns 0."""
-    from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax._rundir import existing_run, run_directory
+    from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.rundir import existing_run, run_directory
     from scissorhands_jax.method import check_settings
     from scissorhands_jax.parallel import resolve_mesh
 
@@ -43,8 +43,8 @@ def _unlearn(args: argparse.Namespace, cfg: dict, settings: dict, run_dir) -> in
     import jax
     import numpy as np
 
-    from scissorhands_jax import pipeline as pipe
-    from scissorhands_jax._rundir import write_bytes_atomic, write_json_atomic
+    from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.rundir import write_bytes_atomic, write_json_atomic
     from scissorhands_jax.method import scissorhands
 
     split = pipe.build_split(cfg, progress=not args.no_progress)

@@ -5,7 +5,8 @@ Each cell (cifar10_random10.py, ..., svhn_class0.py) is ``cell(data set, forget 
 stem), the originals trained 182 epochs at lr 0.1 (milestones 91, 136) and the oracle 160
 epochs on the retain set, 10 % of each training class held out (45,000 CIFAR images
 remain); SVHN without augmentation. Everything else is the default of
-scissorhands_jax.config (the release's CIFAR-10 random-10 % setting). Not a config itself.
+scissorhands_jax.experiment.config
+(the release's CIFAR-10 random-10 % setting). Not a config itself.
 
 Commands (C = the cell's file; add --smoke to each for seconds on a tiny ResNet):
   pip install ".[prepare]"    # from a clone of this repository (not on PyPI)

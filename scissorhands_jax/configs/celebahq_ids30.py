@@ -22,7 +22,7 @@ The paper does not state the schedule of the original and retrained ResNet-34; t
 release's. Expected: not measured by this project (no GPU and no CelebA-HQ copy).
 """
 
-# Only what differs from the defaults in scissorhands_jax.config; SMOKE from CONFIG.
+# Only what differs from the defaults in scissorhands_jax.experiment.config; SMOKE from CONFIG.
 SCHEDULE = {"epochs": 60, "lr": 0.01, "milestones": [30, 45], "batch_size": 64}
 CONFIG = {
     "data": {

@@ -50,7 +50,7 @@ Expected:  not measured by this project (its machines have no GPU). Training dom
            unlearning run is 500 steps.
 """
 
-# Only what differs from the defaults in scissorhands_jax.config (the release's
+# Only what differs from the defaults in scissorhands_jax.experiment.config (the release's
 # CIFAR-10 random-10 % setting, SalUn's CIFAR-10 DDPM); SMOKE only what differs from CONFIG.
 CONFIG = {
     "diffusion": {},

@@ -8,7 +8,7 @@ Expected:  about a minute on a 2-core CPU; Scissorhands random10 UA ≈ 3, RA �
            TA ≈ 97; class0 UA = 100 (see the README for the measured table).
 
 The CLI flags override these values one by one (``--lr``, ``--sparsity``, ...); the
-library never reads this file: `scissorhands_jax.demo` holds the same defaults as
+library never reads this file: `scissorhands_jax.experiment.demo` holds the same defaults as
 keyword arguments and this config is the record of what the table used.
 """
 

@@ -18,7 +18,7 @@ Commands (add --smoke to each for a run of seconds):
 Expected: see experiments/README.md (measured on a 2-core CPU).
 """
 
-# Only what differs from the defaults in scissorhands_jax.config; SMOKE from CONFIG.
+# Only what differs from the defaults in scissorhands_jax.experiment.config; SMOKE from CONFIG.
 SCHEDULE = {"epochs": 30, "lr": 0.05, "milestones": [], "batch_size": 64}
 CONFIG = {
     "data": {"name": "digits10", "val_fraction": 0.0, "augment": False},

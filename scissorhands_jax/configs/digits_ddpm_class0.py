@@ -31,7 +31,7 @@ Expected: minutes on a 2-core CPU; see the diffusion pipeline section of the REA
 the measured times and numbers.
 """
 
-# Only what differs from the defaults in scissorhands_jax.config (SalUn's CIFAR-10 DDPM);
+# Only what differs from the defaults in scissorhands_jax.experiment.config (SalUn's CIFAR-10 DDPM);
 # SMOKE only what differs from CONFIG.
 DDPM = {"steps": 1000, "lr": 0.002, "batch_size": 64, "ema_decay": None}
 UNLEARN = {"sparsity": 0.9, "saliency_guidance": 2.0, "steps": 100, "batch_size": 64}

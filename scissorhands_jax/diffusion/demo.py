@@ -29,7 +29,6 @@ import numpy as np
 from scissorhands_jax._versions import versions
 from scissorhands_jax.checkpoint import Checkpoints
 from scissorhands_jax.data import array_source, load_digits10
-from scissorhands_jax.demo import prepare_out_dir, write_json_atomic
 from scissorhands_jax.diffusion.baselines import (
     finetune_diffusion,
     retrain_diffusion,
@@ -52,6 +51,7 @@ from scissorhands_jax.diffusion.model import diffusion_model, diffusion_source
 from scissorhands_jax.diffusion.sampler import sample
 from scissorhands_jax.diffusion.schedule import make_schedule
 from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
+from scissorhands_jax.experiment.demo import prepare_out_dir, write_json_atomic
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.models.adapters import predict_probs
 from scissorhands_jax.models.unet import UNet

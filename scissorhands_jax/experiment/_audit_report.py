@@ -139,7 +139,7 @@ def tuning_note(rows: Sequence[dict[str, Any]], protocol: str) -> str:
 
 def markdown(rows: Sequence[dict[str, Any]], command: str | None = None) -> str:
     """The whole report.md: per protocol its sanity verdict and table, then the legend."""
-    from scissorhands_jax.audit import NULL_LEVEL, PROTOCOLS, SANITY_ORIGINAL_MIN, sanity
+    from scissorhands_jax.experiment.audit import NULL_LEVEL, PROTOCOLS, SANITY_ORIGINAL_MIN, sanity
 
     parts = ["# Membership audit", ""]
     if command:
@@ -238,7 +238,7 @@ def write(
     rows: Sequence[dict[str, Any]], out: Path, *, plot: bool = True, command: str | None = None
 ) -> None:
     """Writes report.md (and report.png) into ``out``, each atomically."""
-    from scissorhands_jax._report import write_text_atomic
+    from scissorhands_jax.experiment._report import write_text_atomic
 
     write_text_atomic(out / "report.md", markdown(rows, command))
     if plot:

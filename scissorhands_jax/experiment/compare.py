@@ -6,12 +6,12 @@ and one retrained model, runs every requested method of
 evaluates each with the full suite (:func:`scissorhands_jax.metrics.evaluation_suite`,
 Avg. Gap and ToW against Retrain, RTE). Rows are written to ``results.json`` as they
 finish, so an interrupted run resumes where it stopped; a method that fails becomes a row
-with its ``error``. The report files come from :mod:`scissorhands_jax._report`.
+with its ``error``. The report files come from :mod:`scissorhands_jax.experiment._report`.
 
 This is the runner behind ``scissorhands compare``; it takes keyword arguments only.
 A *setting* is either ``"digits10"`` (the digits-10 protocol: both scenarios, the small digits
 schedule, :data:`DIGITS_HYPERPARAMETERS`) or an experiment config, a file or the name of an
-installed config (:func:`scissorhands_jax.config.find_config`): then the data set, model,
+installed config (:func:`scissorhands_jax.experiment.config.find_config`): then the data set, model,
 forget request, the original's and Retrain's schedules and Scissorhands' settings are the
 config's, the models are trained by the same code as ``scissorhands train`` (orbax
 checkpoints, resumable), and the baselines run with their release defaults
@@ -33,18 +33,23 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from scissorhands_jax import _report
-from scissorhands_jax._config_rules import SEED_LIMIT
-from scissorhands_jax._model_cache import ModelCache as _ModelCache
-from scissorhands_jax._rundir import check_setting, read_state, run_directory, write_json_atomic
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, data_parallel
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
-from scissorhands_jax.demo import (
+from scissorhands_jax.experiment import _report
+from scissorhands_jax.experiment._model_cache import ModelCache as _ModelCache
+from scissorhands_jax.experiment.demo import (
     TRAIN_DEFAULTS,
     UNLEARN_DEFAULTS,
     split_predictions,
     train_digits,
+)
+from scissorhands_jax.experiment.rules import SEED_LIMIT
+from scissorhands_jax.experiment.rundir import (
+    check_setting,
+    read_state,
+    run_directory,
+    write_json_atomic,
 )
 from scissorhands_jax.method import scissorhands_flat as _scissorhands_fn
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
@@ -296,7 +301,7 @@ class _Config:
     mesh = None  # set by run_compare: where the models train and run
 
     def __init__(self, path, *, smoke, config_overrides, data_dir, methods, overrides):
-        from scissorhands_jax.config import load_config
+        from scissorhands_jax.experiment.config import load_config
 
         config_overrides = list(config_overrides)
         if data_dir:
@@ -321,7 +326,7 @@ class _Config:
         self._arrays: tuple = (None, None, None)  # (split, retain, forget) of the last request
 
     def open(self, out: Path) -> None:
-        from scissorhands_jax import pipeline as pipe
+        from scissorhands_jax.experiment import pipeline as pipe
 
         self.out = out
         wanted = {k: self.cfg[k] for k in CONFIG_SECTIONS_OF_MODELS}
@@ -341,12 +346,12 @@ class _Config:
         return cfg
 
     def split(self, scenario, seed):
-        from scissorhands_jax import pipeline as pipe
+        from scissorhands_jax.experiment import pipeline as pipe
 
         return pipe.build_split(self.seed_config(seed), progress=False, dataset=self.dataset)
 
     def _trained(self, role, seed, split, progress):
-        from scissorhands_jax import pipeline as pipe
+        from scissorhands_jax.experiment import pipeline as pipe
 
         cfg = self.seed_config(seed)
         with run_directory(self.out / "runs" / f"seed{seed}") as run:  # as `train --out`
@@ -367,7 +372,7 @@ class _Config:
         return self._trained(REFERENCE, seed, split, progress)
 
     def unlearn(self, name, seed, split, params, state, *, progress):
-        from scissorhands_jax import pipeline as pipe
+        from scissorhands_jax.experiment import pipeline as pipe
 
         hps = self.hyperparameters[name]
         key = jax.random.key(2000 + seed)
@@ -404,7 +409,7 @@ class _Config:
         return result.params, result.model_state, seconds
 
     def evaluate(self, split, params, state, *, progress):
-        from scissorhands_jax import pipeline as pipe
+        from scissorhands_jax.experiment import pipeline as pipe
 
         preds = pipe.predictions(
             self.model,
@@ -462,7 +467,7 @@ def run_compare(
     are retried. Finished rows of other hyperparameters are replaced only with
     ``overwrite``. Avg. Gap and ToW of every row are recomputed with ``mia_feature``,
     so the rows and the report always name the same MIA. ``out`` is locked while the
-    comparison runs (:func:`scissorhands_jax._rundir.run_directory`): a second
+    comparison runs (:func:`scissorhands_jax.experiment.rundir.run_directory`): a second
     comparison into it fails at once.
 
     Args:
@@ -477,7 +482,7 @@ def run_compare(
         in ``[0, 2**31)`` (default 0-4 for digits-10, 0 for a config).
       methods: names of :data:`~scissorhands_jax.baselines.METHODS`.
       train: digits-10 only: overrides of the original's (and Retrain's) schedule, keys
-        of :data:`scissorhands_jax.demo.TRAIN_DEFAULTS`.
+        of :data:`scissorhands_jax.experiment.demo.TRAIN_DEFAULTS`.
       hyperparameters: ``{method: {name: value}}`` overrides of the methods' settings
         (:data:`DIGITS_HYPERPARAMETERS`; with a config, :func:`method_defaults` and, for
         Scissorhands, the config's ``unlearn`` section).
@@ -516,7 +521,7 @@ def run_compare(
         )
         seeds = (0, 1, 2, 3, 4) if seeds is None else seeds
     else:
-        from scissorhands_jax.config import config_names, find_config
+        from scissorhands_jax.experiment.config import config_names, find_config
 
         try:
             setting = find_config(setting)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scissorhands_jax._config_rules import validate
+from scissorhands_jax.experiment.rules import validate
 from scissorhands_jax.settings import flat_defaults
 
 _TRAIN = {
@@ -356,7 +356,7 @@ def load_config(
       ValueError: a missing or broken file (or an unknown name), no ``CONFIG`` (or
         ``SMOKE``), a config of the other kind, an unknown key, no ``data.name``, or a
         value of the wrong type or out of range
-        (:func:`~scissorhands_jax._config_rules.validate`), named with where it came
+        (:func:`~scissorhands_jax.experiment.rules.validate`), named with where it came
         from: all before any directory is created.
     """
     if kind not in SCHEMAS:

@@ -1,6 +1,6 @@
 """The comparison's report files: results.csv, report.md and report.png.
 
-Pure functions of the rows of ``results.json`` (see :mod:`scissorhands_jax.compare`);
+Pure functions of the rows of ``results.json`` (see :mod:`scissorhands_jax.experiment.compare`);
 matplotlib is imported only to draw the plot (the ``plot`` extra).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from scissorhands_jax._rundir import write_bytes_atomic, write_text_atomic
+from scissorhands_jax.experiment.rundir import write_bytes_atomic, write_text_atomic
 from scissorhands_jax.metrics import INFORMATIVE_ATTACK_AUC, MIA_FEATURES
 
 REFERENCE, ORIGINAL = "retrain", "original"
@@ -367,7 +367,8 @@ def write_report(
     if other:
         raise ValueError(
             f"rows whose Avg. Gap uses {other}, not MIA_{mia_feature}: recompute them "
-            "(scissorhands_jax.compare recomputes the gap of every row) before the report."
+            "(scissorhands_jax.experiment.compare recomputes the gap of every row) "
+            "before the report."
         )
     write_text_atomic(out / "results.csv", csv_text(rows))
     write_text_atomic(

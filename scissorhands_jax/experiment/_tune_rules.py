@@ -2,7 +2,7 @@
 repair length in steps, the objective, the choice, and the settings file the audit reads.
 
 Everything here is data or a pure function of its arguments; the runner is
-:mod:`scissorhands_jax.tune`, which re-exports these names.
+:mod:`scissorhands_jax.experiment.tune`, which re-exports these names.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scissorhands_jax import audit
+from scissorhands_jax.experiment import audit
 
 TUNING_SEED = 100
 """The seed of the tuning population (never reported by the audit)."""
@@ -67,7 +67,7 @@ SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
 }
 """Method -> hyperparameter -> the values tried (``steps``: see :func:`epochs_for`).
 Hyperparameters not named keep the audit's defaults
-(:func:`scissorhands_jax.audit.method_hyperparameters`)."""
+(:func:`scissorhands_jax.experiment.audit.method_hyperparameters`)."""
 
 EPOCH_DATA = {
     "ft": "retain",

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scissorhands_jax._rundir import write_json_atomic  # noqa: F401  (re-exported)
 from scissorhands_jax._seed import check_seed
 from scissorhands_jax.baselines.scissorhands import scissorhands
 from scissorhands_jax.data import array_source, load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
+from scissorhands_jax.experiment.rundir import write_json_atomic  # noqa: F401  (re-exported)
 from scissorhands_jax.method import check_settings
 from scissorhands_jax.metrics import INFORMATIVE_ATTACK_AUC, avg_gap, classification_metrics
 from scissorhands_jax.models import DigitsCNN, linen_model
@@ -255,7 +255,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
     """Creates ``out`` and checks it is writable, before any work is done (the commands
-    also lock it: :func:`scissorhands_jax._rundir.run_directory`)."""
+    also lock it: :func:`scissorhands_jax.experiment.rundir.run_directory`)."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} exists and is not a directory.")

@@ -83,7 +83,7 @@ def _choice(names: Sequence[str]) -> Rule:
 
 CLASSIFIERS = ("digits_cnn", "resnet18", "resnet34")
 """``model.name`` (and the diffusion judge's ``classifier.model``): the networks of
-:data:`scissorhands_jax.pipeline.MODELS` (a test checks they agree)."""
+:data:`scissorhands_jax.experiment.pipeline.MODELS` (a test checks they agree)."""
 FORGET_KINDS = ("random", "class", "identity", "file")
 """``data.forget.kind``: :data:`scissorhands_jax.data.splits.FORGET_KINDS`."""
 BETA_SCHEDULES = ("linear", "cosine", "scaled_linear")
@@ -301,7 +301,7 @@ def validate(cfg: dict, kind: str, layers: Sequence[tuple[str, dict]] = ()) -> N
                 raise ValueError(f"{_origin(name, layers)}: {section}.{err}") from err
             continue
         if rule is None:
-            raise AssertionError(f"config key {name} has no rule in _config_rules")
+            raise AssertionError(f"config key {name} has no rule in experiment.rules")
         if value is None and rule.optional:
             continue
         if not rule.ok(value):

@@ -52,10 +52,15 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import metrics as M
 from scissorhands_jax import population as pop
-from scissorhands_jax._config_rules import SEED_LIMIT
-from scissorhands_jax._rundir import check_setting, read_state, run_directory, write_bytes_atomic
 from scissorhands_jax._versions import versions
 from scissorhands_jax.data import load_digits10
+from scissorhands_jax.experiment.rules import SEED_LIMIT
+from scissorhands_jax.experiment.rundir import (
+    check_setting,
+    read_state,
+    run_directory,
+    write_bytes_atomic,
+)
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.training import sgd
 
@@ -532,7 +537,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 """Named opt-in variants of a method: name -> (the method it runs, the settings fixed on
 top of its defaults). ``_cal`` adds the Retrain-free output temperature (fitted on the
 test set, which no audit model trains on); ``_soft`` marks a softer projection schedule,
-which its search space in :mod:`scissorhands_jax.tune` spells out (``project_epochs``).
+which its search space in :mod:`scissorhands_jax.experiment.tune` spells out (``project_epochs``).
 Each is tuned with the same budget as every other method and audited as a row of its
 own; ``scissorhands`` itself stays the published method."""
 
@@ -552,10 +557,10 @@ def method_names() -> tuple[str, ...]:
 
 def method_hyperparameters(name: str, protocol: Protocol) -> dict[str, Any]:
     """The hyperparameters method ``name`` runs with in the audit: those of the digits
-    comparison (:data:`scissorhands_jax.compare.DIGITS_HYPERPARAMETERS`), with
+    comparison (:data:`scissorhands_jax.experiment.compare.DIGITS_HYPERPARAMETERS`), with
     Scissorhands' eligible set adapted to the protocol's model (all but the first layer),
     and a variant's fixed settings (:data:`VARIANTS`) on top of its method's."""
-    from scissorhands_jax.compare import DIGITS_HYPERPARAMETERS
+    from scissorhands_jax.experiment.compare import DIGITS_HYPERPARAMETERS
 
     base = base_method(name)
     hps = dict(DIGITS_HYPERPARAMETERS[base])
@@ -624,7 +629,7 @@ def run_audit(
       command: the command line, quoted in the report.
       settings: a ``scissorhands tune`` result (the path of its ``settings.json``, or
         its content): the methods it chose hyperparameters for on a protocol run with
-        them (:func:`scissorhands_jax.tune.concrete_hyperparameters`); the others keep
+        them (:func:`scissorhands_jax.experiment.tune.concrete_hyperparameters`); the others keep
         :func:`method_hyperparameters`. Each row's ``tuning`` says which, with the
         budget and the search space.
 
@@ -637,7 +642,7 @@ def run_audit(
         another audit, something else, a damaged state file, or in use by another
         process (all before any training).
     """
-    from scissorhands_jax import _audit_report, _report
+    from scissorhands_jax.experiment import _audit_report, _report
 
     unknown = [p for p in protocols if isinstance(p, str) and p not in PROTOCOLS]
     if unknown or not protocols:
@@ -739,7 +744,7 @@ def run_audit(
 def _audit_hyperparameters(resolved, methods, populations, settings, seed):
     """Per protocol, the hyperparameters of each method and where they come from: a
     tune's ``settings`` where it chose some, else :func:`method_hyperparameters`."""
-    from scissorhands_jax import tune
+    from scissorhands_jax.experiment import tune
 
     if settings is not None:
         settings = tune.load_settings(settings)

@@ -3,7 +3,7 @@
 A ranking of unlearning methods is only as fair as the tuning behind it: a method given
 more trials, or a wider grid, can look better for that reason alone. This module tunes
 every method of :data:`scissorhands_jax.baselines.METHODS` and every named variant of
-:data:`scissorhands_jax.audit.VARIANTS` (Retrain and the untouched
+:data:`scissorhands_jax.experiment.audit.VARIANTS` (Retrain and the untouched
 original are references, not tuned) under rules that are written down with the result:
 
 - **The same budget.** Each method gets ``trials`` distinct settings drawn at random,
@@ -45,14 +45,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from scissorhands_jax import audit
-from scissorhands_jax._rundir import (
-    check_setting,
-    run_directory,
-    write_bytes_atomic,
-    write_text_atomic,
-)
-from scissorhands_jax._tune_rules import (
+from scissorhands_jax.experiment import audit
+from scissorhands_jax.experiment._tune_rules import (
     DEFAULT_TRIALS,
     EPOCH_DATA,
     OBJECTIVE,
@@ -70,6 +64,12 @@ from scissorhands_jax._tune_rules import (
     objective,
     sample_trials,
     tuned_hyperparameters,
+)
+from scissorhands_jax.experiment.rundir import (
+    check_setting,
+    run_directory,
+    write_bytes_atomic,
+    write_text_atomic,
 )
 
 __all__ = [
@@ -203,7 +203,7 @@ def run_tune(
 
     Args:
       out: output directory (re-running with the same ``out`` resumes).
-      protocols: names in :data:`scissorhands_jax.audit.PROTOCOLS`, or records.
+      protocols: names in :data:`scissorhands_jax.experiment.audit.PROTOCOLS`, or records.
       methods: the methods to tune (default: every key of ``space``).
       trials: the budget, the same for every method.
       shadows: the population size K (even, at least 4; default 64, or 16 with ``quick``).

@@ -17,7 +17,7 @@ from typing import Any
 import flax.serialization
 import jax
 
-from scissorhands_jax._rundir import read_state, write_bytes_atomic, write_json_atomic
+from scissorhands_jax.experiment.rundir import read_state, write_bytes_atomic, write_json_atomic
 from scissorhands_jax.metrics import rte
 
 logger = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scissorhands_jax._rundir import read_state, secondary_process, write_json_atomic
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
-from scissorhands_jax.config import load_config
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
+from scissorhands_jax.experiment.config import load_config
+from scissorhands_jax.experiment.rundir import read_state, secondary_process, write_json_atomic
 from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
 from scissorhands_jax.precision import with_precision
@@ -466,7 +466,7 @@ def load_unlearned(run: Path, cfg: dict, split: Split, model: Model):
 
 def read_json(path: Path, default: Any = None) -> Any:
     """A run file's JSON (``default`` when absent), through
-    :func:`~scissorhands_jax._rundir.read_state`: a damaged one is a one-line error."""
+    :func:`~scissorhands_jax.experiment.rundir.read_state`: a damaged one is a one-line error."""
     return read_state(
         path, default, fix=f"delete it, or choose another run directory than {path.parent}"
     )
