@@ -10,17 +10,27 @@ import pytest
 
 from scissorhands_jax import cli
 from scissorhands_jax.commands.audit import PROTOCOL_NAMES, VARIANT_NAMES
-from scissorhands_jax.experiment import audit
+from scissorhands_jax.experiment import audit, protocol
 
 TINY = dataclasses.replace(
-    audit.PROTOCOLS["digits_small"], name="tiny", pool_size=120, candidates=40, epochs=2
+    audit.load_protocol("digits_small"), name="tiny", pool_size=120, candidates=40, epochs=2
 )
 
 
+def protocol_file(folder, protocol, name):
+    """``folder/audit_<name>.py``: a protocol config holding ``protocol``'s settings."""
+    settings = {k: v for k, v in protocol.setting().items() if k != "name"}
+    path = folder / f"audit_{name}.py"
+    path.write_text(
+        f"CONFIG = {{'protocol': {settings!r}, 'methods': {dict(protocol.methods)!r}}}\n"
+    )
+    return path
+
+
 def test_cli_protocol_names_match_the_library():
-    assert set(PROTOCOL_NAMES) == set(audit.PROTOCOLS)
-    assert audit.DEFAULT_PROTOCOL in audit.PROTOCOLS
-    assert set(VARIANT_NAMES) == set(audit.VARIANTS)
+    assert set(PROTOCOL_NAMES) == set(protocol.protocol_names())
+    assert audit.DEFAULT_PROTOCOL in protocol.protocol_names()
+    assert set(VARIANT_NAMES) == set(protocol.VARIANTS)
 
 
 def test_variants_run_their_method_with_their_settings_fixed_on_top():
@@ -28,7 +38,7 @@ def test_variants_run_their_method_with_their_settings_fixed_on_top():
 
     published = audit.method_hyperparameters("scissorhands", TINY)
     assert published.get("calibration", "none") == "none"  # the default stays the paper's
-    for name, (base, fixed) in audit.VARIANTS.items():
+    for name, (base, fixed) in protocol.VARIANTS.items():
         assert base in METHODS and audit.base_method(name) == base
         assert name in audit.method_names()
         assert audit.method_hyperparameters(name, TINY) == {**published, **fixed}
@@ -235,9 +245,7 @@ def test_an_audit_stopped_by_sigterm_exits_75_and_resumes(tmp_path, monkeypatch,
 
     from scissorhands_jax.baselines import METHODS
 
-    monkeypatch.setitem(
-        audit.PROTOCOLS, "digits_small", dataclasses.replace(TINY, name="digits_small")
-    )
+    tiny = protocol_file(tmp_path, TINY, "digits_small")
     ft = METHODS["ft"]
 
     def terminated(*args, **kwargs):
@@ -248,6 +256,7 @@ def test_an_audit_stopped_by_sigterm_exits_75_and_resumes(tmp_path, monkeypatch,
     monkeypatch.setitem(METHODS, "ft", terminated)
     out = tmp_path / "audit"
     argv = ["audit", "--out", str(out), "--methods", "ft", "--shadows", "4", "--no-plot"]
+    argv += ["--protocol", str(tiny)]
     assert cli.main([*argv, "--no-progress"]) == 75
     assert "stopped by SIGTERM" in capsys.readouterr().err
     index = json.loads((out / "digits_small" / "outputs" / "index.json").read_text())

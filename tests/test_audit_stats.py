@@ -232,7 +232,7 @@ def test_pair_flip_null_draws_the_enumerated_flips_uniformly():
 # -- the audit's rows and sanity ----------------------------------------------------------------
 
 TINY = dataclasses.replace(
-    audit.PROTOCOLS["digits_small"], name="tiny", pool_size=160, candidates=80, epochs=2
+    audit.load_protocol("digits_small"), name="tiny", pool_size=160, candidates=80, epochs=2
 )
 
 
@@ -328,7 +328,7 @@ def test_sanity_without_a_null_is_not_valid():
 
 
 def test_report_shows_the_null_relative_quality_and_the_diagnostic():
-    from scissorhands_jax.experiment import _audit_report
+    from scissorhands_jax.experiment import report
 
     data = audit.make_population(TINY, 8, seed=2)
     rng = np.random.default_rng(8)
@@ -337,7 +337,7 @@ def test_report_shows_the_null_relative_quality_and_the_diagnostic():
         {**audit.method_row("tiny", m, out, retrain, data, num_bootstrap=50), "rte_s": 0.1}
         for m, out in (("original", _null_outputs(data, rng)), ("retrain", retrain))
     ]
-    text = _audit_report.markdown(rows)
+    text = report.audit_markdown(rows)
     assert "Null range of the U-LiRA accuracy" in text
     for column in ("± SE", "÷ Retrain", "Δφ test", "Δφ forget"):
         assert column in text

@@ -123,8 +123,8 @@ def test_scaling_the_head_divides_the_logits_by_hand():
 
 
 def test_the_head_of_the_audit_models_is_found():
-    cnn = audit.build_model(audit.PROTOCOLS["digits10"])
-    mlp = audit.build_model(audit.PROTOCOLS["digits_small"])
+    cnn = audit.build_model(audit.load_protocol("digits10"))
+    mlp = audit.build_model(audit.load_protocol("digits_small"))
     x = jnp.ones((2, 8, 8, 1), jnp.float32)
     for model, name in ((cnn, "['Dense_1']"), (mlp, "['head']")):
         params, state = model.init(jax.random.key(1))
@@ -241,7 +241,7 @@ def _two_layer_digits():
 
 
 def test_the_audit_passes_its_test_set_and_no_retrain_output(monkeypatch):
-    protocol = audit.PROTOCOLS["digits_small"]
+    protocol = audit.load_protocol("digits_small")
     data = audit.make_population(protocol, 4, seed=0)
     seen = []
 

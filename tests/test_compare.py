@@ -13,7 +13,7 @@ import pytest
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.commands.compare import parse_overrides
-from scissorhands_jax.experiment import _report, compare
+from scissorhands_jax.experiment import compare, report
 from scissorhands_jax.metrics import MIA_FEATURES
 
 DIGITS_CONFIG = str(
@@ -177,14 +177,14 @@ def test_report_marks_the_best_per_column_and_ranks_by_hand():
         _row("scissorhands", 1, 22.0, 7.0, 0.7),
         {"scenario": "s", "method": "ga", "seed": 0, "error": "FloatingPointError: nan"},
     ]
-    table = _report.markdown_tables(rows, mia_feature="entropy", scenarios=["s"])
+    table = report.markdown_tables(rows, mia_feature="entropy", scenarios=["s"])
     lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
     # UA: retrain 15 ± 5; scissorhands 17 is closer than ft 0 -> bold
     assert "**17.00 ± 5.00**" in lines["scissorhands"] and "0.00 ± 0.00 |" in lines["ft"]
     # Avg. Gap: both 5.00 -> a tie, both bold; ToW: ft 0.8 = scissorhands 0.8 -> both bold
     assert lines["ft"].count("**5.00 ± 1.00**") == 1 and "**5.00 ± 2.00**" in lines["scissorhands"]
     assert "| ga | 0 (1 failed) |" in table
-    text = _report.ranking(rows, "s")
+    text = report.ranking(rows, "s")
     assert "scissorhands ranks" in text and "| ft | 5.00 | 5.00 | 1/2 seeds |" in text
 
 
@@ -195,7 +195,7 @@ def test_gap_components_sum_to_the_avg_gap_by_hand():
     row1 = {**_row("ft", 1, 20.0, 0.0), "TA": 80.0, "MIA_entropy": 40.0}
     for row in (row0, row1):
         row["avg_gap_mia"] = "MIA_entropy"
-    parts = _report.gap_components([ref0, ref1, row0, row1], "s")
+    parts = report.gap_components([ref0, ref1, row0, row1], "s")
     assert parts["ft"] == pytest.approx({"UA": 0.5, "RA": 0.25, "TA": 1.25, "MIA": 1.25})
     # seed 0: (4 + 2 + 0 + 10) / 4 = 4; seed 1: (0 + 0 + 10 + 0) / 4 = 2.5
     assert sum(parts["ft"].values()) == pytest.approx((4 + 2.5) / 2)

@@ -382,12 +382,12 @@ def test_finished_rows_of_other_hyperparameters_need_overwrite(comparison, capsy
 
 
 def test_a_report_never_names_another_mia_than_its_rows(tmp_path):
-    from scissorhands_jax.experiment import _report
+    from scissorhands_jax.experiment import report
 
     row = {"scenario": "s", "method": "ft", "seed": 0, "UA": 1.0, "RA": 1.0, "TA": 1.0}
     row |= {"avg_gap": 1.0, "avg_gap_mia": "MIA_entropy"}
     with pytest.raises(ValueError, match="MIA_entropy"):
-        _report.write_report([row], tmp_path, mia_feature="loss", scenarios=["s"], plot=False)
+        report.write_report([row], tmp_path, mia_feature="loss", scenarios=["s"], plot=False)
     assert not (tmp_path / "report.md").exists()
 
 

@@ -11,11 +11,23 @@ import pytest
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.experiment import audit, tune
+from scissorhands_jax.experiment import audit, protocol, tune
 
 TINY = dataclasses.replace(
-    audit.PROTOCOLS["digits_small"], name="tiny", pool_size=120, candidates=40, epochs=2
+    audit.load_protocol("digits_small"), name="tiny", pool_size=120, candidates=40, epochs=2
 )
+
+
+def protocol_file(folder, protocol, name):
+    """``folder/audit_<name>.py``: a protocol config holding ``protocol``'s settings."""
+    settings = {k: v for k, v in protocol.setting().items() if k != "name"}
+    path = folder / f"audit_{name}.py"
+    path.write_text(
+        f"CONFIG = {{'protocol': {settings!r}, 'methods': {dict(protocol.methods)!r}}}\n"
+    )
+    return path
+
+
 SMALL_SPACE = {
     "ft": {"lr": [0.01, 0.1, 0.3], "steps": [1, 2]},
     "ga": {"lr": [1e-3, 1e-2], "steps": [1, 3]},
@@ -23,7 +35,7 @@ SMALL_SPACE = {
 
 
 def test_every_method_but_retrain_has_a_space_and_the_same_budget():
-    assert set(tune.SEARCH_SPACE) == (set(METHODS) | set(audit.VARIANTS)) - {"retrain"}
+    assert set(tune.SEARCH_SPACE) == (set(METHODS) | set(protocol.VARIANTS)) - {"retrain"}
     plans = {m: tune.sample_trials(m, s, 8, seed=100) for m, s in tune.SEARCH_SPACE.items()}
     assert {len(p) for p in plans.values()} == {8}
     sparsities = tune.SEARCH_SPACE["scissorhands"]["sparsity"]
@@ -292,14 +304,12 @@ def test_settings_round_trip_into_the_audit(tmp_path, fake_runs):
 
 @pytest.mark.slow
 def test_cli_tunes_then_audits_with_the_chosen_settings(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(
-        audit.PROTOCOLS, "digits_small", dataclasses.replace(TINY, name="digits_small", epochs=3)
-    )
+    tiny = protocol_file(tmp_path, dataclasses.replace(TINY, epochs=3), "digits_small")
     monkeypatch.setitem(tune.SEARCH_SPACE, "ft", SMALL_SPACE["ft"])
     monkeypatch.setitem(tune.SEARCH_SPACE, "scissorhands", {"sparsity": [0.99], "steps": [2]})
     out = tmp_path / "tune"
     argv = ["tune", "--out", str(out), "--methods", "ft", "scissorhands", "--trials", "1",
-            "--shadows", "4", "--no-progress"]  # fmt: skip
+            "--shadows", "4", "--no-progress", "--protocol", str(tiny)]  # fmt: skip
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "# Tuning on the membership audit" in printed and "1 trials per method" in printed
@@ -307,7 +317,8 @@ def test_cli_tunes_then_audits_with_the_chosen_settings(tmp_path, monkeypatch, c
     assert sorted(json.loads(t)["method"] for t in trials) == ["ft", "scissorhands"]
     settings = out / "settings.json"
     argv = ["audit", "--out", str(tmp_path / "audit"), "--methods", "ft", "--shadows", "4",
-            "--no-plot", "--no-progress", "--settings", str(settings)]  # fmt: skip
+            "--no-plot", "--no-progress", "--settings", str(settings),
+            "--protocol", str(tiny)]  # fmt: skip
     assert cli.main(argv) == 0
     rows = json.loads((tmp_path / "audit" / "audit.json").read_text())
     ft = next(r for r in rows if r["method"] == "ft")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from scissorhands_jax.commands import _args
-from scissorhands_jax.commands.audit import PROTOCOL_NAMES, VARIANT_NAMES
+from scissorhands_jax.commands.audit import PROTOCOL_HELP, VARIANT_NAMES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,13 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "size. Re-running with the same --out resumes and skips finished trials.",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument(
-        "--protocol",
-        nargs="+",
-        default=["digits_small"],
-        choices=PROTOCOL_NAMES,
-        help="audit protocol(s) to tune on (default digits_small)",
-    )
+    p.add_argument("--protocol", nargs="+", default=["digits_small"], help=PROTOCOL_HELP)
     p.add_argument(
         "--methods",
         nargs="+",

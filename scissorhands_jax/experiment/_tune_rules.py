@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scissorhands_jax.experiment import audit
+from scissorhands_jax.experiment import protocol as proto
 
 TUNING_SEED = 100
 """The seed of the tuning population (never reported by the audit)."""
@@ -66,8 +66,8 @@ SEARCH_SPACE: dict[str, dict[str, list[Any]]] = {
     "scrub": {"lr": [1e-3, 5e-3, 2e-2], "steps": [9, 30, 60], "max_epochs": [1, 2, 5]},
 }
 """Method -> hyperparameter -> the values tried (``steps``: see :func:`epochs_for`).
-Hyperparameters not named keep the audit's defaults
-(:func:`scissorhands_jax.experiment.audit.method_hyperparameters`)."""
+Hyperparameters not named keep the protocol's defaults
+(:func:`scissorhands_jax.experiment.protocol.method_hyperparameters`)."""
 
 EPOCH_DATA = {
     "ft": "retain",
@@ -79,7 +79,7 @@ EPOCH_DATA = {
     "rl": "forget+retain",
     "salun": "forget+retain",
     "scissorhands": "max(retain, forget)",
-    **{variant: "max(retain, forget)" for variant in audit.VARIANTS},
+    **{variant: "max(retain, forget)" for variant in proto.VARIANTS},
 }
 """What one epoch of each method passes over: the retain set, the forget set, their
 union, or (Scissorhands' repair: retain and forget batches side by side) the larger."""
@@ -113,11 +113,11 @@ def epochs_for(method: str, steps: int, batch_size: int, n_retain: int, n_forget
 
 
 def concrete_hyperparameters(
-    method: str, chosen: dict[str, Any], protocol: audit.Protocol, data: audit.Population
+    method: str, chosen: dict[str, Any], protocol: proto.Protocol, data: proto.Population
 ) -> dict[str, Any]:
-    """What ``method`` runs with on ``data``: the audit's defaults, overridden by
+    """What ``method`` runs with on ``data``: the protocol's defaults, overridden by
     ``chosen``, with ``steps`` turned into epochs at this population's set sizes."""
-    hps = {**audit.method_hyperparameters(method, protocol), **chosen}
+    hps = {**proto.method_hyperparameters(method, protocol), **chosen}
     steps = hps.pop("steps", None)
     if steps is not None:
         n_retain = int(data.retains.sum(1).max())
@@ -157,19 +157,19 @@ def sample_trials(method: str, space: dict[str, list[Any]], trials: int, seed: i
     return [dict(zip(names, grid[i], strict=True)) for i in rng.permutation(size)[:trials]]
 
 
-def check_trials(method: str, trials: Sequence[dict[str, Any]], protocol: audit.Protocol) -> None:
+def check_trials(method: str, trials: Sequence[dict[str, Any]], protocol: proto.Protocol) -> None:
     """Raises ValueError, naming the method and the setting, for a trial that the method
     would refuse (an unknown hyperparameter, a bad value), before any work."""
     from scissorhands_jax.baselines import HYPERPARAMETERS
     from scissorhands_jax.method import check_settings
 
     for params in trials:
-        hps = {**audit.method_hyperparameters(method, protocol), **params}
+        hps = {**proto.method_hyperparameters(method, protocol), **params}
         if "steps" in hps:
             epochs_for(method, hps.pop("steps"), 1, 1, 1)  # a method with epochs, steps >= 1
             hps["epochs"] = 1
         try:
-            base = audit.base_method(method)
+            base = proto.base_method(method)
             if base == "scissorhands":
                 check_settings(**hps)
             else:

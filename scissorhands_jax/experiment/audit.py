@@ -23,28 +23,26 @@ Sanity is built in: the untouched original ("unlearning" that does nothing) must
 detectable and Retrain must not be. A protocol on which the original is not detectable
 cannot audit anything; the report says so.
 
-Protocols (:data:`PROTOCOLS`) are built from the embedded digits, so the audit runs
-offline. ``digits10`` is the comparison's protocol (its models barely memorise);
-``digits_small`` trains wider, unregularised models on fewer examples, so that
-membership is measurable; ``digits_cnn_small`` does the same with the digits CNN, whose
-layer-restricted trim (all but the first convolution) is the paper's setting. This
-module is the runner behind ``scissorhands audit``; it takes keyword arguments only.
+Protocols are config files (:mod:`scissorhands_jax.experiment.protocol`) built from the
+embedded digits, so the audit runs offline. ``digits10`` is the comparison's protocol (its
+models barely memorise); ``digits_small`` trains wider, unregularised models on fewer
+examples, so that membership is measurable; ``digits_cnn_small`` does the same with the
+digits CNN, whose layer-restricted trim (all but the first convolution) is the paper's
+setting. This module is the runner behind ``scissorhands audit``; it takes keyword
+arguments only.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +51,26 @@ from tqdm.auto import tqdm
 from scissorhands_jax import metrics as M
 from scissorhands_jax import population as pop
 from scissorhands_jax._versions import versions
-from scissorhands_jax.data import load_digits10
+from scissorhands_jax.experiment import report
+from scissorhands_jax.experiment._tune_rules import (
+    concrete_hyperparameters,
+    load_settings,
+    tuned_hyperparameters,
+)
+from scissorhands_jax.experiment.protocol import (
+    DEFAULT_PROTOCOL,
+    Population,
+    Protocol,
+    base_method,
+    build_model,
+    load_protocol,
+    load_protocols,
+    make_population,
+    method_hyperparameters,
+    method_names,
+    protocol_names,
+)
+from scissorhands_jax.experiment.report import NULL_LEVEL, SANITY_ORIGINAL_MIN, sanity
 from scissorhands_jax.experiment.rules import SEED_LIMIT
 from scissorhands_jax.experiment.rundir import (
     check_setting,
@@ -61,163 +78,33 @@ from scissorhands_jax.experiment.rundir import (
     run_directory,
     write_bytes_atomic,
 )
-from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.training import sgd
 
 REFERENCE, ORIGINAL = "retrain", "original"
-SANITY_ORIGINAL_MIN = 0.60
-"""The least U-LiRA accuracy of the untouched original for a protocol to be auditable:
-besides standing clear of chance (:func:`sanity`), the attack must be right on at least
-60 % of its decisions, or the methods' rows would have no room between the original and
-chance to be ranked in."""
 
-
-class DigitsMLP(nn.Module):
-    """Two hidden ReLU layers of ``width`` units on the flattened 8x8 digit."""
-
-    width: int = 512
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        del train
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(self.width, name="hidden1")(x))
-        x = nn.relu(nn.Dense(self.width, name="hidden2")(x))
-        return nn.Dense(self.num_classes, name="head")(x)
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """One audit setting on the embedded digits.
-
-    Attributes:
-      name: the protocol's name.
-      pool_size: how many digits-10 training examples (in their stored order) form the
-        pool; each model trains on a random half of it.
-      candidates: size of the candidate forget set F* (drawn from the pool); each model
-        forgets the half of F* that it trained on.
-      model: ``"digits_cnn"`` or ``"digits_mlp"``.
-      epochs, lr, weight_decay, batch_size: the SGD schedule (momentum 0.9) of the
-        originals and the retrains.
-      why: one line on what the protocol is for.
-    """
-
-    name: str
-    pool_size: int
-    candidates: int
-    model: str
-    epochs: int
-    lr: float
-    weight_decay: float
-    batch_size: int
-    why: str
-
-
-PROTOCOLS: dict[str, Protocol] = {
-    "digits10": Protocol(
-        name="digits10",
-        pool_size=1437,
-        candidates=286,
-        model="digits_cnn",
-        epochs=30,
-        lr=0.05,
-        weight_decay=5e-4,
-        batch_size=64,
-        why="the comparison's protocol: the digits CNN on halves of the 1,437 training "
-        "digits; its models generalise so well that membership is barely measurable",
-    ),
-    "digits_small": Protocol(
-        name="digits_small",
-        pool_size=400,
-        candidates=80,
-        model="digits_mlp",
-        epochs=80,
-        lr=0.05,
-        weight_decay=0.0,
-        batch_size=64,
-        why="membership made measurable: a wide MLP (two hidden layers of 512) without "
-        "weight decay on halves of 400 digits memorises its 200 training examples; each "
-        "model forgets 40 of them (20 %)",
-    ),
-    "digits_cnn_small": Protocol(
-        name="digits_cnn_small",
-        pool_size=200,
-        candidates=40,
-        model="digits_cnn",
-        epochs=120,
-        lr=0.05,
-        weight_decay=0.0,
-        batch_size=32,
-        why="membership measurable on a convolutional model: the digits CNN without weight "
-        "decay on halves of 200 digits memorises its 100 training examples; each model "
-        "forgets 20 of them (20 %), and Scissorhands re-initialises all but the first conv",
-    ),
-}
-DEFAULT_PROTOCOL = "digits_small"
-
-
-def build_model(protocol: Protocol):
-    """The protocol's :class:`~scissorhands_jax.models.Model` record."""
-    example = jnp.zeros((1, 8, 8, 1), jnp.float32)
-    if protocol.model == "digits_cnn":
-        return linen_model(DigitsCNN(), example)
-    if protocol.model == "digits_mlp":
-        return linen_model(DigitsMLP(), example, train_kwarg=None)
-    raise ValueError(f"unknown audit model {protocol.model!r}; use digits_cnn or digits_mlp.")
-
-
-@dataclass(frozen=True)
-class Population:
-    """The data of one audit: pool, test set and who trained on / forgets what.
-
-    Attributes:
-      pool: ``{"image", "label"}`` arrays of the N pool examples.
-      test: the test set (never trained on).
-      candidates: bool (N,), the candidate forget set F*.
-      members: bool (K, N), model k's training set.
-    """
-
-    pool: dict
-    test: dict
-    candidates: np.ndarray
-    members: np.ndarray
-
-    @property
-    def forgets(self) -> np.ndarray:
-        """bool (K, N): model k's forget request, the candidates it trained on."""
-        return self.members & self.candidates
-
-    @property
-    def retains(self) -> np.ndarray:
-        """bool (K, N): model k's retain set, its members outside F*."""
-        return self.members & ~self.candidates
-
-    @property
-    def unseen(self) -> np.ndarray:
-        """bool (K, N): candidates model k never trained on."""
-        return ~self.members & self.candidates
-
-
-def make_population(protocol: Protocol, num_models: int, seed: int) -> Population:
-    """Draws F* and the K training halves (half of F* and half of the rest per model).
-
-    Raises:
-      ValueError: ``num_models`` below 4 or odd (models come in complementary pairs).
-    """
-    if num_models < 4 or num_models % 2:
-        raise ValueError(
-            f"--shadows must be an even number of at least 4 (models come in complementary "
-            f"pairs and each target needs others to compare with); got {num_models}."
-        )
-    split = load_digits10("random10", 0)
-    pool = {k: v[: protocol.pool_size] for k, v in split.train.items()}
-    n = protocol.pool_size
-    rng = np.random.default_rng(seed)
-    candidates = np.zeros(n, bool)
-    candidates[rng.choice(n, protocol.candidates, replace=False)] = True
-    members = pop.membership_matrix(seed, num_models, n, strata=candidates.astype(np.int64))
-    return Population(pool, split.test, candidates, members)
+__all__ = [
+    "ATTACK",
+    "DEFAULT_PROTOCOL",
+    "FULL_SHADOWS",
+    "ORIGINAL",
+    "QUICK_METHODS",
+    "QUICK_SHADOWS",
+    "NULL_LEVEL",
+    "REFERENCE",
+    "SANITY_ORIGINAL_MIN",
+    "Population",
+    "Protocol",
+    "base_method",
+    "build_model",
+    "load_protocol",
+    "load_protocols",
+    "make_population",
+    "method_hyperparameters",
+    "method_names",
+    "method_row",
+    "run_audit",
+    "sanity",
+]
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -359,8 +246,6 @@ def _valid(scores: np.ndarray) -> np.ndarray:
 ATTACK = {"exclude_partner": True, "fixed_variance": False}
 """How the audit fits U-LiRA's Gaussians: without the target's complementary partner
 and with per-example variances (see ``docs/metrics.md`` for the measurement)."""
-NULL_LEVEL = 0.95
-"""The quantile of the pair-flip null of Retrain taken as the bound of chance."""
 
 
 def _ulira_null(phi_r: np.ndarray, data: Population, cand, *, seed, num_samples) -> dict:
@@ -529,48 +414,6 @@ QUICK_METHODS = (ORIGINAL, REFERENCE, "scissorhands", "ft", "ga", "rl", "salun")
 """``--quick``: 16 models and the cheaper methods (minutes on a 2-core CPU)."""
 
 
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "scissorhands_cal": ("scissorhands", {"calibration": "temperature"}),
-    "scissorhands_soft": ("scissorhands", {}),
-    "scissorhands_soft_cal": ("scissorhands", {"calibration": "temperature"}),
-}
-"""Named opt-in variants of a method: name -> (the method it runs, the settings fixed on
-top of its defaults). ``_cal`` adds the Retrain-free output temperature (fitted on the
-test set, which no audit model trains on); ``_soft`` marks a softer projection schedule,
-which its search space in :mod:`scissorhands_jax.experiment.tune` spells out (``project_epochs``).
-Each is tuned with the same budget as every other method and audited as a row of its
-own; ``scissorhands`` itself stays the published method."""
-
-
-def base_method(name: str) -> str:
-    """The method of :data:`scissorhands_jax.baselines.METHODS` that ``name`` runs (itself,
-    or the method a :data:`VARIANTS` entry names)."""
-    return VARIANTS[name][0] if name in VARIANTS else name
-
-
-def method_names() -> tuple[str, ...]:
-    """Every method the audit can run: the baselines' registry, then the variants."""
-    from scissorhands_jax.baselines import METHODS
-
-    return (*METHODS, *VARIANTS)
-
-
-def method_hyperparameters(name: str, protocol: Protocol) -> dict[str, Any]:
-    """The hyperparameters method ``name`` runs with in the audit: those of the digits
-    comparison (:data:`scissorhands_jax.experiment.compare.DIGITS_HYPERPARAMETERS`), with
-    Scissorhands' eligible set adapted to the protocol's model (all but the first layer),
-    and a variant's fixed settings (:data:`VARIANTS`) on top of its method's."""
-    from scissorhands_jax.experiment.compare import DIGITS_HYPERPARAMETERS
-
-    base = base_method(name)
-    hps = dict(DIGITS_HYPERPARAMETERS[base])
-    if base == "scissorhands" and protocol.model == "digits_mlp":
-        hps["eligible"] = r"^(?!hidden1/)"
-    if name in VARIANTS:
-        hps.update(VARIANTS[name][1])
-    return hps
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
@@ -615,7 +458,9 @@ def run_audit(
 
     Args:
       out: output directory.
-      protocols: names in :data:`PROTOCOLS`, or :class:`Protocol` records.
+      protocols: installed protocols' names (``"digits_small"``; see
+        :func:`~scissorhands_jax.experiment.protocol.protocol_names`), paths of protocol
+        config files, or :class:`Protocol` records.
       methods: ``"original"``, ``"retrain"`` and names of
         :data:`scissorhands_jax.baselines.METHODS` (default: all of them; with ``quick``
         :data:`QUICK_METHODS`). The original and Retrain are always audited (sanity).
@@ -629,25 +474,20 @@ def run_audit(
       command: the command line, quoted in the report.
       settings: a ``scissorhands tune`` result (the path of its ``settings.json``, or
         its content): the methods it chose hyperparameters for on a protocol run with
-        them (:func:`scissorhands_jax.experiment.tune.concrete_hyperparameters`); the others keep
-        :func:`method_hyperparameters`. Each row's ``tuning`` says which, with the
-        budget and the search space.
+        them (:func:`scissorhands_jax.experiment.tune.concrete_hyperparameters`); the others
+        keep the protocol's (:func:`method_hyperparameters`). Each row's ``tuning`` says
+        which, with the budget and the search space.
 
     Returns:
       The rows of ``audit.json``: one per protocol and method.
 
     Raises:
-      ValueError: unknown protocol or method, bad ``shadows`` or ``seed``, unreadable
-        ``settings`` or ``seed`` equal to their tuning seed, or an ``out`` holding
-        another audit, something else, a damaged state file, or in use by another
-        process (all before any training).
+      ValueError: an unknown or invalid protocol (or two of one name), an unknown
+        method, bad ``shadows`` or ``seed``, unreadable ``settings`` or ``seed`` equal to
+        their tuning seed, or an ``out`` holding another audit, something else, a
+        damaged state file, or in use by another process (all before any training).
     """
-    from scissorhands_jax.experiment import _audit_report, _report
-
-    unknown = [p for p in protocols if isinstance(p, str) and p not in PROTOCOLS]
-    if unknown or not protocols:
-        raise ValueError(f"unknown protocol(s) {unknown}; choose from {sorted(PROTOCOLS)}.")
-    resolved = [PROTOCOLS[p] if isinstance(p, str) else p for p in protocols]
+    resolved = load_protocols(protocols)
     known = method_names()
     methods = list(methods or (QUICK_METHODS if quick else (ORIGINAL, *known)))
     bad = [m for m in methods if m != ORIGINAL and m not in known]
@@ -661,14 +501,14 @@ def run_audit(
     if not _is_int(seed) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"--seed must be an integer in [0, 2**31); got {seed!r}.")
     if plot:
-        _report.check_plotting()
+        report.check_plotting()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory.")
     populations = {p.name: make_population(p, shadows, seed) for p in resolved}
     hyperparameters, tuning = _audit_hyperparameters(resolved, methods, populations, settings, seed)
     setting = {
-        "protocols": {p.name: dataclasses.asdict(p) for p in resolved},
+        "protocols": {p.name: p.setting() for p in resolved},
         "shadows": shadows,
         "seed": int(seed),
         "backend": [backend, jax.default_backend()],
@@ -737,17 +577,17 @@ def run_audit(
                 key = (protocol.name, method)
                 rows = [r for r in rows if (r["protocol"], r["method"]) != key] + [row]
                 write_bytes_atomic(results_path, _json_bytes(rows))
-        _audit_report.write(rows, out, plot=plot, command=command)
+        whys = {p.name: p.why for p in map(load_protocol, protocol_names())}
+        whys.update((p.name, p.why) for p in resolved)
+        report.write_audit_report(rows, out, whys=whys, plot=plot, command=command)
         return rows
 
 
 def _audit_hyperparameters(resolved, methods, populations, settings, seed):
     """Per protocol, the hyperparameters of each method and where they come from: a
     tune's ``settings`` where it chose some, else :func:`method_hyperparameters`."""
-    from scissorhands_jax.experiment import tune
-
     if settings is not None:
-        settings = tune.load_settings(settings)
+        settings = load_settings(settings)
         if int(seed) == int(settings["tuning_seed"]):
             raise ValueError(
                 f"--seed {seed} is the tuning seed of these --settings: a seed the "
@@ -755,14 +595,14 @@ def _audit_hyperparameters(resolved, methods, populations, settings, seed):
             )
     hyperparameters, tuning = {}, {}
     for p in resolved:
-        tuned = tune.tuned_hyperparameters(settings, p.name) if settings else {}
+        tuned = tuned_hyperparameters(settings, p.name) if settings else {}
         hyperparameters[p.name], tuning[p.name] = {}, {}
         for m in methods:
             if m in (ORIGINAL, REFERENCE):
                 continue
             if m in tuned:
                 data = populations[p.name]
-                hyperparameters[p.name][m] = tune.concrete_hyperparameters(m, tuned[m], p, data)
+                hyperparameters[p.name][m] = concrete_hyperparameters(m, tuned[m], p, data)
                 tuning[p.name][m] = {
                     "source": "tuned",
                     "params": tuned[m],
@@ -776,32 +616,3 @@ def _audit_hyperparameters(resolved, methods, populations, settings, seed):
                 hyperparameters[p.name][m] = method_hyperparameters(m, p)
                 tuning[p.name][m] = {"source": "default"}
     return hyperparameters, tuning
-
-
-def sanity(rows: Sequence[dict[str, Any]], protocol: str) -> dict[str, Any]:
-    """Whether the audit can tell anything on ``protocol``.
-
-    The bound of chance is the design's own null: Retrain's outputs scored against
-    themselves with the roles of the two models of each pair flipped at random
-    (:func:`scissorhands_jax.metrics.ulira_null`); ``ulira_null_bound`` is its
-    :data:`NULL_LEVEL` quantile. Valid when Retrain is consistent with that null (its
-    accuracy at most the bound) and the original is detectable: its accuracy at least
-    :data:`SANITY_ORIGINAL_MIN` and the lower end of its model-level interval above the
-    bound. Rows without a null (written before it existed) are never valid.
-    """
-    by = {r["method"]: r for r in rows if r["protocol"] == protocol}
-    orig, ret = by.get(ORIGINAL, {}), by.get(REFERENCE, {})
-    bound = ret.get("ulira_null_bound")
-    ok = "ulira_accuracy" in orig and "ulira_accuracy" in ret and bound is not None
-    return {
-        "original_ulira_accuracy": orig.get("ulira_accuracy"),
-        "retrain_ulira_accuracy": ret.get("ulira_accuracy"),
-        "null_range": ret.get("ulira_null_range"),
-        "null_bound": bound,
-        "valid": bool(
-            ok
-            and ret["ulira_accuracy"] <= bound
-            and orig["ulira_accuracy"] >= SANITY_ORIGINAL_MIN
-            and orig["ulira_accuracy_ci"][0] > bound
-        ),
-    }

@@ -6,7 +6,7 @@ and one retrained model, runs every requested method of
 evaluates each with the full suite (:func:`scissorhands_jax.metrics.evaluation_suite`,
 Avg. Gap and ToW against Retrain, RTE). Rows are written to ``results.json`` as they
 finish, so an interrupted run resumes where it stopped; a method that fails becomes a row
-with its ``error``. The report files come from :mod:`scissorhands_jax.experiment._report`.
+with its ``error``. The report files come from :mod:`scissorhands_jax.experiment.report`.
 
 This is the runner behind ``scissorhands compare``; it takes keyword arguments only.
 A *setting* is either ``"digits10"`` (the digits-10 protocol: both scenarios, the small digits
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, data_parallel
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
-from scissorhands_jax.experiment import _report
+from scissorhands_jax.experiment import report as _report
 from scissorhands_jax.experiment._model_cache import ModelCache as _ModelCache
 from scissorhands_jax.experiment.demo import (
     TRAIN_DEFAULTS,

@@ -261,9 +261,12 @@ def _nest(keys: list[str], value: Any) -> dict:
 
 
 def config_kind(config: dict) -> str:
-    """``"diffusion"`` for a ``CONFIG`` with a top-level ``"diffusion"`` section, else
-    ``"classifier"``."""
-    return "diffusion" if isinstance(config, dict) and "diffusion" in config else "classifier"
+    """``"diffusion"`` for a ``CONFIG`` with a top-level ``"diffusion"`` section, ``"audit"``
+    for one with a ``"protocol"`` section (an audit protocol, read by
+    :func:`scissorhands_jax.experiment.protocol.load_protocol`), else ``"classifier"``."""
+    if isinstance(config, dict) and "diffusion" in config:
+        return "diffusion"
+    return "audit" if isinstance(config, dict) and "protocol" in config else "classifier"
 
 
 def _exec_config(path: Path):
@@ -323,9 +326,11 @@ def find_config(config: str | os.PathLike) -> Path:
     )
 
 
+_MARKS = {"classifier": "data", "diffusion": "diffusion", "audit": "protocol"}
 _COMMANDS = {
     "classifier": "train/unlearn/evaluate",
     "diffusion": "diffusion-train/-unlearn/-evaluate",
+    "audit": "audit/tune --protocol",
 }
 
 
@@ -371,7 +376,8 @@ def load_config(
     found = config_kind(module.CONFIG)
     if found != kind:
         raise ValueError(
-            f"config {path} is a {found} config (a 'diffusion' section marks those); use "
+            f"config {path} is {'an' if found == 'audit' else 'a'} {found} config (a "
+            f"'{_MARKS[found]}' section marks those); use "
             f"it with scissorhands {_COMMANDS[found]}, not with the {kind} commands."
         )
     cfg = _merge(schema, module.CONFIG, schema, "", str(path))

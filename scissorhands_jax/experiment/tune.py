@@ -3,7 +3,7 @@
 A ranking of unlearning methods is only as fair as the tuning behind it: a method given
 more trials, or a wider grid, can look better for that reason alone. This module tunes
 every method of :data:`scissorhands_jax.baselines.METHODS` and every named variant of
-:data:`scissorhands_jax.experiment.audit.VARIANTS` (Retrain and the untouched
+:data:`scissorhands_jax.experiment.protocol.VARIANTS` (Retrain and the untouched
 original are references, not tuned) under rules that are written down with the result:
 
 - **The same budget.** Each method gets ``trials`` distinct settings drawn at random,
@@ -45,7 +45,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from scissorhands_jax.experiment import audit
+from scissorhands_jax.experiment import audit, report
 from scissorhands_jax.experiment._tune_rules import (
     DEFAULT_TRIALS,
     EPOCH_DATA,
@@ -185,7 +185,7 @@ def _trial_row(method, index, params, hps, outputs, seconds, retrain, data, *, p
 def run_tune(
     *,
     out: str | Path,
-    protocols: Sequence[str | audit.Protocol] = (audit.DEFAULT_PROTOCOL,),
+    protocols: Sequence[str | Path | audit.Protocol] = (audit.DEFAULT_PROTOCOL,),
     methods: Sequence[str] | None = None,
     trials: int = DEFAULT_TRIALS,
     shadows: int | None = None,
@@ -203,7 +203,8 @@ def run_tune(
 
     Args:
       out: output directory (re-running with the same ``out`` resumes).
-      protocols: names in :data:`scissorhands_jax.experiment.audit.PROTOCOLS`, or records.
+      protocols: installed protocols' names, paths of protocol config files, or records
+        (:func:`scissorhands_jax.experiment.protocol.load_protocol`).
       methods: the methods to tune (default: every key of ``space``).
       trials: the budget, the same for every method.
       shadows: the population size K (even, at least 4; default 64, or 16 with ``quick``).
@@ -222,15 +223,12 @@ def run_tune(
       The settings (the content of ``settings.json``).
 
     Raises:
-      ValueError: an unknown protocol or method, a method without a space, a budget
-        larger than a method's grid, bad ``shadows`` or ``ta_slack``, or an ``out``
-        holding a tune of other settings (all before any training).
+      ValueError: an unknown or invalid protocol, an unknown method, a method without a
+        space, a budget larger than a method's grid, bad ``shadows`` or ``ta_slack``, or
+        an ``out`` holding a tune of other settings (all before any training).
     """
     space = {m: {k: list(v) for k, v in s.items()} for m, s in (space or SEARCH_SPACE).items()}
-    unknown = [p for p in protocols if isinstance(p, str) and p not in audit.PROTOCOLS]
-    if unknown or not protocols:
-        raise ValueError(f"unknown protocol(s) {unknown}; choose from {sorted(audit.PROTOCOLS)}.")
-    resolved = [audit.PROTOCOLS[p] if isinstance(p, str) else p for p in protocols]
+    resolved = audit.load_protocols(protocols)
     methods = list(methods or space)
     known = audit.method_names()
     bad = [m for m in methods if m not in known or m == audit.REFERENCE]
@@ -256,7 +254,7 @@ def run_tune(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory.")
     setting = {
-        "protocols": {p.name: dataclasses.asdict(p) for p in resolved},
+        "protocols": {p.name: p.setting() for p in resolved},
         "shadows": shadows,
         "tuning_seed": int(tuning_seed),
         "space": space,
@@ -404,19 +402,25 @@ def markdown(settings: dict[str, Any], command: str | None = None) -> str:
             f"{refs[audit.ORIGINAL]['ulira_accuracy']:.3f}, Retrain "
             f"{refs[audit.REFERENCE]['ulira_accuracy']:.3f} (TA {part['retrain_TA']:.1f}).",
             "",
-            "| method | chosen | U-LiRA acc. | UA | TA | feasible | trials |",
-            "|---|---|---|---|---|---|---|",
         ]
+        body = []
         for method, c in part["methods"].items():
             if c["hyperparameters"] is None:
-                parts.append(f"| {method} | every trial failed | – | – | – | no | {c['trials']} |")
+                body.append([method, "every trial failed", "–", "–", "–", "no", f"{c['trials']}"])
                 continue
-            hp = ", ".join(f"{k}={v}" for k, v in c["hyperparameters"].items())
-            parts.append(
-                f"| {method} | {hp} | {c['ulira_accuracy']:.3f} | {c['UA']:.1f} | "
-                f"{c['TA']:.1f} | {'yes' if c['feasible'] else 'NO (least violating)'} | "
-                f"{c['trials']} |"
+            body.append(
+                [
+                    method,
+                    ", ".join(f"{k}={v}" for k, v in c["hyperparameters"].items()),
+                    f"{c['ulira_accuracy']:.3f}",
+                    f"{c['UA']:.1f}",
+                    f"{c['TA']:.1f}",
+                    "yes" if c["feasible"] else "NO (least violating)",
+                    f"{c['trials']}",
+                ]
             )
+        columns = ["method", "chosen", "U-LiRA acc.", "UA", "TA", "feasible", "trials"]
+        parts.append(report.markdown_table(columns, body))
         parts.append("")
     parts += ["## Search space", ""]
     for method, space in settings["space"].items():

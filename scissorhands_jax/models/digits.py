@@ -1,4 +1,5 @@
-"""The network of the digits-10 protocol: conv32 -> conv64 -> dense128 -> dense10."""
+"""The networks of the embedded digits: the digits-10 CNN (conv32 -> conv64 -> dense128 ->
+dense10) and the audit's wide MLP."""
 
 from __future__ import annotations
 
@@ -25,6 +26,26 @@ class DigitsCNN(nn.Module):
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(128)(x))
         return nn.Dense(self.num_classes)(x)
+
+
+class DigitsMLP(nn.Module):
+    """Two hidden ReLU layers of ``width`` units on the flattened 8x8 digit.
+
+    Parameter paths: ``hidden1``, ``hidden2``, ``head``. Wide and unregularised, it
+    memorises a small training set, which makes membership measurable in the audit
+    (Scissorhands' eligible set there is everything but ``hidden1``).
+    """
+
+    width: int = 512
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout or normalisation; kept for the common model signature
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(self.width, name="hidden1")(x))
+        x = nn.relu(nn.Dense(self.width, name="hidden2")(x))
+        return nn.Dense(self.num_classes, name="head")(x)
 
 
 class DigitsCNNNNX(nnx.Module):
