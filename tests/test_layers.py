@@ -4,7 +4,8 @@ core (saliency, top-k, re-init, memory, projection) -> models and data -> traini
 methods (Scissorhands, baselines, diffusion unlearning) -> experiments (the ``experiment``
 package: configs, run directories, pipelines, compare, audit, reports) -> cli. Imports are
 read from the source with ``ast`` (imports inside functions count too), so a lazy import
-cannot hide an upward edge.
+cannot hide an upward edge. On the same graph: no import cycle, and only the experiment
+package and the commands read a config or write a run directory.
 """
 
 from __future__ import annotations
@@ -132,3 +133,129 @@ def test_import_loads_only_the_numeric_stack():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at any depth of its code), leaving out
+    the package itself and the module's own parent packages (an ``__init__`` that
+    re-exports its children is not a cycle with them)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in ALL.items():
+        targets = set()
+        for target, names in imports(path):
+            submodules = {f"{target}.{n}" for n in names if f"{target}.{n}" in ALL}
+            targets |= submodules  # from package import module: an edge to the module
+            if not names or len(submodules) < len(names):
+                targets.add(_resolve(target, ALL))
+        graph[name] = {t for t in targets if t and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_by_hand():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}, "f": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    assert sorted(cycles({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}})) == [
+        ["a", "b"],
+        ["c", "d"],
+    ]
+
+
+def test_no_import_cycle_in_the_package():
+    assert cycles(import_graph()) == []
+
+
+RUN_DIRECTORY_IO = {
+    "load_config",
+    "find_config",
+    "run_directory",
+    "check_setting",
+    "read_state",
+    "write_json_atomic",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "prepare_out_dir",
+}
+"""Functions that read an experiment config or write a run directory."""
+CONFIG_AND_RUN_MODULES = ("experiment.config", "experiment.rules", "experiment.rundir")
+
+EXPECTED_EXCEPTIONS = {
+    # writes its metrics.json and output folder through experiment.demo; the engineer on
+    # diffusion-api turns the DDPM demo into a config of the experiment pipeline and
+    # removes this entry
+    "diffusion.demo",
+}
+
+
+def _reads_config_or_writes_runs(path: Path) -> list[str]:
+    found = []
+    for target, names in imports(path):
+        if target.startswith(CONFIG_AND_RUN_MODULES):
+            found.append(f"imports {target}")
+        if target == "experiment" and {"config", "rules", "rundir"} & set(names):
+            found.append(f"imports experiment.{sorted({'config', 'rules', 'rundir'} & set(names))}")
+        found += [f"imports {n} from {target}" for n in names if n in RUN_DIRECTORY_IO]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called in RUN_DIRECTORY_IO:
+                found.append(f"calls {called} (line {node.lineno})")
+    return found
+
+
+def test_io_checker_by_hand(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from scissorhands_jax.experiment.rundir import write_json_atomic\n"
+        "def f(out):\n    write_json_atomic(out, {})\n"
+    )
+    assert _reads_config_or_writes_runs(module) == [
+        "imports experiment.rundir",
+        "imports write_json_atomic from experiment.rundir",
+        "calls write_json_atomic (line 3)",
+    ]
+    module.write_text("from scissorhands_jax.experiment import config\nconfig.load_config('x')\n")
+    assert len(_reads_config_or_writes_runs(module)) == 2
+    module.write_text("import json\n\ndef f(x):\n    return json.dumps(x)\n")
+    assert _reads_config_or_writes_runs(module) == []
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ALL if n))
+def test_only_experiments_and_commands_read_configs_or_write_run_directories(name):
+    top = name.split(".")[0]
+    if top in ("experiment", "commands", "cli", "__main__") or name in EXPECTED_EXCEPTIONS:
+        return
+    assert _reads_config_or_writes_runs(ALL[name]) == [], name
