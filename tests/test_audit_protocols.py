@@ -5,6 +5,7 @@ the right shapes (fast; the audit of each protocol itself is a measurement, not 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ import pytest
 import scissorhands_jax as shs
 from scissorhands_jax.experiment import audit, protocol
 from scissorhands_jax.experiment.config import CONFIG_DIR, load_config
+from scissorhands_jax.experiment.rundir import check_setting
 
 # What the audit ran before its protocols were config files, written out by hand: the
 # population and schedule of each protocol (as its setting.json records them) ...
@@ -116,6 +118,26 @@ def test_a_protocol_loads_the_settings_the_audit_always_used(name):
     assert protocol.load_protocol(CONFIG_DIR / f"audit_{name}.py") == loaded  # by path
     assert protocol.load_protocol(f"audit_{name}") == loaded
     assert protocol.load_protocol(loaded) is loaded
+
+
+RECORDS = sorted(
+    (Path(__file__).resolve().parents[1] / "experiments" / "results").rglob("setting.json")
+)
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda p: p.parent.name)
+def test_the_directories_of_earlier_audits_and_tunes_still_resume(record, tmp_path):
+    stored = json.loads(record.read_text())
+    if "protocols" not in stored:
+        pytest.skip("not an audit or a tune")
+    wanted = {
+        **stored,
+        "protocols": {n: protocol.load_protocol(n).setting() for n in stored["protocols"]},
+    }
+    copy = tmp_path / "setting.json"
+    copy.write_text(record.read_text())
+    # the check a resumed run makes: any difference would be refused, naming the key
+    check_setting(copy, wanted, what="a run", fix="-", optional=("tuned",), write=False)
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
