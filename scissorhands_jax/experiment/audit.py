@@ -488,6 +488,9 @@ def run_audit(
         damaged state file, or in use by another process (all before any training).
     """
     resolved = load_protocols(protocols)
+    # what each protocol is for, in the report (also of rows kept from earlier runs)
+    whys = {p.name: p.why for p in map(load_protocol, protocol_names())}
+    whys.update((p.name, p.why) for p in resolved)
     known = method_names()
     methods = list(methods or (QUICK_METHODS if quick else (ORIGINAL, *known)))
     bad = [m for m in methods if m != ORIGINAL and m not in known]
@@ -577,8 +580,6 @@ def run_audit(
                 key = (protocol.name, method)
                 rows = [r for r in rows if (r["protocol"], r["method"]) != key] + [row]
                 write_bytes_atomic(results_path, _json_bytes(rows))
-        whys = {p.name: p.why for p in map(load_protocol, protocol_names())}
-        whys.update((p.name, p.why) for p in resolved)
         report.write_audit_report(rows, out, whys=whys, plot=plot, command=command)
         return rows
 
