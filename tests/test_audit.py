@@ -276,3 +276,13 @@ def test_an_audit_stopped_by_sigterm_exits_75_and_resumes(tmp_path, monkeypatch,
     assert [r["method"] for r in rows] == ["original", "retrain", "ft"]
     assert len(calls) == 1  # the originals, which ft starts from; Retrain's outputs were kept
     assert len(calls) == 1  # the originals, which ft starts from; Retrain's outputs were kept
+
+
+@pytest.mark.parametrize("command", ["audit", "tune"])
+def test_a_bad_protocol_file_is_refused_before_anything_is_written(tmp_path, capsys, command):
+    bad = dataclasses.replace(TINY, candidates=119)  # leaves one pool example outside F*
+    out = tmp_path / "out"
+    argv = [command, "--out", str(out), "--protocol", str(protocol_file(tmp_path, bad, "b"))]
+    assert cli.main([*argv, "--no-progress"]) == 2
+    assert "protocol.candidates must leave at least 2 pool examples" in capsys.readouterr().err
+    assert not out.exists()
