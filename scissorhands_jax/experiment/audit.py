@@ -557,13 +557,14 @@ def method_names() -> tuple[str, ...]:
 
 def method_hyperparameters(name: str, protocol: Protocol) -> dict[str, Any]:
     """The hyperparameters method ``name`` runs with in the audit: those of the digits
-    comparison (:data:`scissorhands_jax.experiment.compare.DIGITS_HYPERPARAMETERS`), with
+    comparison (the ``methods`` of the digits10_random10 config,
+    :func:`scissorhands_jax.experiment.config.methods_of`), with
     Scissorhands' eligible set adapted to the protocol's model (all but the first layer),
     and a variant's fixed settings (:data:`VARIANTS`) on top of its method's."""
-    from scissorhands_jax.experiment.compare import DIGITS_HYPERPARAMETERS
+    from scissorhands_jax.experiment.config import load_config, methods_of
 
     base = base_method(name)
-    hps = dict(DIGITS_HYPERPARAMETERS[base])
+    hps = dict(methods_of(load_config("digits10_random10"))[base])
     if base == "scissorhands" and protocol.model == "digits_mlp":
         hps["eligible"] = r"^(?!hidden1/)"
     if name in VARIANTS:
