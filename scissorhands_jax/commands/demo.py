@@ -15,6 +15,8 @@ REMOVED += ("train-epochs", "train-lr")
 
 
 class _Removed(argparse.Action):
+    """Refuses a flag of the earlier demo, naming the ``--set`` that replaces it."""
+
     def __call__(self, parser, namespace, values, option_string=None):
         key = option_string[2:].replace("-", "_")
         fix = f"--set unlearn.{key}=VALUE"
