@@ -28,8 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import scissorhands_jax as shs
-from scissorhands_jax.experiment.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+from scissorhands_jax.experiment.config import load_config, methods_of
 from scissorhands_jax.method import check_settings
+
+CONFIG = load_config("digits10_random10")
+TRAIN = CONFIG["train"]
+"""Original and Retrain: the digits config's schedule (SGD lr 0.05, batch 64, 30 epochs)."""
+UNLEARN = {k: v for k, v in methods_of(CONFIG)["scissorhands"].items() if k != "eligible"}
+"""Scissorhands: the digits config's unlearn section (all but the first conv eligible)."""
 
 
 def main() -> None:
@@ -40,7 +46,7 @@ def main() -> None:
 
     split = shs.data.load_digits10("random10", 0)
     model = shs.linen_model(shs.DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
-    tx = shs.sgd(TRAIN_DEFAULTS["lr"])
+    tx = shs.sgd(TRAIN["lr"])
 
     def retrain(data):
         params, state = model.init(jax.random.key(0))
@@ -48,9 +54,9 @@ def main() -> None:
             model.loss,
             params,
             state,
-            shs.data.array_source(data, TRAIN_DEFAULTS["batch_size"]),
+            shs.data.array_source(data, TRAIN["batch_size"]),
             key=jax.random.key(1),
-            epochs=TRAIN_DEFAULTS["epochs"],
+            epochs=TRAIN["epochs"],
             tx=tx,
         )
         return jax.block_until_ready(params), state
@@ -65,7 +71,7 @@ def main() -> None:
             forget=split.forget,
             key=jax.random.key(2),
             eligible="all_but_first_conv",
-            **check_settings(progress=False, **UNLEARN_DEFAULTS),
+            **check_settings(progress=False, **UNLEARN),
         )
         return jax.block_until_ready(result.params)
 
@@ -118,7 +124,7 @@ def main() -> None:
             "devices": [str(d) for d in jax.devices()],
             "jax": jax.__version__,
         },
-        "settings": {"train": TRAIN_DEFAULTS, "unlearn": UNLEARN_DEFAULTS},
+        "settings": {"train": TRAIN, "unlearn": UNLEARN},
         "runs": rows,
         "summary": summary,
     }

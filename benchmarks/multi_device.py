@@ -51,8 +51,12 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
     import jax.numpy as jnp
 
     import scissorhands_jax as shs
-    from scissorhands_jax.experiment.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
+    from scissorhands_jax.experiment.config import load_config, methods_of
     from scissorhands_jax.method import check_settings
+
+    config = load_config("digits10_random10")  # the demo's settings
+    train = config["train"]
+    unlearn = {k: v for k, v in methods_of(config)["scissorhands"].items() if k != "eligible"}
 
     split = shs.data.load_digits10("random10", 0)
     model = shs.linen_model(shs.DigitsCNN(), jnp.zeros((1, 8, 8, 1), jnp.float32))
@@ -61,12 +65,12 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
         model.loss,
         params,
         state,
-        shs.data.array_source(split.train, TRAIN_DEFAULTS["batch_size"]),
+        shs.data.array_source(split.train, train["batch_size"]),
         key=jax.random.key(1),
         epochs=5,
-        tx=shs.sgd(TRAIN_DEFAULTS["lr"]),
+        tx=shs.sgd(train["lr"]),
     )
-    settings = {**UNLEARN_DEFAULTS, "epochs": epochs}
+    settings = {**unlearn, "epochs": epochs}
 
     def run():
         result = shs.scissorhands(

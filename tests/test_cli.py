@@ -152,9 +152,8 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
         (["audit", "--quick", "--seed", "4294967296"], "--seed"),
         (["audit", "--quick", "--shadows", "0"], "--shadows"),  # 0 read as "not given": 16
         (["compare", "--seeds", "0", "-1"], "--seeds"),
-        (["compare", "--train-epochs", "0"], "--train-epochs"),  # untrained rows reported
-        (["compare", "--train-epochs", "-3"], "--train-epochs"),
-        (["compare", "--train-lr", "nan"], "--train-lr"),
+        (["demo", "--train-epochs", "0"], "--train-epochs"),  # a config value now: --set
+        (["demo", "--lr", "nan"], "--lr"),
         (["demo", "--seeds", "-1"], "--seeds"),
     ],
 )
@@ -174,18 +173,19 @@ def test_the_library_refuses_the_same_values_before_anything_is_written(tmp_path
     with pytest.raises(ValueError, match="--shadows must be an even number of at least 4; got 0"):
         audit.run_audit(out=out, quick=True, shadows=0, plot=False)
     with pytest.raises(ValueError, match="--seeds must be distinct integers"):
-        compare.run_compare(out, seeds=[-1], methods=["ft"], plot=False)
+        compare.run_compare(out, setting=compare.DIGITS, seeds=[-1], methods=["ft"], plot=False)
     for epochs in (0, -3):
-        with pytest.raises(ValueError, match="--train-epochs must be an integer >= 1"):
-            compare.run_compare(out, seeds=[0], methods=["ft"], train={"epochs": epochs})
+        with pytest.raises(ValueError, match="train.epochs must be an integer >= 1"):
+            overrides = [f"train.epochs={epochs}"]
+            compare.run_compare(out, setting="digits10_class0", config_overrides=overrides)
     assert not out.exists()
 
 
 @pytest.mark.slow
 def test_a_comparison_stopped_by_sigterm_keeps_its_rows_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cmp"
-    argv = ["compare", "--out", str(out), "--seeds", "0", "--scenarios", "class0"]
-    argv += ["--methods", "ft", "ga", "--train-epochs", "1", "--set", "ft.epochs=1"]
+    argv = ["compare", "--out", str(out), "--seeds", "0", "--setting", "digits10_class0"]
+    argv += ["--methods", "ft", "ga", "--smoke", "--set", "ft.epochs=1"]
     argv += ["--set", "ga.epochs=1", "--no-plot", "--no-progress"]
     ga = METHODS["ga"]
 

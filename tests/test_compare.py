@@ -1,5 +1,6 @@
-"""``scissorhands compare`` end to end on digits (two methods, one seed, tiny epochs), its
-resume, its errors, and the report's tables against hand-made rows."""
+"""``scissorhands compare`` end to end on the digits class-0 config (two methods, one seed,
+its SMOKE schedules), its resume, its errors, and the report's tables against hand-made
+rows."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
 from scissorhands_jax.commands.compare import parse_overrides
-from scissorhands_jax.experiment import compare, report
+from scissorhands_jax.experiment import pipeline as pipe
+from scissorhands_jax.experiment import report
 from scissorhands_jax.metrics import MIA_FEATURES
 
 DIGITS_CONFIG = str(
@@ -24,15 +26,14 @@ METRICS = {"UA", "RA", "TA", "MIA_loss", "ToW", "avg_gap", "rte_s"} | {
 }
 BASE = [
     "compare",
+    "--setting",
+    "digits10_class0",
+    "--smoke",
     "--seeds",
     "0",
-    "--scenarios",
-    "class0",
     "--methods",
     "ft",
     "ga",
-    "--train-epochs",
-    "2",
     "--set",
     "ft.epochs=1",
     "--set",
@@ -67,11 +68,12 @@ def first_run(tmp_path_factory):
 @pytest.mark.slow
 def test_compare_writes_every_file_and_metric(first_run):
     rows = _rows(first_run)
+    scenario = "digits10_class0_smoke"
     assert [(r["scenario"], r["method"], r["seed"]) for r in rows] == [
-        ("class0", "retrain", 0),
-        ("class0", "original", 0),
-        ("class0", "ft", 0),
-        ("class0", "ga", 0),
+        (scenario, "retrain", 0),
+        (scenario, "original", 0),
+        (scenario, "ft", 0),
+        (scenario, "ga", 0),
     ]
     ok = [r for r in rows if "error" not in r]
     assert len(ok) == 3
@@ -84,7 +86,15 @@ def test_compare_writes_every_file_and_metric(first_run):
     retrain = rows[0]
     assert retrain["avg_gap"] == 0.0 and retrain["ToW"] == 1.0
     assert retrain["UA"] == 100.0  # class 0 never reached the retrained model
-    assert rows[2]["hyperparameters"] == {**compare.DIGITS_HYPERPARAMETERS["ft"], "epochs": 1}
+    # the config's methods section (FT's digits lr 0.1, batch 64) over the release
+    # defaults (momentum 0.9, weight decay 5e-4), then --set
+    assert rows[2]["hyperparameters"] == {
+        "lr": 0.1,
+        "epochs": 1,
+        "batch_size": 64,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+    }
     for row in rows:  # what made each number, failed rows too
         assert row["versions"]["jax"] == jax.__version__ and "numpy" in row["versions"]
     failed = rows[3]
@@ -92,19 +102,18 @@ def test_compare_writes_every_file_and_metric(first_run):
     csv_lines = (first_run / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 5 and csv_lines[0].startswith("scenario,method,seed,UA")
     report = (first_run / "report.md").read_text()
-    assert "| class0 | n | UA |" in report and "| ft | 1 |" in report
-    assert "## Failed rows" in report and "class0 / ga / seed 0: FloatingPointError" in report
+    assert f"| {scenario} | n | UA |" in report and "| ft | 1 |" in report
+    assert "## Failed rows" in report and f"{scenario} / ga / seed 0: FloatingPointError" in report
     assert (first_run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (first_run / "models" / "original_seed0.msgpack").exists()
+    assert (first_run / "runs" / "seed0" / "original" / "log.json").exists()
 
 
 @pytest.mark.slow
 def test_compare_resumes_without_redoing_finished_rows(first_run, monkeypatch):
     before = {r["method"]: r for r in _rows(first_run)}
     # Only GA failed: training, Retrain and FT must not run again.
-    monkeypatch.setattr(compare, "train_digits", _boom(compare.train_digits))
-    for name in ("retrain", "ft"):
-        monkeypatch.setitem(METHODS, name, _boom(METHODS[name]))
+    monkeypatch.setattr(pipe, "fit_resumable", _boom(pipe.fit_resumable))
+    monkeypatch.setitem(METHODS, "ft", _boom(METHODS["ft"]))
     assert cli.main([*BASE, "--out", str(first_run)]) == 0
     after = {r["method"]: r for r in _rows(first_run)}
     for name in ("retrain", "original", "ft"):
@@ -124,15 +133,20 @@ def test_errors_come_before_any_work(tmp_path, capsys):
     assert "lr must be a positive number, got -1" in capsys.readouterr().err
     assert not out.exists()
     assert cli.main([*BASE, "--out", str(out), "--set", "ftlr=1"]) == 2
-    assert cli.main([*BASE, "--out", str(out), "--set", "retrain.lr=1"]) == 2
+    assert cli.main([*BASE, "--out", str(out), "--set", "methods.retrain.lr=1"]) == 2
+    assert "set retrain.lr=... " in capsys.readouterr().err  # the retrain section's schedule
+    assert cli.main([*BASE, "--out", str(out), "--set", "methods.ft.momentun=0.5"]) == 2
+    assert "methods.ft: ft has no hyperparameter(s) ['momentun']" in capsys.readouterr().err
+    assert cli.main([*BASE, "--out", str(out), "--set", "methods.sgd.lr=1"]) == 2
+    assert "unknown method 'methods.sgd'" in capsys.readouterr().err
     assert not out.exists()
 
 
 @pytest.mark.slow
 def test_changed_training_on_a_resumed_dir_is_refused(first_run, capsys):
-    args = [*BASE, "--out", str(first_run), "--train-epochs", "3"]
+    args = [*BASE, "--out", str(first_run), "--set", "train.epochs=3"]
     assert cli.main(args) == 2
-    assert "holds models trained with" in capsys.readouterr().err
+    assert "other settings (train.epochs)" in capsys.readouterr().err
 
 
 def test_parse_overrides():
@@ -142,12 +156,6 @@ def test_parse_overrides():
         "be": {"head": "Dense_1"},
         "scissorhands": {"cumulative_memory": True},
     }
-
-
-def test_every_method_has_digits_hyperparameters_it_accepts():
-    for name in METHODS:
-        if name != "retrain":
-            assert set(compare.DIGITS_HYPERPARAMETERS[name]) <= compare.method_parameters(name)
 
 
 def _row(method, seed, ua, gap, tow=0.5):
@@ -211,7 +219,7 @@ def test_scissorhands_settings_are_refused_before_any_work(tmp_path, capsys):
 
 
 def test_a_damaged_results_file_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compare, "train_digits", _boom(compare.train_digits))
+    monkeypatch.setattr(pipe, "fit_resumable", _boom(pipe.fit_resumable))
     out = tmp_path / "cmp"
     out.mkdir()
     (out / "results.json").write_text('[{"scenario": "class0", "meth')

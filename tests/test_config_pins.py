@@ -4,15 +4,14 @@ rewritten as families.
 ``tests/pins/configs.json`` was written from the package and the config files as they
 stood at commit 9a87e9c (extracted with ``git archive 9a87e9c`` into a separate folder):
 per config, the dict :func:`scissorhands_jax.experiment.config.load_config` returned, without and
-with ``SMOKE`` (``config_path`` left out), and the raw ``CONFIG`` of the demo's record
-``digits10.py``. A config whose resolved dict changes on purpose needs a new pin and a
-commit that says why. Settings added since, each with a default that keeps the old
-behaviour (:data:`ADDED`), are checked to hold that default and then left out.
+with ``SMOKE`` (``config_path`` left out). A config whose resolved dict changes on
+purpose needs a new pin and a commit that says why. Settings added since, each with a
+default that keeps the old behaviour (:data:`ADDED`), are checked to hold that default and
+then left out; so is the ``methods`` section (:data:`METHODS`), added since.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -45,9 +44,27 @@ DIFFUSION_ADDED = {("train", "precision"): "float32", ("retrain", "precision"): 
 """The same for the diffusion schema."""
 
 
-def _without_added(cfg: dict, kind: str) -> dict:
+_DIGITS_METHODS = {
+    "ft": {"lr": 0.1, "epochs": 10, "batch_size": 64},
+    "ga": {"lr": 0.03, "epochs": 5, "batch_size": 64},
+    "rl": {"lr": 0.003, "epochs": 10, "batch_size": 64},
+    "l1_sparse": {"alpha": 0.03, "lr": 0.01, "epochs": 10, "batch_size": 64},
+    "salun": {"ratio": 0.5, "lr": 5e-3, "epochs": 10, "batch_size": 64},
+    "iu": {"alpha": 100.0, "damping": 1.0, "fisher_examples": 256, "batch_size": 64},
+    "be": {"lr": 1e-4, "epochs": 10, "batch_size": 64},
+    "bs": {"bound": 0.1, "lr": 1e-4, "epochs": 10, "batch_size": 64},
+    "scrub": {"lr": 5e-3, "epochs": 3, "max_epochs": 2, "batch_size": 64, "forget_batch_size": 32},
+}
+METHODS = {"digits10_random10": _DIGITS_METHODS, "digits10_class0": _DIGITS_METHODS}
+"""The ``methods`` section of each config that has one (the digits comparison's tuned
+hyperparameters, as the digits-10 comparison ran them); every other config's is empty."""
+
+
+def _without_added(cfg: dict, kind: str, name: str) -> dict:
     for (section, key), default in (ADDED if kind == "classifier" else DIFFUSION_ADDED).items():
         assert cfg[section].pop(key) == default, (section, key)
+    if kind == "classifier":
+        assert cfg.pop("methods") == METHODS.get(name, {}), name
     return cfg
 
 
@@ -56,16 +73,11 @@ def test_config_resolves_as_before(name):
     pinned = PINS[name]
     path = CONFIGS / f"{name}.py"
     assert path.is_file(), f"{path} is gone: every pinned config path must keep working"
-    if name == "digits10":  # the demo's record: a plain CONFIG dict, not a pipeline config
-        spec = importlib.util.spec_from_file_location("digits10", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        assert _as_json(module.CONFIG) == pinned["CONFIG"]
-        return
     for smoke, section in ((False, "config"), (True, "smoke")):
         cfg = load_config(path, smoke=smoke, kind=pinned["kind"])
         assert cfg.pop("config_path") == name  # an installed config is recorded by name
-        assert _as_json(_without_added(cfg, pinned["kind"])) == pinned[section], (name, section)
+        resolved = _as_json(_without_added(cfg, pinned["kind"], name))
+        assert resolved == pinned[section], (name, section)
 
 
 def test_every_config_is_pinned():

@@ -1,62 +1,38 @@
-"""The digits demo end to end through the CLI, on a shrunken setting."""
+"""``scissorhands demo``: the comparison of the two digits-10 configs with Retrain and
+Scissorhands, end to end through the CLI on their SMOKE schedules."""
 
 from __future__ import annotations
 
 import json
 
 import jax
-import numpy as np
 import pytest
 
 from scissorhands_jax import cli
 from scissorhands_jax.commands import _legends
-from scissorhands_jax.experiment.demo import format_table, summarize
 
 pytestmark = pytest.mark.slow  # end to end
 
-KEYS = {
-    "scenario",
-    "method",
-    "seed",
-    "UA",
-    "RA",
-    "TA",
-    "MIA_entropy",
-    "MIA_confidence",
-    "MIA_entropy_attack_auc",
-    "MIA_confidence_attack_auc",
-    "avg_gap_mia",
-    "avg_gap",
-    "rte_s",
-}
+METRICS = ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence", "MIA_loss")
 
 
 def test_demo_writes_rows_and_prints_table(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = cli.main(
-        [
-            "demo",
-            "--out",
-            str(out),
-            "--seeds",
-            "0",
-            "1",
-            "--scenarios",
-            "class0",
-            "--train-epochs",
-            "2",
-            "--epochs",
-            "1",
-            "--no-progress",
-        ]
-    )
-    assert code == 0
+    argv = ["demo", "--out", str(out), "--seeds", "0", "1", "--scenarios", "class0", "--smoke"]
+    assert cli.main([*argv, "--no-progress"]) == 0
     rows = json.loads((out / "results.json").read_text())
-    assert len(rows) == 2 * 3
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("retrain", 0),
+        ("retrain", 1),
+        ("original", 0),
+        ("original", 1),
+        ("scissorhands", 0),
+        ("scissorhands", 1),
+    ]
     for row in rows:
-        assert set(row) == KEYS | {"versions"}
+        assert row["scenario"] == "digits10_class0_smoke" and "error" not in row
         assert row["versions"]["jax"] == jax.__version__  # what made the number
-        for key in ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence"):
+        for key in METRICS:
             assert 0.0 <= row[key] <= 100.0
         assert 0.0 <= row["MIA_entropy_attack_auc"] <= 1.0
         assert row["avg_gap_mia"] == "MIA_entropy"
@@ -65,43 +41,38 @@ def test_demo_writes_rows_and_prints_table(tmp_path, capsys):
     assert all(r["avg_gap"] == 0.0 for r in retrain)
     # class 0 never reaches the retrained model: it cannot classify it
     assert all(r["UA"] == 100.0 for r in retrain)
+    # Scissorhands runs the config's unlearn section (the protocol's lr, SMOKE's one epoch)
+    shs_row = rows[-1]["hyperparameters"]
+    assert (shs_row["lr"], shs_row["epochs"], shs_row["batch_size"]) == (5e-3, 1, 64)
+    assert shs_row["eligible"] == "all_but_first_conv"
     printed = capsys.readouterr().out
-    assert "| class0 | scissorhands |" in printed and "results.json" in printed
-    assert printed.index(_legends.CLASSIFIER) > printed.index("| class0 | scissorhands |")
+    assert "| digits10_class0_smoke | n | UA |" in printed and "| scissorhands | 2 |" in printed
+    assert printed.index(_legends.CLASSIFIER) > printed.index("| scissorhands | 2 |")
+    assert f"{out / 'results.json'}" in printed
 
 
-def test_summary_mean_and_std_by_hand():
-    rows = [
-        {
-            "scenario": "s",
-            "method": "m",
-            "seed": i,
-            "UA": ua,
-            "RA": 1.0,
-            "TA": 2.0,
-            "MIA_entropy": 3.0,
-            "MIA_entropy_attack_auc": auc,
-            "MIA_confidence": 4.0,
-            "avg_gap": 5.0,
-            "rte_s": 6.0,
-        }
-        for i, (ua, auc) in enumerate([(1.0, 0.5), (2.0, 0.6), (6.0, 0.52)])
-    ]
-    (entry,) = summarize(rows)
-    assert entry["n"] == 3
-    assert np.isclose(entry["UA"][0], 3.0)
-    assert np.isclose(entry["UA"][1], np.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 3))
-    table = format_table(rows)
-    assert "3.00 ± 2.16" in table
-    assert "3.00 ± 0.00 †" in table  # mean attack AUC 0.54 < 0.55: uninformative
-    for row in rows:
-        row["MIA_entropy_attack_auc"] = 0.7
-    assert "†" not in format_table(rows)
+def test_demo_is_the_comparison_of_the_digits_configs(tmp_path):
+    """The demo's rows are those of ``compare`` on the same configs, methods and seeds."""
+    demo, comparison = tmp_path / "demo", tmp_path / "compare"
+    common = ["--seeds", "0", "--smoke", "--no-progress"]
+    argv = ["demo", "--scenarios", "class0", *common, "--set", "unlearn.lam=0.1"]
+    assert cli.main([*argv, "--out", str(demo)]) == 0
+    argv = ["compare", "--setting", "digits10_class0", "--methods", "retrain", "scissorhands"]
+    argv += [*common, "--set", "scissorhands.lam=0.1", "--no-plot"]
+    assert cli.main([*argv, "--out", str(comparison)]) == 0
+
+    def numbers(path):
+        rows = json.loads((path / "results.json").read_text())
+        return [{k: v for k, v in r.items() if k not in ("rte_s", "versions")} for r in rows]
+
+    mine, theirs = numbers(demo), numbers(comparison)
+    assert mine == theirs and mine[-1]["hyperparameters"]["lam"] == 0.1
 
 
 def test_digits_retain_is_in_data_set_order_as_the_release_orders_it():
     """The SVC attack's members are the first len(test) retain examples; the authors'
     release takes them in data-set index order (numpy.setdiff1d of data-set indices)."""
+    import numpy as np
     from sklearn.datasets import load_digits
 
     import scissorhands_jax as shs

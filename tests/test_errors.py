@@ -99,25 +99,11 @@ def test_memory_mismatch_in_projection():
 
 def test_cli_reports_bad_input_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli.main(
-        [
-            "demo",
-            "--out",
-            str(out),
-            "--sparsity",
-            "1.5",
-            "--seeds",
-            "0",
-            "--scenarios",
-            "random10",
-            "--train-epochs",
-            "1",
-            "--no-progress",
-        ]
-    )
+    argv = ["demo", "--out", str(out), "--set", "unlearn.sparsity=1.5", "--seeds", "0"]
+    code = cli.main([*argv, "--scenarios", "random10", "--smoke", "--no-progress"])
     assert code == 2
-    assert "sparsity" in capsys.readouterr().err
-    assert not (out / "results.json").exists()
+    assert "--set unlearn.sparsity=1.5: unlearn.sparsity must be" in capsys.readouterr().err
+    assert not out.exists()
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert cli.main(["demo", "--out", str(a_file), "--no-progress"]) == 2

@@ -41,8 +41,8 @@ def test_the_configs_are_package_files():
 def test_every_name_resolves_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside the clone: no relative path could work
     for name in config_names():
-        if name == "digits10" or name.startswith("audit_"):  # the demo's record, and the
-            continue  # audit protocols (read by scissorhands audit/tune, tested there)
+        if name.startswith("audit_"):  # the audit protocols (read by audit/tune, tested there)
+            continue
         path = find_config(name)
         assert path == CONFIG_DIR / f"{name}.py" and path.is_file()
         assert find_config(f"{name}.py") == path

@@ -212,7 +212,7 @@ RUN_DIRECTORY_IO = {
 CONFIG_AND_RUN_MODULES = ("experiment.config", "experiment.rules", "experiment.rundir")
 
 EXPECTED_EXCEPTIONS = {
-    # writes its metrics.json and output folder through experiment.demo; the engineer on
+    # writes its metrics.json and output folder through experiment.rundir; the engineer on
     # diffusion-api turns the DDPM demo into a config of the experiment pipeline and
     # removes this entry
     "diffusion.demo",

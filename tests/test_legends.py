@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from scissorhands_jax.commands import _legends, diffusion_evaluate, evaluate
-from scissorhands_jax.experiment import demo
+from scissorhands_jax.experiment import report as _report
 
 
 @pytest.mark.parametrize(
     "columns, legend",
     [
-        (demo.METRIC_KEYS, _legends.CLASSIFIER),
+        (_report.table_columns("entropy"), _legends.CLASSIFIER),  # demo and compare
         (evaluate.COLUMNS, _legends.CLASSIFIER),
         (diffusion_evaluate.COLUMNS, _legends.DIFFUSION),
         (("forget share", "forget prob", "other acc", "Frechet", "time"), _legends.DIFFUSION),

@@ -86,7 +86,7 @@ def test_notebook_runs(path, tmp_path, installed_package):
     assert "jax " in printed and " runs on cpu" in printed  # the install cell's check
     assert f"package at {installed_package}" in printed
     if path.stem == "quickstart":
-        assert "| class0 | scissorhands |" in printed
+        assert "| digits10_class0 | n | UA |" in printed and "| scissorhands | 1 |" in printed
         assert any(
             o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", [])
         )

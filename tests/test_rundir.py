@@ -105,3 +105,11 @@ def test_a_full_disk_names_the_file_it_could_not_write_and_leaves_no_debris(tmp_
     assert info.value.errno == errno.ENOSPC
     assert info.value.filename == str(tmp_path / "results.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_out_dir_creates_the_folder_and_refuses_a_file(tmp_path):
+    made = rundir.prepare_out_dir(tmp_path / "a" / "b")
+    assert made == tmp_path / "a" / "b" and made.is_dir() and not any(made.iterdir())
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"--out .*f exists and is not a directory"):
+        rundir.prepare_out_dir(tmp_path / "f")

@@ -9,12 +9,14 @@ UA = 100 - accuracy on the forget set; RA / TA = accuracy on the retain / test s
 MIA_confidence = % of the forget set that the SVC membership attack (entropy or confidence
 feature) calls non-member. MIA_entropy_attack_auc = that attack's own AUC for members vs
 non-members it did not train on: 0.5 means it learned nothing, and below 0.55 (marked †)
-its MIA value is noise. Retrain, trained from scratch without the forget set, is the
-reference: for UA, RA, TA and MIA the best value is the one closest to Retrain's.
-avg_gap = mean |method - Retrain| over UA, RA, TA and MIA_entropy (lower is better;
-Retrain's own is 0). rte_s = wall-clock seconds of training / unlearning, XLA compilation
-included (lower is better). All in %, except avg_gap (points), the attack AUC (0 to 1) and
-rte_s."""
+its MIA value is noise. MIA_loss = the same % for an attack on the per-example losses.
+Retrain, trained from scratch without the forget set, is the reference: for UA, RA, TA
+and MIA the best value is the one closest to Retrain's. avg_gap = mean |method - Retrain|
+over UA, RA, TA and MIA_entropy (lower is better; Retrain's own is 0). ToW = product over
+the forget, retain and test sets of (1 - |accuracy difference to Retrain|) (higher is
+better; Retrain's own is 1). rte_s = wall-clock seconds of training / unlearning, XLA
+compilation included (lower is better). All in %, except avg_gap (points), ToW and the
+attack AUC (0 to 1) and rte_s."""
 
 DIFFUSION = """\
 forget share = % of the samples generated for the forgotten class that the judge

@@ -29,58 +29,47 @@ MIA_CHOICES = ("correctness", "confidence", "entropy", "modified_entropy", "prob
 """The MIA features the Avg. Gap can use: the five SVC features and the loss attack."""
 
 
+DIGITS = ("digits10_random10", "digits10_class0")
+"""The digits-10 protocol's configs, the default ``--setting`` (a test checks they agree
+with :data:`scissorhands_jax.experiment.compare.DIGITS`)."""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``scissorhands compare``."""
     p = sub.add_parser(
         "compare",
-        help="all unlearning methods on digits-10 or a config: results.json/csv, report.md/png",
-        description="Trains (or loads) one original and one retrain per seed, runs every "
-        "requested method on the same forget set and writes OUT/results.json (one row per "
-        "method x seed), results.csv, report.md and report.png. Re-running with the same "
-        "--out resumes: finished rows and trained models (or their last checkpoints) are "
-        "reused, and finished rows of other hyperparameters are kept unless --overwrite. "
-        "--setting is digits10 (default) or an experiment config (a name or a file).",
+        help="all unlearning methods on experiment configs: results.json/csv, report.md/png",
+        description="Trains (or loads) one original and one retrain per config and seed, runs "
+        "every requested method on the same forget set and writes OUT/results.json (one row "
+        "per config x method x seed), results.csv, report.md and report.png. Re-running with "
+        "the same --out resumes: finished rows and trained models (or their last checkpoints) "
+        "are reused, and finished rows of other hyperparameters are kept unless --overwrite. "
+        "A config's methods section holds the methods' hyperparameters.",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
         "--setting",
-        default="digits10",
-        metavar="digits10|CONFIG",
-        help="digits10 (the digits-10 protocol, both scenarios) or a config: an installed "
-        "config's name (e.g. digits10_class0, cifar10_random10) or a config file (its data, "
-        "model, request and schedules)",
+        nargs="+",
+        default=list(DIGITS),
+        metavar="CONFIG",
+        help="experiment configs, one scenario each: an installed config's name (e.g. "
+        "digits10_class0, cifar10_random10) or a config file (default: the two digits-10 "
+        "configs)",
     )
     p.add_argument(
-        "--scenarios",
-        nargs="+",
-        choices=["random10", "class0"],
-        help="digits10 only (default: both); a config's request is its own",
-    )
-    p.add_argument(
-        "--seeds",
-        nargs="+",
-        type=_args.seed,
-        help="default: 0 1 2 3 4 for digits10, 0 for a config (each in [0, 2**31))",
+        "--seeds", nargs="+", type=_args.seed, default=[0], help="each in [0, 2**31); default 0"
     )
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
-    p.add_argument(
-        "--train-epochs",
-        type=_args.positive_int,
-        help="digits10: epochs of the original and Retrain (>= 1)",
-    )
-    p.add_argument(
-        "--train-lr", type=_args.positive_float, help="digits10: lr of the original and Retrain"
-    )
-    p.add_argument("--smoke", action="store_true", help="a config: merge its SMOKE section")
-    p.add_argument("--data-dir", help="a config: its data directory (data.data_dir)")
+    p.add_argument("--smoke", action="store_true", help="merge each config's SMOKE section")
+    p.add_argument("--data-dir", help="the configs' data directory (data.data_dir)")
     p.add_argument(
         "--set",
         action="append",
         default=[],
-        metavar="METHOD.NAME=VALUE",
-        help="override a method's hyperparameter, e.g. --set ft.lr=0.02; with a config also "
-        "SECTION.KEY=VALUE for the config (data, model, train, retrain, unlearn, eval), "
-        "e.g. --set train.epochs=2",
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=2, or a method's "
+        "hyperparameter: --set methods.ft.lr=0.02 (short: ft.lr=0.02; Scissorhands: "
+        "unlearn.lr=... or scissorhands.lr=...)",
     )
     p.add_argument(
         "--mia-feature", default="entropy", choices=MIA_CHOICES, help="the MIA in the Avg. Gap"
@@ -95,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _args.add_mesh_argument(p)
 
 
-CONFIG_SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval")
+CONFIG_SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval", "methods")
 """``--set`` targets that are config sections, not methods."""
 
 
@@ -126,51 +115,33 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def command_line(args: argparse.Namespace) -> str:
+def command_line(args: argparse.Namespace, name: str = "compare") -> str:
     """The command that reproduces ``args`` (every setting spelled out), for the report."""
-    words = ["scissorhands", "compare", "--out", args.out, "--setting", args.setting]
-    if args.scenarios:
-        words += ["--scenarios", *args.scenarios]
-    if args.seeds:
-        words += ["--seeds", *map(str, args.seeds)]
+    words = ["scissorhands", name, "--out", args.out, "--setting", *args.setting]
+    words += ["--seeds", *map(str, args.seeds)]
     if args.smoke:
         words += ["--smoke"]
     if args.data_dir:
         words += ["--data-dir", args.data_dir]
     words += ["--methods", *args.methods]
-    if args.train_epochs is not None:
-        words += ["--train-epochs", str(args.train_epochs)]
-    if args.train_lr is not None:
-        words += ["--train-lr", str(args.train_lr)]
     for item in args.set:
         words += ["--set", item]
     words += ["--mia-feature", args.mia_feature]
     return shlex.join(words)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Runs the comparison and prints where the report is."""
+def compare_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Runs the comparison ``args`` ask for and returns its rows (also ``scissorhands
+    demo``'s)."""
     from scissorhands_jax.experiment.compare import run_compare
     from scissorhands_jax.parallel import resolve_mesh
 
-    train = {}
-    if args.train_epochs is not None:
-        train["epochs"] = args.train_epochs
-    if args.train_lr is not None:
-        train["lr"] = args.train_lr
     config_items, method_items = split_overrides(args.set)
-    if config_items and args.setting == "digits10":
-        raise ValueError(
-            f"--set {config_items[0]}: config sections need a config --setting; digits10 "
-            "takes --train-epochs / --train-lr and METHOD.NAME=VALUE."
-        )
-    rows = run_compare(
+    return run_compare(
         args.out,
         setting=args.setting,
-        scenarios=args.scenarios,
         seeds=args.seeds,
         methods=args.methods,
-        train=train,
         hyperparameters=parse_overrides(method_items),
         smoke=args.smoke,
         config_overrides=config_items,
@@ -182,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         mesh=resolve_mesh(args.mesh),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the comparison and prints where the report is."""
+    rows = compare_rows(args)
     failed = sum("error" in r for r in rows)
     print(f"{len(rows)} rows ({failed} failed): {args.out}/results.json, results.csv, report.md")
     return 0

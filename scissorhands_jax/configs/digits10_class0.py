@@ -3,11 +3,11 @@
 Reproduces: the digits-10 protocol (scikit-learn's embedded digits, no download) through
 the same train / unlearn / evaluate commands as the CIFAR, SVHN and CelebA-HQ configs, so
 the whole pipeline runs on any machine: digits10_random10.py with class 0 as the forget
-set. scissorhands demo (configs/digits10.py) runs the same protocol over three seeds; this
-config is one seed, with its own keys, so its numbers match the demo's table
-statistically, not bit for bit.
+set, with the same methods section (every baseline's digits hyperparameters).
+scissorhands demo runs this config and digits10_random10.py over seeds 0, 1, 2.
 
 Commands (add --smoke to each for a run of seconds):
+  scissorhands demo --out out/digits   # both digits configs, Retrain and Scissorhands
   C=digits10_class0 RUN=runs/digits10_class0
   scissorhands train $C --out $RUN
   scissorhands unlearn $C --run $RUN

@@ -51,7 +51,7 @@ from scissorhands_jax.diffusion.model import diffusion_model, diffusion_source
 from scissorhands_jax.diffusion.sampler import sample
 from scissorhands_jax.diffusion.schedule import make_schedule
 from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
-from scissorhands_jax.experiment.demo import prepare_out_dir, write_json_atomic
+from scissorhands_jax.experiment.rundir import prepare_out_dir, write_json_atomic
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.models.adapters import predict_probs
 from scissorhands_jax.models.unet import UNet

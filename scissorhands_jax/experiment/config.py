@@ -11,12 +11,17 @@ Two kinds (:data:`SCHEMAS`): ``"classifier"`` configs (:data:`DEFAULTS`; ``train
 ``unlearn``, ``evaluate``) and ``"diffusion"`` configs (:data:`DIFFUSION_DEFAULTS`;
 ``diffusion-train``, ``diffusion-unlearn``, ``diffusion-evaluate``). A diffusion config
 is one whose ``CONFIG`` has a top-level ``"diffusion"`` section.
+
+A classifier config's ``methods`` section holds the hyperparameters a comparison runs
+each unlearning method with, ``{"ft": {"lr": 0.1}, ...}``, over the baselines' release
+defaults (:func:`methods_of`); ``--set methods.ft.lr=0.02`` overrides one of them.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -80,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
         },
     },
     "eval": {"batch_size": 512},
+    # {method: {hyperparameter: value}}: a comparison's settings of the baselines over
+    # their release defaults (and of Scissorhands over the unlearn section); see methods_of
+    "methods": {},
 }
 """Every config key and its default (the release's CIFAR-10 random-10 % setting)."""
 
@@ -211,6 +219,9 @@ def _merge(base: dict, update: dict, schema: dict, where: str, source: str) -> d
         raise ValueError(f"{source}: {where or 'the config'} must be a dict, got {update!r}.")
     for key, value in update.items():
         name = f"{where}.{key}" if where else key
+        if name == "methods" and key in schema:  # method names and keys: rules.check_methods
+            out[key] = _merge_methods(out[key], value, source)
+            continue
         if key not in schema:
             known = ", ".join(sorted(schema))
             raise ValueError(f"{source}: unknown config key {name!r}; known here: {known}.")
@@ -219,6 +230,51 @@ def _merge(base: dict, update: dict, schema: dict, where: str, source: str) -> d
         else:
             _check_type(name, value, schema[key], source)
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_methods(base: dict, update: Any, source: str) -> dict:
+    """The ``methods`` section: ``{method: {hyperparameter: value}}``, merged per method."""
+    if not isinstance(update, dict):
+        raise ValueError(f"{source}: methods must be a dict of dicts, got {update!r}.")
+    out = copy.deepcopy(base)
+    for method, values in update.items():
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"{source}: methods.{method} must be a dict of hyperparameters, got {values!r}."
+            )
+        out[method] = {**out.get(method, {}), **copy.deepcopy(values)}
+    return out
+
+
+def methods_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The hyperparameters every unlearning method runs with in a comparison on ``config``.
+
+    A baseline's are its release defaults (the fields of its dataclass in
+    :data:`scissorhands_jax.baselines.HYPERPARAMETERS`) updated by the config's
+    ``methods.<name>``; Scissorhands' are the config's ``unlearn`` section (without its
+    ``seed`` and ``augment``, which say how the run is fed) updated by
+    ``methods.scissorhands``. Retrain is not among them: it runs the ``retrain`` schedule.
+
+    Args:
+      config: a classifier config as :func:`load_config` returns it.
+
+    Returns:
+      ``{method: {hyperparameter: value}}`` in the order of
+      :data:`scissorhands_jax.baselines.METHODS`, Retrain left out.
+    """
+    from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
+
+    section = config.get("methods", {})
+    out = {}
+    for name in METHODS:
+        if name == "scissorhands":
+            base = {k: v for k, v in config["unlearn"].items() if k not in ("seed", "augment")}
+        elif name != "retrain":
+            base = dataclasses.asdict(HYPERPARAMETERS[name]())
+        else:
+            continue
+        out[name] = {**base, **copy.deepcopy(section.get(name, {}))}
     return out
 
 

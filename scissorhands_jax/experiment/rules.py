@@ -159,7 +159,8 @@ CLASSIFIER_RULES: dict[str, Any] = {
     "eval": {"batch_size": COUNT},
 }
 """Rules of the classifier schema; the other ``unlearn`` keys are the method's settings,
-checked by :func:`scissorhands_jax.settings.from_flat`."""
+checked by :func:`scissorhands_jax.settings.from_flat`, and the ``methods`` section's by
+:func:`check_methods`."""
 
 _DDPM = {
     "steps": COUNT,
@@ -278,6 +279,49 @@ def _walk(cfg: dict, rules: dict, prefix: str = ""):
             yield name, value, rule
 
 
+def check_methods(methods: dict, layers: Sequence[tuple[str, dict]] = ()) -> None:
+    """Checks a classifier config's ``methods`` section, ``{method: {hyperparameter:
+    value}}``: every method one of :data:`scissorhands_jax.baselines.METHODS` but Retrain
+    (it runs the ``retrain`` schedule), every hyperparameter a field of the method's
+    dataclass in :data:`scissorhands_jax.baselines.HYPERPARAMETERS` in its range
+    (Scissorhands: ``eligible`` or a flat setting of :mod:`scissorhands_jax.settings`).
+
+    Raises:
+      ValueError: the first bad method, name or value, in one line, with its source.
+    """
+    from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
+
+    for method, values in methods.items():
+        where = f"methods.{method}"
+        if method == "retrain":
+            raise ValueError(
+                f"{_origin(where, layers)}: {where}: Retrain runs the retrain section's "
+                "schedule; set retrain.lr=... (and the other retrain keys) instead."
+            )
+        if method not in METHODS:
+            known = ", ".join(m for m in METHODS if m != "retrain")
+            raise ValueError(f"{_origin(where, layers)}: unknown method {where!r}; known: {known}.")
+        for key, value in values.items():
+            source = _origin(f"{where}.{key}", layers)
+            try:
+                if method != "scissorhands":
+                    HYPERPARAMETERS[method].of(method, {key: value})
+                elif key == "eligible":
+                    if value is not None and not REGEX.ok(value):
+                        raise ValueError(f"eligible must be {REGEX.text}, got {value!r}.")
+                else:
+                    from_flat(**{key: value})
+            except ValueError as err:
+                raise ValueError(f"{source}: {where}: {err}") from None
+        try:  # the settings together (a check across two of them)
+            if method != "scissorhands":
+                HYPERPARAMETERS[method].of(method, values)
+            else:
+                from_flat(**{k: v for k, v in values.items() if k != "eligible"})
+        except ValueError as err:
+            raise ValueError(f"{_origin(where, layers)}: {where}: {err}") from None
+
+
 def validate(cfg: dict, kind: str, layers: Sequence[tuple[str, dict]] = ()) -> None:
     """Checks the type and range of every value of a merged config.
 
@@ -292,6 +336,9 @@ def validate(cfg: dict, kind: str, layers: Sequence[tuple[str, dict]] = ()) -> N
     """
     rules = RULES[kind]
     method = METHOD_SECTION.get(kind)
+    if "methods" in cfg:
+        check_methods(cfg["methods"], layers)
+        cfg = {k: v for k, v in cfg.items() if k != "methods"}
     for name, value, rule in _walk(cfg, rules):
         section, _, key = name.partition(".")
         if rule is None and section == method:

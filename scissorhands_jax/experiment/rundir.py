@@ -169,6 +169,22 @@ def _remove_if_empty(directory: Path, created: bool) -> None:
             directory.rmdir()  # only when empty
 
 
+def prepare_out_dir(out: str | os.PathLike) -> Path:
+    """Creates ``out`` and checks it is writable, before any work is done (the commands
+    also lock it: :func:`run_directory`).
+
+    Raises:
+      ValueError: ``out`` exists and is not a directory.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} exists and is not a directory.")
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path):
+        pass
+    return path
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to a temporary file beside ``path`` (flushed to disk, mode 644) and
     renames it over ``path``: readers see the old file or the new one, never a part.
