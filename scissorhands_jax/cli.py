@@ -35,8 +35,6 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from scissorhands_jax.preemption import EXIT_PREEMPTED, Preempted, raise_preempted
 
 COMMANDS = {
@@ -246,15 +244,22 @@ def _error_line(err: BaseException) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``scissorhands`` console script."""
-    enable_compilation_cache()
+def build_parser() -> argparse.ArgumentParser:
+    """The ``scissorhands`` parser with every command of :data:`COMMANDS`; cheap: building
+    it (and so ``--help``) imports no numerical library, only the command modules."""
     parser = argparse.ArgumentParser(prog="scissorhands", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {name: importlib.import_module(path) for name, path in COMMANDS.items()}
-    for module in modules.values():
-        module.add_parser(sub)
-    args = parser.parse_args(argv)
+    for path in COMMANDS.values():
+        importlib.import_module(path).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``scissorhands`` console script."""
+    args = build_parser().parse_args(argv)  # --help and bad flags exit here, before jax loads
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    enable_compilation_cache()
     package = logging.getLogger("scissorhands_jax")
     saved = package.level, package.propagate
     handler = configure_output(args)
@@ -270,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # lines above the bars, not in them; then the job (its stdout is the handler's)
         with logging_redirect_tqdm(loggers=[package]), distributed_job():
-            return modules[args.command].run(args)
+            return importlib.import_module(COMMANDS[args.command]).run(args)
     except Preempted:
         print(
             f"{name}: stopped by SIGTERM; what was finished is saved: rerun the same command "

@@ -128,7 +128,6 @@ def test_diffusion_settings_of_every_stage_are_refused_before_training(
 
 
 def test_the_config_rules_name_the_library_choices():
-    from scissorhands_jax.commands import _args
     from scissorhands_jax.commands._diffusion import _JUDGES
     from scissorhands_jax.data.splits import FORGET_KINDS
     from scissorhands_jax.diffusion.sampler import SAMPLERS
@@ -139,9 +138,23 @@ def test_the_config_rules_name_the_library_choices():
     assert set(rules.CLASSIFIERS) == set(pipeline.MODELS) == set(_JUDGES)
     assert rules.FORGET_KINDS == FORGET_KINDS and rules.SAMPLERS == SAMPLERS
     assert rules.BETA_SCHEDULES == BETA_SCHEDULES and rules.OBJECTIVES == OBJECTIVES
-    from scissorhands_jax._seed import SEED_BOUND
 
-    assert rules.SEED_LIMIT == _args.SEED_LIMIT == SEED_BOUND == 2**31
+
+def test_the_seed_bound_is_the_same_on_the_command_line_in_configs_and_in_the_library():
+    import argparse
+
+    from scissorhands_jax._seed import check_seed
+    from scissorhands_jax.commands import _args
+    from scissorhands_jax.experiment import rules
+
+    largest = 2**31 - 1  # the bound by hand: 31 bits
+    assert _args.seed(str(largest)) == largest and check_seed("seed", largest) == largest
+    assert rules.SEED.ok(largest)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"2\*\*31"):
+        _args.seed(str(largest + 1))
+    with pytest.raises(ValueError):
+        check_seed("seed", largest + 1)
+    assert not rules.SEED.ok(largest + 1)
 
 
 def test_seeds_are_what_the_generators_take():
@@ -519,11 +532,11 @@ def test_every_config_key_has_a_rule_and_every_default_passes_it():
                 yield f"{prefix}{key}"
 
     for kind, schema in SCHEMAS.items():
-        rules = set(leaves(rules.RULES[kind]))
+        ruled = set(leaves(rules.RULES[kind]))
         for name in leaves(schema):
             section, _, key = name.partition(".")
             method = rules.METHOD_SECTION.get(kind)
-            assert name in rules or (section == method and key in FLAT_NAMES), name
+            assert name in ruled or (section == method and key in FLAT_NAMES), name
         rules.validate({**schema, "data": {**schema["data"], "name": "x"}}, kind)
 
 

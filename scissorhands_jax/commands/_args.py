@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-SEED_LIMIT = 2**31
-"""Seeds are integers in ``[0, SEED_LIMIT)`` (``scissorhands_jax.experiment.rules`` has the
-same bound for the config's seeds; a test checks they agree)."""
+from scissorhands_jax._choices import SEED_LIMIT
 
 
 def seed(text: str) -> int:

@@ -9,9 +9,8 @@ from scissorhands_jax.commands import _args, _legends
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Registers ``scissorhands demo``."""
-    from scissorhands_jax.experiment.demo import TRAIN_DEFAULTS, UNLEARN_DEFAULTS
-
+    """Registers ``scissorhands demo`` (the settings' defaults are filled in by ``run``:
+    reading them here would load jax for ``--help``)."""
     p = sub.add_parser(
         "demo",
         help="digits-10 end to end: original, retrain, Scissorhands; UA/RA/TA/MIA table",
@@ -23,30 +22,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--scenarios", nargs="+", default=["random10", "class0"], choices=["random10", "class0"]
     )
     p.add_argument("--seeds", nargs="+", type=_args.seed, default=[0, 1, 2])
-    p.add_argument("--train-epochs", type=int, default=TRAIN_DEFAULTS["epochs"])
-    p.add_argument("--train-lr", type=float, default=TRAIN_DEFAULTS["lr"])
-    u = UNLEARN_DEFAULTS
-    p.add_argument("--lr", type=float, default=u["lr"], help="repair learning rate")
-    p.add_argument("--epochs", type=int, default=u["epochs"], help="repair epochs")
+    p.add_argument("--train-epochs", type=int, default=None)
+    p.add_argument("--train-lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="repair learning rate")
+    p.add_argument("--epochs", type=int, default=None, help="repair epochs")
     p.add_argument(
         "--sparsity",
         type=float,
-        default=u["sparsity"],
+        default=None,
         help="fraction kept; 0.97 re-initialises the top 3%%",
     )
-    p.add_argument("--lam", type=float, default=u["lam"], help="weight of the forget loss")
-    p.add_argument("--batch-size", type=int, default=u["batch_size"])
-    p.add_argument("--memory-num", type=int, default=u["memory_num"])
-    p.add_argument("--prune-num", type=int, default=u["prune_num"])
-    p.add_argument("--margin", type=float, default=u["margin"])
-    p.add_argument("--eps", type=float, default=u["eps"])
+    p.add_argument("--lam", type=float, default=None, help="weight of the forget loss")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--memory-num", type=int, default=None)
+    p.add_argument("--prune-num", type=int, default=None)
+    p.add_argument("--margin", type=float, default=None)
+    p.add_argument("--eps", type=float, default=None)
     p.add_argument(
         "--projection",
-        default=u["projection"],
+        default=None,
         choices=["gem", "orthogonal", "orthogonal_on_conflict", "none"],
     )
-    p.add_argument("--project-every", type=int, default=u["project_every"])
-    p.add_argument("--reinit", default=u["reinit"], choices=["model", "torch"])
+    p.add_argument("--project-every", type=int, default=None)
+    p.add_argument("--reinit", default=None, choices=["model", "torch"])
     p.add_argument(
         "--cumulative-memory",
         action="store_true",
@@ -67,10 +65,22 @@ def run(args: argparse.Namespace) -> int:
     """Runs the digits-10 demo and writes ``results.json``: the rows already there are
     kept (same settings) and only the missing seeds and scenarios run."""
     from scissorhands_jax._versions import versions
-    from scissorhands_jax.experiment.demo import check_digits_run, format_table, run_digits
+    from scissorhands_jax.experiment.demo import (
+        TRAIN_DEFAULTS,
+        UNLEARN_DEFAULTS,
+        check_digits_run,
+        format_table,
+        run_digits,
+    )
     from scissorhands_jax.experiment.rundir import run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
+    for flag, key in (("train_epochs", "epochs"), ("train_lr", "lr")):
+        if getattr(args, flag) is None:
+            setattr(args, flag, TRAIN_DEFAULTS[key])
+    for key, value in UNLEARN_DEFAULTS.items():
+        if getattr(args, key, 0) is None:  # a flag left out
+            setattr(args, key, value)
     mesh = resolve_mesh(args.mesh)
 
     unlearn = {
