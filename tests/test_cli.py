@@ -237,3 +237,15 @@ def test_python_m_help_imports_no_jax(argv):
     modules = [line.rpartition("|")[2].strip() for line in out.stderr.splitlines()]
     assert "scissorhands_jax.cli" in modules  # the timing lines were read
     assert not [m for m in modules if m.partition(".")[0] in HEAVY]
+
+
+def test_a_command_takes_an_installed_config_by_its_name(tmp_path, capsys):
+    from scissorhands_jax.experiment.config import config_names, find_config
+
+    shipped = sorted(p.stem for p in (REPO / "scissorhands_jax" / "configs").glob("[!_]*.py"))
+    assert "digits10_random10" in shipped and config_names() == shipped
+    assert find_config("digits10_random10") == Path(DIGITS)
+    missing = tmp_path / "no_run"
+    assert cli.main(["evaluate", "digits10_random10", "--run", str(missing)]) == 2
+    err = _err_line(capsys)
+    assert str(missing) in err and "installed config" not in err
