@@ -33,6 +33,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 
 from scissorhands_jax.preemption import EXIT_PREEMPTED, Preempted, raise_preempted
@@ -254,6 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _old_spellings() -> Iterator[None]:
+    """Shows the commands' DeprecationWarnings (Python hides them outside ``__main__``), in
+    one line: an old spelling of a flag says its new one while it still works."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "default", category=DeprecationWarning, module=r"scissorhands_jax\.commands"
+        )
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, *rest):
+            if issubclass(category, DeprecationWarning) and "scissorhands_jax" in filename:
+                print(f"scissorhands: deprecated: {message}", file=sys.stderr)
+            else:
+                show(message, category, filename, *rest)
+
+        warnings.showwarning = one_line
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scissorhands`` console script."""
     args = build_parser().parse_args(argv)  # --help and bad flags exit here, before jax loads
@@ -273,8 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, raise_preempted) if in_main_thread else None
     name = f"scissorhands {args.command}"
     try:
-        # lines above the bars, not in them; then the job (its stdout is the handler's)
-        with logging_redirect_tqdm(loggers=[package]), distributed_job():
+        # lines above the bars, not in them; then the job (its stdout is the handler's);
+        # an old spelling's DeprecationWarning is for the person typing it: shown
+        with logging_redirect_tqdm(loggers=[package]), distributed_job(), _old_spellings():
             return importlib.import_module(COMMANDS[args.command]).run(args)
     except Preempted:
         print(

@@ -56,11 +56,10 @@ def format_table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Scores the models, writes ``evaluation.json`` and prints the table; returns 0."""
-    from scissorhands_jax.experiment import pipeline as pipe
     from scissorhands_jax.experiment.rundir import existing_run, run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
-    cfg = pipe.config_from_args(args)
+    cfg = _args.load_config(args, "evaluate")
     args.mesh = resolve_mesh(args.mesh)
     maker = f"scissorhands train {args.config}"
     run_dir = existing_run(args.run, maker=maker, holds=None)

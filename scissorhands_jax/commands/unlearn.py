@@ -26,12 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Unlearns and saves; returns 0."""
-    from scissorhands_jax.experiment import pipeline as pipe
     from scissorhands_jax.experiment.rundir import existing_run, run_directory
     from scissorhands_jax.method import check_settings
     from scissorhands_jax.parallel import resolve_mesh
 
-    cfg = pipe.config_from_args(args)
+    cfg = _args.load_config(args, "unlearn", runs="scissorhands")
     flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
     settings = check_settings(progress=not args.no_progress, mesh=resolve_mesh(args.mesh), **flat)
     run = existing_run(args.run, maker=f"scissorhands train {args.config}")
