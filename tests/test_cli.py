@@ -234,6 +234,8 @@ def test_python_m_help_imports_no_jax(argv):
     run = [sys.executable, "-X", "importtime", "-m", "scissorhands_jax", *argv]
     out = subprocess.run(run, capture_output=True, text=True, check=True)
     assert "usage: scissorhands" in out.stdout
+    if argv != ["--help"]:  # the installed configs, listed without loading the loader
+        assert "digits10_random10" in out.stdout.replace("\n", " ")
     modules = [line.rpartition("|")[2].strip() for line in out.stderr.splitlines()]
     assert "scissorhands_jax.cli" in modules  # the timing lines were read
     assert not [m for m in modules if m.partition(".")[0] in HEAVY]

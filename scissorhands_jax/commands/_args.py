@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from scissorhands_jax._choices import METHOD_NAMES, SEED_LIMIT
+from scissorhands_jax._choices import METHOD_NAMES, SEED_LIMIT, config_names
 
 
 def seed(text: str) -> int:
@@ -64,7 +64,7 @@ def add_common_arguments(p: argparse.ArgumentParser, *, mesh: bool = True) -> No
     """``CONFIG``, ``--smoke``, ``--set``, ``--data-dir``, ``--no-progress`` and, with
     ``mesh``, ``--mesh``."""
     p.add_argument(
-        "config", help="an installed config's name (e.g. cifar10_random10) or a config file"
+        "config", help=f"an installed config's name ({', '.join(config_names())}) or a config file"
     )
     p.add_argument("--smoke", action="store_true", help="merge the config's SMOKE (seconds)")
     add_set_argument(p)
