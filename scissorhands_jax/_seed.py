@@ -7,12 +7,7 @@ from typing import Any
 
 import numpy as np
 
-SEED_BOUND = 2**31
-"""Seeds are integers in ``[0, SEED_BOUND)``. A JAX key holds 32 bits of seed here
-(``jax.random.key(2**32)`` is ``jax.random.key(0)``, ``key(-1)`` is ``key(2**32 - 1)``),
-and the package derives further keys as ``seed + offset`` with offsets in the
-thousands, so seeds below :math:`2^{31}` stay distinct keys; NumPy's ``default_rng``
-takes them too."""
+from scissorhands_jax._choices import SEED_LIMIT
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -26,7 +21,7 @@ def check_seed(name: str, value: Any) -> int:
       The seed as a Python int.
 
     Raises:
-      ValueError: unless ``value`` is an integer in ``[0, SEED_BOUND)``.
+      ValueError: unless ``value`` is an integer in ``[0, SEED_LIMIT)``.
     """
     x = value
     if isinstance(x, np.ndarray) and x.shape == () and np.issubdtype(x.dtype, np.integer):
@@ -35,7 +30,7 @@ def check_seed(name: str, value: Any) -> int:
         x = x.item()
     if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Integral):
         raise ValueError(f"{name} must be an integer in [0, 2**31), got {value!r}.")
-    if not 0 <= x < SEED_BOUND:
+    if not 0 <= x < SEED_LIMIT:
         raise ValueError(
             f"{name} must be an integer in [0, 2**31), got {value!r}: larger or negative "
             "seeds alias other seeds in JAX's 32-bit keys."

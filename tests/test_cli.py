@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from scissorhands_jax.commands import evaluate
 from scissorhands_jax.experiment import audit, compare
 
 REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "sklearn", "orbax", "tqdm")
+"""Libraries that take seconds to import on a loaded machine: ``--help`` loads none."""
 DIGITS = str(REPO / "scissorhands_jax" / "configs" / "digits10_random10.py")
 
 
@@ -210,3 +213,41 @@ def test_a_comparison_stopped_by_sigterm_keeps_its_rows_and_resumes(tmp_path, mo
     assert cli.main(argv) == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in rows] == ["retrain", "original", "ft", "ga"]
+
+
+def test_help_of_the_command_line_and_of_every_command_loads_no_numerical_library():
+    code = (
+        "import contextlib, io, sys\n"
+        "from scissorhands_jax import cli\n"
+        "cli.build_parser()\n"
+        "for argv in [['--help'], *[[name, '--help'] for name in cli.COMMANDS]]:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        cli.main(argv)\n"
+        f"print(sorted({{m.partition('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["unlearn", "--help"]])
+def test_python_m_help_imports_no_jax(argv):
+    run = [sys.executable, "-X", "importtime", "-m", "scissorhands_jax", *argv]
+    out = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert "usage: scissorhands" in out.stdout
+    if argv != ["--help"]:  # the installed configs, listed without loading the loader
+        assert "digits10_random10" in out.stdout.replace("\n", " ")
+    modules = [line.rpartition("|")[2].strip() for line in out.stderr.splitlines()]
+    assert "scissorhands_jax.cli" in modules  # the timing lines were read
+    assert not [m for m in modules if m.partition(".")[0] in HEAVY]
+
+
+def test_a_command_takes_an_installed_config_by_its_name(tmp_path, capsys):
+    from scissorhands_jax.experiment.config import config_names, find_config
+
+    shipped = sorted(p.stem for p in (REPO / "scissorhands_jax" / "configs").glob("[!_]*.py"))
+    assert "digits10_random10" in shipped and config_names() == shipped
+    assert find_config("digits10_random10") == Path(DIGITS)
+    missing = tmp_path / "no_run"
+    assert cli.main(["evaluate", "digits10_random10", "--run", str(missing)]) == 2
+    err = _err_line(capsys)
+    assert str(missing) in err and "installed config" not in err

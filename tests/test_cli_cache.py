@@ -11,10 +11,8 @@ import sys
 import jax
 import scissorhands_jax, scissorhands_jax.cli
 print("after-import", jax.config.jax_compilation_cache_dir)
-try:
-    scissorhands_jax.cli.main(["--help"])
-except SystemExit:
-    pass
+# a command past its flags (--help exits before the cache is set); it fails at once
+scissorhands_jax.cli.main(["evaluate", "no_such_config", "--run", "no_such_run"])
 print("after-main", jax.config.jax_compilation_cache_dir)
 """
 
@@ -39,7 +37,7 @@ def test_main_sets_the_cache_and_import_does_not(tmp_path):
 
 
 def test_cache_directory_choice(monkeypatch, tmp_path):
-    from scissorhands_jax.cli import compilation_cache_dir
+    from scissorhands_jax.experiment.runtime import compilation_cache_dir
 
     monkeypatch.delenv("SCISSORHANDS_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

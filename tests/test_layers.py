@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scissorhands_jax"
 LAYERS = [
     # (layer, regexes over module names relative to the package)
     ("core", r"_types|_lazy|_qp|_seed|_tree_digest|_first_conv|_versions|precision|preemption"
-     r"|settings|saliency|reinit|memory|stored_memory"
+     r"|_choices|settings|saliency|reinit|memory|stored_memory"
      r"|projection|parallel"),
     ("models_data", r"models(\..*)?|data(\..*)?|checkpoint|metrics(\..*)?"
      r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)|sd(\..*)?"),

@@ -242,7 +242,7 @@ def test_process_zero_alone_writes_the_files_and_speaks(runs):
 
 
 def test_job_settings_come_from_all_three_variables_or_none():
-    from scissorhands_jax.cli import job_settings
+    from scissorhands_jax.experiment.runtime import job_settings
 
     assert job_settings({}) is None
     assert job_settings({"JAX_PROCESS_ID": " "}) is None  # blank counts as unset

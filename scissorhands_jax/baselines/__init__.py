@@ -15,6 +15,7 @@ data_parallel(mesh):`` they run data-parallel on ``mesh``.
 :data:`METHODS` maps the names of the comparison to the functions.
 """
 
+from scissorhands_jax._choices import METHOD_NAMES
 from scissorhands_jax.baselines._common import (
     Hyperparameters,
     LabelledHyperparameters,
@@ -44,20 +45,16 @@ from scissorhands_jax.baselines.scissorhands import scissorhands
 from scissorhands_jax.baselines.scrub import ScrubHyperparameters, scrub
 from scissorhands_jax.parallel import data_parallel
 
-METHODS = {
-    "retrain": retrain,
-    "ft": finetune,
-    "ga": gradient_ascent,
-    "rl": random_labels,
-    "l1_sparse": l1_sparse,
-    "salun": salun,
-    "iu": influence_unlearning,
-    "be": boundary_expanding,
-    "bs": boundary_shrinking,
-    "scrub": scrub,
-    "scissorhands": scissorhands,
-}
-"""Method name (as in the comparison tables) -> ``unlearn`` function."""
+METHODS = dict(
+    zip(
+        METHOD_NAMES,  # retrain ft ga rl l1_sparse salun iu be bs scrub scissorhands
+        (retrain, finetune, gradient_ascent, random_labels, l1_sparse, salun,
+         influence_unlearning, boundary_expanding, boundary_shrinking, scrub, scissorhands),
+        strict=True,
+    )
+)  # fmt: skip
+"""Method name (as in the comparison tables: ``scissorhands_jax._choices.METHOD_NAMES``,
+which the command line reads without loading the methods) -> ``unlearn`` function."""
 
 HYPERPARAMETERS: dict[str, type[Hyperparameters]] = {
     "retrain": RetrainHyperparameters,

@@ -7,23 +7,8 @@ import ast
 import shlex
 from typing import Any
 
+from scissorhands_jax._choices import METHOD_NAMES
 from scissorhands_jax.commands import _args
-
-METHOD_NAMES = (
-    "retrain",
-    "ft",
-    "ga",
-    "rl",
-    "l1_sparse",
-    "salun",
-    "iu",
-    "be",
-    "bs",
-    "scrub",
-    "scissorhands",
-)
-"""The keys of ``scissorhands_jax.baselines.METHODS`` (kept here so parsing stays cheap;
-a test checks they agree)."""
 
 MIA_CHOICES = ("correctness", "confidence", "entropy", "modified_entropy", "probabilities", "loss")
 """The MIA features the Avg. Gap can use: the five SVC features and the loss attack."""

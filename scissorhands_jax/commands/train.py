@@ -34,11 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0 (75 when preempted, saved)."""
-    from scissorhands_jax.experiment import pipeline as pipe
     from scissorhands_jax.experiment.rundir import run_directory
     from scissorhands_jax.parallel import resolve_mesh
 
-    cfg = pipe.config_from_args(args)  # every value checked before --out is created
+    cfg = _args.load_config(args, "train")  # every value checked before --out is created
     mesh = resolve_mesh(args.mesh)
     if args.until_step is not None and args.until_step < 1:
         raise ValueError(f"--until-step must be >= 1, got {args.until_step}.")

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from scissorhands_jax.commands import _args
-
-# config keys of ``unlearn`` that are not keyword arguments of ``scissorhands()``
-_NOT_METHOD_ARGS = ("seed", "augment")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,80 +22,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Unlearns and saves; returns 0."""
-    from scissorhands_jax.experiment import pipeline as pipe
     from scissorhands_jax.experiment.rundir import existing_run, run_directory
-    from scissorhands_jax.method import check_settings
+    from scissorhands_jax.experiment.unlearning import method_settings, unlearn_run
     from scissorhands_jax.parallel import resolve_mesh
 
-    cfg = pipe.config_from_args(args)
-    flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
-    settings = check_settings(progress=not args.no_progress, mesh=resolve_mesh(args.mesh), **flat)
+    cfg = _args.load_config(args, "unlearn", runs="scissorhands")
+    progress = not args.no_progress
+    settings = method_settings(cfg, progress=progress, mesh=resolve_mesh(args.mesh))
     run = existing_run(args.run, maker=f"scissorhands train {args.config}")
     with run_directory(run, create=False) as run_dir:
-        return _unlearn(args, cfg, settings, run_dir)
-
-
-def _unlearn(args: argparse.Namespace, cfg: dict, settings: dict, run_dir) -> int:
-    import jax
-    import numpy as np
-
-    from scissorhands_jax.experiment import pipeline as pipe
-    from scissorhands_jax.experiment.rundir import write_bytes_atomic, write_json_atomic
-    from scissorhands_jax.method import scissorhands
-
-    split = pipe.build_split(cfg, progress=not args.no_progress)
-    model = pipe.build_model(cfg, split.dataset)
-    pipe.record_split(run_dir, split, cfg)  # refuses another request's run directory
-    params, model_state = pipe.load_trained(run_dir, "original", cfg, split, model)
-    ck = pipe.checkpoints(run_dir, "unlearned", cfg, split)
-    try:
-        if ck.latest_step() is not None:
-            raise ValueError(
-                f"{ck.directory} already holds an unlearned model; delete "
-                f"{run_dir / 'unlearned'} to unlearn again."
-            )
-        u = cfg["unlearn"]
-        print(
-            f"unlearning {split.indices.forget.size} examples ({cfg['data']['forget']['kind']}) "
-            f"from {run_dir / 'original'}"
-        )
-        start = time.perf_counter()
-        result = scissorhands(
-            model,
-            params,
-            model_state,
-            retain=split.source("retain", u["batch_size"], augment=u["augment"]),
-            forget=split.source("forget", u["batch_size"], augment=u["augment"]),
-            key=jax.random.key(u["seed"]),
-            eligible=u["eligible"],
-            **settings,
-        )
-        jax.block_until_ready(result.params)
-        seconds = time.perf_counter() - start
-        tree = {"params": result.params, "model_state": result.model_state, "mask": result.mask}
-        ck.save(u["epochs"], tree, info={"final": True})
-        ck.wait()
-        pipe.check_saved(ck, u["epochs"], "unlearned")
-    finally:
-        ck.close()  # waits until the asynchronous save is on disk
-    out = run_dir / "unlearned"
-    for name in ("forget_indices.npy", "val_indices.npy", "split.json"):
-        write_bytes_atomic(out / name, (run_dir / name).read_bytes())
-    masked = [np.asarray(m) for m in jax.tree.leaves(jax.device_get(result.mask))]
-    reinit = int(sum(m.sum() for m in masked))
-    total = int(sum(m.size for m in masked))
-    log = {
-        "rte_s": seconds,
-        "rte_min": seconds / 60,
-        "reinitialised": reinit,
-        "reinitialised_fraction": reinit / total,
-        "unlearn": u,
-        "log": result.log,
-    }
-    write_json_atomic(out / "log.json", log)
-    last = result.log[-1]
+        log = unlearn_run(cfg, run_dir, settings, progress=progress)
+    last = {k: v for k, v in log["log"][-1].items() if k != "time_s"}
     print(
-        f"unlearned in {seconds:.1f} s ({reinit} of {total} parameters re-initialised); "
-        f"last epoch: { ({k: last[k] for k in last if k != 'time_s'}) }; saved {out}"
+        f"unlearned in {log['rte_s']:.1f} s ({log['reinitialised']} of {log['parameters']} "
+        f"parameters re-initialised); last epoch: {last}; saved {run_dir / 'unlearned'}"
     )
     return 0

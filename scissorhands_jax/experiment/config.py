@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scissorhands_jax._choices import CONFIG_DIR, config_names
 from scissorhands_jax.experiment.rules import validate
 from scissorhands_jax.settings import flat_defaults
 
@@ -344,15 +345,6 @@ def _exec_config(path: Path):
             if str(getattr(sys.modules[name], "__file__", "")).startswith(folder + os.sep):
                 del sys.modules[name]
     return module
-
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-"""The experiment configs installed with the package, one per paper table cell."""
-
-
-def config_names() -> list[str]:
-    """The names of the installed configs (file stems; ``_``-prefixed family bases left out)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
 def find_config(config: str | os.PathLike) -> Path:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from scissorhands_jax._choices import SEED_LIMIT
 from scissorhands_jax.precision import PRECISIONS
 from scissorhands_jax.settings import PROJECTIONS, REINITS, from_flat
 
@@ -97,9 +98,6 @@ BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 REGEX = Rule(lambda v: isinstance(v, str) and _compiles(v), "a preset name or a valid regex")
 PRECISION = Rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)))
-SEED_LIMIT = 2**31
-"""Seeds are integers in ``[0, SEED_LIMIT)``: what NumPy's and JAX's generators both take
-as one 32-bit word (a larger one overflows ``jax.random.key``)."""
 SEED = Rule(lambda v: _is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**31)")
 COUNT = _int(1)
 POSITIVE = _real(0, open_="l")
