@@ -188,8 +188,8 @@ def test_the_library_refuses_the_same_values_before_anything_is_written(tmp_path
 def test_a_comparison_stopped_by_sigterm_keeps_its_rows_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", "--out", str(out), "--seeds", "0", "--setting", "digits10_class0"]
-    argv += ["--methods", "ft", "ga", "--smoke", "--set", "ft.epochs=1"]
-    argv += ["--set", "ga.epochs=1", "--no-plot", "--no-progress"]
+    argv += ["--methods", "ft", "ga", "--smoke", "--set", "methods.ft.epochs=1"]
+    argv += ["--set", "methods.ga.epochs=1", "--no-plot", "--no-progress"]
     ga = METHODS["ga"]
 
     def terminated_ga(*args, **kwargs):

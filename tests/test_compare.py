@@ -13,7 +13,8 @@ import pytest
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.commands.compare import parse_overrides
+from scissorhands_jax.commands._args import parse_set
+from scissorhands_jax.commands.compare import CONFIG_SECTIONS
 from scissorhands_jax.experiment import pipeline as pipe
 from scissorhands_jax.experiment import report
 from scissorhands_jax.metrics import MIA_FEATURES
@@ -35,9 +36,9 @@ BASE = [
     "ft",
     "ga",
     "--set",
-    "ft.epochs=1",
+    "methods.ft.epochs=1",
     "--set",
-    "ga.epochs=1",
+    "methods.ga.epochs=1",
     "--no-progress",
 ]
 
@@ -60,7 +61,7 @@ def _boom(fn):
 def first_run(tmp_path_factory):
     """One run in which GA diverges (a huge lr): a failed row, the others finished."""
     out = tmp_path_factory.mktemp("compare") / "digits"
-    code = cli.main([*BASE, "--out", str(out), "--set", "ga.lr=1e6"])
+    code = cli.main([*BASE, "--out", str(out), "--set", "methods.ga.lr=1e6"])
     assert code == 0
     return out
 
@@ -127,18 +128,24 @@ def test_compare_resumes_without_redoing_finished_rows(first_run, monkeypatch):
 
 def test_errors_come_before_any_work(tmp_path, capsys):
     out = tmp_path / "never"
-    assert cli.main([*BASE, "--out", str(out), "--set", "ft.momentun=0.5"]) == 2
+    assert cli.main([*BASE, "--out", str(out), "--set", "methods.ft.momentun=0.5"]) == 2
     assert "ft has no hyperparameter(s) ['momentun']" in capsys.readouterr().err
-    assert cli.main([*BASE, "--out", str(out), "--set", "ga.lr=-1"]) == 2
+    assert cli.main([*BASE, "--out", str(out), "--set", "methods.ga.lr=-1"]) == 2
     assert "lr must be a positive number, got -1" in capsys.readouterr().err
     assert not out.exists()
     assert cli.main([*BASE, "--out", str(out), "--set", "ftlr=1"]) == 2
     assert cli.main([*BASE, "--out", str(out), "--set", "methods.retrain.lr=1"]) == 2
     assert "set retrain.lr=... " in capsys.readouterr().err  # the retrain section's schedule
     assert cli.main([*BASE, "--out", str(out), "--set", "methods.ft.momentun=0.5"]) == 2
-    assert "methods.ft: ft has no hyperparameter(s) ['momentun']" in capsys.readouterr().err
+    assert (
+        "methods.ft.momentun=0.5: ft has no hyperparameter(s) ['momentun']"
+        in capsys.readouterr().err
+    )
     assert cli.main([*BASE, "--out", str(out), "--set", "methods.sgd.lr=1"]) == 2
-    assert "unknown method 'methods.sgd'" in capsys.readouterr().err
+    assert (
+        "'methods.sgd.lr=1': write methods.METHOD.KEY=VALUE with METHOD one of"
+        in capsys.readouterr().err
+    )
     assert not out.exists()
 
 
@@ -149,9 +156,12 @@ def test_changed_training_on_a_resumed_dir_is_refused(first_run, capsys):
     assert "other settings (train.epochs)" in capsys.readouterr().err
 
 
-def test_parse_overrides():
-    got = parse_overrides(["ft.lr=0.02", "be.head=Dense_1", "scissorhands.cumulative_memory=True"])
-    assert got == {
+def test_compare_reads_set_with_the_one_parser():
+    items = ["methods.ft.lr=0.02", "methods.be.head=Dense_1", "train.epochs=2"]
+    items.append("methods.scissorhands.cumulative_memory=True")
+    got = parse_set(items, sections=CONFIG_SECTIONS)
+    assert got.config == ["train.epochs=2"]
+    assert got.methods == {
         "ft": {"lr": 0.02},
         "be": {"head": "Dense_1"},
         "scissorhands": {"cumulative_memory": True},
@@ -212,7 +222,7 @@ def test_gap_components_sum_to_the_avg_gap_by_hand():
 def test_scissorhands_settings_are_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "never"  # was: exit 0 with an error row (after training the models)
     argv = [*BASE, "--methods", "scissorhands", "--out", str(out)]
-    assert cli.main([*argv, "--set", "scissorhands.sparsity=2", "--no-plot"]) == 2
+    assert cli.main([*argv, "--set", "methods.scissorhands.sparsity=2", "--no-plot"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--set scissorhands.sparsity=2" in err and "sparsity" in err
     assert len(err.splitlines()) == 1 and not out.exists()

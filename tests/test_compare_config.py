@@ -20,7 +20,6 @@ import tensorflow_datasets as tfds
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.commands.compare import split_overrides
 from scissorhands_jax.experiment import compare
 from scissorhands_jax.experiment import pipeline as pipe
 from scissorhands_jax.experiment.config import load_config
@@ -171,7 +170,7 @@ def test_setting_errors_come_before_any_work(tmp_path, capsys):
     cases = [
         (["--setting", "cifar11"], "unknown setting 'cifar11'"),
         (["--setting", DIGITS, "--set", "unlearn.sparsty=0.9"], "unknown config key"),
-        (["--setting", DIGITS, "--set", "ft.lrr=1"], "ft has no hyperparameter(s) ['lrr']"),
+        (["--setting", DIGITS, "--set", "methods.ft.lrr=1"], "ft has no hyperparameter(s) ['lrr']"),
         (["--setting", DIGITS, DIGITS], "distinct configs"),
         (["--setting", DIGITS, "--set", "methods.ft.lr=0"], "lr must be a positive number"),
         (["--setting", DIGITS, "--set", "unlearn.sparsity=2.0"], "sparsity"),
@@ -182,13 +181,15 @@ def test_setting_errors_come_before_any_work(tmp_path, capsys):
         assert not out.exists()
 
 
-def test_split_overrides():
-    items = ["ft.lr=0.1", "train.epochs=2", "unlearn.lr=0.01", "scissorhands.lam=0.1"]
-    items.append("methods.ga.lr=0.2")
-    assert split_overrides(items) == (
-        ["train.epochs=2", "unlearn.lr=0.01", "methods.ga.lr=0.2"],
-        ["ft.lr=0.1", "scissorhands.lam=0.1"],
-    )
+def test_old_method_spelling_warns_and_still_reaches_the_method():
+    from scissorhands_jax.commands._args import parse_set
+    from scissorhands_jax.commands.compare import CONFIG_SECTIONS
+
+    items = ["ft.lr=0.1", "train.epochs=2", "unlearn.lr=0.01", "methods.ga.lr=0.2"]
+    with pytest.warns(DeprecationWarning, match="methods.ft.lr=0.1"):
+        got = parse_set(items, sections=CONFIG_SECTIONS)
+    assert got.config == ["train.epochs=2", "unlearn.lr=0.01"]
+    assert got.methods == {"ft": {"lr": 0.1}, "ga": {"lr": 0.2}}
 
 
 def test_sigterm_while_training_saves_at_the_step_then_exits_75(tmp_path, monkeypatch, capsys):

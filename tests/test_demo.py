@@ -58,7 +58,7 @@ def test_demo_is_the_comparison_of_the_digits_configs(tmp_path):
     argv = ["demo", "--scenarios", "class0", *common, "--set", "unlearn.lam=0.1"]
     assert cli.main([*argv, "--out", str(demo)]) == 0
     argv = ["compare", "--setting", "digits10_class0", "--methods", "retrain", "scissorhands"]
-    argv += [*common, "--set", "scissorhands.lam=0.1", "--no-plot"]
+    argv += [*common, "--set", "methods.scissorhands.lam=0.1", "--no-plot"]
     assert cli.main([*argv, "--out", str(comparison)]) == 0
 
     def numbers(path):

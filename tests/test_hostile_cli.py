@@ -33,7 +33,14 @@ DIGITS = str(CONFIGS / "digits10_random10.py")
 DDPM = str(CONFIGS / "digits_ddpm_class0.py")
 # a digits comparison of seconds: one config, one seed, its SMOKE schedules, one epoch
 COMPARE = ["compare", "--setting", "digits10_class0", "--smoke", "--seeds", "0"]
-COMPARE += ["--set", "ft.epochs=1", "--set", "ga.epochs=1", "--no-plot", "--no-progress"]
+COMPARE += [
+    "--set",
+    "methods.ft.epochs=1",
+    "--set",
+    "methods.ga.epochs=1",
+    "--no-plot",
+    "--no-progress",
+]
 DEMO = ["demo", "--scenarios", "class0", "--smoke", "--no-progress"]
 
 
@@ -298,9 +305,9 @@ def test_a_directory_made_by_a_failed_command_is_removed(tmp_path, capsys):
 
 def test_method_values_and_repeated_seeds_are_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "o"
-    assert cli.main([*COMPARE, "--out", str(out), "--set", "ft.lr=abc"]) == 2
+    assert cli.main([*COMPARE, "--out", str(out), "--set", "methods.ft.lr=abc"]) == 2
     assert "ft.lr" in _err_line(capsys)
-    assert cli.main([*COMPARE, "--out", str(out), "--set", "ft.epochs=1.5"]) == 2
+    assert cli.main([*COMPARE, "--out", str(out), "--set", "methods.ft.epochs=1.5"]) == 2
     assert "ft.epochs" in _err_line(capsys)
     assert cli.main([*DEMO, "--out", str(out), "--seeds", "0", "0"]) == 2
     assert "distinct" in _err_line(capsys)
@@ -464,7 +471,7 @@ def test_a_resumed_comparison_with_another_mia_recomputes_the_gap(comparison, mo
 @pytest.mark.slow
 def test_finished_rows_of_other_hyperparameters_need_overwrite(comparison, capsys):
     kept = json.loads((comparison / "results.json").read_text())
-    argv = [*COMPARE, "--methods", "ft", "--out", str(comparison), "--set", "ft.lr=0.02"]
+    argv = [*COMPARE, "--methods", "ft", "--out", str(comparison), "--set", "methods.ft.lr=0.02"]
     assert cli.main(argv) == 2
     err = _err_line(capsys)
     assert "other hyperparameters" in err and "--overwrite" in err

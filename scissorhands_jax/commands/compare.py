@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import shlex
 from typing import Any
 
@@ -69,35 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _args.add_mesh_argument(p)
 
 
-CONFIG_SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval", "methods")
-"""``--set`` targets that are config sections, not methods."""
-
-
-def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
-    """``--set`` items into ``(config overrides, method overrides)`` by their first word."""
-    config = [i for i in items if i.partition(".")[0] in CONFIG_SECTIONS]
-    return config, [i for i in items if i not in config]
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["ft.lr=0.02", "be.head=Dense_1"]`` -> ``{"ft": {"lr": 0.02}, "be": {"head":
-    "Dense_1"}}``; values are Python literals where they parse, strings otherwise.
-
-    Raises:
-      ValueError: an item not of the form ``METHOD.NAME=VALUE``.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        target, sep, text = item.partition("=")
-        method, dot, name = target.partition(".")
-        if not sep or not dot or not method or not name:
-            raise ValueError(f"--set {item!r}: expected METHOD.NAME=VALUE, e.g. ft.lr=0.02.")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        out.setdefault(method, {})[name] = value
-    return out
+CONFIG_SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval")
+"""``--set`` targets that are config sections; ``methods.NAME.KEY=VALUE`` sets a method's
+hyperparameter (:func:`scissorhands_jax.commands._args.parse_set`)."""
 
 
 def command_line(args: argparse.Namespace, name: str = "compare") -> str:
@@ -121,15 +94,15 @@ def compare_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     from scissorhands_jax.experiment.compare import run_compare
     from scissorhands_jax.parallel import resolve_mesh
 
-    config_items, method_items = split_overrides(args.set)
+    wanted = _args.parse_set(args.set, sections=CONFIG_SECTIONS)
     return run_compare(
         args.out,
         setting=args.setting,
         seeds=args.seeds,
         methods=args.methods,
-        hyperparameters=parse_overrides(method_items),
+        hyperparameters=wanted.methods,
         smoke=args.smoke,
-        config_overrides=config_items,
+        config_overrides=wanted.config,
         data_dir=args.data_dir,
         mia_feature=args.mia_feature,
         plot=not args.no_plot,

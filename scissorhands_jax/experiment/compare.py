@@ -82,16 +82,17 @@ def _check_methods(methods, overrides) -> None:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
     if REFERENCE in overrides:
+        key = next(iter(overrides[REFERENCE]), "epochs")
         raise ValueError(
             "Retrain uses the training schedule of the config's retrain section; change it "
-            "with --set retrain.epochs=..., not with retrain.*."
+            f"with --set retrain.{key}=... , not with methods.retrain.*."
         )
     for name, extra in overrides.items():
         if name in HYPERPARAMETERS:  # unknown names and bad values, before any work
             try:
                 HYPERPARAMETERS[name].of(name, extra)
             except ValueError as err:
-                given = " ".join(f"{name}.{k}={v!r}" for k, v in extra.items())
+                given = " ".join(f"methods.{name}.{k}={v!r}" for k, v in extra.items())
                 raise ValueError(f"--set {given}: {err}") from None
             continue
         bad = sorted(set(extra) - method_parameters(name))
