@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scissorhands_jax.commands import _legends, diffusion_evaluate, evaluate
-from scissorhands_jax.experiment import demo
+from scissorhands_jax.commands import _legends, evaluate
+from scissorhands_jax.experiment import demo, generation
 
 
 @pytest.mark.parametrize(
@@ -13,7 +13,7 @@ from scissorhands_jax.experiment import demo
     [
         (demo.METRIC_KEYS, _legends.CLASSIFIER),
         (evaluate.COLUMNS, _legends.CLASSIFIER),
-        (diffusion_evaluate.COLUMNS, _legends.DIFFUSION),
+        (generation.COLUMNS, _legends.DIFFUSION),
         (("forget share", "forget prob", "other acc", "Frechet", "time"), _legends.DIFFUSION),
     ],
 )
