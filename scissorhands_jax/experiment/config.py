@@ -248,7 +248,7 @@ def _exec_config(path: Path):
     return module
 
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 """The experiment configs installed with the package, one per paper table cell."""
 
 
