@@ -419,6 +419,34 @@ def test_baselines_run_and_salun_masks_half(toy):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(dm.DIFFUSION_METHODS))
+def test_every_method_keeps_the_tree_and_shares_the_record(toy, name):
+    """The registry's methods take one interface and return the classifiers' record, with
+    the tree's structure, shapes and dtypes kept, finite values, the shared log schema."""
+    model, params, _, _, retain, forget = toy
+    hp = {"steps": 2, "batch_size": 16}
+    if name.startswith("scissorhands"):
+        hp["sparsity"] = 0.9
+    res = dm.DIFFUSION_METHODS[name](
+        model, params, retain=retain, forget=forget, key=jax.random.key(0), progress=False, **hp
+    )
+    assert isinstance(res, shs.baselines.UnlearnResult) and res.model_state == {}
+    assert jax.tree.structure(res.params) == jax.tree.structure(params)
+    for old, new in zip(jax.tree.leaves(params), jax.tree.leaves(res.params), strict=True):
+        assert old.shape == new.shape and old.dtype == new.dtype
+        assert np.all(np.isfinite(np.asarray(new)))
+    phases = [e["epoch"] for e in res.log if "epoch" in e]
+    assert phases == ({"finetune": []}.get(name, ["mask" if name == "salun" else "trim"]))
+    assert res.log[-1]["step"] == 2 and np.isfinite(res.log[-1]["loss_retain"])
+    assert (res.mask is None) == (name == "finetune")
+    if res.mask is not None:
+        assert jax.tree.structure(res.mask) == jax.tree.structure(params)
+    with pytest.raises(ValueError, match="no_such_setting"):
+        dm.DIFFUSION_METHODS[name](model, params, retain=retain, forget=forget,
+                                   key=jax.random.key(0), no_such_setting=1)  # fmt: skip
+
+
+@pytest.mark.slow
 def test_unlearning_rejects_bad_settings(toy):
     model, params, _, _, retain, forget = toy
     common = dict(retain=retain, forget=forget, key=jax.random.key(0))

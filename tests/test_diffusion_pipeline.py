@@ -278,3 +278,19 @@ def test_configs_are_keywords_of_the_library(path):
         assert command in doc
     smoke = load_config(path, smoke=True, kind="diffusion")
     assert smoke["train"]["steps"] <= 20 and smoke["scissorhands"]["steps"] <= 5
+
+
+def test_generate_demo_smoke_runs_the_three_commands(tmp_path, capsys):
+    out = tmp_path / "gen"
+    argv = ["generate-demo", "--out", str(out), "--smoke", *SETS]
+    argv += ["--methods", "scissorhands", "finetune"]
+    assert _cli(*argv) == 0
+    printed = capsys.readouterr().out
+    assert "| scissorhands |" in printed and "lower is better" in printed
+    rows = [r["model"] for r in json.loads((out / "evaluation.json").read_text())["rows"]]
+    assert rows == ["retrain", "original", "scissorhands", "finetune"]
+    for role in ("original", "retrain", "classifier", "scissorhands", "finetune"):
+        assert dif.committed_steps(out, role), role
+    assert (out / "before_after.png").is_file()
+    assert _cli(*argv) == 2  # the run exists: diffusion-train refuses it before any work
+    assert "pass --resume" in capsys.readouterr().err
