@@ -768,3 +768,12 @@ def test_losses_are_chosen_by_function_not_by_batch():
     assert model.guided_loss(None) is model.loss
     assert model.guided_loss(2.0) is model.guided_loss(2.0)
     assert float(model.guided_loss(1.0)(params, {}, batch, False)[0]) == pytest.approx(plain)
+
+
+def test_unlearn_generator_refuses_an_unknown_method_before_any_work(tmp_path):
+    from scissorhands_jax.experiment import generation
+
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"unknown method 'ga'; choose one of \['finetune'"):
+        generation.unlearn_generator({"config_path": "digits_ddpm_class0"}, run, "ga")
+    assert not run.exists()
