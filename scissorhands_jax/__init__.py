@@ -59,6 +59,7 @@ _ATTRIBUTES = {
     "fresh_values": "scissorhands_jax.trimming",
     "TrimSettings": "scissorhands_jax.settings",
     "RepairSettings": "scissorhands_jax.settings",
+    "AdamRepairSettings": "scissorhands_jax.settings",
     "ProjectionSettings": "scissorhands_jax.settings",
     "TrainingSettings": "scissorhands_jax.settings",
     "CalibrationSettings": "scissorhands_jax.settings",

@@ -260,6 +260,49 @@ class RepairSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AdamRepairSettings:
+    r"""Phase 2 of a diffusion model's Scissorhands: Adam steps on :math:`L_r - \lambda
+    L_f` (or :math:`L_r + \lambda L_{anchor}`), one retain and one forget batch each.
+
+    The defaults map the release's Stable Diffusion class recipe onto a DDPM.
+
+    Attributes:
+      lr: Adam's constant learning rate, finite and > 0.
+      steps: repair steps (0: trim only).
+      lam: weight :math:`\lambda` >= 0 of the forget term.
+      batch_size: batch size for array data.
+      grad_clip: clip the gradient's global norm at this value (None: off, as the
+        release).
+      memory_every: steps between refreshes of the forget memory (with a projection).
+      log_every: steps per log entry.
+    """
+
+    lr: float = 2e-5
+    steps: int = 500
+    lam: float = 0.1
+    batch_size: int = 128
+    grad_clip: float | None = None
+    memory_every: int = 50
+    log_every: int = 50
+
+    def __post_init__(self):
+        _set(
+            self,
+            lr=check_real("lr", self.lr, positive=True, hint="Adam's learning rate"),
+            steps=check_int("steps", self.steps, 0, "repair steps (0: trim only)"),
+            lam=check_real("lam", self.lam, low=0.0, hint=LAM_HINT),
+            batch_size=check_int("batch_size", self.batch_size, 1, "examples per batch"),
+            grad_clip=None
+            if self.grad_clip is None
+            else check_real("grad_clip", self.grad_clip, positive=True,
+                            hint="the global-norm bound, or None for no clipping"),
+            memory_every=check_int("memory_every", self.memory_every, 1,
+                                   "steps between forget-memory refreshes"),
+            log_every=check_int("log_every", self.log_every, 1, "steps per log entry"),
+        )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingSettings:
     """How the batches are drawn and where the steps run.
 

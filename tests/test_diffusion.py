@@ -4,9 +4,9 @@ diffusion-train/-unlearn/-evaluate pipeline: tests/test_diffusion_pipeline.py)."
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
-import json
 import math
 from pathlib import Path
 
@@ -103,7 +103,8 @@ def test_guided_eps_formula():
 @pytest.mark.parametrize("variant", ["plain", "guided", "anchor", "label_dropout"])
 def test_epsilon_loss_against_numpy(variant):
     """The loss reads t, the noise and the label dropout from the per-example keys
-    (split into 4: t, noise, dropout, network rng), as documented."""
+    (split into 4: t, noise, dropout, network rng), as documented; the anchor variant is
+    the other function, :func:`anchor_loss`."""
     s = dm.make_schedule("linear", 30, beta_start=1e-3, beta_end=0.2)
     rng = np.random.default_rng(0)
     batch = {
@@ -112,12 +113,20 @@ def test_epsilon_loss_against_numpy(variant):
         "noise_key": rng.integers(0, 2**32, (6, 2), dtype=np.uint32),
     }
     p_uncond = 0.5 if variant == "label_dropout" else 0.0
-    if variant == "guided":
-        batch["guidance"] = np.full(6, 2.5, np.float32)
-    if variant == "anchor":
-        batch["anchor"] = np.array([1, 1, 1, 2, 2, 2], np.int32)
+    guidance = 2.5 if variant == "guided" else None
+    anchors = np.array([1, 1, 1, 2, 2, 2], np.int32)
     params = {"a": jnp.float32(0.7)}
-    got = dm.epsilon_loss(_toy_eps, params, s, batch, null_class=3, p_uncond=p_uncond)
+    if variant == "anchor":
+        with pytest.raises(KeyError, match="NoisedSource"):  # the anchors are data
+            dm.anchor_loss(_toy_eps, params, s, batch, null_class=3)
+        batch["anchor"] = anchors
+    else:  # an "anchor" entry does not change the epsilon loss: the function decides
+        batch["anchor"] = anchors
+    if variant == "anchor":
+        got = dm.anchor_loss(_toy_eps, params, s, batch, null_class=3, p_uncond=p_uncond)
+    else:
+        got = dm.epsilon_loss(_toy_eps, params, s, batch, null_class=3, p_uncond=p_uncond,
+                              guidance=guidance)  # fmt: skip
     abar = np.cumprod(1 - np.linspace(1e-3, 0.2, 30))
     total, dropped, grad_a = 0.0, 0, 0.0
     for i in range(6):
@@ -139,7 +148,7 @@ def test_epsilon_loss_against_numpy(variant):
         assert 0 < dropped < 6  # the draw happened (and this test can see it)
     if variant == "anchor":  # the anchor prediction is a stop-gradient target (without it,
         # a would cancel from pred - target and the gradient would be 0)
-        g = jax.grad(lambda p: dm.epsilon_loss(_toy_eps, p, s, batch, null_class=3))(params)
+        g = jax.grad(lambda p: dm.anchor_loss(_toy_eps, p, s, batch, null_class=3))(params)
         assert float(g["a"]) == pytest.approx(grad_a / 6, rel=1e-4)
         assert abs(grad_a) > 1e-4
 
@@ -309,7 +318,8 @@ def test_trim_touches_only_the_selected_blocks(toy):
     model, params, _, _, retain, forget = toy
     res = dm.scissorhands_diffusion(
         model, params, retain=retain, forget=forget, key=jax.random.key(5), eligible="up_attn",
-        sparsity=0.9, saliency_guidance=2.0, steps=0, batch_size=32,
+        trim=shs.TrimSettings(sparsity=0.9), repair=shs.AdamRepairSettings(steps=0, batch_size=32),
+        objective=dm.DiffusionObjective(saliency_guidance=2.0),
     )  # fmt: skip
     assert res.log[0]["reinitialised"] > 0
     for path, old, new, m in zip(
@@ -336,9 +346,10 @@ def test_anchor_repair_lowers_the_forget_share(toy):
     model, params, _, means, retain, forget = toy
     before = _share(model, params, means)
     res = dm.scissorhands_diffusion(
-        model, params, retain=retain, forget=forget, key=jax.random.key(3), sparsity=0.9,
-        objective="anchor", anchor=0, lam=1.0, lr=1e-3, steps=50, batch_size=32,
-        saliency_guidance=2.0,
+        model, params, retain=retain, forget=forget, key=jax.random.key(3),
+        trim=shs.TrimSettings(sparsity=0.9, reinit="model"),
+        repair=shs.AdamRepairSettings(lam=1.0, lr=1e-3, steps=50, batch_size=32),
+        objective=dm.DiffusionObjective("anchor", anchor=0, saliency_guidance=2.0),
     )  # fmt: skip
     after = _share(model, params=res.params, means=means)
     assert before["forget_share"] >= 70.0
@@ -351,9 +362,11 @@ def contrast_gem(toy):
     """Scissorhands' class recipe L_r - lam * L_f under the GEM projection."""
     model, params, _, _, retain, forget = toy
     return dm.scissorhands_diffusion(
-        model, params, retain=retain, forget=forget, key=jax.random.key(3), sparsity=0.9,
-        objective="contrast", lam=0.5, lr=1e-3, steps=20, batch_size=32, projection="gem",
-        memory_every=10,
+        model, params, retain=retain, forget=forget, key=jax.random.key(3),
+        trim=shs.TrimSettings(sparsity=0.9, reinit="model"),
+        projection=shs.ProjectionSettings(kind="gem"),
+        repair=shs.AdamRepairSettings(lam=0.5, lr=1e-3, steps=20, batch_size=32, memory_every=10),
+        objective=dm.DiffusionObjective("contrast", saliency_guidance=None),
     )  # fmt: skip
 
 
@@ -385,17 +398,16 @@ def test_unlearned_checkpoint_keeps_the_format(toy, contrast_gem, tmp_path):
 @pytest.mark.slow
 def test_baselines_run_and_salun_masks_half(toy):
     model, params, _, _, retain, forget = toy
-    ft, log = dm.finetune_diffusion(
+    ft = dm.finetune_diffusion(
         model, params, retain=retain, key=jax.random.key(0), steps=2, batch_size=32
     )
-    assert len(log) == 1 and np.isfinite(log[0]["loss_retain"])
-    rt, _ = dm.retrain_diffusion(
-        model, retain=retain, key=jax.random.key(0), steps=2, batch_size=32
-    )
-    assert jax.tree.structure(rt) == jax.tree.structure(params)
+    assert len(ft.log) == 1 and np.isfinite(ft.log[0]["loss_retain"]) and ft.mask is None
+    rt = dm.retrain_diffusion(model, retain=retain, key=jax.random.key(0), steps=2, batch_size=32)
+    assert jax.tree.structure(rt.params) == jax.tree.structure(params)
     res = dm.salun_diffusion(
         model, params, retain=retain, forget=forget, key=jax.random.key(0), steps=2, batch_size=32
     )
+    assert res.log[0]["epoch"] == "mask"
     n = sum(x.size for x in jax.tree.leaves(params))
     assert res.log[0]["selected"] == pytest.approx(n / 2, abs=2)
     for old, new, m in zip(
@@ -407,15 +419,51 @@ def test_baselines_run_and_salun_masks_half(toy):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(dm.DIFFUSION_METHODS))
+def test_every_method_keeps_the_tree_and_shares_the_record(toy, name):
+    """The registry's methods take one interface and return the classifiers' record, with
+    the tree's structure, shapes and dtypes kept, finite values, the shared log schema."""
+    model, params, _, _, retain, forget = toy
+    hp = {"steps": 2, "batch_size": 16}
+    if name.startswith("scissorhands"):
+        hp["sparsity"] = 0.9
+    res = dm.DIFFUSION_METHODS[name](
+        model, params, retain=retain, forget=forget, key=jax.random.key(0), progress=False, **hp
+    )
+    assert isinstance(res, shs.baselines.UnlearnResult) and res.model_state == {}
+    assert jax.tree.structure(res.params) == jax.tree.structure(params)
+    for old, new in zip(jax.tree.leaves(params), jax.tree.leaves(res.params), strict=True):
+        assert old.shape == new.shape and old.dtype == new.dtype
+        assert np.all(np.isfinite(np.asarray(new)))
+    phases = [e["epoch"] for e in res.log if "epoch" in e]
+    assert phases == ({"finetune": []}.get(name, ["mask" if name == "salun" else "trim"]))
+    assert res.log[-1]["step"] == 2 and np.isfinite(res.log[-1]["loss_retain"])
+    assert (res.mask is None) == (name == "finetune")
+    if res.mask is not None:
+        assert jax.tree.structure(res.mask) == jax.tree.structure(params)
+    with pytest.raises(ValueError, match="no_such_setting"):
+        dm.DIFFUSION_METHODS[name](model, params, retain=retain, forget=forget,
+                                   key=jax.random.key(0), no_such_setting=1)  # fmt: skip
+
+
+@pytest.mark.slow
 def test_unlearning_rejects_bad_settings(toy):
     model, params, _, _, retain, forget = toy
     common = dict(retain=retain, forget=forget, key=jax.random.key(0))
     with pytest.raises(ValueError, match="needs an anchor"):
-        dm.scissorhands_diffusion(model, params, objective="anchor", **common)
+        dm.DiffusionObjective("anchor")
     with pytest.raises(ValueError, match="objective"):
-        dm.scissorhands_diffusion(model, params, objective="ascent", **common)
-    with pytest.raises(ValueError, match="sparsity"):
-        dm.scissorhands_diffusion(model, params, sparsity=1.0, **common)
+        dm.DiffusionObjective("ascent")
+    with pytest.raises(TypeError, match="trim must be a TrimSettings"):
+        dm.scissorhands_diffusion(model, params, trim={"sparsity": 0.9}, **common)
+    with pytest.raises(TypeError, match="repair must be a AdamRepairSettings"):
+        dm.scissorhands_diffusion(model, params, repair=shs.RepairSettings(), **common)
+    with pytest.raises(ValueError, match="project_every"):
+        shs.ProjectionSettings(every=0)
+    with pytest.raises(ValueError, match="projection.every"):
+        dm.scissorhands_diffusion(
+            model, params, projection=shs.ProjectionSettings(every=2), **common
+        )
     with pytest.raises(ValueError, match="no parameter is eligible"):
         dm.scissorhands_diffusion(model, params, eligible="nothing_here", **common)
     with pytest.raises(ValueError, match="NoisedSource"):
@@ -523,70 +571,72 @@ def test_annotate_labels_a_grid_and_keeps_its_pixels():
 # ---------------------------------------------------------------- command and config
 
 
-TINY_DEMO = {
-    "unet": {"ch": 8, "ch_mult": (1,), "num_res_blocks": 0, "attn_resolutions": (8,)},
-    "train": {"steps": 3},
-    "classifier": {"epochs": 1},
-    "sample": {"per_class": 2, "num_steps": 2},
-    "scissorhands": {"steps": 0},  # trim only: the repair program is tested above
-}
+def test_generate_demo_is_the_pipeline_on_its_config(tmp_path, monkeypatch, capsys):
+    """generate-demo = diffusion-train, diffusion-unlearn per method, diffusion-evaluate on
+    digits_ddpm_class0, with the flags as --set items; it prints the evaluation table."""
+    from scissorhands_jax.experiment import generation
 
+    calls = []
+    row = {"model": "original", "forget_share": 100.0, "forget_prob": 1.0, "other_acc": 97.25,
+           "frechet": 9.5, "rte_s": 3.0}  # fmt: skip
 
-@pytest.mark.slow
-def test_generate_demo_writes_metrics_grids_and_checkpoints(tmp_path):
-    from scissorhands_jax.diffusion.demo import format_rows, run_generate_demo
+    def load(config, *, smoke, overrides):
+        calls.append(("load", config, smoke, tuple(overrides)))
+        return {"config_path": config}
 
-    out = tmp_path / "gen"
-    lines = []
-    pixels = lambda x: np.asarray(x).reshape(len(x), -1)[:, ::8]  # noqa: E731  (8 features)
-    payload = run_generate_demo(
-        out, overrides=TINY_DEMO, methods=("scissorhands",), log=lines.append, fid_features=pixels
+    monkeypatch.setattr(generation, "load_generation_config", load)
+    monkeypatch.setattr(
+        generation,
+        "train_generators",
+        lambda cfg, out, **kw: calls.append(("train", str(out))) or 0,
     )
-    assert [r["method"] for r in payload["rows"]] == ["original", "scissorhands"]
-    for row in payload["rows"]:
-        assert 0.0 <= row["forget_share"] <= 100.0 and 0.0 <= row["other_acc"] <= 100.0
-        assert np.isfinite(row["frechet"]) and np.isfinite(row["fid"])
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["rows"] == json.loads(json.dumps(payload["rows"]))
-    assert metrics["versions"]["jax"] == jax.__version__  # what made the numbers
-    assert {"before_after.png", "grid_original.png", "grid_scissorhands.png"} <= set(
-        payload["files"]
+    monkeypatch.setattr(
+        generation,
+        "unlearn_generator",
+        lambda cfg, out, method, **kw: calls.append(("unlearn", method)),
     )
-    for name in ("original", "scissorhands", "classifier"):
-        assert (out / "checkpoints" / name).is_dir()
-    assert "| scissorhands |" in format_rows(payload["rows"])
-    with pytest.raises(ValueError, match="earlier run"):  # refuses before any work
-        run_generate_demo(out, overrides=TINY_DEMO, methods=("scissorhands",))
-    with pytest.raises(ValueError, match="unknown setting"):
-        run_generate_demo(tmp_path / "x", overrides={"steps": 3})
-    with pytest.raises(ValueError, match="unknown methods"):
-        run_generate_demo(tmp_path / "x", methods=("ga",))
-
-
-@pytest.mark.slow
-def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
-    import scissorhands_jax.diffusion.demo as demo
-
-    seen = {}
-
-    def fake(out, *, overrides, methods, progress, fid_features):
-        seen.update(overrides=overrides, methods=methods, progress=progress, fid=fid_features)
-        return {"rows": [], "files": [], "timing": {"total_s": 0.0}}
-
-    monkeypatch.setattr(demo, "run_generate_demo", fake)
-    argv = ["generate-demo", "--out", str(tmp_path), "--forget-class", "3", "--repair-steps", "7"]
-    argv += ["--sparsity", "0.95", "--projection", "gem", "--methods", "scissorhands", "salun"]
-    argv += ["--fid-features", "numpy:ravel", "--image-size", "16", "--no-progress"]
+    monkeypatch.setattr(generation, "evaluate_generators",
+                        lambda cfg, out, **kw: calls.append(("evaluate", kw["fid_features"]))
+                        or {"rows": [row], "files": ["before_after.png"]})  # fmt: skip
+    out = str(tmp_path / "gen")
+    argv = ["generate-demo", "--out", out, "--forget-class", "3", "--seed", "1", "--smoke"]
+    argv += ["--methods", "scissorhands", "salun", "--set", "salun.steps=7"]
+    argv += ["--fid-features", "numpy:ravel", "--no-progress", "--mesh", "1"]
     assert cli.main(argv) == 0
-    o = seen["overrides"]
-    assert o["forget_class"] == 3 and o["image_size"] == 16 and o["unet"]["ch_mult"] == (1, 2, 2)
-    assert o["scissorhands"] == {"steps": 7, "sparsity": 0.95, "projection": "gem"}
-    assert o["salun"] == {"steps": 7} and seen["methods"] == ("scissorhands", "salun")
-    assert not seen["progress"] and seen["fid"] is np.ravel
-    assert cli.main([*argv[:-4], "numpy:no_such_function", "--no-progress"]) == 2
-    monkeypatch.undo()
-    code = cli.main(["generate-demo", "--out", str(tmp_path), "--methods", "ga", "--no-progress"])
-    assert code == 2 and "unknown methods" in capsys.readouterr().err
+    sets = ("data.forget_class=3", "train.seed=1", "retrain.seed=1", "classifier.seed=1",
+            "sample.seed=1", "scissorhands.seed=1", "scissorhands_anchor.seed=1",
+            "salun.seed=1", "finetune.seed=1", "salun.steps=7")  # fmt: skip
+    assert calls == [
+        ("load", "digits_ddpm_class0", True, sets),
+        ("train", out),
+        ("unlearn", "scissorhands"),
+        ("unlearn", "salun"),
+        ("evaluate", np.ravel),
+    ]
+    printed = capsys.readouterr().out
+    assert "| original | 100.000 | 1.000 | 97.250 | 9.500 | - | 3.000 |" in printed
+    assert "lower is better" in printed  # the legend under the table
+    with pytest.raises(SystemExit):  # argparse refuses an unknown method
+        cli.main(["generate-demo", "--out", out, "--methods", "ga", "--no-progress"])
+    assert "invalid choice: 'ga'" in capsys.readouterr().err
+
+
+def test_diffusion_commands_offer_the_registry():
+    from scissorhands_jax.commands import diffusion_unlearn
+
+    assert set(diffusion_unlearn.METHODS) == set(dm.DIFFUSION_METHODS)
+
+
+def test_format_rows_by_hand():
+    from scissorhands_jax.experiment.generation import format_rows
+
+    rows = [{"model": "salun", "forget_share": 24.0, "forget_prob": 0.2541, "other_acc": 96.4,
+             "frechet": 8.51, "fid": None, "rte_s": 26.1}]  # fmt: skip
+    assert format_rows(rows).splitlines() == [
+        "| model | forget_share | forget_prob | other_acc | frechet | fid | rte_s |",
+        "|---|---|---|---|---|---|---|",
+        "| salun | 24.000 | 0.254 | 96.400 | 8.510 | - | 26.100 |",
+    ]
 
 
 def test_cifar10_config_documents_the_settings():
@@ -620,13 +670,110 @@ def test_cifar10_config_documents_the_settings():
     sh = cfg["scissorhands"]
     assert (sh["sparsity"], sh["saliency_guidance"], sh["lam"], sh["lr"]) == (0.999, 8.5, 0.1, 2e-5)
     assert sh["reinit"] == "trunc_normal" and sh["projection"] == "none"
-    # every library setting is a keyword of the function it documents
-    for fn, section in (
-        (dm.scissorhands_diffusion, "scissorhands"),
-        (dm.scissorhands_diffusion, "scissorhands_anchor"),
-        (dm.salun_diffusion, "salun"),
-        (dm.finetune_diffusion, "finetune"),
-    ):
-        params = inspect.signature(fn).parameters
-        assert set(cfg[section]) - {"seed"} <= set(params), (fn.__name__, section)
+    # every method section holds exactly the method's hyperparameters, and a seed
+    from scissorhands_jax.diffusion.baselines import method_defaults
+
+    for section in dm.DIFFUSION_METHODS:
+        assert set(cfg[section]) - {"seed"} == set(method_defaults(section)), section
     assert set(cfg["diffusion"]["schedule"]) <= set(inspect.signature(dm.make_schedule).parameters)
+
+
+# ---------------------------------------------------------------- one method API
+
+
+def test_scissorhands_diffusion_takes_the_settings_dataclasses():
+    params = inspect.signature(dm.scissorhands_diffusion).parameters
+    assert len(params) <= 12
+    assert params["trim"].annotation in ("TrimSettings", shs.TrimSettings)
+    assert params["projection"].annotation in ("ProjectionSettings", shs.ProjectionSettings)
+    assert params["repair"].annotation in ("AdamRepairSettings", shs.AdamRepairSettings)
+    assert params["objective"].annotation in ("DiffusionObjective", dm.DiffusionObjective)
+    # the defaults are written once: the release's class recipe, typed here by hand
+    assert params["trim"].default == shs.TrimSettings(sparsity=0.999, reinit="trunc_normal")
+    assert params["projection"].default.kind == "none"
+    assert params["repair"].default == shs.AdamRepairSettings(
+        lr=2e-5, steps=500, lam=0.1, batch_size=128, grad_clip=None
+    )
+    assert params["objective"].default == dm.DiffusionObjective("contrast", None, 8.5)
+
+
+def test_adam_repair_settings_check_every_value():
+    assert shs.AdamRepairSettings(lr=np.float32(0.5), steps=np.int64(3)).steps == 3
+    for bad, match in (
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"steps": -1}, "steps must be an integer >= 0"),
+        ({"lam": -0.1}, "lam must be >= 0"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"grad_clip": 0.0}, "grad_clip must be > 0"),
+        ({"memory_every": 0}, "memory_every must be an integer >= 1"),
+        ({"log_every": 1.5}, "log_every must be an integer >= 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            shs.AdamRepairSettings(**bad)
+
+
+def test_flat_settings_map_onto_the_dataclasses():
+    from scissorhands_jax.diffusion import unlearn
+
+    kw = unlearn.from_flat(sparsity=0.9, lam=2.0, projection="gem", anchor=3, objective="anchor",
+                           trainable="up_attn")  # fmt: skip
+    assert kw["trim"] == shs.TrimSettings(sparsity=0.9, reinit="trunc_normal")
+    assert kw["repair"].lam == 2.0 and kw["repair"].lr == 2e-5
+    assert kw["projection"].kind == "gem" and kw["objective"] == dm.DiffusionObjective(
+        "anchor", 3, 8.5
+    )
+    assert kw["eligible"] == "up_attn" and kw["trainable"] == "up_attn"
+    assert set(kw) == set(inspect.signature(dm.scissorhands_diffusion).parameters) - {
+        "model", "params", "retain", "forget", "key", "progress"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['mask_ratio'\]"):
+        unlearn.from_flat(mask_ratio=0.5)
+
+
+def test_registry_and_hyperparameters():
+    assert set(dm.DIFFUSION_METHODS) == {"scissorhands", "scissorhands_anchor", "salun", "finetune"}
+    for name, cls in dm.DIFFUSION_HYPERPARAMETERS.items():
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, name
+    hp = dm.SalunDiffusionHyperparameters()
+    assert (hp.mask_ratio, hp.saliency_guidance, hp.anchor, hp.lr, hp.steps) == (
+        0.5, 2.0, "next", 1e-4, 500
+    )  # fmt: skip
+    assert hp.alpha == pytest.approx(3.072)
+    with pytest.raises(ValueError, match=r"salun has no hyperparameter\(s\) \['ratio'\]"):
+        dm.SalunDiffusionHyperparameters.of("salun", {"ratio": 0.5})
+    with pytest.raises(ValueError, match="mask_ratio must be < 1"):
+        dm.SalunDiffusionHyperparameters(mask_ratio=1.0)
+    with pytest.raises(ValueError, match="anchor must be one of"):
+        dm.SalunDiffusionHyperparameters(anchor="previous")
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        dm.FinetuneDiffusionHyperparameters(steps=-1)
+
+
+def test_losses_are_chosen_by_function_not_by_batch():
+    """The model's ε-loss ignores an "anchor" entry; its anchor loss needs one; its guided
+    loss is the same function for the same scale (one compiled program per scale)."""
+    model = dm.diffusion_model(
+        _tiny_unet(), image_shape=(8, 8, 1), num_classes=3,
+        schedule=dm.make_schedule("linear", 10), p_uncond=0.0,
+    )  # fmt: skip
+    params = model.init(jax.random.key(0))[0]
+    batch = next(iter(dm.diffusion_source(_toy_data(), 4)(jax.random.key(1))))
+    plain = float(model.loss(params, {}, batch, False)[0])
+    with_anchor = {**batch, "anchor": np.zeros(4, np.int32)}
+    assert float(model.loss(params, {}, with_anchor, False)[0]) == plain
+    anchor = float(model.anchor_loss(params, {}, with_anchor, False)[0])
+    assert anchor != plain
+    with pytest.raises(KeyError, match="anchor"):
+        model.anchor_loss(params, {}, batch, False)
+    assert model.guided_loss(None) is model.loss
+    assert model.guided_loss(2.0) is model.guided_loss(2.0)
+    assert float(model.guided_loss(1.0)(params, {}, batch, False)[0]) == pytest.approx(plain)
+
+
+def test_unlearn_generator_refuses_an_unknown_method_before_any_work(tmp_path):
+    from scissorhands_jax.experiment import generation
+
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"unknown method 'ga'; choose one of \['finetune'"):
+        generation.unlearn_generator({"config_path": "digits_ddpm_class0"}, run, "ga")
+    assert not run.exists()

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import scissorhands_jax as shs
 from scissorhands_jax import cli
 from scissorhands_jax import diffusion as dm
-from scissorhands_jax.commands import _diffusion as dif
 from scissorhands_jax.data import load_digits10
+from scissorhands_jax.experiment import generation as dif
 from scissorhands_jax.experiment.config import load_config
 from scissorhands_jax.models.adapters import predict_probs
 
@@ -165,15 +166,24 @@ def test_unlearn_and_evaluate_end_to_end(runs, capsys, monkeypatch):
     # the saved model is the library's result on the original's published (EMA) weights
     cfg, data, model = _setup()
     original = _final_tree(whole, "original")["ema"]
-    settings = {k: v for k, v in cfg["scissorhands"].items() if k != "seed"}
+    s = cfg["scissorhands"]  # the config's flat names, mapped onto the settings by hand
     reference = dm.scissorhands_diffusion(
         model,
         original,
         retain=data.source("retain", 64),
         forget=data.source("forget", 64),
         key=jax.random.key(0),
-        **settings,
-    )
+        trim=shs.TrimSettings(sparsity=s["sparsity"], prune_num=s["prune_num"],
+                              reinit=s["reinit"]),
+        projection=shs.ProjectionSettings(kind=s["projection"], margin=s["margin"], eps=s["eps"],
+                                          memory_num=s["memory_num"]),
+        repair=shs.AdamRepairSettings(lr=s["lr"], steps=s["steps"], lam=s["lam"],
+                                      batch_size=s["batch_size"], grad_clip=s["grad_clip"],
+                                      memory_every=s["memory_every"], log_every=s["log_every"]),
+        objective=dm.DiffusionObjective(s["objective"], s["anchor"], s["saliency_guidance"]),
+        eligible=s["eligible"],
+        trainable=s["trainable"],
+    )  # fmt: skip
     saved = dif.load_unlearned(whole, "scissorhands", cfg, data, original)
     _assert_trees_equal(saved, reference.params)
     log = json.loads((whole / "scissorhands" / "log.json").read_text())
@@ -251,20 +261,36 @@ def test_unknown_keys_and_wrong_kinds_are_refused(tmp_path, capsys):
 def test_configs_are_keywords_of_the_library(path):
     import inspect
 
+    from scissorhands_jax.diffusion.baselines import method_defaults
+
     cfg = load_config(path, kind="diffusion")
     for section, fn, own in (
         ("train", dm.train_diffusion, dif.PIPELINE_KEYS["train"]),
         ("sample", dm.sample, dif.PIPELINE_KEYS["sample"]),
-        ("scissorhands", dm.scissorhands_diffusion, ("seed",)),
-        ("scissorhands_anchor", dm.scissorhands_diffusion, ("seed",)),
-        ("salun", dm.salun_diffusion, ("seed",)),
-        ("finetune", dm.finetune_diffusion, ("seed",)),
     ):
         names = set(inspect.signature(fn).parameters)
         assert set(cfg[section]) - set(own) <= names, (section, set(cfg[section]) - names)
+    for section in dm.DIFFUSION_METHODS:  # the methods' sections: their hyperparameters
+        assert set(cfg[section]) - {"seed"} == set(method_defaults(section)), section
     assert set(cfg["unet"]) <= set(inspect.signature(dm.UNet).parameters)
     doc = Path(path).read_text().split('"""')[1]
     for command in ("diffusion-train $C", "diffusion-unlearn $C", "diffusion-evaluate $C"):
         assert command in doc
     smoke = load_config(path, smoke=True, kind="diffusion")
     assert smoke["train"]["steps"] <= 20 and smoke["scissorhands"]["steps"] <= 5
+
+
+def test_generate_demo_smoke_runs_the_three_commands(tmp_path, capsys):
+    out = tmp_path / "gen"
+    argv = ["generate-demo", "--out", str(out), "--smoke", *SETS]
+    argv += ["--methods", "scissorhands", "finetune"]
+    assert _cli(*argv) == 0
+    printed = capsys.readouterr().out
+    assert "| scissorhands |" in printed and "lower is better" in printed
+    rows = [r["model"] for r in json.loads((out / "evaluation.json").read_text())["rows"]]
+    assert rows == ["retrain", "original", "scissorhands", "finetune"]
+    for role in ("original", "retrain", "classifier", "scissorhands", "finetune"):
+        assert dif.committed_steps(out, role), role
+    assert (out / "before_after.png").is_file()
+    assert _cli(*argv) == 2  # the run exists: diffusion-train refuses it before any work
+    assert "pass --resume" in capsys.readouterr().err

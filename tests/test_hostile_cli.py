@@ -198,12 +198,12 @@ def test_diffusion_settings_of_every_stage_are_refused_before_training(
 
 
 def test_the_config_rules_name_the_library_choices():
-    from scissorhands_jax.commands._diffusion import _JUDGES
     from scissorhands_jax.data.splits import FORGET_KINDS
     from scissorhands_jax.diffusion.sampler import SAMPLERS
     from scissorhands_jax.diffusion.schedule import BETA_SCHEDULES
     from scissorhands_jax.diffusion.unlearn import OBJECTIVES
     from scissorhands_jax.experiment import pipeline, rules
+    from scissorhands_jax.experiment._generation_setup import _JUDGES
 
     assert set(rules.CLASSIFIERS) == set(pipeline.MODELS) == set(_JUDGES)
     assert rules.FORGET_KINDS == FORGET_KINDS and rules.SAMPLERS == SAMPLERS

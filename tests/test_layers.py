@@ -211,12 +211,7 @@ RUN_DIRECTORY_IO = {
 """Functions that read an experiment config or write a run directory."""
 CONFIG_AND_RUN_MODULES = ("experiment.config", "experiment.rules", "experiment.rundir")
 
-EXPECTED_EXCEPTIONS = {
-    # writes its metrics.json and output folder through experiment.rundir; the engineer on
-    # diffusion-api turns the DDPM demo into a config of the experiment pipeline and
-    # removes this entry
-    "diffusion.demo",
-}
+EXPECTED_EXCEPTIONS: set[str] = set()
 
 
 def _reads_config_or_writes_runs(path: Path) -> list[str]:

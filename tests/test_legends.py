@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scissorhands_jax.commands import _legends, diffusion_evaluate, evaluate
+from scissorhands_jax.commands import _legends, evaluate
+from scissorhands_jax.experiment import generation
 from scissorhands_jax.experiment import report as _report
 
 
@@ -13,7 +14,7 @@ from scissorhands_jax.experiment import report as _report
     [
         (_report.table_columns("entropy"), _legends.CLASSIFIER),  # demo and compare
         (evaluate.COLUMNS, _legends.CLASSIFIER),
-        (diffusion_evaluate.COLUMNS, _legends.DIFFUSION),
+        (generation.COLUMNS, _legends.DIFFUSION),
         (("forget share", "forget prob", "other acc", "Frechet", "time"), _legends.DIFFUSION),
     ],
 )

@@ -162,14 +162,20 @@ def case_diffusion_train():
 def case_diffusion_scissorhands():
     model, params, _, retain, forget = _toy_diffusion()
     contrast = dm.scissorhands_diffusion(
-        model, params, retain=retain, forget=forget, key=jax.random.key(3), sparsity=0.9,
-        objective="contrast", lam=0.5, lr=1e-3, steps=4, batch_size=4, projection="gem",
-        memory_num=2, memory_every=2, log_every=3, saliency_guidance=2.0,
+        model, params, retain=retain, forget=forget, key=jax.random.key(3),
+        trim=shs.TrimSettings(sparsity=0.9, reinit="model"),
+        projection=shs.ProjectionSettings(kind="gem", memory_num=2),
+        repair=shs.AdamRepairSettings(lam=0.5, lr=1e-3, steps=4, batch_size=4, memory_every=2,
+                                      log_every=3),
+        objective=dm.DiffusionObjective("contrast", saliency_guidance=2.0),
     )  # fmt: skip
     anchor = dm.scissorhands_diffusion(
-        model, params, retain=retain, forget=forget, key=jax.random.key(4), sparsity=0.95,
-        objective="anchor", anchor="next", lam=1.0, lr=1e-3, steps=3, batch_size=4,
-        reinit="trunc_normal", trainable="up_attn", grad_clip=1.0, log_every=2,
+        model, params, retain=retain, forget=forget, key=jax.random.key(4),
+        trim=shs.TrimSettings(sparsity=0.95, reinit="trunc_normal"),
+        repair=shs.AdamRepairSettings(lam=1.0, lr=1e-3, steps=3, batch_size=4, grad_clip=1.0,
+                                      log_every=2),
+        objective=dm.DiffusionObjective("anchor", anchor="next", saliency_guidance=None),
+        trainable="up_attn",
     )  # fmt: skip
     return {
         "contrast": contrast.params,
@@ -182,21 +188,20 @@ def case_diffusion_scissorhands():
 
 def case_diffusion_baselines():
     model, params, _, retain, forget = _toy_diffusion()
-    ft, ft_log = dm.finetune_diffusion(
+    ft = dm.finetune_diffusion(
         model, params, retain=retain, key=jax.random.key(0), steps=2, batch_size=4
     )
-    rt, rt_log = dm.retrain_diffusion(model, retain=retain, key=jax.random.key(1), steps=2,
-                                      batch_size=4)  # fmt: skip
+    rt = dm.retrain_diffusion(model, retain=retain, key=jax.random.key(1), steps=2, batch_size=4)
     sal = dm.salun_diffusion(
         model, params, retain=retain, forget=forget, key=jax.random.key(2), steps=2,
-        batch_size=4, log_every=1,
+        batch_size=4, log_every=1, alpha=1e-3,
     )  # fmt: skip
     return {
-        "ft": ft,
-        "rt": rt,
+        "ft": ft.params,
+        "rt": rt.params,
         "salun": sal.params,
         "salun_mask": sal.mask,
-        "log": _log_values(ft_log + rt_log + sal.log),
+        "log": _log_values(ft.log + rt.log + sal.log),
     }
 
 

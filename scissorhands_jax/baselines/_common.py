@@ -47,11 +47,15 @@ class UnlearnResult(NamedTuple):
       params: the unlearned parameters (same structure, shapes and dtypes as the input).
       model_state: the model state afterwards (BatchNorm statistics; ``{}`` if none).
       log: one dict per epoch or phase (losses, step counts, seconds).
+      mask: bool tree, True where an entry was re-initialised (Scissorhands) or may be
+        updated (SalUn), for the methods that return one (the diffusion methods); else
+        None.
     """
 
     params: Params
     model_state: ModelState
     log: list[dict[str, Any]]
+    mask: Mask | None = None
 
 
 def check_positive(**values: Any) -> None:

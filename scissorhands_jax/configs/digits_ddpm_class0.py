@@ -1,9 +1,8 @@
 """digits-10, class 0 forgotten by a small class-conditional DDPM: the offline pipeline.
 
-Reproduces: the generation demo (scissorhands generate-demo, settings in
-scissorhands_jax/diffusion/demo.py::DEMO_CONFIG) through the resumable
-diffusion-train / diffusion-unlearn / diffusion-evaluate commands, so the same steps as
-the CIFAR-10 DDPM config (the config cifar10_ddpm_class0) run on any machine:
+Reproduces: the generation demo (scissorhands generate-demo runs this config) through
+the resumable diffusion-train / diffusion-unlearn / diffusion-evaluate commands, so the
+same steps as the CIFAR-10 DDPM config (the config cifar10_ddpm_class0) run on any machine:
 scikit-learn's 8x8 digits (1,437 training images, no download) in [-1, 1]; a UNet with
 16 base channels, levels 8x8 and 4x4, self-attention at 4x4 (177,553 parameters); T =
 200 linear betas (the DDPM range scaled by 1000 / T), label dropout 0.1; Adam 2e-3, clip
@@ -11,14 +10,11 @@ scikit-learn's 8x8 digits (1,437 training images, no download) in [-1, 1]; a UNe
 (without 0s); a DigitsCNN judge (SGD 0.05, 10 epochs). Unlearning, 100 steps each:
 Scissorhands L_r - 0.1 L_f (lr 2e-4) and its anchor recipe (0 -> 1, lambda 1, lr 3e-4),
 saliency of the guided (s = 2) eps-loss, sparsity 0.9, re-init inside the up-path
-attention; SalUn (mask ratio 0.5, alpha 3, lr 1e-4); FT (lr 1e-4). Evaluation: 50
+attention; SalUn (mask ratio 0.5, alpha 3.072, lr 1e-4); FT (lr 1e-4). Evaluation: 50
 DDIM-25 samples per digit with guidance 2, the same initial noise for every model.
 
-The keys differ from the demo's (the original is initialised from fold_in(key(seed), 0)
-here, from key(seed + 2) there), so the numbers match the demo's table statistically,
-not bit for bit.
-
-Commands (add --smoke to each for a run of seconds):
+Commands (add --smoke to each for a run of seconds; scissorhands generate-demo --out $RUN
+runs them all):
   C=digits_ddpm_class0 RUN=runs/digits_ddpm_class0
   scissorhands diffusion-train $C --out $RUN
   scissorhands diffusion-unlearn $C --run $RUN --method scissorhands

@@ -4,13 +4,21 @@ What is specific to diffusion: a class-conditional DDPM (noise schedule, ε-pred
 loss with classifier-free guidance label dropout, DDPM/DDIM samplers), generation
 metrics (forgotten-class share, accuracy on the other classes, Fréchet distance, the FID
 Inception-v3 features, PNG grids) and the data views of the ``diffusion-train``
-pipeline. Scissorhands for it (:func:`scissorhands_diffusion`) and the baselines Retrain,
-FT and SalUn are applications of the core: the one :func:`~scissorhands_jax.trim`, the
-one training loop (:mod:`scissorhands_jax.loop`) with the weighted-objective step of
-:mod:`scissorhands_jax.objective`, and :func:`~scissorhands_jax.fit_resumable`.
+pipeline. Scissorhands for it (:func:`scissorhands_diffusion`, which takes the settings
+dataclasses of the classifier method) and the baselines Retrain, FT and SalUn
+(:data:`DIFFUSION_METHODS`, :data:`DIFFUSION_HYPERPARAMETERS`) are applications of the
+core: the one :func:`~scissorhands_jax.trim`, the one training loop
+(:mod:`scissorhands_jax.loop`) with the weighted-objective step of
+:mod:`scissorhands_jax.objective`, and :func:`~scissorhands_jax.fit_resumable`. Every
+method returns the classifiers' :class:`~scissorhands_jax.baselines.UnlearnResult`.
 """
 
 from scissorhands_jax.diffusion.baselines import (
+    DIFFUSION_HYPERPARAMETERS,
+    DIFFUSION_METHODS,
+    FinetuneDiffusionHyperparameters,
+    RetrainDiffusionHyperparameters,
+    SalunDiffusionHyperparameters,
     finetune_diffusion,
     retrain_diffusion,
     salun_diffusion,
@@ -35,6 +43,7 @@ from scissorhands_jax.diffusion.metrics import (
 from scissorhands_jax.diffusion.model import (
     DiffusionModel,
     NoisedSource,
+    anchor_loss,
     diffusion_model,
     diffusion_source,
     epsilon_loss,
@@ -51,20 +60,26 @@ from scissorhands_jax.diffusion.schedule import (
     q_sample,
 )
 from scissorhands_jax.diffusion.unlearn import (
-    DiffusionUnlearnResult,
+    DiffusionObjective,
     resolve_eligible,
     scissorhands_diffusion,
 )
 from scissorhands_jax.models.unet import UNET_PRESETS, UNet
 
 __all__ = [
+    "DIFFUSION_HYPERPARAMETERS",
+    "DIFFUSION_METHODS",
     "DiffusionModel",
-    "DiffusionUnlearnResult",
+    "DiffusionObjective",
+    "FinetuneDiffusionHyperparameters",
     "GenerationData",
     "NoiseSchedule",
     "NoisedSource",
+    "RetrainDiffusionHyperparameters",
+    "SalunDiffusionHyperparameters",
     "UNET_PRESETS",
     "UNet",
+    "anchor_loss",
     "annotate",
     "class_labels",
     "cosine_betas",

@@ -385,7 +385,7 @@ def inception_fid_features(
     Returns:
       ``features(images: np.ndarray) -> np.ndarray`` of shape (N, 2048), float32;
       pass it as ``fid_features=`` to
-      :func:`~scissorhands_jax.diffusion.demo.run_generate_demo`.
+      :func:`~scissorhands_jax.experiment.generation.evaluate_generators`.
 
     Raises:
       ValueError: bad weights (see :func:`load_inception_variables`) or batch size;

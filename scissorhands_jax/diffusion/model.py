@@ -1,4 +1,5 @@
-"""The ε-prediction loss of a class-conditional DDPM, as a :class:`Model` record.
+"""The ε-prediction loss and the anchor loss of a class-conditional DDPM, as a
+:class:`Model` record.
 
 The core methods see a model as ``loss(params, model_state, batch, train)``; for a
 diffusion model the batch carries what the loss needs besides images and labels:
@@ -7,16 +8,16 @@ diffusion model the batch carries what the loss needs besides images and labels:
   draws the timestep, the noise and the classifier-free-guidance label dropout. A
   :class:`NoisedSource` adds fresh keys to every batch, as a pure function of the
   epoch key, so saliency, memory and repair batches are all reproducible.
-- optional ``"guidance"`` (B,) float: compute the loss on the *guided* prediction
-  :math:`\\tilde\\epsilon = \\epsilon(x_t, \\varnothing) + s\\,(\\epsilon(x_t, c) -
-  \\epsilon(x_t, \\varnothing))` (the release's saliency uses it, with s = 8.5).
-- optional ``"anchor"`` (B,) int: the anchor loss of the release's concept recipe and
-  of SalUn's random labelling: :math:`\\|\\epsilon_\\theta(x_t, c) -
-  \\mathrm{sg}[\\epsilon_\\theta(x_t, c_a)]\\|^2` instead of the noise-prediction error.
+- ``"anchor"`` (B,) int, read by :func:`anchor_loss` only: the anchor condition of each
+  example (a :class:`NoisedSource` with ``anchor`` draws it).
+
+Which loss is computed is the caller's choice of function, never the batch's:
+:func:`epsilon_loss` (optionally on the guided prediction) or :func:`anchor_loss`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -88,42 +89,8 @@ def classifier_free_guidance(
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
-def epsilon_loss(
-    eps_fn: EpsFn,
-    params: Params,
-    schedule: NoiseSchedule,
-    batch: Batch,
-    *,
-    null_class: int,
-    p_uncond: float = 0.0,
-    train: bool = False,
-) -> jax.Array:
-    r"""The simple DDPM loss (Ho et al. 2020, Eq. 14), or the anchor loss.
-
-    For each example a key from ``batch["noise_key"]`` draws :math:`t \sim U\{0..T-1\}`,
-    :math:`\epsilon \sim N(0, I)` and, with probability ``p_uncond``, replaces the
-    label by ``null_class``. With :math:`x_t` = :func:`q_sample`:
-
-    .. math::
-        L = \operatorname{mean} \|\epsilon - \hat\epsilon_\theta(x_t, t, c)\|^2
-        \quad\text{or, with an "anchor" entry,}\quad
-        L = \operatorname{mean} \|\hat\epsilon_\theta(x_t, t, c) -
-        \mathrm{sg}[\epsilon_\theta(x_t, t, c_a)]\|^2
-
-    where :math:`\hat\epsilon` is the guided prediction when the batch has
-    ``"guidance"`` (see :func:`guided_eps`). The mean runs over all entries, as
-    PyTorch's ``MSELoss`` in the release.
-
-    Args:
-      eps_fn: the network, see :data:`EpsFn`.
-      params: its parameters.
-      schedule: the :class:`NoiseSchedule`.
-      batch: ``{"image", "label", "noise_key"}`` plus optional ``"guidance"``,
-        ``"anchor"``; images in [-1, 1].
-      null_class: the label of the unconditional branch.
-      p_uncond: label-dropout probability (classifier-free-guidance training).
-      train: run the network in training mode (dropout).
-    """
+def _noised(schedule: NoiseSchedule, batch: Batch, null_class: int, p_uncond: float):
+    """``(x_t, t, labels, noise, rngs)`` drawn from the per-example ``"noise_key"``."""
     x0 = batch["image"]
     keys = jax.random.wrap_key_data(batch["noise_key"], impl=KEY_IMPL)
     num_t = schedule.betas.shape[0]
@@ -138,15 +105,86 @@ def epsilon_loss(
     labels = jnp.asarray(batch["label"], jnp.int32)
     if p_uncond > 0:
         labels = jnp.where(drop, null_class, labels)
-    x_t = q_sample(schedule, x0, t, noise)
+    return q_sample(schedule, x0, t, noise), t, labels, noise, rngs
+
+
+def epsilon_loss(
+    eps_fn: EpsFn,
+    params: Params,
+    schedule: NoiseSchedule,
+    batch: Batch,
+    *,
+    null_class: int,
+    p_uncond: float = 0.0,
+    train: bool = False,
+    guidance: float | None = None,
+) -> jax.Array:
+    r"""The simple DDPM loss (Ho et al. 2020, Eq. 14).
+
+    For each example a key from ``batch["noise_key"]`` draws :math:`t \sim U\{0..T-1\}`,
+    :math:`\epsilon \sim N(0, I)` and, with probability ``p_uncond``, replaces the
+    label by ``null_class``. With :math:`x_t` = :func:`q_sample`:
+
+    .. math::
+        L = \operatorname{mean} \|\epsilon - \hat\epsilon_\theta(x_t, t, c)\|^2
+
+    where :math:`\hat\epsilon` is the guided prediction of scale ``guidance`` (see
+    :func:`guided_eps`; the release's class saliency uses s = 8.5), or the conditional
+    one for ``guidance=None``. The mean runs over all entries, as PyTorch's ``MSELoss``
+    in the release.
+
+    Args:
+      eps_fn: the network, see :data:`EpsFn`.
+      params: its parameters.
+      schedule: the :class:`NoiseSchedule`.
+      batch: ``{"image", "label", "noise_key"}``; images in [-1, 1].
+      null_class: the label of the unconditional branch.
+      p_uncond: label-dropout probability (classifier-free-guidance training).
+      train: run the network in training mode (dropout).
+      guidance: the guidance scale s, or None.
+    """
+    x_t, t, labels, noise, rngs = _noised(schedule, batch, null_class, p_uncond)
     rng = rngs[0] if train else None
-    pred = guided_eps(
-        eps_fn, params, x_t, t, labels, batch.get("guidance"), null_class, train=train, rng=rng
-    )
-    if "anchor" in batch:
-        target = eps_fn(params, x_t, t, jnp.asarray(batch["anchor"], jnp.int32), train, rng)
-        return jnp.mean((pred - jax.lax.stop_gradient(target)) ** 2)
+    pred = guided_eps(eps_fn, params, x_t, t, labels, guidance, null_class, train=train, rng=rng)
     return jnp.mean((pred - noise) ** 2)
+
+
+def anchor_loss(
+    eps_fn: EpsFn,
+    params: Params,
+    schedule: NoiseSchedule,
+    batch: Batch,
+    *,
+    null_class: int,
+    p_uncond: float = 0.0,
+    train: bool = False,
+) -> jax.Array:
+    r"""The anchor loss of the release's concept recipe and of SalUn's random labelling:
+
+    .. math::
+        L = \operatorname{mean} \|\epsilon_\theta(x_t, t, c) -
+        \mathrm{sg}[\epsilon_\theta(x_t, t, c_a)]\|^2
+
+    on the same noisy image :math:`x_t` (drawn as in :func:`epsilon_loss`), with the
+    anchor condition :math:`c_a` = ``batch["anchor"]``.
+
+    Args:
+      eps_fn, params, schedule, null_class, p_uncond, train: as for :func:`epsilon_loss`.
+      batch: ``{"image", "label", "noise_key", "anchor"}``.
+
+    Raises:
+      KeyError: a batch without ``"anchor"`` (draw it with ``NoisedSource(anchor=...)``).
+    """
+    if "anchor" not in batch:
+        raise KeyError(
+            "anchor_loss needs an 'anchor' entry in the batch: build the forget source "
+            "with NoisedSource(..., anchor=class index, 'next' or 'random')."
+        )
+    x_t, t, labels, _, rngs = _noised(schedule, batch, null_class, p_uncond)
+    rng = rngs[0] if train else None
+    pred = eps_fn(params, x_t, t, labels, train, rng)
+    target = eps_fn(params, x_t, t, jnp.asarray(batch["anchor"], jnp.int32), train, rng)
+    return jnp.mean((pred - jax.lax.stop_gradient(target)) ** 2)
 
 
 class DiffusionModel(NamedTuple):
@@ -166,6 +204,12 @@ class DiffusionModel(NamedTuple):
       num_classes: real classes; the null class is ``num_classes``.
       image_shape: (H, W, C).
       p_uncond: label-dropout probability in training.
+      anchor_loss: ``anchor_loss(params, model_state, batch, train) -> (loss,
+        model_state)``: :func:`anchor_loss` (the forget term of the anchor recipes).
+      guided_loss: ``guided_loss(scale)``: the ε-loss on the guided prediction of scale
+        ``scale`` (the saliency of the class recipes), as a loss of the signature of
+        ``loss``; the same scale gives the same function, so its compiled programs are
+        reused; ``guided_loss(None)`` is ``loss``.
     """
 
     init: Callable[[PRNGKey], tuple[Params, dict]]
@@ -176,6 +220,8 @@ class DiffusionModel(NamedTuple):
     num_classes: int
     image_shape: tuple[int, int, int]
     p_uncond: float
+    anchor_loss: Callable[..., tuple[jax.Array, dict]]
+    guided_loss: Callable[[float | None], Callable[..., tuple[jax.Array, dict]]]
 
     @property
     def null_class(self) -> int:
@@ -214,23 +260,43 @@ def diffusion_model(
         return module.init(key, x, zeros, zeros, False)["params"], {}
 
     def loss(params, model_state, batch, train):
-        value = epsilon_loss(
-            eps,
-            params,
-            schedule,
-            batch,
-            null_class=null_class,
-            p_uncond=p_uncond if train else 0.0,
-            train=train,
-        )
+        value = epsilon_loss(eps, params, schedule, batch, null_class=null_class,
+                             p_uncond=p_uncond if train else 0.0, train=train)  # fmt: skip
         return value, model_state
+
+    def anchor(params, model_state, batch, train):
+        value = anchor_loss(eps, params, schedule, batch, null_class=null_class,
+                            p_uncond=p_uncond if train else 0.0, train=train)  # fmt: skip
+        return value, model_state
+
+    @functools.lru_cache(maxsize=16)
+    def guided_loss(scale):
+        if scale is None:
+            return loss
+
+        def guided(params, model_state, batch, train):
+            value = epsilon_loss(eps, params, schedule, batch, null_class=null_class,
+                                 p_uncond=p_uncond if train else 0.0, train=train,
+                                 guidance=scale)  # fmt: skip
+            return value, model_state
+
+        return guided
 
     def logits(params, model_state, inputs):
         del model_state
         return eps(params, inputs["x_t"], inputs["t"], inputs["label"])
 
     return DiffusionModel(
-        init, loss, logits, eps, schedule, int(num_classes), image_shape, float(p_uncond)
+        init,
+        loss,
+        logits,
+        eps,
+        schedule,
+        int(num_classes),
+        image_shape,
+        float(p_uncond),
+        anchor,
+        guided_loss,
     )
 
 
@@ -242,15 +308,14 @@ def _host_rng(key: PRNGKey) -> np.random.Generator:
 @dataclass(frozen=True)
 class NoisedSource:
     """A :data:`BatchSource` that adds per-example ``"noise_key"`` entries (and, when
-    given, constant ``"guidance"`` and per-example ``"anchor"`` entries) to the batches
-    of ``source``.
+    given, per-example ``"anchor"`` labels for :func:`anchor_loss`) to the batches of
+    ``source``.
 
     Calling it with an epoch key splits the key into the key of ``source`` and a host
     generator that draws the noise keys, so everything is a pure function of the key.
 
     Attributes:
       source: the underlying :data:`BatchSource` of ``{"image", "label"}`` batches.
-      guidance: the guidance scale s to attach (see :func:`guided_eps`), or None.
       anchor: None; an int (a fixed anchor class, the release's concept recipe);
         ``"next"`` (``(c + 1) % num_classes``, SalUn's DDPM code); or ``"random"``
         (a uniformly drawn other class per example, SalUn's paper).
@@ -258,7 +323,6 @@ class NoisedSource:
     """
 
     source: BatchSource
-    guidance: float | None = None
     anchor: int | str | None = None
     num_classes: int | None = None
 
@@ -288,8 +352,6 @@ class NoisedSource:
             n = int(np.shape(batch["label"])[0])
             out = dict(batch)
             out["noise_key"] = rng.integers(0, 2**32, (n, 2), dtype=np.uint32)
-            if self.guidance is not None:
-                out["guidance"] = np.full((n,), self.guidance, np.float32)
             if self.anchor is not None:
                 out["anchor"] = self._anchor(batch["label"], rng)
             yield out
@@ -301,7 +363,6 @@ def diffusion_source(
     *,
     shuffle: bool = True,
     drop_last: bool = True,
-    guidance: float | None = None,
     anchor: int | str | None = None,
     num_classes: int | None = None,
 ) -> NoisedSource:
@@ -313,7 +374,6 @@ def diffusion_source(
     n = int(np.shape(jax.tree.leaves(arrays)[0])[0])
     return NoisedSource(
         array_source(arrays, max(min(batch_size, n), 1), shuffle=shuffle, drop_last=drop_last),
-        guidance,
         anchor,
         num_classes,
     )

@@ -1,39 +1,18 @@
-"""Scissorhands for class-conditional diffusion models (trim, then repair).
-
-Wu & Harandi, ECCV 2024, Sec. 4.3 and the release's ``SD/shs_cls.py`` (class
-forgetting) and ``SD/shs_nsfw.py`` (concept forgetting):
-
-1. **Trim.** Connection sensitivity :math:`s = |\\theta \\odot \\sum_b |\\nabla L(\\theta;
-   b)||` of the ε-prediction loss on ``prune_num`` forget batches (conditioned on the
-   forget class; with ``saliency_guidance`` s the loss is taken on the guided
-   prediction, the release uses s = 8.5), one global top-k over all parameters, and
-   re-initialisation of the selected entries inside the eligible blocks only (the
-   release: the self-attention of two up-path blocks; here the preset ``"up_attn"``).
-2. **Repair** with Adam for ``steps`` steps on either
-
-   - ``objective="contrast"``: :math:`L_r - \\lambda L_f` (the release's class recipe), or
-   - ``objective="anchor"``: :math:`L_r + \\lambda \\|\\epsilon_\\theta(x_t, c_f) -
-     \\mathrm{sg}[\\epsilon_\\theta(x_t, c_a)]\\|^2` (the release's nudity recipe, which
-     maps the forget condition onto an anchor condition on the same noisy image),
-
-   optionally under the forget-memory projection of the core method (GEM or
-   orthogonal against :math:`\\nabla[-L_f]` on the eligible leaves), which the release
-   leaves off for diffusion.
-"""
-
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax._types import Mask, Params, PRNGKey
+from scissorhands_jax.baselines import UnlearnResult
 from scissorhands_jax.data.batching import first_batch
 from scissorhands_jax.diffusion.model import DiffusionModel, NoisedSource, diffusion_source
 from scissorhands_jax.memory import forget_memory
@@ -41,26 +20,122 @@ from scissorhands_jax.models.adapters import bind_state
 from scissorhands_jax.models.unet import UNET_PRESETS
 from scissorhands_jax.objective import adam_tx, train_objective
 from scissorhands_jax.reinit import eligible_mask, leaf_paths
-from scissorhands_jax.settings import ProjectionSettings, TrimSettings, check_choice, check_int
-from scissorhands_jax.trimming import fresh_values, trim
+from scissorhands_jax.settings import (
+    AdamRepairSettings,
+    ProjectionSettings,
+    TrimSettings,
+    check_choice,
+    check_real,
+)
+from scissorhands_jax.trimming import fresh_values
+from scissorhands_jax.trimming import trim as trim_fn
 
 OBJECTIVES = ("contrast", "anchor")
+"""The repair objectives: :math:`L_r - \\lambda L_\\epsilon` and :math:`L_r + \\lambda
+L_{anchor}`."""
 
 
-class DiffusionUnlearnResult(NamedTuple):
-    """What the diffusion unlearning methods return.
+@dataclasses.dataclass(frozen=True)
+class DiffusionObjective:
+    r"""Which losses the trim and the repair's forget term use.
 
     Attributes:
-      params: the unlearned parameters (same tree, shapes and dtypes as the input).
-      mask: bool tree, True where an entry was re-initialised (Scissorhands) or may be
-        updated (SalUn).
-      log: a ``"trim"``/``"mask"`` entry, then the entries of
-        :func:`~scissorhands_jax.loop.run_steps`.
+      kind: ``"contrast"``: the forget term is the ε-loss, subtracted
+        (:math:`L_r - \lambda L_\epsilon`, the release's class recipe); ``"anchor"``:
+        it is the anchor loss, added (:math:`L_r + \lambda L_{anchor}`, its concept
+        recipe).
+      anchor: the anchor condition of ``"anchor"``: a class index, ``"next"`` or
+        ``"random"`` (see :class:`~scissorhands_jax.diffusion.NoisedSource`).
+      saliency_guidance: the guidance scale s of the trim's ε-loss (None: the
+        conditional prediction; the release's 8.5 is :math:`(1 + 7.5)\epsilon_c -
+        7.5\epsilon_\varnothing`).
     """
 
-    params: Params
-    mask: Mask
-    log: list[dict[str, Any]]
+    kind: str = "contrast"
+    anchor: int | str | None = None
+    saliency_guidance: float | None = 8.5
+
+    def __post_init__(self):
+        check_choice("objective", self.kind, OBJECTIVES)
+        if self.kind == "anchor" and self.anchor is None:
+            raise ValueError(
+                "objective='anchor' needs an anchor: a class index, 'next' or 'random'."
+            )
+        if self.saliency_guidance is not None:
+            object.__setattr__(
+                self,
+                "saliency_guidance",
+                check_real("saliency_guidance", self.saliency_guidance,
+                           hint="the guidance scale of the trim's loss, or None"),
+            )  # fmt: skip
+
+
+DEFAULTS: dict[str, Any] = {
+    "trim": TrimSettings(sparsity=0.999, reinit="trunc_normal"),
+    "projection": ProjectionSettings(kind="none"),
+    "repair": AdamRepairSettings(),
+    "objective": DiffusionObjective(),
+}
+"""The release's Stable Diffusion class recipe mapped onto a DDPM: the defaults of
+:func:`scissorhands_diffusion` (sparsity 0.999, ``trunc_normal`` re-initialisation,
+saliency guidance 8.5, no projection, Adam 2e-5 for 500 steps, :math:`\\lambda` 0.1)."""
+
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    "sparsity": ("trim", "sparsity"),
+    "prune_num": ("trim", "prune_num"),
+    "reinit": ("trim", "reinit"),
+    "saliency_guidance": ("objective", "saliency_guidance"),
+    "objective": ("objective", "kind"),
+    "anchor": ("objective", "anchor"),
+    **{f.name: ("repair", f.name) for f in dataclasses.fields(AdamRepairSettings)},
+    "projection": ("projection", "kind"),
+    "margin": ("projection", "margin"),
+    "eps": ("projection", "eps"),
+    "memory_num": ("projection", "memory_num"),
+}
+"""The flat names of the settings (a config section's keys) and where each lives."""
+
+ANCHOR_RECIPE: dict[str, Any] = {
+    "sparsity": 0.995,
+    "saliency_guidance": None,
+    "reinit": "model",
+    "objective": "anchor",
+    "anchor": "next",
+    "lr": 1e-5,
+}
+"""What the release's concept recipe changes in :data:`DEFAULTS` (flat names): the
+anchor loss towards the next class, sparsity 0.995, the conditional saliency."""
+
+KEYWORDS = {"eligible": "up_attn", "trainable": None}
+"""The keywords of :func:`scissorhands_diffusion` that are no settings object, with
+their defaults."""
+
+
+def flat_defaults() -> dict[str, Any]:
+    """Every flat setting (:data:`FLAT_NAMES`, :data:`KEYWORDS`) with its default."""
+    flat = {name: getattr(DEFAULTS[g], f) for name, (g, f) in FLAT_NAMES.items()}
+    return {**KEYWORDS, **flat}
+
+
+def from_flat(**flat: Any) -> dict[str, Any]:
+    """The keywords of :func:`scissorhands_diffusion` from flat names (a config
+    section): the settings objects, ``eligible`` and ``trainable``; missing names take
+    :data:`DEFAULTS`.
+
+    Raises:
+      ValueError: an unknown name (listing the known ones) or a bad value.
+    """
+    unknown = sorted(set(flat) - set(FLAT_NAMES) - set(KEYWORDS))
+    if unknown:
+        known = sorted({*FLAT_NAMES, *KEYWORDS})
+        raise ValueError(f"unknown setting(s) {unknown}; the settings are {known}.")
+    fields: dict[str, dict[str, Any]] = {group: {} for group in DEFAULTS}
+    for name, value in flat.items():
+        if name in FLAT_NAMES:
+            group, field = FLAT_NAMES[name]
+            fields[group][field] = value
+    out = {g: dataclasses.replace(DEFAULTS[g], **values) for g, values in fields.items()}
+    return {**out, **{k: flat.get(k, v) for k, v in KEYWORDS.items()}}
 
 
 def resolve_eligible(params: Params, eligible: Any) -> Mask:
@@ -103,12 +178,43 @@ def count_true(mask: Mask) -> int:
     return int(sum(np.sum(m) for m in jax.device_get(jax.tree.leaves(mask))))
 
 
-def _check(objective, anchor, batch_size, memory_every) -> None:
-    check_choice("objective", objective, OBJECTIVES)
-    if objective == "anchor" and anchor is None:
-        raise ValueError("objective='anchor' needs an anchor: a class index, 'next' or 'random'.")
-    check_int("batch_size", batch_size, 1)
-    check_int("memory_every", memory_every, 1)
+@functools.lru_cache(maxsize=32)
+def retain_forget_loss(retain_loss, forget_loss):
+    """One ``loss(params, model_state, batch, train)`` for
+    :func:`~scissorhands_jax.objective.train_objective`, whose step evaluates the retain
+    term in training mode and the forget term in evaluation mode: ``retain_loss`` for
+    the first, ``forget_loss`` for the second (``retain_loss`` itself when both are the
+    same function). Equal arguments give the same function, so compiled steps are reused.
+    """
+    if retain_loss is forget_loss:
+        return retain_loss
+
+    def loss(params, model_state, batch, train):
+        return (retain_loss if train else forget_loss)(params, model_state, batch, train)
+
+    return loss
+
+
+def _check_settings(trim_s, projection, repair, objective) -> None:
+    for name, value, cls in (
+        ("trim", trim_s, TrimSettings),
+        ("projection", projection, ProjectionSettings),
+        ("repair", repair, AdamRepairSettings),
+        ("objective", objective, DiffusionObjective),
+    ):
+        if not isinstance(value, cls):
+            raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}.")
+    if trim_s.saliency_train_mode:
+        raise ValueError(
+            "trim.saliency_train_mode is not supported for diffusion models (they have no "
+            "running statistics); leave it False."
+        )
+    if projection.every != 1 or projection.epochs is not None:
+        raise ValueError(
+            "projection.every and projection.epochs are not supported by the diffusion "
+            "repair (it projects every step it has a memory); leave them at 1 and None, "
+            "and set repair.memory_every for how often the memory is refreshed."
+        )
 
 
 def scissorhands_diffusion(
@@ -118,27 +224,14 @@ def scissorhands_diffusion(
     retain: Any,
     forget: Any,
     key: PRNGKey,
-    eligible: Any = "up_attn",
-    sparsity: float = 0.99,
-    prune_num: int = 1,
-    saliency_guidance: float | None = None,
-    reinit: str = "model",
-    objective: str = "contrast",
-    anchor: int | str | None = None,
-    lam: float = 0.1,
-    lr: float = 1e-4,
-    steps: int = 200,
-    batch_size: int = 64,
-    grad_clip: float | None = None,
-    trainable: str | None = None,
-    projection: str = "none",
-    margin: float = 0.5,
-    eps: float = 1e-3,
-    memory_num: int = 1,
-    memory_every: int = 50,
-    log_every: int = 50,
+    trim: TrimSettings = DEFAULTS["trim"],
+    projection: ProjectionSettings = DEFAULTS["projection"],
+    repair: AdamRepairSettings = DEFAULTS["repair"],
+    objective: DiffusionObjective = DEFAULTS["objective"],
+    eligible: Any = KEYWORDS["eligible"],
+    trainable: str | None = KEYWORDS["trainable"],
     progress: bool = False,
-) -> DiffusionUnlearnResult:
+) -> UnlearnResult:
     r"""Scissorhands for a class-conditional diffusion model (see the module docstring).
 
     Args:
@@ -148,103 +241,98 @@ def scissorhands_diffusion(
         :class:`NoisedSource`.
       forget: forget data (the forgotten class's images with their label), likewise.
       key: PRNG key; the run is a pure function of it.
+      trim: sparsity (the fraction of all parameters kept by the global top-k; the
+        release: 0.999 for Imagenette classes, 0.995 for nudity), ``prune_num`` forget
+        batches in the saliency, where fresh values come from (``"model"``,
+        ``"trunc_normal"``, the release's class recipe, or ``"torch"``) and the ties.
+      projection: the forget-memory projection of the repair (``kind="none"``, the
+        release for diffusion, ``"gem"``, ``"orthogonal"``, ``"orthogonal_on_conflict"``),
+        its margin, ridge and ``memory_num`` forget batches in the memory.
+      repair: Adam's learning rate, the steps (one retain and one forget batch each),
+        :math:`\lambda`, the batch size for array data, gradient clipping, the steps
+        between memory refreshes and per log entry.
+      objective: the repair's forget term (contrast or anchor), the anchor and the
+        saliency's guidance scale (:class:`DiffusionObjective`).
       eligible: blocks that may be re-initialised (and projected): a
         :data:`UNET_PRESETS` name, a regex on the path, a predicate, or None for all
         non-normalisation leaves.
-      sparsity: fraction of all parameters kept by the global top-k (the release: 0.999
-        for Imagenette classes, 0.995 for nudity).
-      prune_num: forget batches in the saliency.
-      saliency_guidance: guidance scale s of the saliency loss (None: the conditional
-        prediction; the release: 8.5, i.e. ``(1 + 7.5) ε_c − 7.5 ε_u``).
-      reinit: ``"model"``, ``"trunc_normal"`` (the release's class recipe) or ``"torch"``.
-      objective: ``"contrast"`` (:math:`L_r - \lambda L_f`) or ``"anchor"``.
-      anchor: the anchor condition for ``"anchor"``: a class index, ``"next"`` or
-        ``"random"`` (see :class:`NoisedSource`).
-      lam: :math:`\lambda`.
-      lr: Adam's learning rate.
-      steps: repair steps (one retain and one forget batch each).
-      batch_size: batch size for array data.
-      grad_clip: clip the gradient's global norm (None: off, as the release).
       trainable: which leaves the repair updates (regex or preset; None: all, the
         release's ``train_method="full"``).
-      projection: ``"none"`` (the release for diffusion), ``"gem"``, ``"orthogonal"`` or
-        ``"orthogonal_on_conflict"``.
-      margin, eps: GEM's margin and ridge.
-      memory_num: forget batches in the memory.
-      memory_every: steps between memory refreshes.
-      log_every: steps per log entry.
       progress: show a progress bar.
 
     Returns:
-      A :class:`DiffusionUnlearnResult`.
+      An :class:`~scissorhands_jax.baselines.UnlearnResult` with ``model_state={}`` and
+      ``mask`` True where an entry was re-initialised; its log starts with an
+      ``{"epoch": "trim", ...}`` entry, then the entries of
+      :func:`~scissorhands_jax.loop.run_steps`.
 
     Raises:
       ValueError: bad settings, empty data, no eligible leaf.
+      TypeError: a settings argument that is not its dataclass.
       FloatingPointError: a non-finite loss.
     """
-    trim_settings = TrimSettings(sparsity=sparsity, prune_num=prune_num, reinit=reinit)
-    proj = ProjectionSettings(kind=projection, margin=margin, eps=eps, memory_num=memory_num)
-    _check(objective, anchor, batch_size, memory_every)
-    check_int("steps", steps, 0)
-    retain_src = as_noised(retain, batch_size, "retain")
-    forget_src = dataclasses.replace(
-        as_noised(forget, batch_size, "forget"), guidance=None, anchor=None
-    )
+    _check_settings(trim, projection, repair, objective)
+    retain_src = as_noised(retain, repair.batch_size, "retain")
+    forget_src = dataclasses.replace(as_noised(forget, repair.batch_size, "forget"), anchor=None)
     eligible_tree = resolve_eligible(params, eligible)
     grad_mask = path_mask(params, trainable)
     k_trim, k_repair = jax.random.split(key)
     start = time.perf_counter()
-    trimmed = trim(
-        bind_state(model, {}, train=False),
+    trimmed = trim_fn(
+        bind_state(model.guided_loss(objective.saliency_guidance), {}, train=False),
         params,
-        dataclasses.replace(forget_src, guidance=saliency_guidance, anchor=None),
+        forget_src,
         key=k_trim,
         eligible=eligible_tree,
-        fresh=fresh_values(reinit, params, lambda k: model.init(k)[0]),
-        settings=trim_settings,
-    )
+        fresh=fresh_values(trim.reinit, params, lambda k: model.init(k)[0]),
+        settings=trim,
+    )  # fmt: skip
     mask = trimmed.mask
     n_eligible = sum(
         math.prod(np.shape(x)) if e else 0
         for x, e in zip(jax.tree.leaves(params), jax.tree.leaves(eligible_tree), strict=True)
     )
     trim_entry = {
-        "phase": "trim",
+        "epoch": "trim",
         "reinitialised": count_true(mask),
         "eligible_entries": int(n_eligible),
         "time_s": time.perf_counter() - start,
     }
-    tx = adam_tx(grad_clip, proj, eligible_tree)
+    tx = adam_tx(repair.grad_clip, projection, eligible_tree)
     memory_fn = None
-    if projection != "none":
-        loss_fn = bind_state(model, {}, train=False)
+    if projection.kind != "none":
+        memory_loss = bind_state(model, {}, train=False)
 
         def memory_fn(p, k):
-            batches = [first_batch(forget_src, jax.random.fold_in(k, i)) for i in range(memory_num)]
-            return forget_memory(loss_fn, p, batches, eligible=eligible_tree)
+            batches = [first_batch(forget_src, jax.random.fold_in(k, i))
+                       for i in range(projection.memory_num)]  # fmt: skip
+            return forget_memory(memory_loss, p, batches, eligible=eligible_tree,
+                                 cumulative=projection.cumulative)  # fmt: skip
 
-    if objective == "anchor":
-        num_classes = model.num_classes
-        repair_forget = dataclasses.replace(forget_src, anchor=anchor, num_classes=num_classes)
+    if objective.kind == "anchor":
+        repair_forget = dataclasses.replace(
+            forget_src, anchor=objective.anchor, num_classes=model.num_classes
+        )
+        loss = retain_forget_loss(model.loss, model.anchor_loss)
     else:
-        repair_forget = forget_src
+        repair_forget, loss = forget_src, model.loss
     new_params, log = train_objective(
-        model.loss,
+        loss,
         trimmed.params,
         retain=retain_src,
         forget=repair_forget,
         key=k_repair,
-        steps=steps,
-        lr=lr,
+        steps=repair.steps,
+        lr=repair.lr,
         tx=tx,
         w_retain=1.0,
-        w_forget=lam,
-        sign=-1.0 if objective == "contrast" else 1.0,
+        w_forget=repair.lam,
+        sign=-1.0 if objective.kind == "contrast" else 1.0,
         grad_mask=grad_mask,
         memory_fn=memory_fn,
-        memory_every=memory_every,
-        log_every=log_every,
+        memory_every=repair.memory_every,
+        log_every=repair.log_every,
         progress=progress,
         desc="scissorhands repair",
     )
-    return DiffusionUnlearnResult(new_params, mask, [trim_entry, *log])
+    return UnlearnResult(new_params, {}, [trim_entry, *log], mask)

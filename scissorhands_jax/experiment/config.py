@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scissorhands_jax._choices import CONFIG_DIR, config_names
+from scissorhands_jax.diffusion.baselines import DIFFUSION_METHODS, method_defaults
 from scissorhands_jax.experiment.rules import validate
 from scissorhands_jax.settings import flat_defaults
 
@@ -106,29 +107,6 @@ _DDPM_TRAIN = {
     "keep": 2,
     "precision": "float32",  # or "bfloat16": bfloat16 compute, float32 parameters
 }
-_SCISSORHANDS_DDPM = {  # keywords of scissorhands_diffusion, and the seed
-    "eligible": "up_attn",
-    "sparsity": 0.999,
-    "prune_num": 1,
-    "saliency_guidance": 8.5,
-    "reinit": "trunc_normal",
-    "objective": "contrast",
-    "anchor": None,
-    "lam": 0.1,
-    "lr": 2e-5,
-    "steps": 500,
-    "batch_size": 128,
-    "grad_clip": None,
-    "trainable": None,
-    "projection": "none",
-    "margin": 0.5,
-    "eps": 1e-3,
-    "memory_num": 1,
-    "memory_every": 50,
-    "log_every": 50,
-    "seed": 0,
-}
-_REPAIR = {"lr": 1e-4, "steps": 500, "batch_size": 128, "grad_clip": 1.0, "seed": 0}
 
 DIFFUSION_DEFAULTS: dict[str, Any] = {
     "data": {
@@ -185,26 +163,9 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "grid_per_class": 8,
     },
-    "scissorhands": dict(_SCISSORHANDS_DDPM),
-    "scissorhands_anchor": {  # the release's concept recipe: L_r + lam * anchor loss
-        **_SCISSORHANDS_DDPM,
-        "sparsity": 0.995,
-        "saliency_guidance": None,
-        "reinit": "model",
-        "objective": "anchor",
-        "anchor": "next",
-        "lr": 1e-5,
-    },
-    "salun": {  # keywords of salun_diffusion, and the seed
-        "mask_ratio": 0.5,
-        "saliency_guidance": 2.0,
-        "mask_batches": 1,
-        "anchor": "next",
-        "alpha": 1e-3 * 3072,
-        "log_every": 50,
-        **_REPAIR,
-    },
-    "finetune": dict(_REPAIR),  # keywords of finetune_diffusion, and the seed
+    # the methods' keywords with their defaults (the only copy: the settings dataclasses of
+    # scissorhands_jax.diffusion), and the seed of each method's key
+    **{name: {**method_defaults(name), "seed": 0} for name in DIFFUSION_METHODS},
     "eval": {"fid_features": None},  # "MODULE:FUNCTION", see diffusion-evaluate
 }
 """Every key of a diffusion config and its default (SalUn's CIFAR-10 DDPM, Scissorhands

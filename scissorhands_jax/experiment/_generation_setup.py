@@ -1,5 +1,4 @@
-"""What ``diffusion-train``, ``-unlearn`` and ``-evaluate`` share: config -> data, models,
-run files.
+"""What the generation pipeline's steps share: config -> data, models, run files.
 
 A run directory (``--out`` of ``diffusion-train``, ``--run`` of the others) holds::
 
@@ -17,8 +16,8 @@ another config.
 
 from __future__ import annotations
 
-import argparse
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax.baselines import UnlearnResult
 from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
-from scissorhands_jax.diffusion.baselines import finetune_diffusion, salun_diffusion
+from scissorhands_jax.diffusion.baselines import DIFFUSION_METHODS
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
 from scissorhands_jax.diffusion.metrics import feature_extractor
 from scissorhands_jax.diffusion.model import DiffusionModel, diffusion_model
 from scissorhands_jax.diffusion.schedule import make_schedule
-from scissorhands_jax.diffusion.unlearn import scissorhands_diffusion
 from scissorhands_jax.experiment.config import load_config
-from scissorhands_jax.experiment.pipeline import indices_sha, restore, sgd_setup
+from scissorhands_jax.experiment.pipeline import indices_sha, read_json, restore, sgd_setup
 from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
 from scissorhands_jax.objective import adam_tx
@@ -42,8 +41,6 @@ from scissorhands_jax.objective import adam_tx
 GENERATORS = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
 """Generator role -> (config section of its schedule, data part it trains on)."""
 ROLES = (*GENERATORS, "classifier")
-METHODS = ("scissorhands", "scissorhands_anchor", "salun", "finetune")
-"""``diffusion-unlearn --method`` choices; each has its config section of keywords."""
 PIPELINE_KEYS = {
     "train": (
         "batch_size",
@@ -62,11 +59,19 @@ the library function it documents."""
 _JUDGES = {"digits_cnn": None, "resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
-def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = list(args.set)
-    if args.data_dir:
-        overrides.append(f"data.data_dir={args.data_dir!r}")
-    return load_config(args.config, smoke=args.smoke, overrides=overrides, kind="diffusion")
+def load_generation_config(
+    config: str, *, smoke: bool = False, overrides: Sequence[str] = (), data_dir: str | None = None
+) -> dict[str, Any]:
+    """The diffusion config ``config`` (a name or a file), with its ``SMOKE`` merged when
+    ``smoke``, the ``section.key=value`` ``overrides`` and ``data_dir``; checked.
+
+    Raises:
+      ValueError: an unknown config or key, a bad value, or a classifier config.
+    """
+    overrides = list(overrides)
+    if data_dir:
+        overrides.append(f"data.data_dir={data_dir!r}")
+    return load_config(config, smoke=smoke, overrides=overrides, kind="diffusion")
 
 
 def build_data(cfg: dict, *, progress: bool) -> GenerationData:
@@ -260,32 +265,30 @@ def load_judge(run: Path, cfg: dict, data: GenerationData, judge: Model):
     return tree["params"], tree["model_state"]
 
 
-def unlearned_like(params: Any, method: str) -> dict[str, Any]:
-    """The tree a ``method`` checkpoint holds: parameters, and the mask when it has one."""
+def unlearned_like(params: Any, masked: bool) -> dict[str, Any]:
+    """The tree an unlearned checkpoint holds: parameters, and the mask when ``masked``."""
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
-    if method == "finetune":
+    if not masked:
         return {"params": shapes}
     mask = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, bool), shapes)
     return {"params": shapes, "mask": mask}
 
 
 def load_unlearned(run: Path, method: str, cfg: dict, data: GenerationData, like: Any):
-    """The parameters saved by ``diffusion-unlearn --method method``."""
+    """The parameters saved by ``diffusion-unlearn --method method`` (its log says whether
+    a mask was saved beside them)."""
     fix = f"scissorhands diffusion-unlearn {cfg['config_path']} --run {run} --method {method}"
+    masked = "mask_entries" in read_json(run / method / "log.json", {})
     with checkpoints(run, method, cfg, data) as ck:
-        return _restore_final(ck, method, unlearned_like(like, method), fix)["params"]
+        return _restore_final(ck, method, unlearned_like(like, masked), fix)["params"]
 
 
-def unlearn(method: str, model, params, data: GenerationData, settings: dict, *, key, progress):
-    """Runs one method with its config section's keywords (``settings``, without the
-    seed); returns ``(params, mask or None, log)``."""
+def unlearn(
+    method: str, model, params, data: GenerationData, settings: dict, *, key, progress: bool
+) -> UnlearnResult:
+    """Runs ``method`` of :data:`~scissorhands_jax.diffusion.DIFFUSION_METHODS` with its
+    config section's keywords (``settings``, without the seed)."""
     retain = data.source("retain", settings["batch_size"])
-    if method == "finetune":
-        new, log = finetune_diffusion(
-            model, params, retain=retain, key=key, progress=progress, **settings
-        )
-        return new, None, log
     forget = data.source("forget", settings["batch_size"])
-    fn = salun_diffusion if method == "salun" else scissorhands_diffusion
-    res = fn(model, params, retain=retain, forget=forget, key=key, progress=progress, **settings)
-    return res.params, res.mask, res.log
+    return DIFFUSION_METHODS[method](model, params, retain=retain, forget=forget, key=key,
+                                     progress=progress, **settings)  # fmt: skip
