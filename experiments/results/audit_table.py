@@ -31,6 +31,11 @@ def _setting(row: dict) -> str:
     return ", ".join(words)
 
 
+def _shift(value: float) -> str:
+    """A confidence shift; a collapsed model's (beyond ±100 logit units) as its order."""
+    return f"{value:+.2f}" if abs(value) < 100 else f"{value:+.0e}"
+
+
 def _interval(row: dict) -> str:
     low, high = row["ulira_accuracy_ci"]
     return f"{row['ulira_accuracy']:.3f} [{low:.3f}, {high:.3f}]"
@@ -74,7 +79,7 @@ def table(dirs: list[Path]) -> str:
         cells = [m, _setting(rs[0]), *(_interval(r) for r in rs)]
         cells.append(" / ".join(f"{r['UA']:.1f}" for r in rs))
         cells.append(" / ".join(f"{r['TA']:.1f}" for r in rs))
-        cells.append(" / ".join(f"{r['confidence_test_shift']:+.2f}" for r in rs))
+        cells.append(" / ".join(_shift(r["confidence_test_shift"]) for r in rs))
         cells.append(" / ".join(f"{r['forget_quality_rel']:.2f}" for r in rs))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
