@@ -1,6 +1,6 @@
 """Data-parallel Scissorhands on 1, 2, 4, 8 devices: same results, and the step time.
 
-Question: does splitting every batch over N devices (``mesh=data_mesh(...)``, the batch
+Question: does splitting every batch over N devices (parameters placed with ``on_mesh``, the batch
 on the ``data`` axis, parameters replicated) give the one-device result, and how does
 the step time scale? Two workloads, each on a mesh of N devices:
 
@@ -67,6 +67,8 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
         tx=shs.sgd(TRAIN_DEFAULTS["lr"]),
     )
     settings = {**UNLEARN_DEFAULTS, "epochs": epochs}
+    if mesh is not None:  # placed once: the method runs where its parameters live
+        params, state = shs.parallel.on_mesh((params, state), mesh)
 
     def run():
         result = shs.scissorhands(
@@ -77,7 +79,7 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
             forget=split.forget,
             key=jax.random.key(2),
             eligible="all_but_first_conv",
-            **check_settings(progress=False, mesh=mesh, **settings),
+            **check_settings(progress=False, **settings),
         )
         return jax.block_until_ready(result)
 
@@ -115,7 +117,7 @@ def _resnet18(mesh, batch: int, steps: int) -> tuple[dict, dict]:
 
     params, state = on_mesh(params, mesh), on_mesh(state, mesh)
     memory = shs.forget_memory(
-        shs.bind_state(model, state), params, [data(10_000)], eligible=eligible, mesh=mesh
+        shs.bind_state(model, state), params, [data(10_000)], eligible=eligible
     )
     opt = on_mesh(tx.init(params), mesh)
     lam = jnp.float32(0.05)

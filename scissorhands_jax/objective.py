@@ -20,7 +20,7 @@ import optax
 
 from scissorhands_jax._types import Batch, BatchSource, Mask, ModelLossFn, Params, PRNGKey
 from scissorhands_jax.loop import TrainState, cycle, private_copy, run_steps
-from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
+from scissorhands_jax.parallel import mesh_of, shard_batch
 from scissorhands_jax.repairing import projection_tx
 from scissorhands_jax.settings import ProjectionSettings, check_int, check_real
 
@@ -131,7 +131,8 @@ def train_objective(
 
     Args:
       loss: ``loss(params, model_state, batch, train) -> (loss, model_state)``.
-      params: the starting parameters.
+      params: the starting parameters; placed on a mesh
+        (:func:`~scissorhands_jax.parallel.on_mesh`), every batch is split over it.
       retain: :data:`BatchSource` of the retain term.
       key: PRNG key; the run is a pure function of it.
       steps: optimiser steps.
@@ -163,9 +164,7 @@ def train_objective(
     for name, value in (("w_retain", w_retain), ("w_forget", w_forget), ("sign", sign)):
         check_real(name, value)
     params = private_copy(params)  # the steps donate it
-    mesh = current_mesh()  # inside parallel.data_parallel(mesh): data-parallel
-    if mesh is not None:
-        params = on_mesh(params, mesh)
+    mesh = mesh_of(params)  # parameters placed on a mesh: every batch split over it
     k_r, k_f, k_m = jax.random.split(key, 3)
     retains = cycle(retain, k_r)
     forgets = cycle(forget, k_f) if forget is not None else itertools.repeat(None)

@@ -30,7 +30,7 @@ from scissorhands_jax.data.batching import first_batch
 from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
 from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models.adapters import bind_state
-from scissorhands_jax.parallel import on_mesh, sharded_source
+from scissorhands_jax.parallel import mesh_of, on_mesh, sharded_source
 from scissorhands_jax.projection import gem_projection, orthogonal_projection
 from scissorhands_jax.settings import ProjectionSettings, RepairSettings
 
@@ -163,8 +163,6 @@ def repair(
     projection: ProjectionSettings = ProjectionSettings(),
     eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
     progress: bool = False,
-    mesh: jax.sharding.Mesh | None = None,
-    shard_params: bool = False,
 ) -> tuple[Params, ModelState, list[dict[str, Any]]]:
     r"""Phase 2: fine-tune on :math:`L_r - \lambda L_f` under the forget-memory projection.
 
@@ -180,7 +178,10 @@ def repair(
 
     Args:
       loss: ``loss(params, model_state, batch, train) -> (loss, new_model_state)``.
-      params: trimmed parameters.
+      params: trimmed parameters. Placed on a mesh
+        (:func:`~scissorhands_jax.parallel.on_mesh`, replicated or with large leaves
+        split), the repair runs data-parallel: every batch is split over its data axis,
+        and the model and optimiser states join the parameters.
       model_state: model state.
       retain: :data:`BatchSource` of the retain set.
       forget: :data:`BatchSource` of the forget set.
@@ -190,10 +191,6 @@ def repair(
       projection: the memory and the projection.
       eval_fn: ``eval_fn(params, model_state) -> dict`` logged after every epoch.
       progress: show a progress bar.
-      mesh: run data-parallel on this mesh (see :func:`scissorhands_jax.parallel.data_mesh`):
-        every batch is split over its data axis and the parameters, model state,
-        optimiser state and memory are replicated. None: the default device.
-      shard_params: with ``mesh``, split large parameter leaves over the data axis.
 
     Returns:
       ``(params, model_state, log)``; one entry per epoch: ``epoch`` and the fields of
@@ -206,8 +203,9 @@ def repair(
     """
     tx = repair_tx(eligible, settings, projection)
     params = private_copy(params)  # the steps donate it
-    if mesh is not None:
-        params, model_state = (on_mesh(t, mesh, shard=shard_params) for t in (params, model_state))
+    mesh = mesh_of(params)
+    if mesh is not None:  # computation follows the parameters' placement
+        model_state = on_mesh(model_state, mesh)
         retain, forget = sharded_source(retain, mesh), sharded_source(forget, mesh)
     opt_state = tx.init(params)
     if mesh is not None:

@@ -10,11 +10,11 @@ params plus extra heads) and ``aux`` holds per-step arrays (a teacher's params, 
 schedule value) as ordinary jit inputs, never in a closure. The passes run in the one
 training loop, :func:`scissorhands_jax.loop.run_steps`.
 
-Inside ``with data_parallel(mesh):`` (:func:`scissorhands_jax.parallel.data_parallel`)
-every baseline's training passes run data-parallel
-on ``mesh`` (batches split over its data axis, the trained state replicated), as the
-``mesh`` setting of Scissorhands does: the baselines keep one signature, and the caller
-(``compare``, your script) chooses where they run.
+A baseline runs where its parameters live: placed on a mesh
+(:func:`scissorhands_jax.parallel.on_mesh`), every training pass runs data-parallel
+(batches split over its data axis, the trained state on the mesh), as Scissorhands
+does. The baselines take no mesh; the caller (``compare``, your script) places the
+parameters once.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
 from scissorhands_jax.models.adapters import Model
-from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
+from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
 from scissorhands_jax.settings import check_int, check_momentum, check_real
 from scissorhands_jax.training import sgd
 
@@ -283,11 +283,11 @@ def objective_step(objective, model, tx, trainable, model_state, opt_state, batc
 def start_state(trainable: Any, model_state: ModelState, tx: Any) -> TrainState:
     """The state a baseline's passes start from: a copy of ``trainable`` and
     ``model_state`` (the steps donate their buffers; the caller's arrays, the original or
-    a teacher sharing them, stay intact), ``tx``'s state, all replicated on the mesh of
-    an enclosing :func:`~scissorhands_jax.parallel.data_parallel` block."""
+    a teacher sharing them, stay intact), ``tx``'s state, all on the mesh the trainable
+    tree or the model state was placed on (:func:`~scissorhands_jax.parallel.mesh_of`)."""
     trainable, model_state = private_copy((trainable, model_state))
     state = TrainState(0, trainable, model_state, tx.init(trainable))
-    mesh = current_mesh()
+    mesh = mesh_of((trainable, model_state))
     return state if mesh is None else TrainState(0, *on_mesh(tuple(state)[1:], mesh))
 
 
@@ -328,7 +328,7 @@ def run_pass(
       FloatingPointError: when a loss of the pass becomes non-finite or diverges.
     """
     tx_args = tx_args or {}
-    mesh = current_mesh()
+    mesh = mesh_of(state.params)  # the batches follow the parameters' placement
 
     def step(st, batch, _forget, _memory, _i):
         if mesh is not None:

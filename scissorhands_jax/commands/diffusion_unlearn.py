@@ -50,7 +50,7 @@ def _unlearn(args: argparse.Namespace, cfg: dict, run_dir) -> int:
     from scissorhands_jax.commands import _diffusion as dif
     from scissorhands_jax.experiment.pipeline import check_saved
     from scissorhands_jax.experiment.rundir import write_json_atomic
-    from scissorhands_jax.parallel import data_parallel, resolve_mesh
+    from scissorhands_jax.parallel import on_mesh, resolve_mesh
 
     method = args.method
     if dif.committed_steps(run_dir, method):
@@ -62,22 +62,24 @@ def _unlearn(args: argparse.Namespace, cfg: dict, run_dir) -> int:
     data = dif.build_data(cfg, progress=not args.no_progress)
     model = dif.build_model(cfg, data)
     params = dif.load_generator(run_dir, "original", cfg, data, model)
+    mesh = resolve_mesh(args.mesh)
+    if mesh is not None:  # placed once: the method runs where its parameters live
+        params = on_mesh(params, mesh)
     print(
         f"{method}: forgetting class {data.forget_class} ({len(data.indices('forget'))} "
         f"images) in {run_dir / 'original'}"
     )
     with dif.checkpoints(run_dir, method, cfg, data) as ck:
         start = time.perf_counter()
-        with data_parallel(resolve_mesh(args.mesh)):  # the method's loops read the mesh
-            new, mask, log = dif.unlearn(
-                method,
-                model,
-                params,
-                data,
-                settings,
-                key=jax.random.key(section["seed"]),
-                progress=not args.no_progress,
-            )
+        new, mask, log = dif.unlearn(
+            method,
+            model,
+            params,
+            data,
+            settings,
+            key=jax.random.key(section["seed"]),
+            progress=not args.no_progress,
+        )
         jax.block_until_ready(new)
         seconds = time.perf_counter() - start
         tree = {"params": new} if mask is None else {"params": new, "mask": mask}

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from scissorhands_jax.commands.diffusion_evaluate import feature_function
     from scissorhands_jax.diffusion.demo import METHODS, format_rows, run_generate_demo
     from scissorhands_jax.experiment.rundir import run_directory
-    from scissorhands_jax.parallel import data_parallel, resolve_mesh
+    from scissorhands_jax.parallel import resolve_mesh
 
     overrides: dict = {"forget_class": args.forget_class, "seed": args.seed}
     overrides["image_size"] = args.image_size
@@ -108,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["sample"] = sample
     fid_features = feature_function(args.fid_features, args.inception_weights)
     mesh = resolve_mesh(args.mesh)
-    with run_directory(args.out), data_parallel(mesh):  # one writer at a time
+    with run_directory(args.out):  # one writer at a time
         payload = run_generate_demo(
             args.out,
+            mesh=mesh,
             fid_features=fid_features,
             overrides=overrides,
             methods=tuple(args.methods) if args.methods else METHODS,

@@ -33,24 +33,28 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = pipe.config_from_args(args)
     flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
-    settings = check_settings(progress=not args.no_progress, mesh=resolve_mesh(args.mesh), **flat)
+    settings = check_settings(progress=not args.no_progress, **flat)
+    mesh = resolve_mesh(args.mesh)
     run = existing_run(args.run, maker=f"scissorhands train {args.config}")
     with run_directory(run, create=False) as run_dir:
-        return _unlearn(args, cfg, settings, run_dir)
+        return _unlearn(args, cfg, settings, mesh, run_dir)
 
 
-def _unlearn(args: argparse.Namespace, cfg: dict, settings: dict, run_dir) -> int:
+def _unlearn(args: argparse.Namespace, cfg: dict, settings: dict, mesh, run_dir) -> int:
     import jax
     import numpy as np
 
     from scissorhands_jax.experiment import pipeline as pipe
     from scissorhands_jax.experiment.rundir import write_bytes_atomic, write_json_atomic
     from scissorhands_jax.method import scissorhands
+    from scissorhands_jax.parallel import on_mesh
 
     split = pipe.build_split(cfg, progress=not args.no_progress)
     model = pipe.build_model(cfg, split.dataset)
     pipe.record_split(run_dir, split, cfg)  # refuses another request's run directory
     params, model_state = pipe.load_trained(run_dir, "original", cfg, split, model)
+    if mesh is not None:  # placed once: the method runs where its parameters live
+        params, model_state = on_mesh((params, model_state), mesh)
     ck = pipe.checkpoints(run_dir, "unlearned", cfg, split)
     try:
         if ck.latest_step() is not None:

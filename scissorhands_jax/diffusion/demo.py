@@ -55,6 +55,7 @@ from scissorhands_jax.experiment.demo import prepare_out_dir, write_json_atomic
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.models.adapters import predict_probs
 from scissorhands_jax.models.unet import UNet
+from scissorhands_jax.parallel import on_mesh
 from scissorhands_jax.training import fit, sgd
 
 METHODS = (
@@ -183,6 +184,10 @@ def _unlearn(name, cfg, model, params, retain, forget, key):
     return res.params, extra
 
 
+def _placed(params, mesh):
+    return params if mesh is None else on_mesh(params, mesh)
+
+
 def run_generate_demo(
     out: str | Path,
     *,
@@ -191,6 +196,7 @@ def run_generate_demo(
     progress: bool = False,
     log: Callable[[str], None] = print,
     fid_features: Callable[[np.ndarray], np.ndarray] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, Any]:
     """Runs the digits generation demo and writes its files under ``out``.
 
@@ -204,6 +210,8 @@ def run_generate_demo(
         (e.g. the pool features of your Inception-v3 weights); when given, every row
         also gets ``fid``: the Fréchet distance in that space between the samples of the
         other classes and the real images of those classes.
+      mesh: train the models and run the methods data-parallel on this mesh (the
+        generator starts there; the methods follow its parameters); None: one device.
 
     Returns:
       The ``metrics.json`` payload.
@@ -240,6 +248,7 @@ def run_generate_demo(
         key=jax.random.key(seed + 1),
         epochs=cc["epochs"],
         tx=sgd(cc["lr"]),
+        mesh=mesh,
     )
     test_probs = np.asarray(predict_probs(clf, c_params, c_state, jnp.asarray(split.test["image"])))
     clf_acc = float(np.mean(test_probs.argmax(-1) == split.test["label"]) * 100)
@@ -277,7 +286,7 @@ def run_generate_demo(
     t0 = time.perf_counter()
     params, train_log = train_diffusion(
         model,
-        model.init(jax.random.key(seed + 2))[0],
+        _placed(model.init(jax.random.key(seed + 2))[0], mesh),
         diffusion_source({"image": images, "label": labels}, tc["batch_size"]),
         key=jax.random.key(seed + 3),
         steps=tc["steps"],

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, data_parallel
+from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
 from scissorhands_jax.data import load_digits10
 from scissorhands_jax.data.digits import SCENARIOS
 from scissorhands_jax.experiment import _report
@@ -54,6 +54,7 @@ from scissorhands_jax.experiment.rundir import (
 from scissorhands_jax.method import scissorhands_flat as _scissorhands_fn
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.models import DigitsCNN, linen_model
+from scissorhands_jax.parallel import on_mesh
 from scissorhands_jax.preemption import Preempted, PreemptionGuard, preemption_requested
 from scissorhands_jax.settings import flat_defaults
 
@@ -262,15 +263,20 @@ class _Digits:
         return self.cache.get(f"original_seed{seed}", make)
 
     def _run(self, name, seed, split, params, state):
-        """Method ``name`` from ``(params, state)`` with key ``2000 + seed``."""
+        """Method ``name`` from ``(params, state)`` with key ``2000 + seed``, on the mesh
+        (the methods run where their parameters live)."""
         key, hps = jax.random.key(2000 + seed), self.hyperparameters[name]
+        if self.mesh is not None:
+            params, state = on_mesh((params, state), self.mesh)
         return METHODS[name](
             self.model, params, state, retain=split.retain, forget=split.forget, key=key, **hps
         )
 
     def retrain(self, scenario, seed, split):
         def make():
-            result = self._run(REFERENCE, seed, split, None, None)
+            # Retrain reads only where the parameters live: a fresh model's placement
+            params, state = self.model.init(jax.random.key(seed))
+            result = self._run(REFERENCE, seed, split, params, state)
             return result.params, result.model_state
 
         return self.cache.get(f"retrain_{scenario}_seed{seed}", make)
@@ -376,6 +382,8 @@ class _Config:
 
         hps = self.hyperparameters[name]
         key = jax.random.key(2000 + seed)
+        if self.mesh is not None:  # the methods run where their parameters live
+            params, state = on_mesh((params, state), self.mesh)
         if name == "scissorhands":
             augment = self.cfg["unlearn"]["augment"]
             bs = hps["batch_size"]
@@ -388,7 +396,6 @@ class _Config:
                 forget=split.source("forget", bs, augment=augment),
                 key=jax.random.key(seed),  # as ``scissorhands unlearn`` (unlearn.seed)
                 progress=progress,
-                mesh=self.mesh,
                 **hps,
             )
         else:
@@ -494,8 +501,8 @@ def run_compare(
       command: the command line to record in the report.
       overwrite: replace finished rows made with other hyperparameters.
       progress: show a progress bar.
-      mesh: train, unlearn and evaluate data-parallel on this mesh (every method, through
-        :func:`~scissorhands_jax.baselines.data_parallel`); None: one device.
+      mesh: train, unlearn and evaluate data-parallel on this mesh (every method starts
+        from parameters placed on it); None: one device.
 
     Returns:
       The rows, ordered by scenario, method and seed.
@@ -551,7 +558,7 @@ def run_compare(
     if plot:
         _report.check_plotting()
     backend.mesh = mesh
-    with run_directory(out, command=command) as out, data_parallel(mesh):  # one writer
+    with run_directory(out, command=command) as out:  # one writer
         return _run(out, backend, seeds, methods, mia_feature, plot, command, overwrite, progress)
 
 

@@ -26,6 +26,7 @@ from scissorhands_jax.method import check_settings
 from scissorhands_jax.metrics import INFORMATIVE_ATTACK_AUC, avg_gap, classification_metrics
 from scissorhands_jax.models import DigitsCNN, linen_model
 from scissorhands_jax.models.adapters import predict_probs
+from scissorhands_jax.parallel import on_mesh
 from scissorhands_jax.settings import FLAT_NAMES
 from scissorhands_jax.training import fit, sgd
 
@@ -145,16 +146,15 @@ def run_digits(
                 model, split.retain, seed, train_cfg, progress, f"retrain s{seed}", mesh
             )
             start = time.perf_counter()
+            placed = original[:2] if mesh is None else on_mesh(original[:2], mesh)
             result = scissorhands(
                 model,
-                original[0],
-                original[1],
+                *placed,
                 retain=split.retain,
                 forget=split.forget,
                 key=jax.random.key(2000 + seed),
                 eligible="all_but_first_conv",
                 progress=progress,
-                mesh=mesh,
                 **shs_cfg,
             )
             jax.block_until_ready(result.params)
