@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
 from scissorhands_jax.loop import LossGuard, TrainState, ema_update, private_copy, report
-from scissorhands_jax.objective import objective_step
+from scissorhands_jax.objective import ObjectiveScalars, objective_step
 from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
 from scissorhands_jax.preemption import stop_now
 from scissorhands_jax.training import sgd, train_step
@@ -229,12 +229,12 @@ def _step_fn(loss_fn, tx, lr):
             return train_step(loss_fn, tx, params, model_state, opt_state, batch)
 
         return one
-    w_r, w_f, lr_arr = jnp.float32(1.0), jnp.float32(0.0), jnp.float32(lr)
+    scalars = ObjectiveScalars(jnp.float32(1.0), jnp.float32(0.0), jnp.float32(lr))
+    step = objective_step(loss_fn, tx)  # compiled once for the run
 
     def one(params, model_state, opt_state, batch):
-        p, o, loss, _ = objective_step(
-            loss_fn, tx, -1.0, params, opt_state, batch, None, w_r, w_f, lr_arr, None, None
-        )
-        return p, model_state, o, loss
+        state = TrainState(0, params, model_state, opt_state)
+        state, (loss, _) = step(state, (batch, None), scalars)
+        return state.params, model_state, state.opt_state, loss
 
     return one
