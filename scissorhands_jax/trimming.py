@@ -123,14 +123,12 @@ def trim(
     values = fresh(k_fresh) if callable(fresh) else fresh
     if mesh is not None:
         values = on_mesh(values, mesh)
-    leaves, treedef = jax.tree.flatten(eligible)
-    trimmed, mask = _apply_trim(params, selected, values, treedef, tuple(map(bool, leaves)))
+    apply = jax.jit(functools.partial(_apply_trim, eligible))  # which leaves: static
+    trimmed, mask = apply(params, selected, values)
     return Trimmed(trimmed, mask, batches)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _apply_trim(params, selected, fresh, eligible_def, eligible_leaves):
-    eligible = jax.tree.unflatten(eligible_def, eligible_leaves)
+def _apply_trim(eligible, params, selected, fresh):
     trimmed = masked_reinit(params, selected, fresh, eligible=eligible)
     mask = jax.tree.map(lambda m, e: m if e else jnp.zeros_like(m), selected, eligible)
     return trimmed, mask
