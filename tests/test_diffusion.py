@@ -569,8 +569,9 @@ def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
 
     seen = {}
 
-    def fake(out, *, overrides, methods, progress, fid_features):
+    def fake(out, *, overrides, methods, progress, fid_features, mesh):
         seen.update(overrides=overrides, methods=methods, progress=progress, fid=fid_features)
+        seen.update(mesh=mesh)
         return {"rows": [], "files": [], "timing": {"total_s": 0.0}}
 
     monkeypatch.setattr(demo, "run_generate_demo", fake)
@@ -583,6 +584,7 @@ def test_generate_demo_command_maps_flags(tmp_path, monkeypatch, capsys):
     assert o["scissorhands"] == {"steps": 7, "sparsity": 0.95, "projection": "gem"}
     assert o["salun"] == {"steps": 7} and seen["methods"] == ("scissorhands", "salun")
     assert not seen["progress"] and seen["fid"] is np.ravel
+    assert seen["mesh"] is None  # --mesh auto on the suite's one device
     assert cli.main([*argv[:-4], "numpy:no_such_function", "--no-progress"]) == 2
     monkeypatch.undo()
     code = cli.main(["generate-demo", "--out", str(tmp_path), "--methods", "ga", "--no-progress"])
