@@ -185,13 +185,13 @@ def run_config(setup, precision: str, batch_size: int, steps: int, rounds: int) 
         return value
 
     def repair(name, tx_, project):
+        run_repair = shs.repair_step(loss, tx_)  # compiled once per variant
+
         def step():
-            p, s, o = carry[name]
-            p, s, o, _, _ = shs.repair_step(
-                loss, tx_, p, s, o, retain, forget, lam, memory, project
-            )
-            carry[name] = (p, s, o)
-            return p
+            st = shs.TrainState(0, *carry[name])
+            st, _ = run_repair(st, (retain, forget), lam, memory, project)
+            carry[name] = (st.params, st.model_state, st.opt_state)
+            return st.params
 
         return step
 

@@ -2,9 +2,9 @@
 
 Question: how much does the GEM projection add to a Scissorhands repair step? A joint
 repair step is a retain and a forget forward/backward pass, then the optimiser update
-(:func:`scissorhands_jax.repair_grads` then :func:`scissorhands_jax.repair_update`, the
-very programs :func:`scissorhands_jax.repair_step` runs in the repair loop). Three
-variants are timed side by side in one process, alternating their order every round:
+(the step :func:`scissorhands_jax.repair_step` builds for the repair loop; the passes and
+the update alone are the same computations jitted here). Three variants are timed side
+by side in one process, alternating their order every round:
 
 - ``projected``: the two passes + GEM projection (t memories) + weight decay + SGD;
 - ``unprojected``: the same two passes + weight decay + SGD, no projection;
@@ -34,6 +34,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
@@ -66,22 +67,30 @@ def main() -> None:
         eligible=eligible,
     )
     lam = jnp.float32(0.05)
-    carry = {"params": params, "state": state, "opt": tx.init(params)}
+    carry = {"state": shs.TrainState(0, params, state, tx.init(params))}
+    repair_step = shs.repair_step(model.loss, tx)
+
+    @jax.jit
+    def grad_pass(p, s, b):
+        return jax.value_and_grad(lambda q: model.loss(q, s, b, True), has_aux=True)(p)
 
     def passes():
-        _, _, s, g_r, g_f = shs.repair_grads(
-            model.loss, carry["params"], carry["state"], retain, forget
-        )
+        st = carry["state"]
+        (_, s), g_r = grad_pass(st.params, st.model_state, retain)
+        (_, s), g_f = grad_pass(st.params, s, forget)
         return g_r, g_f, s
+
+    @jax.jit
+    def update(p, o, g_r, g_f, mem):  # mem None: no projection
+        grads = jax.tree.map(lambda a, b: a - lam * b, g_r, g_f)
+        u, o = tx.update(grads, o, p, memory=mem)
+        return optax.apply_updates(p, u), o
 
     def step(project):
         def run():
-            g_r, g_f, s = passes()
-            p, o = shs.repair_update(
-                tx, project, carry["params"], carry["opt"], g_r, g_f, lam, memory
-            )
-            carry.update(params=p, state=s, opt=o)
-            return p, o, s
+            st, _ = repair_step(carry["state"], (retain, forget), lam, memory, project)
+            carry["state"] = st
+            return st.params, st.opt_state, st.model_state
 
         return run
 
@@ -96,8 +105,8 @@ def main() -> None:
     # projection's own cost, measured many times because it is small
     g_r, g_f, _ = passes()
     updates = {
-        project: lambda project=project: shs.repair_update(
-            tx, project, carry["params"], carry["opt"], g_r, g_f, lam, memory
+        project: lambda project=project: update(
+            carry["state"].params, carry["state"].opt_state, g_r, g_f, memory if project else None
         )
         for project in (True, False)
     }

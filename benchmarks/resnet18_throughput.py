@@ -76,11 +76,12 @@ def main() -> None:
     def saliency():
         return shs.connection_sensitivity(saliency_loss, params, [forget])
 
+    run_repair = shs.repair_step(model.loss, repair_tx)  # compiled once
+
     def repair_step():
-        p, s, o = carry["repair"]
-        p, s, o, _, _ = shs.repair_step(model.loss, repair_tx, p, s, o, retain, forget, lam, memory)
-        carry["repair"] = (p, s, o)
-        return p, s, o
+        st, _ = run_repair(shs.TrainState(0, *carry["repair"]), (retain, forget), lam, memory)
+        carry["repair"] = (st.params, st.model_state, st.opt_state)
+        return carry["repair"]
 
     variants = {"train_step": train_step, "saliency": saliency, "repair_step": repair_step}
     images = {"train_step": args.batch, "saliency": args.batch, "repair_step": 2 * args.batch}

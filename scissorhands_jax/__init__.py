@@ -43,8 +43,6 @@ _ATTRIBUTES = {
     "repair": "scissorhands_jax.repairing",
     "repair_step": "scissorhands_jax.repairing",
     "repair_tx": "scissorhands_jax.repairing",
-    "repair_grads": "scissorhands_jax.repairing",
-    "repair_update": "scissorhands_jax.repairing",
     "TrainState": "scissorhands_jax.loop",
     "run_steps": "scissorhands_jax.loop",
     "fit_resumable": "scissorhands_jax.resumable",

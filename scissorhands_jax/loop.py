@@ -77,10 +77,11 @@ def cycle(source: BatchSource, key: PRNGKey) -> Iterator[Batch]:
 
 
 def projected_count(opt_state: Any) -> int:
-    """Projected steps so far, read from a chain whose first transform is a projection
-    (0 for any other optimiser state)."""
-    first = opt_state[0] if isinstance(opt_state, tuple) and opt_state else None
-    return int(first.projected) if hasattr(first, "projected") else 0
+    """Projected steps so far: the ``projected`` counter of the projection's state
+    wherever it sits in ``opt_state`` (a chain, a masked transform's state), 0 for an
+    optimiser state without one."""
+    count = optax.tree_utils.tree_get(opt_state, "projected", default=None)
+    return 0 if count is None else int(count)
 
 
 StepFn = Callable[

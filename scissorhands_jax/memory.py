@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
-from scissorhands_jax.parallel import on_mesh, shard_batch
+from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
 from scissorhands_jax.saliency import as_partial, loss_and_grad
 from scissorhands_jax.settings import check_bool
 
@@ -22,7 +22,6 @@ def forget_memory(
     *,
     eligible: Mask | None = None,
     cumulative: bool = False,
-    mesh: jax.sharding.Mesh | None = None,
 ) -> Params:
     r"""Stacks the gradients of the negated forget loss, one per batch.
 
@@ -46,13 +45,11 @@ def forget_memory(
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar``.
       params: the current (trimmed) parameters.
-      batches: ``memory_num`` forget batches.
+      batches: ``memory_num`` forget batches; split over the data axis of the mesh
+        ``params`` live on, if any (:func:`scissorhands_jax.parallel.mesh_of`).
       eligible: bool-per-leaf tree (see :func:`eligible_mask`); None keeps every leaf.
       cumulative: release-parity running sums (see above); default: one clean
         gradient per row.
-      mesh: compute data-parallel on this mesh (see
-        :func:`scissorhands_jax.parallel.data_mesh`): each batch is split over its data
-        axis, the other arrays replicated unless already on it.
 
     Returns:
       A pytree shaped like ``params`` whose leaves have a leading axis ``t``.
@@ -74,8 +71,9 @@ def forget_memory(
             )
         keep = tuple(bool(e) for e in flags)
     loss_fn = as_partial(loss_fn)
-    if mesh is not None:
-        loss_fn, params = on_mesh(loss_fn, mesh), on_mesh(params, mesh)
+    mesh = mesh_of(params)
+    if mesh is not None:  # the arrays the loss closes over join the parameters
+        loss_fn = on_mesh(loss_fn, mesh)
     grads = []
     for i, batch in enumerate(batches):
         if mesh is not None:

@@ -21,7 +21,6 @@ from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGK
 from scissorhands_jax.calibration import calibrate_temperature, check_calibration
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model, bind_state, check_data, check_params
-from scissorhands_jax.parallel import on_mesh, sharded_source
 from scissorhands_jax.precision import with_precision
 from scissorhands_jax.reinit import Eligibility, PathPredicate, resolve_eligibility
 from scissorhands_jax.settings import (
@@ -116,7 +115,10 @@ def scissorhands(
 
     Args:
       model: a :class:`Model` (from :func:`linen_model` or :func:`nnx_model`).
-      params: the trained parameters (not modified).
+      params: the trained parameters (not modified). To run data-parallel, place them
+        on a mesh first (``shs.parallel.on_mesh(params, mesh)``, or ``shard=True`` to
+        split large leaves): every batch is then split over its data axis, and N devices
+        give the one-device result on the same global batches up to float round-off.
       model_state: model state (``{}`` or None when there is none).
       retain: retain data: a pytree of arrays with a leading example axis, or a
         :data:`BatchSource`.
@@ -129,10 +131,9 @@ def scissorhands(
       trim: sparsity, saliency batches, fresh values, saliency mode.
       repair: learning rate, epochs, :math:`\lambda`, momentum, weight decay.
       projection: the memory and the projection.
-      training: batch size, progress bars, mesh (data-parallel: N devices give the
-        one-device result on the same global batches up to float round-off), and the
-        repair's compute precision (its steps and memories; the saliency stays float32,
-        so the selection of the entries to re-initialise does not depend on it).
+      training: batch size, progress bars and the repair's compute precision (its
+        steps and memories; the saliency stays float32, so the selection of the entries
+        to re-initialise does not depend on it).
       calibration: what happens to the outputs after the repair (default: nothing).
       calibration_data: held-out data for ``calibration``, never trained on (a dict
         holding the model's inputs and labels, or a batch source); None: the
@@ -158,7 +159,7 @@ def scissorhands(
     _check_settings(trim=trim, repair=repair, projection=projection, training=training,
                     calibration=calibration)  # fmt: skip
     original_params, original_state = params, model_state
-    mesh, bs = training.mesh, training.batch_size
+    bs = training.batch_size
     forget_src = as_source(forget, bs, "forget")
     retain_src = as_source(retain, bs, "retain")
     check_params(params)
@@ -167,14 +168,9 @@ def scissorhands(
     if calibration.kind != "none":
         check_calibration(model, params, model_state,
                           retain if calibration_data is None else calibration_data)  # fmt: skip
-    if mesh is not None:
-        params = on_mesh(params, mesh, shard=training.shard_params)
-        model_state = on_mesh(model_state, mesh)
-        forget_src, retain_src = sharded_source(forget_src, mesh), sharded_source(retain_src, mesh)
     k_trim, k_repair = jax.random.split(key)
     start = time.perf_counter()
-    trimmed = _trim_classifier(model, params, model_state, forget_src, k_trim, reinit_tree, trim,
-                               mesh)  # fmt: skip
+    trimmed = _trim_classifier(model, params, model_state, forget_src, k_trim, reinit_tree, trim)
     if trim.update_stats:
         model_state = _moved_stats(model, params, model_state, trimmed.batches)
     n_reinit = int(sum(np.sum(m) for m in jax.device_get(jax.tree.leaves(trimmed.mask))))
@@ -191,8 +187,6 @@ def scissorhands(
         projection=projection,
         eval_fn=eval_fn,
         progress=training.progress,
-        mesh=mesh,
-        shard_params=training.shard_params,
     )
     if calibration.kind == "temperature":
         new_params, info = calibrate_temperature(
@@ -244,13 +238,11 @@ def scissorhands_flat(
                         **check_settings(**flat))  # fmt: skip
 
 
-def _trim_classifier(model, params, model_state, forget, key, eligible, settings, mesh):
-    if mesh is not None:
-        model_state = on_mesh(model_state, mesh)
+def _trim_classifier(model, params, model_state, forget, key, eligible, settings):
     loss_fn = bind_state(model, model_state, train=settings.saliency_train_mode)
     fresh = trimming.fresh_values(settings.reinit, params, lambda k: model.init(k)[0])
     return trimming.trim(loss_fn, params, forget, key=key, eligible=eligible, fresh=fresh,
-                settings=settings, mesh=mesh)  # fmt: skip
+                settings=settings)  # fmt: skip
 
 
 def _moved_stats(model, params, model_state, batches):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import optax
 
 from scissorhands_jax._types import Batch, BatchSource, Mask, ModelLossFn, Params, PRNGKey
 from scissorhands_jax.loop import TrainState, cycle, private_copy, run_steps
-from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
+from scissorhands_jax.parallel import mesh_of, shard_batch
 from scissorhands_jax.repairing import projection_tx
 from scissorhands_jax.settings import ProjectionSettings, check_int, check_real
 
@@ -31,62 +31,37 @@ def adam_tx(
     eligible: Mask | None = None,
 ) -> optax.GradientTransformation:
     """``[projection] -> [clip_by_global_norm] -> scale_by_adam()``: Adam's update
-    direction; :func:`objective_step` multiplies it by ``-lr``, so one compiled step
-    serves every learning rate. The same settings give the same (hashable) transform.
+    direction; the step (:func:`objective_step`) multiplies it by ``-lr``, so the
+    learning rate is a traced input of the run's one compiled step.
 
     The projection (on the ``eligible`` leaves) acts on the raw gradient, before
     clipping and Adam, as the release projects before its optimiser step.
     """
-    proj = None
-    if projection is not None and projection.kind != "none":
-        proj = (projection.kind, projection.margin, projection.eps)  # what the update reads
-    if eligible is None:
-        return _cached_adam(grad_clip, proj, None, None)
-    leaves, treedef = jax.tree.flatten(eligible)
-    return _cached_adam(grad_clip, proj, treedef, tuple(map(bool, leaves)))
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_adam(grad_clip, proj, mask_def, mask_leaves):
     parts = []
-    if proj is not None:
-        mask = None if mask_def is None else jax.tree.unflatten(mask_def, mask_leaves)
-        kind, margin, eps = proj
-        parts.append(projection_tx(ProjectionSettings(kind=kind, margin=margin, eps=eps), mask))
+    if projection is not None and projection.kind != "none":
+        parts.append(projection_tx(projection, eligible))
     if grad_clip is not None:
         parts.append(optax.clip_by_global_norm(grad_clip))
     parts.append(optax.scale_by_adam())
     return optax.chain(*parts)
 
 
-@functools.partial(jax.jit, static_argnames=("loss", "tx", "sign"), donate_argnums=(3, 4))
-def objective_step(
-    loss: ModelLossFn,
-    tx: optax.GradientTransformation,
-    sign: float,
-    params: Params,
-    opt_state: Any,
-    b_r: Batch,
-    b_f: Batch | None,
-    w_r: jax.Array,
-    w_f: jax.Array,
-    lr: jax.Array,
-    memory: Params | None,
-    grad_mask: Mask | None,
-):
-    r"""One step :math:`\theta \leftarrow \theta - \text{lr} \cdot \text{tx}(g)` on
-    :math:`w_r L(\theta; b_r) + \text{sign} \cdot w_f L(\theta; b_f)`.
+class ObjectiveScalars(NamedTuple):
+    """The per-step numbers of :func:`objective_step`, traced inputs of its program.
 
-    The retain term runs in training mode (label dropout, dropout), the forget term in
-    evaluation mode (the forget condition itself, no label dropout); the model has no
-    state (``{}``). ``grad_mask`` (a tree of bools, per leaf or per entry) zeroes the
-    other gradient entries before the optimiser; ``memory`` feeds the projection
-    transform, when ``tx`` has one. ``params`` and ``opt_state`` are donated: use the
-    returned ones.
-
-    Returns:
-      ``(params, opt_state, loss_retain, loss_forget)``.
+    Attributes:
+      w_retain: :math:`w_r`, the weight of the retain loss.
+      w_forget: :math:`w_f`, the weight of the forget loss.
+      lr: the learning rate that scales ``tx``'s direction.
     """
+
+    w_retain: jax.Array
+    w_forget: jax.Array
+    lr: jax.Array
+
+
+def _objective_update(loss, tx, sign, params, opt_state, b_r, b_f, scalars, memory, grad_mask):
+    w_r, w_f, lr = scalars
 
     def objective(p):
         l_r = loss(p, {}, b_r, True)[0]
@@ -101,6 +76,50 @@ def objective_step(
     updates, opt_state = tx.update(grads, opt_state, params, memory=memory)
     updates = jax.tree.map(lambda u: -lr * u, updates)
     return optax.apply_updates(params, updates), opt_state, l_r, l_f
+
+
+def objective_step(loss: ModelLossFn, tx: optax.GradientTransformation, *, sign: float = -1.0):
+    r"""The step of one run on :math:`w_r L(\theta; b_r) + \text{sign} \cdot w_f
+    L(\theta; b_f)`, :math:`\theta \leftarrow \theta - \text{lr} \cdot \text{tx}(g)`,
+    compiled once for the run (``loss``, ``tx`` and ``sign`` are bound before
+    ``jax.jit``).
+
+    The retain term runs in training mode (label dropout, dropout), the forget term in
+    evaluation mode (the forget condition itself, no label dropout); the model has no
+    state (``{}``).
+
+    Args:
+      loss: ``loss(params, model_state, batch, train) -> (loss, model_state)``.
+      tx: the update direction without the learning rate (e.g. :func:`adam_tx`).
+      sign: the sign of the forget term (-1: ascend the forget loss).
+
+    Returns:
+      ``step(state, batch, scalars, memory=None, grad_mask=None) -> (state, (l_r, l_f))``
+      on a :class:`~scissorhands_jax.loop.TrainState`: ``batch`` is ``(b_r, b_f)``
+      (``b_f`` None: the retain term alone), ``scalars`` an :class:`ObjectiveScalars`,
+      ``memory`` feeds the projection transform when ``tx`` has one, ``grad_mask`` (a
+      tree of bools, per leaf or per entry) zeroes the other gradient entries before
+      the optimiser. The state's parameters and optimiser state are donated: use the
+      returned state.
+    """
+    update = jax.jit(functools.partial(_objective_update, loss, tx, float(sign)),
+                     donate_argnums=(0, 1))  # fmt: skip
+
+    def step(
+        state: TrainState,
+        batch: tuple[Batch, Batch | None],
+        scalars: ObjectiveScalars,
+        memory: Params | None = None,
+        grad_mask: Mask | None = None,
+    ) -> tuple[TrainState, tuple[jax.Array, jax.Array]]:
+        b_r, b_f = batch
+        params, opt_state, l_r, l_f = update(
+            state.params, state.opt_state, b_r, b_f, scalars, memory, grad_mask
+        )
+        new = state._replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new, (l_r, l_f)
+
+    return step
 
 
 def train_objective(
@@ -131,7 +150,8 @@ def train_objective(
 
     Args:
       loss: ``loss(params, model_state, batch, train) -> (loss, model_state)``.
-      params: the starting parameters.
+      params: the starting parameters; placed on a mesh
+        (:func:`~scissorhands_jax.parallel.on_mesh`), every batch is split over it.
       retain: :data:`BatchSource` of the retain term.
       key: PRNG key; the run is a pure function of it.
       steps: optimiser steps.
@@ -163,22 +183,18 @@ def train_objective(
     for name, value in (("w_retain", w_retain), ("w_forget", w_forget), ("sign", sign)):
         check_real(name, value)
     params = private_copy(params)  # the steps donate it
-    mesh = current_mesh()  # inside parallel.data_parallel(mesh): data-parallel
-    if mesh is not None:
-        params = on_mesh(params, mesh)
+    mesh = mesh_of(params)  # parameters placed on a mesh: every batch split over it
     k_r, k_f, k_m = jax.random.split(key, 3)
     retains = cycle(retain, k_r)
     forgets = cycle(forget, k_f) if forget is not None else itertools.repeat(None)
-    w_r, w_f, lr_arr = jnp.float32(w_retain), jnp.float32(w_forget), jnp.float32(lr)
+    scalars = ObjectiveScalars(jnp.float32(w_retain), jnp.float32(w_forget), jnp.float32(lr))
+    run_step = objective_step(loss, tx, sign=float(sign))
 
     def step(st, b_r, b_f, memory, _i):
         if mesh is not None:
             b_r, b_f = shard_batch(b_r, mesh), None if b_f is None else shard_batch(b_f, mesh)
-        p, o, l_r, l_f = objective_step(
-            loss, tx, float(sign), st.params, st.opt_state, b_r, b_f, w_r, w_f, lr_arr, memory,
-            grad_mask,
-        )  # fmt: skip
-        return TrainState(st.step + 1, p, st.model_state, o), l_r, l_f
+        st, (l_r, l_f) = run_step(st, (b_r, b_f), scalars, memory, grad_mask)
+        return st, l_r, l_f
 
     hook = None
     if memory_fn is not None:

@@ -8,9 +8,12 @@ every device and inserts the all-reduces. Means over the batch, BatchNorm statis
 and the gradients are then those of the *global* batch, so N devices give the result of
 one device on the same batch, up to the order of floating-point sums.
 
-Pass ``mesh=data_mesh()`` to :func:`scissorhands`, :func:`trim`, :func:`repair`,
-:func:`fit`, :func:`connection_sensitivity` or :func:`forget_memory`, or place the
-inputs yourself with :func:`shard_batch`, :func:`on_mesh` and :func:`sharded_source`.
+The mesh is placed once, where a run starts: put the parameters (and the model state)
+on it with :func:`on_mesh`, and every loop of the library (:func:`scissorhands`,
+:func:`trim`, :func:`repair`, :func:`connection_sensitivity`, :func:`forget_memory`,
+the baselines, :func:`fit`) splits its batches over the mesh its parameters live on
+(:func:`mesh_of`). No function of the method takes a mesh. In your own loop, place the
+batches yourself with :func:`shard_batch` or :func:`sharded_source`.
 
 Multi-host (``jax.distributed.initialize()`` once per process, before any other JAX
 call): the mesh spans the devices of every process. :func:`shard_batch` builds each
@@ -23,8 +26,6 @@ process reads its own part of the data. Write files and logs only where
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -164,6 +165,30 @@ def _fsdp_spec(shape: tuple[int, ...], size: int, axis: str, min_size: int) -> P
     return PartitionSpec()
 
 
+def mesh_of(tree: Any) -> Mesh | None:
+    """The mesh that ``tree`` (parameters, typically) was placed on, or None.
+
+    The loops of the library call it on their parameters and split their batches over
+    the mesh it returns, so placing the parameters with :func:`on_mesh` is all it takes
+    to run data-parallel.
+
+    Args:
+      tree: any pytree.
+
+    Returns:
+      The mesh of the first leaf placed with a :class:`~jax.sharding.NamedSharding`;
+      None when no leaf is (host values, arrays on one default device) and inside
+      ``jax.jit`` (traced values have no placement of their own).
+    """
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.core.Tracer):
+            return None
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(sharding, NamedSharding):
+            return sharding.mesh
+    return None
+
+
 def on_mesh(tree: Any, mesh: Mesh, *, shard: bool = False, min_size: int = 1 << 14) -> Any:
     """Places parameters, model state or optimiser state on ``mesh``.
 
@@ -293,26 +318,3 @@ def resolve_mesh(devices: int | str | None = "auto") -> Mesh | None:
                 f"devices JAX sees: {jax.default_backend()}), got {devices!r}."
             )
     return None if count == 1 else data_mesh(available[:count])
-
-
-_MESH: contextvars.ContextVar[jax.sharding.Mesh | None] = contextvars.ContextVar(
-    "baseline_mesh", default=None
-)
-
-
-@contextlib.contextmanager
-def data_parallel(mesh: jax.sharding.Mesh | None) -> Iterator[None]:
-    """Runs the loops that read :func:`current_mesh` inside the block (every baseline,
-    the diffusion unlearning objectives) data-parallel on ``mesh`` (None: one device, as
-    without the block). N devices give the one-device result on the same global batches,
-    up to the order of floating-point sums."""
-    token = _MESH.set(mesh)
-    try:
-        yield
-    finally:
-        _MESH.reset(token)
-
-
-def current_mesh() -> jax.sharding.Mesh | None:
-    """The mesh of the innermost :func:`data_parallel` block (None outside any)."""
-    return _MESH.get()

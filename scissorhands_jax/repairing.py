@@ -1,7 +1,7 @@
 """Phase 2 of Scissorhands: fine-tuning under the forget-memory projection.
 
 :func:`repair_tx` is the optimiser (projection, coupled weight decay, momentum SGD),
-:func:`repair_step` one jittable step of it on a retain and a forget batch, and
+:func:`repair_step` builds a run's step of it on a retain and a forget batch, and
 :func:`repair` the epochs of the release, run by the one loop of
 :func:`scissorhands_jax.loop.run_steps`.
 """
@@ -30,7 +30,7 @@ from scissorhands_jax.data.batching import first_batch
 from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
 from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models.adapters import bind_state
-from scissorhands_jax.parallel import on_mesh, sharded_source
+from scissorhands_jax.parallel import mesh_of, on_mesh, sharded_source
 from scissorhands_jax.projection import gem_projection, orthogonal_projection
 from scissorhands_jax.settings import ProjectionSettings, RepairSettings
 
@@ -61,93 +61,79 @@ def repair_tx(
     projection: ProjectionSettings = ProjectionSettings(),
 ) -> optax.GradientTransformation:
     """The repair optimiser: the projection (on the eligible leaves), then coupled
-    weight decay, then momentum SGD at the constant ``settings.lr``.
-
-    The same settings and eligible leaves give the same (hashable) object, so the
-    programs compiled for it are reused.
-    """
-    leaves, treedef = jax.tree.flatten(eligible)
-    sgd = (settings.lr, settings.momentum, settings.weight_decay)
-    proj = (projection.kind, projection.margin, projection.eps)  # what the update reads
-    return _cached_tx(sgd, proj, treedef, tuple(map(bool, leaves)))
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_tx(sgd, proj, mask_def, mask_leaves):
-    (lr, momentum, weight_decay), (kind, margin, eps) = sgd, proj
-    mask = jax.tree.unflatten(mask_def, mask_leaves)
+    weight decay, then momentum SGD at the constant ``settings.lr``."""
     return optax.chain(
-        projection_tx(ProjectionSettings(kind=kind, margin=margin, eps=eps), mask),
-        optax.add_decayed_weights(weight_decay),
-        optax.sgd(lr, momentum=momentum),
+        projection_tx(projection, eligible),
+        optax.add_decayed_weights(settings.weight_decay),
+        optax.sgd(settings.lr, momentum=settings.momentum),
     )
 
 
-@functools.partial(jax.jit, static_argnames="loss")
 def _grad_pass(loss, params, state, batch):
-    """Loss, new model state and gradient of one batch in training mode (one compiled
-    program per batch shape serves the retain and the forget pass)."""
+    """Loss, new model state and gradient of one batch in training mode."""
     (value, state), grads = jax.value_and_grad(lambda p: loss(p, state, batch, True), has_aux=True)(
         params
     )
     return value, state, grads
 
 
-@functools.partial(jax.jit, static_argnames=("tx", "project"), donate_argnums=(2, 3))
-def repair_update(tx, project, params, opt_state, g_r, g_f, lam, memory):
-    r"""The update of :func:`repair_step` on given gradients: ``tx`` on
-    :math:`g_r - \lambda g_f` (:math:`g_r` alone when ``g_f`` is None), projected
-    against ``memory`` when ``project``; returns ``(params, opt_state)``. ``params`` and
-    ``opt_state`` are donated (their buffers hold the result): use the returned ones."""
+def _update(tx, params, opt_state, g_r, g_f, lam, memory):
+    """``tx`` on :math:`g_r - \\lambda g_f` (:math:`g_r` alone when ``g_f`` is None),
+    projected against ``memory`` unless it is None."""
     grads = g_r if g_f is None else jax.tree.map(lambda a, b: a - lam * b, g_r, g_f)
-    updates, opt_state = tx.update(grads, opt_state, params, memory=memory if project else None)
+    updates, opt_state = tx.update(grads, opt_state, params, memory=memory)
     return optax.apply_updates(params, updates), opt_state
 
 
-def repair_grads(loss, params, model_state, b_r, b_f):
-    """The gradient passes of :func:`repair_step`: ``(l_r, l_f, model_state, g_r, g_f)``,
-    the model state threaded through the retain, then the forget pass (training mode)."""
-    l_r, model_state, g_r = _grad_pass(loss, params, model_state, b_r)
-    l_f, model_state, g_f = _grad_pass(loss, params, model_state, b_f)
-    return l_r, l_f, model_state, g_r, g_f
+RepairStep = Callable[..., tuple[TrainState, tuple[jax.Array, jax.Array | None]]]
+"""``step(state, batch, lam, memory=None, project=True) -> (state, (l_r, l_f))``: one
+run's repair step (:func:`repair_step`)."""
 
 
-def repair_step(
-    loss: ModelLossFn,
-    tx: optax.GradientTransformation,
-    params: Params,
-    model_state: ModelState,
-    opt_state: optax.OptState,
-    b_r: Batch,
-    b_f: Batch | None,
-    lam: jax.Array,
-    memory: Params | None,
-    project: bool = True,
-) -> tuple[Params, ModelState, optax.OptState, jax.Array, jax.Array | None]:
-    r"""One repair step on :math:`g = \nabla L(b_r) - \lambda \nabla L(b_f)`.
+def repair_step(loss: ModelLossFn, tx: optax.GradientTransformation) -> RepairStep:
+    r"""The repair step of one run on :math:`g = \nabla L(b_r) - \lambda \nabla L(b_f)`,
+    compiled once for the run (``loss`` and ``tx`` are bound before ``jax.jit``).
 
     Both losses run in training mode, the model state threaded through the retain pass,
     then the forget pass, as the release's two forward passes do; with ``b_f`` None
     the step is on :math:`\nabla L(b_r)` alone. ``tx`` (:func:`repair_tx`) projects
-    against ``memory`` when ``project`` is True and a memory is given. ``params`` and
-    ``opt_state`` are donated to the update: use the returned ones.
+    against ``memory`` when ``project`` is True and a memory is given. The gradient
+    passes and the update are separate programs, so retain-only and joint steps share
+    them.
 
-    It can be wrapped in ``jax.jit`` (``loss``, ``tx`` and ``project`` static); called
-    as it is, its gradient passes and its update run as separately compiled programs,
-    so retain-only and joint steps share them.
+    Args:
+      loss: ``loss(params, model_state, batch, train) -> (loss, new_model_state)``.
+      tx: the repair optimiser (:func:`repair_tx`).
 
     Returns:
-      ``(params, model_state, opt_state, loss_retain, loss_forget)``; ``loss_forget``
-      is None for a retain-only step.
+      ``step(state, batch, lam, memory=None, project=True) -> (state, (l_r, l_f))`` on
+      a :class:`~scissorhands_jax.loop.TrainState`: ``batch`` is ``(b_r, b_f)``,
+      ``lam`` a traced scalar, ``project`` this step's projection flag; ``l_f`` is None
+      for a retain-only step. The state's parameters and optimiser state are donated:
+      use the returned state.
     """
-    if b_f is None:
-        l_r, model_state, g_r = _grad_pass(loss, params, model_state, b_r)
-        params, opt_state = repair_update(tx, False, params, opt_state, g_r, None, lam, None)
-        return params, model_state, opt_state, l_r, None
-    l_r, l_f, model_state, g_r, g_f = repair_grads(loss, params, model_state, b_r, b_f)
-    project = bool(project) and memory is not None
-    params, opt_state = repair_update(tx, project, params, opt_state, g_r, g_f, lam, memory)
-    return params, model_state, opt_state, l_r, l_f
+    grad_pass = jax.jit(functools.partial(_grad_pass, loss))
+    update = jax.jit(functools.partial(_update, tx), donate_argnums=(0, 1))
+
+    def step(
+        state: TrainState,
+        batch: tuple[Batch, Batch | None],
+        lam: jax.Array,
+        memory: Params | None = None,
+        project: bool = True,
+    ) -> tuple[TrainState, tuple[jax.Array, jax.Array | None]]:
+        b_r, b_f = batch
+        l_r, model_state, g_r = grad_pass(state.params, state.model_state, b_r)
+        l_f = g_f = None
+        if b_f is not None:
+            l_f, model_state, g_f = grad_pass(state.params, model_state, b_f)
+        memory = memory if project and b_f is not None else None
+        params, opt_state = update(state.params, state.opt_state, g_r, g_f, lam, memory)
+        new = state._replace(step=state.step + 1, params=params, model_state=model_state,
+                             opt_state=opt_state)  # fmt: skip
+        return new, (l_r, l_f)
+
+    return step
 
 
 def repair(
@@ -163,8 +149,6 @@ def repair(
     projection: ProjectionSettings = ProjectionSettings(),
     eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
     progress: bool = False,
-    mesh: jax.sharding.Mesh | None = None,
-    shard_params: bool = False,
 ) -> tuple[Params, ModelState, list[dict[str, Any]]]:
     r"""Phase 2: fine-tune on :math:`L_r - \lambda L_f` under the forget-memory projection.
 
@@ -180,7 +164,10 @@ def repair(
 
     Args:
       loss: ``loss(params, model_state, batch, train) -> (loss, new_model_state)``.
-      params: trimmed parameters.
+      params: trimmed parameters. Placed on a mesh
+        (:func:`~scissorhands_jax.parallel.on_mesh`, replicated or with large leaves
+        split), the repair runs data-parallel: every batch is split over its data axis,
+        and the model and optimiser states join the parameters.
       model_state: model state.
       retain: :data:`BatchSource` of the retain set.
       forget: :data:`BatchSource` of the forget set.
@@ -190,10 +177,6 @@ def repair(
       projection: the memory and the projection.
       eval_fn: ``eval_fn(params, model_state) -> dict`` logged after every epoch.
       progress: show a progress bar.
-      mesh: run data-parallel on this mesh (see :func:`scissorhands_jax.parallel.data_mesh`):
-        every batch is split over its data axis and the parameters, model state,
-        optimiser state and memory are replicated. None: the default device.
-      shard_params: with ``mesh``, split large parameter leaves over the data axis.
 
     Returns:
       ``(params, model_state, log)``; one entry per epoch: ``epoch`` and the fields of
@@ -206,8 +189,9 @@ def repair(
     """
     tx = repair_tx(eligible, settings, projection)
     params = private_copy(params)  # the steps donate it
-    if mesh is not None:
-        params, model_state = (on_mesh(t, mesh, shard=shard_params) for t in (params, model_state))
+    mesh = mesh_of(params)
+    if mesh is not None:  # computation follows the parameters' placement
+        model_state = on_mesh(model_state, mesh)
         retain, forget = sharded_source(retain, mesh), sharded_source(forget, mesh)
     opt_state = tx.init(params)
     if mesh is not None:
@@ -216,12 +200,11 @@ def repair(
     k_mem, k_retain, k_forget = jax.random.split(key, 3)
     lam = jnp.float32(settings.lam)
 
+    run_step = repair_step(loss, tx)  # compiled once for the run
+
     def step(st, b_r, b_f, memory, i):
-        project = i % projection.every == 0
-        p, s, o, l_r, l_f = repair_step(
-            loss, tx, st.params, st.model_state, st.opt_state, b_r, b_f, lam, memory, project
-        )
-        return TrainState(st.step + 1, p, s, o), l_r, l_f
+        st, (l_r, l_f) = run_step(st, (b_r, b_f), lam, memory, i % projection.every == 0)
+        return st, l_r, l_f
 
     log: list[dict[str, Any]] = []
     guard = LossGuard()  # one for the whole repair: the divergence bound is its first loss

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
 from scissorhands_jax.loop import LossGuard, TrainState, ema_update, private_copy, report
-from scissorhands_jax.objective import objective_step
-from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
+from scissorhands_jax.objective import ObjectiveScalars, objective_step
+from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
 from scissorhands_jax.preemption import stop_now
 from scissorhands_jax.training import sgd, train_step
 
@@ -122,8 +122,8 @@ def fit_resumable(
       desc: the bar's label.
       mesh: train data-parallel on this mesh (:func:`~scissorhands_jax.parallel.data_mesh`):
         the state replicated, every batch split over the data axis (a batch that does not
-        divide evenly runs replicated). None: the mesh of an enclosing
-        :func:`~scissorhands_jax.parallel.data_parallel` block, else the default device.
+        divide evenly runs replicated). None: the mesh the state's parameters were placed
+        on (:func:`~scissorhands_jax.parallel.mesh_of`), else the default device.
       callback: ``callback(step, entry)`` after every log entry (e.g. to send the loss
         to a tracker).
 
@@ -158,7 +158,7 @@ def fit_resumable(
         raise ValueError(f"cannot run from step {state.step} to step {end} (of {total}).")
     one_step = _step_fn(loss_fn, tx, lr)
     state = private_copy(state)  # the steps donate its arrays
-    mesh = current_mesh() if mesh is None else mesh
+    mesh = mesh_of(state.params) if mesh is None else mesh
     if mesh is not None:  # replicated state, every batch split over the data axis
         state = TrainState(state.step, *on_mesh(tuple(state)[1:], mesh))
     decay = None if ema_decay is None else jnp.float32(ema_decay)
@@ -229,12 +229,12 @@ def _step_fn(loss_fn, tx, lr):
             return train_step(loss_fn, tx, params, model_state, opt_state, batch)
 
         return one
-    w_r, w_f, lr_arr = jnp.float32(1.0), jnp.float32(0.0), jnp.float32(lr)
+    scalars = ObjectiveScalars(jnp.float32(1.0), jnp.float32(0.0), jnp.float32(lr))
+    step = objective_step(loss_fn, tx)  # compiled once for the run
 
     def one(params, model_state, opt_state, batch):
-        p, o, loss, _ = objective_step(
-            loss_fn, tx, -1.0, params, opt_state, batch, None, w_r, w_f, lr_arr, None, None
-        )
-        return p, model_state, o, loss
+        state = TrainState(0, params, model_state, opt_state)
+        state, (loss, _) = step(state, (batch, None), scalars)
+        return state.params, model_state, state.opt_state, loss
 
     return one

@@ -14,7 +14,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
-from scissorhands_jax.parallel import on_mesh, shard_batch
+from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
 from scissorhands_jax.settings import TIES, check_choice, check_sparsity
 
 
@@ -51,8 +51,6 @@ def connection_sensitivity(
     loss_fn: LossFn,
     params: Params,
     batches: Iterable[Batch],
-    *,
-    mesh: jax.sharding.Mesh | None = None,
 ) -> Params:
     r"""Scores every parameter by its connection sensitivity to the forget data.
 
@@ -73,10 +71,9 @@ def connection_sensitivity(
       loss_fn: ``loss_fn(params, batch) -> scalar`` task loss (cross-entropy for a
         classifier, noise-prediction MSE for diffusion).
       params: the trained parameters, any pytree of float arrays.
-      batches: an iterable of batches of the forget set (``prune_num`` of them).
-      mesh: compute data-parallel on this mesh (see
-        :func:`scissorhands_jax.parallel.data_mesh`): each batch is split over its data
-        axis, ``params`` and the arrays in ``loss_fn`` replicated unless already on it.
+      batches: an iterable of batches of the forget set (``prune_num`` of them). When
+        ``params`` live on a mesh (:func:`scissorhands_jax.parallel.on_mesh`), each
+        batch is split over its data axis (:func:`scissorhands_jax.parallel.mesh_of`).
 
     Returns:
       A pytree shaped like ``params`` with the non-negative saliency of every entry.
@@ -95,8 +92,9 @@ def connection_sensitivity(
       [6.0, 12.0]
     """
     loss_fn = as_partial(loss_fn)
-    if mesh is not None:
-        loss_fn, params = on_mesh(loss_fn, mesh), on_mesh(params, mesh)
+    mesh = mesh_of(params)
+    if mesh is not None:  # the arrays the loss closes over join the parameters
+        loss_fn = on_mesh(loss_fn, mesh)
     acc = None
     n = 0
     for batch in batches:

@@ -304,22 +304,17 @@ class AdamRepairSettings:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSettings:
-    """How the batches are drawn and where the steps run.
+    """How the batches are drawn, shown and computed.
 
     Attributes:
       batch_size: batch size for array data.
       progress: show progress bars.
-      mesh: run data-parallel on this :class:`jax.sharding.Mesh` (see
-        :func:`scissorhands_jax.parallel.data_mesh`); None: the default device.
-      shard_params: with ``mesh``, split large parameter leaves over the data axis.
       precision: ``"float32"`` or ``"bfloat16"`` (bfloat16 compute with float32
         parameters and optimiser state; see :mod:`scissorhands_jax.precision`).
     """
 
     batch_size: int = 256
     progress: bool = False
-    mesh: Any = None
-    shard_params: bool = False
     precision: str = "float32"
 
     def __post_init__(self):
@@ -327,14 +322,8 @@ class TrainingSettings:
             self,
             batch_size=check_int("batch_size", self.batch_size, 1, "examples per batch"),
             progress=check_bool("progress", self.progress),
-            shard_params=check_bool("shard_params", self.shard_params),
         )
         check_precision(self.precision)
-        if self.mesh is not None and not isinstance(self.mesh, jax.sharding.Mesh):
-            raise ValueError(
-                f"mesh must be a jax.sharding.Mesh or None, got {self.mesh!r}; build one "
-                "with scissorhands_jax.parallel.data_mesh()."
-            )
 
 
 @dataclasses.dataclass(frozen=True)

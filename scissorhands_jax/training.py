@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
 from scissorhands_jax.loop import LossGuard, private_copy, report
-from scissorhands_jax.parallel import current_mesh, on_mesh, sharded_source
+from scissorhands_jax.parallel import mesh_of, on_mesh, sharded_source
 from scissorhands_jax.settings import check_momentum, check_real
 
 
@@ -83,8 +83,8 @@ def fit(
       desc: the progress bar's label.
       mesh: train data-parallel on this mesh (see
         :func:`scissorhands_jax.parallel.data_mesh`): batches split over its data axis,
-        parameters, state and optimiser state replicated. None: the mesh of an enclosing
-        :func:`~scissorhands_jax.parallel.data_parallel` block, else the default device.
+        parameters, state and optimiser state replicated. None: the mesh ``params`` were
+        placed on (:func:`~scissorhands_jax.parallel.mesh_of`), else the default device.
       shard_params: with ``mesh``, split large parameter leaves over the data axis.
       callback: ``callback(epoch, entry)`` after every epoch.
 
@@ -98,7 +98,7 @@ def fit(
       ValueError: an epoch without a batch.
     """
     params, model_state = private_copy((params, model_state))  # the steps donate them
-    mesh = current_mesh() if mesh is None else mesh
+    mesh = mesh_of((params, model_state)) if mesh is None else mesh
     if mesh is not None:
         params, model_state = on_mesh(params, mesh, shard=shard_params), on_mesh(model_state, mesh)
         data = sharded_source(data, mesh)

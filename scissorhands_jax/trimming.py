@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from scissorhands_jax._types import Batch, BatchSource, LossFn, Mask, Params, PRNGKey
 from scissorhands_jax.data.batching import first_batch
-from scissorhands_jax.parallel import on_mesh, sharded_source
+from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
 from scissorhands_jax.reinit import masked_reinit, torch_default_init
 from scissorhands_jax.saliency import connection_sensitivity, top_k_mask
 from scissorhands_jax.settings import TrimSettings
@@ -80,7 +80,6 @@ def trim(
     eligible: Mask,
     fresh: Fresh,
     settings: TrimSettings = TrimSettings(),
-    mesh: jax.sharding.Mesh | None = None,
 ) -> Trimmed:
     r"""Saliency on ``prune_num`` fresh forget batches, global top-k, masked re-init.
 
@@ -100,38 +99,36 @@ def trim(
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar`` (a model's state enters through its
         closure, e.g. :func:`~scissorhands_jax.bind_state`).
-      params: the trained parameters (not modified).
+      params: the trained parameters (not modified); placed on a mesh
+        (:func:`~scissorhands_jax.parallel.on_mesh`), the saliency runs data-parallel
+        and the fresh values join them there.
       forget: :data:`BatchSource` of the forget set.
       key: PRNG key.
       eligible: bool-per-leaf tree of the leaves that may be re-initialised.
       fresh: fresh values, or ``fresh(key)`` drawing them.
       settings: ``sparsity``, ``prune_num`` and ``ties`` are read here.
-      mesh: split the forget batches over this mesh's data axis, replicating the
-        parameters not yet on it.
 
     Returns:
       A :class:`Trimmed`.
     """
-    if mesh is not None:
-        params = on_mesh(params, mesh)
-        forget = sharded_source(forget, mesh)
+    mesh = mesh_of(params)
     k_batches, k_fresh = jax.random.split(key)
     batches = [
         first_batch(forget, jax.random.fold_in(k_batches, i)) for i in range(settings.prune_num)
     ]
-    scores = connection_sensitivity(loss_fn, params, batches, mesh=None)
+    if mesh is not None:  # placed once: the caller may run more passes on them
+        batches = [shard_batch(b, mesh) for b in batches]
+    scores = connection_sensitivity(loss_fn, params, batches)
     selected = top_k_mask(scores, settings.sparsity, ties=settings.ties)
     values = fresh(k_fresh) if callable(fresh) else fresh
     if mesh is not None:
         values = on_mesh(values, mesh)
-    leaves, treedef = jax.tree.flatten(eligible)
-    trimmed, mask = _apply_trim(params, selected, values, treedef, tuple(map(bool, leaves)))
+    apply = jax.jit(functools.partial(_apply_trim, eligible))  # which leaves: static
+    trimmed, mask = apply(params, selected, values)
     return Trimmed(trimmed, mask, batches)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _apply_trim(params, selected, fresh, eligible_def, eligible_leaves):
-    eligible = jax.tree.unflatten(eligible_def, eligible_leaves)
+def _apply_trim(eligible, params, selected, fresh):
     trimmed = masked_reinit(params, selected, fresh, eligible=eligible)
     mask = jax.tree.map(lambda m, e: m if e else jnp.zeros_like(m), selected, eligible)
     return trimmed, mask

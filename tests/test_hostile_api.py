@@ -42,7 +42,6 @@ from scissorhands_jax.loop import TrainState, run_steps
         (shs.TrimSettings, "saliency_train_mode", "yes", "saliency_train_mode must be True"),
         (shs.TrimSettings, "ties", "random", "ties must be one of"),
         (shs.TrainingSettings, "progress", "no", "progress must be True or False"),
-        (shs.TrainingSettings, "mesh", 8, "mesh must be a jax.sharding.Mesh"),
     ],
 )
 def test_settings_refuse_wrong_types_and_ranges(cls, field, value, pattern):

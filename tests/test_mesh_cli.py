@@ -4,8 +4,8 @@ The commands run in a subprocess that sets ``XLA_FLAGS`` to 4 host devices befor
 starts (this file run as a script), so the rest of the suite keeps its single device.
 The worker trains the digits-10 smoke config once on one device, then runs ``unlearn``
 and ``evaluate`` on copies of that run with ``--mesh 1`` and ``--mesh 4``, trains the
-original again on 4 devices, runs FT and Retrain from that original inside
-``data_parallel`` (as ``compare --mesh`` does) and without, and reports the largest
+original again on 4 devices, runs FT and Retrain from that original placed on the mesh
+(as ``compare --mesh`` does) and on one device, and reports the largest
 differences it finds.
 """
 
@@ -74,18 +74,18 @@ def _worker(tmp: Path) -> dict:
     o4, _ = pipe.load_trained(tmp / "train4", "original", cfg, split, model)
     out["train_params_rel"] = _max_rel(o4, o1)
     out["auto_mesh_devices"] = int(resolve_mesh("auto").devices.size)
-    # a baseline (FT) and Retrain inside data_parallel(mesh) against one device
+    # a baseline (FT) and Retrain from parameters placed on the mesh, against one device
     from scissorhands_jax.baselines import METHODS
-    from scissorhands_jax.parallel import data_parallel
+    from scissorhands_jax.parallel import on_mesh
 
     s1 = pipe.load_trained(tmp / "one", "original", cfg, split, model)[1]
     retain, forget = pipe.split_arrays(split, "retain"), pipe.split_arrays(split, "forget")
     for name, hps in (("ft", {"epochs": 2}), ("retrain", {"epochs": 2})):
         runs = []
         for mesh in (None, resolve_mesh(str(DEVICES))):
-            with data_parallel(mesh):
-                runs.append(METHODS[name](model, o1, s1, retain=retain, forget=forget,
-                                          key=jax.random.key(5), **hps))  # fmt: skip
+            placed = (o1, s1) if mesh is None else on_mesh((o1, s1), mesh)
+            runs.append(METHODS[name](model, *placed, retain=retain, forget=forget,
+                                      key=jax.random.key(5), **hps))  # fmt: skip
         out[f"{name}_params_rel"] = _max_rel(runs[1].params, runs[0].params)
         out[f"{name}_sharded"] = _was_split(runs[1].params)
     rows = {}

@@ -9,6 +9,8 @@ mesh, and prints the differences as JSON; the tests below assert on them.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import math
 import os
@@ -105,6 +107,51 @@ def test_on_mesh_keeps_a_placement_already_on_the_mesh():
     assert all(x is y for x, y in zip(jax.tree.leaves(placed), jax.tree.leaves(again), strict=True))
 
 
+def test_no_function_of_the_method_takes_a_mesh():
+    """The mesh is placed once, by the caller; the method follows its inputs."""
+    functions = [shs.connection_sensitivity, shs.forget_memory, shs.trim, shs.repair,
+                 shs.scissorhands, *shs.baselines.METHODS.values()]  # fmt: skip
+    for fn in functions:
+        params = inspect.signature(fn).parameters
+        assert "mesh" not in params and "shard_params" not in params, fn.__name__
+    fields = {f.name for f in dataclasses.fields(shs.TrainingSettings)}
+    assert not fields & {"mesh", "shard_params"}
+    assert not hasattr(parallel, "data_parallel") and not hasattr(parallel, "current_mesh")
+
+
+def test_mesh_of_names_the_mesh_a_tree_was_placed_on():
+    mesh = parallel.data_mesh()
+    tree = {"a": np.ones(3), "b": jnp.ones(2)}
+    assert parallel.mesh_of(tree) is None  # host values and default-device arrays
+    assert parallel.mesh_of({}) is None
+    assert parallel.mesh_of(parallel.on_mesh(tree, mesh)) == mesh
+    seen = []
+    jax.jit(lambda t: seen.append(parallel.mesh_of(t)) or t)(parallel.on_mesh(tree, mesh))
+    assert seen == [None]  # traced values have no placement of their own
+
+
+def test_trim_runs_where_its_parameters_live():
+    rng = np.random.default_rng(1)
+    params = {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), "b": jnp.zeros(2)}
+    forget = shs.data.array_source({"x": rng.normal(size=(8, 3)).astype(np.float32)}, 4)
+
+    def loss(p, b):
+        return jnp.mean(jnp.tanh(b["x"] @ p["w"] + p["b"]) ** 2)
+
+    kwargs = dict(key=jax.random.key(0), eligible={"w": True, "b": False},
+                  fresh=jax.tree.map(jnp.zeros_like, params),
+                  settings=shs.TrimSettings(sparsity=0.5, prune_num=2))  # fmt: skip
+    mesh = parallel.data_mesh()
+    ref = shs.trim(loss, params, forget, **kwargs)
+    got = shs.trim(loss, parallel.on_mesh(params, mesh), forget, **kwargs)
+    np.testing.assert_array_equal(np.asarray(got.mask["w"]), np.asarray(ref.mask["w"]))
+    np.testing.assert_allclose(np.asarray(got.params["w"]), np.asarray(ref.params["w"]))
+    assert ref.mask["w"].any() and not ref.mask["w"].all()  # a real selection
+    assert got.params["w"].sharding == parallel.replicated(mesh)
+    assert all(parallel.mesh_of(b) == mesh for b in got.batches)  # batches followed
+    assert all(parallel.mesh_of(b) is None for b in ref.batches)
+
+
 def test_saliency_and_memory_with_a_one_device_mesh_equal_the_default():
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
@@ -115,7 +162,7 @@ def test_saliency_and_memory_with_a_one_device_mesh_equal_the_default():
 
     mesh = parallel.data_mesh()
     for fn in (shs.connection_sensitivity, shs.forget_memory):
-        ref, got = fn(loss, params, batches), fn(loss, params, batches, mesh=mesh)
+        ref, got = fn(loss, params, batches), fn(loss, parallel.on_mesh(params, mesh), batches)
         np.testing.assert_allclose(np.asarray(got["w"]), np.asarray(ref["w"]), rtol=1e-6)
         assert got["w"].sharding == parallel.replicated(mesh)
 
@@ -344,9 +391,8 @@ def _repair_runs(model, params, state, split) -> dict:
     runs = {}
     for n in DEVICE_COUNTS:
         name = str(n)
-        result = scissorhands_flat(
-            model, params, state, mesh=parallel.data_mesh(devices[:n]), **kwargs
-        )
+        placed = parallel.on_mesh((params, state), parallel.data_mesh(devices[:n]))
+        result = scissorhands_flat(model, *placed, **kwargs)
         got = summary(result)
         if n == DEVICES:
             specs = sorted({str(v.sharding.spec) for v in jax.tree.leaves(result.params)})
@@ -392,12 +438,13 @@ def _worker(part: str) -> dict:
 
     loss_fn = shs.bind_state(model, state)
     ref_s = shs.connection_sensitivity(loss_fn, params, [b40, b12])
-    par_s = shs.connection_sensitivity(loss_fn, params, [b40, b12], mesh=mesh)
+    placed = parallel.on_mesh(params, mesh)
+    par_s = shs.connection_sensitivity(loss_fn, placed, [b40, b12])
     out["saliency_rel"] = _max_rel(ref_s, par_s)
 
     eligible = shs.eligible_mask(params, "all_but_first_conv")
     ref_m = shs.forget_memory(loss_fn, params, [b40, b12], eligible=eligible)
-    par_m = shs.forget_memory(loss_fn, params, [b40, b12], eligible=eligible, mesh=mesh)
+    par_m = shs.forget_memory(loss_fn, placed, [b40, b12], eligible=eligible)
     out["memory_rel"] = _max_rel(ref_m, par_m)
 
     scores = jax.device_get(ref_s)

@@ -312,3 +312,24 @@ def test_method_page_train_state_loop_projects():
     assert int(counters.count) == 2 * names["forget"].num_batches
     assert 0 < int(counters.projected) <= int(counters.count)
     assert not bool(counters.active)
+
+
+def test_projected_count_reads_the_projection_wherever_the_chain_holds_it():
+    from scissorhands_jax.loop import projected_count
+
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.ones(3)}
+    memory = {"w": -jnp.ones((1, 3))}  # conflicts with the gradient: every step projects
+    chains = {
+        "first": optax.chain(shs.gem_projection(), optax.sgd(0.1)),
+        "after weight decay": optax.chain(
+            optax.add_decayed_weights(0.0), shs.gem_projection(), optax.sgd(0.1)
+        ),
+    }
+    for name, tx in chains.items():
+        state = tx.init(params)
+        assert projected_count(state) == 0, name
+        for _ in range(2):
+            _, state = tx.update(grads, state, params, memory=memory)
+        assert projected_count(state) == 2, name
+    assert projected_count(optax.sgd(0.1).init(params)) == 0  # no projection: nothing counted

@@ -168,7 +168,7 @@ def fake_runs(monkeypatch):
                 store.put(role, _fake_outputs(data, i), [0.0] * len(data.members))
         return {audit.ORIGINAL: (None, None)}
 
-    def unlearn(name, hps, model, originals, data, *, seed, progress, unlearn=None):
+    def unlearn(name, hps, model, originals, data, *, seed, progress, unlearn=None, mesh=None):
         calls["unlearn"].append((name, dict(hps)))
         return _fake_outputs(data, len(calls["unlearn"]) + 10), [0.0] * len(data.members)
 

@@ -10,8 +10,8 @@ its hyperparameters as a frozen dataclass (:data:`HYPERPARAMETERS`) holding thei
 defaults: the release settings of the baselines, or the cited paper's where the release
 is silent. Every method raises ValueError for an unknown hyperparameter, a bad value or
 bad data (a batch source, an empty set, a missing entry) before any work, and
-FloatingPointError when its loss becomes non-finite. Inside ``with
-data_parallel(mesh):`` they run data-parallel on ``mesh``.
+FloatingPointError when its loss becomes non-finite. With ``params`` placed on a mesh
+(:func:`scissorhands_jax.parallel.on_mesh`) they run data-parallel on it.
 :data:`METHODS` maps the names of the comparison to the functions.
 """
 
@@ -43,7 +43,6 @@ from scissorhands_jax.baselines.retrain import RetrainHyperparameters, retrain
 from scissorhands_jax.baselines.salun import SalunHyperparameters, salun
 from scissorhands_jax.baselines.scissorhands import scissorhands
 from scissorhands_jax.baselines.scrub import ScrubHyperparameters, scrub
-from scissorhands_jax.parallel import data_parallel
 
 METHODS = dict(
     zip(
@@ -90,7 +89,6 @@ __all__ = [
     "UnlearnResult",
     "boundary_expanding",
     "boundary_shrinking",
-    "data_parallel",
     "finetune",
     "freeze",
     "gradient_ascent",

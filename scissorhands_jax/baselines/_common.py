@@ -3,18 +3,18 @@
 A baseline is ``unlearn(model, params, model_state, *, retain, forget, key, progress,
 **hyperparameters)``; its hyperparameters are the fields of a frozen dataclass
 (:class:`Hyperparameters`), the only copy of their defaults. It trains an *objective*
-``objective(model, trainable, model_state, batch, aux) -> (loss, new_model_state)``: a
-module-level function or a frozen dataclass (hashable by value, so the compiled step is
-reused), ``trainable`` is the pytree that the optimiser updates (the params, or the
+``objective(model, trainable, model_state, batch, aux) -> (loss, new_model_state)``,
+where ``trainable`` is the pytree that the optimiser updates (the params, or the
 params plus extra heads) and ``aux`` holds per-step arrays (a teacher's params, a
-schedule value) as ordinary jit inputs, never in a closure. The passes run in the one
-training loop, :func:`scissorhands_jax.loop.run_steps`.
+schedule value) as ordinary jit inputs, never in a closure. A run binds its objective,
+model and optimiser into one step compiled once (:func:`make_step`); its passes run in
+the one training loop, :func:`scissorhands_jax.loop.run_steps`.
 
-Inside ``with data_parallel(mesh):`` (:func:`scissorhands_jax.parallel.data_parallel`)
-every baseline's training passes run data-parallel
-on ``mesh`` (batches split over its data axis, the trained state replicated), as the
-``mesh`` setting of Scissorhands does: the baselines keep one signature, and the caller
-(``compare``, your script) chooses where they run.
+A baseline runs where its parameters live: placed on a mesh
+(:func:`scissorhands_jax.parallel.on_mesh`), every training pass runs data-parallel
+(batches split over its data axis, the trained state on the mesh), as Scissorhands
+does. The baselines take no mesh; the caller (``compare``, your script) places the
+parameters once.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
 from scissorhands_jax.models.adapters import Model
-from scissorhands_jax.parallel import current_mesh, on_mesh, shard_batch
+from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
 from scissorhands_jax.settings import check_int, check_momentum, check_real
 from scissorhands_jax.training import sgd
 
 Objective = Callable[[Model, Any, ModelState, Batch, Any], tuple[jax.Array, ModelState]]
+Step = Callable[[TrainState, Batch, Any, dict[str, Any]], tuple[TrainState, jax.Array]]
+"""``step(state, batch, aux, tx_args) -> (state, loss)``: one run's step (:func:`make_step`)."""
 
 
 class UnlearnResult(NamedTuple):
@@ -124,9 +126,11 @@ class SGDHyperparameters(Hyperparameters):
         check_momentum(self.momentum)
         check_real("weight_decay", self.weight_decay, low=0.0, hint="coupled L2 decay")
 
-    def tx(self, *, masked: bool = False) -> SGD:
-        """The optimiser of these settings (``masked``: followed by :func:`freeze`)."""
-        return SGD(self.lr, self.momentum, self.weight_decay, masked)
+    def tx(self, *, masked: bool = False) -> optax.GradientTransformation:
+        """The optimiser of these settings: :func:`scissorhands_jax.sgd` (``masked``:
+        followed by :func:`freeze`)."""
+        tx = sgd(self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return optax.chain(tx, freeze()) if masked else tx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,30 +188,6 @@ def freeze() -> optax.GradientTransformationExtraArgs:
         return frozen, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-@dataclasses.dataclass(frozen=True)
-class SGD:
-    """:func:`scissorhands_jax.sgd` (then :func:`freeze` when ``masked``) as a value:
-    equal settings are equal optimisers, so the compiled steps are reused without a
-    cache of optimiser objects. It has the ``init`` / ``update`` of an optax
-    transformation."""
-
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    masked: bool = False
-
-    def chain(self) -> optax.GradientTransformation:
-        """The optax transformation."""
-        tx = sgd(self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        return optax.chain(tx, freeze()) if self.masked else tx
-
-    def init(self, params):
-        return self.chain().init(params)
-
-    def update(self, updates, state, params=None, **extra_args):
-        return self.chain().update(updates, state, params, **extra_args)
 
 
 def check_arrays(data: Any, name: str) -> dict:
@@ -272,11 +252,7 @@ def in_order(data: dict, batch_size: int) -> Iterable[Batch]:
     return array_source(data, batch_size, shuffle=False)(jax.random.key(0))
 
 
-@functools.partial(jax.jit, static_argnames=("objective", "model", "tx"), donate_argnums=(3, 5))
-def objective_step(objective, model, tx, trainable, model_state, opt_state, batch, aux, tx_args):
-    """One optimiser step on ``objective``; ``tx_args`` (a dict of arrays) go to
-    ``tx.update`` as extra arguments. Returns the new triple and the loss. ``trainable``
-    and ``opt_state`` are donated: use the returned ones."""
+def _update(objective, model, tx, trainable, model_state, opt_state, batch, aux, tx_args):
     (loss, new_state), grads = jax.value_and_grad(
         lambda t: objective(model, t, model_state, batch, aux), has_aux=True
     )(trainable)
@@ -284,21 +260,42 @@ def objective_step(objective, model, tx, trainable, model_state, opt_state, batc
     return optax.apply_updates(trainable, updates), new_state, opt_state, loss
 
 
+def make_step(objective: Objective, model: Model, tx: optax.GradientTransformation) -> Step:
+    """The training step of one run of ``objective``, compiled once for the run.
+
+    ``objective``, ``model`` and ``tx`` are bound before ``jax.jit``; the step's
+    arrays (the batch, ``aux``, the extra arguments of ``tx.update`` such as a freeze
+    mask) are its traced inputs. The trainable tree and the optimiser state are donated:
+    use the returned state.
+
+    Returns:
+      ``step(state, batch, aux, tx_args) -> (state, loss)`` on a
+      :class:`~scissorhands_jax.loop.TrainState`.
+    """
+    update = jax.jit(functools.partial(_update, objective, model, tx), donate_argnums=(0, 2))
+
+    def step(state: TrainState, batch: Batch, aux: Any, tx_args: dict[str, Any]):
+        trainable, model_state, opt_state, loss = update(
+            state.params, state.model_state, state.opt_state, batch, aux, tx_args
+        )
+        return TrainState(state.step + 1, trainable, model_state, opt_state), loss
+
+    return step
+
+
 def start_state(trainable: Any, model_state: ModelState, tx: Any) -> TrainState:
     """The state a baseline's passes start from: a copy of ``trainable`` and
     ``model_state`` (the steps donate their buffers; the caller's arrays, the original or
-    a teacher sharing them, stay intact), ``tx``'s state, all replicated on the mesh of
-    an enclosing :func:`~scissorhands_jax.parallel.data_parallel` block."""
+    a teacher sharing them, stay intact), ``tx``'s state, all on the mesh the trainable
+    tree or the model state was placed on (:func:`~scissorhands_jax.parallel.mesh_of`)."""
     trainable, model_state = private_copy((trainable, model_state))
     state = TrainState(0, trainable, model_state, tx.init(trainable))
-    mesh = current_mesh()
+    mesh = mesh_of((trainable, model_state))
     return state if mesh is None else TrainState(0, *on_mesh(tuple(state)[1:], mesh))
 
 
 def run_pass(
-    objective: Objective,
-    model: Model,
-    tx: Any,
+    step: Step,
     state: TrainState,
     batches: Iterable[Batch],
     aux: Any = None,
@@ -308,13 +305,11 @@ def run_pass(
     desc: str = "",
     guard: LossGuard | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
-    """One pass of ``objective`` over ``batches``, in the loop of
+    """One pass of ``step`` over ``batches``, in the loop of
     :func:`~scissorhands_jax.loop.run_steps`.
 
     Args:
-      objective: the objective (see the module docstring).
-      model: the :class:`Model`.
-      tx: the optimiser (a value such as :class:`SGD`).
+      step: the run's step (:func:`make_step`).
       state: the :class:`~scissorhands_jax.loop.TrainState` (its ``params`` are the
         trainable tree).
       batches: the batches of this pass.
@@ -332,18 +327,16 @@ def run_pass(
       FloatingPointError: when a loss of the pass becomes non-finite or diverges.
     """
     tx_args = tx_args or {}
-    mesh = current_mesh()
+    mesh = mesh_of(state.params)  # the batches follow the parameters' placement
 
-    def step(st, batch, _forget, _memory, _i):
+    def loop_step(st, batch, _forget, _memory, _i):
         if mesh is not None:
             batch = shard_batch(batch, mesh)
-        trainable, model_state, opt_state, loss = objective_step(
-            objective, model, tx, st.params, st.model_state, st.opt_state, batch, aux, tx_args
-        )
-        return TrainState(st.step + 1, trainable, model_state, opt_state), loss, None
+        st, loss = step(st, batch, aux, tx_args)
+        return st, loss, None
 
     pairs = ((batch, None) for batch in batches)
-    state, entries = run_steps(step, state, pairs, progress=progress, desc=desc, guard=guard)
+    state, entries = run_steps(loop_step, state, pairs, progress=progress, desc=desc, guard=guard)
     if not entries:
         return state, {"loss": float("nan"), "steps": 0, "time_s": 0.0}
     entry = entries[0]
@@ -381,11 +374,12 @@ def fit_objective(
     tx = hp.tx(masked=freeze_mask is not None)
     tx_args = {} if freeze_mask is None else {"freeze_mask": freeze_mask}
     state = start_state(trainable, model_state, tx)
+    step = make_step(objective, model, tx)
     log, guard = [], LossGuard()  # one for the run: its bound is the run's first loss
     for epoch in range(hp.epochs):
         batches = epoch_batches(data(epoch) if callable(data) else data, hp.batch_size, key, epoch)
         state, entry = run_pass(
-            objective, model, tx, state, batches, aux(epoch), tx_args=tx_args,
+            step, state, batches, aux(epoch), tx_args=tx_args,
             progress=progress, desc=f"{desc} {epoch + 1}/{hp.epochs}", guard=guard,
         )  # fmt: skip
         log.append({"epoch": epoch, **entry})

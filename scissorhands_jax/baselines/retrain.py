@@ -17,10 +17,10 @@ from scissorhands_jax.baselines._common import (
     SGDHyperparameters,
     UnlearnResult,
     check_data,
-    current_mesh,
 )
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model
+from scissorhands_jax.parallel import mesh_of
 from scissorhands_jax.training import fit
 
 
@@ -53,12 +53,14 @@ def retrain(
     Args:
       model, params, model_state, retain, forget, key, progress: the interface of every
         baseline (:mod:`scissorhands_jax.baselines`); ``params`` and ``model_state`` are
-        unused (retraining starts afresh), ``forget`` is only checked.
+        unused (retraining starts afresh) but for their placement: placed on a mesh, the
+        retraining runs data-parallel on it; ``forget`` is only checked.
       **hyperparameters: fields of :class:`RetrainHyperparameters`.
 
     Returns:
       An :class:`UnlearnResult`.
     """
+    mesh = mesh_of((params, model_state))
     del params, model_state
     hp = RetrainHyperparameters.of("retrain", hyperparameters)
     retain, _ = check_data(retain, forget)
@@ -66,6 +68,6 @@ def retrain(
     new_params, new_state = model.init(k_init)
     new_params, new_state, log = fit(
         model.loss, new_params, new_state, array_source(retain, hp.batch_size), key=k_fit,
-        epochs=hp.epochs, tx=hp.tx(), progress=progress, desc="retrain", mesh=current_mesh(),
+        epochs=hp.epochs, tx=hp.tx(), progress=progress, desc="retrain", mesh=mesh,
     )  # fmt: skip
     return UnlearnResult(new_params, new_state, log)

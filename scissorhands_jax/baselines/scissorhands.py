@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from scissorhands_jax._types import ModelState, Params, PRNGKey
-from scissorhands_jax.baselines._common import UnlearnResult, check_data, current_mesh
+from scissorhands_jax.baselines._common import UnlearnResult, check_data
 from scissorhands_jax.method import scissorhands_flat
 from scissorhands_jax.models.adapters import Model
 
@@ -45,7 +45,6 @@ def scissorhands(
       the log's ``"trim"`` entry).
     """
     check_data(retain, forget)
-    hyperparameters.setdefault("mesh", current_mesh())
     result = scissorhands_flat(model, params, model_state, retain=retain, forget=forget, key=key,
                                eligible=eligible, calibration_data=calibration_data,
                                progress=progress, **hyperparameters)  # fmt: skip

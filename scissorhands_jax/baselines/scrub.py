@@ -30,6 +30,7 @@ from scissorhands_jax.baselines._common import (
     check_nonnegative,
     check_positive,
     epoch_batches,
+    make_step,
     run_pass,
     start_state,
 )
@@ -157,9 +158,10 @@ def scrub(
         "gamma": jnp.float32(hp.gamma),
         "alpha": jnp.float32(hp.alpha),
     }
-    tx = hp.tx()
+    tx = hp.tx()  # one optimiser, one state: both phases step it
     k_max, k_min = jax.random.split(key)
     state = start_state(params, model_state, tx)
+    steps = {phase: make_step(objectives[phase], model, tx) for phase in objectives}
     log, guards = [], {"max": LossGuard(), "min": LossGuard()}  # one per objective
     for epoch in range(hp.epochs):
         passes = [("min", epoch_batches(retain, hp.batch_size, k_min, epoch))]
@@ -167,7 +169,7 @@ def scrub(
             passes.insert(0, ("max", epoch_batches(forget, hp.forget_batch_size, k_max, epoch)))
         for phase, batches in passes:
             state, entry = run_pass(
-                objectives[phase], model, tx, state, batches, aux, progress=progress,
+                steps[phase], state, batches, aux, progress=progress,
                 desc=f"scrub {phase} {epoch + 1}/{hp.epochs}", guard=guards[phase],
             )  # fmt: skip
             log.append({"epoch": epoch, "phase": phase, **entry})

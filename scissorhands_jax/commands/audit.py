@@ -67,22 +67,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs the audit and prints its report."""
     from scissorhands_jax.experiment.audit import run_audit
-    from scissorhands_jax.parallel import data_parallel, resolve_mesh
+    from scissorhands_jax.parallel import resolve_mesh
 
     command = "scissorhands " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with data_parallel(resolve_mesh(args.mesh)):  # the methods' steps; populations: vmap
-        run_audit(
-            out=args.out,
-            protocols=args.protocol,
-            methods=args.methods,
-            shadows=args.shadows,
-            quick=args.quick,
-            seed=args.seed,
-            backend=args.backend,
-            plot=not args.no_plot,
-            progress=not args.no_progress,
-            command=command,
-            settings=args.settings,
-        )
+    run_audit(
+        out=args.out,
+        protocols=args.protocol,
+        methods=args.methods,
+        shadows=args.shadows,
+        quick=args.quick,
+        seed=args.seed,
+        backend=args.backend,
+        plot=not args.no_plot,
+        progress=not args.no_progress,
+        command=command,
+        settings=args.settings,
+        mesh=resolve_mesh(args.mesh),  # the methods' steps; the populations use vmap
+    )
     print((Path(args.out) / "report.md").read_text())
     return 0

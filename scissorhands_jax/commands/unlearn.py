@@ -28,10 +28,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = _args.load_config(args, "unlearn", runs="scissorhands")
     progress = not args.no_progress
-    settings = method_settings(cfg, progress=progress, mesh=resolve_mesh(args.mesh))
+    settings = method_settings(cfg, progress=progress)
     run = existing_run(args.run, maker=f"scissorhands train {args.config}")
     with run_directory(run, create=False) as run_dir:
-        log = unlearn_run(cfg, run_dir, settings, progress=progress)
+        log = unlearn_run(cfg, run_dir, settings, progress=progress, mesh=resolve_mesh(args.mesh))
     last = {k: v for k, v in log["log"][-1].items() if k != "time_s"}
     print(
         f"unlearned in {log['rte_s']:.1f} s ({log['reinitialised']} of {log['parameters']} "

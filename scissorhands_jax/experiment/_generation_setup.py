@@ -152,7 +152,7 @@ def _judge(name, width, num_classes, image_shape):
 
 
 def generator_tx(section: dict):
-    return adam_tx(section["grad_clip"])  # cached: one object per setting
+    return adam_tx(section["grad_clip"])  # the direction; the run's step scales it by -lr
 
 
 def classifier_setup(cfg: dict, data: GenerationData, judge: Model, *, abstract: bool = False):

@@ -78,6 +78,7 @@ from scissorhands_jax.experiment.rundir import (
     run_directory,
     write_bytes_atomic,
 )
+from scissorhands_jax.parallel import on_mesh
 from scissorhands_jax.training import sgd
 
 REFERENCE, ORIGINAL = "retrain", "original"
@@ -191,9 +192,10 @@ def _train_roles(model, protocol, data, store, roles, *, key, backend, progress)
     return trained
 
 
-def _unlearn_all(name, hps, model, originals, data, *, seed, progress, unlearn=None):
+def _unlearn_all(name, hps, model, originals, data, *, seed, progress, unlearn=None, mesh=None):
     """Runs method ``name`` (through ``unlearn``, a function of its interface, if given)
-    on every model of the population; stacked outputs, seconds."""
+    on every model of the population (each placed on ``mesh`` when given: the method
+    then runs data-parallel); stacked outputs, seconds."""
     from scissorhands_jax.baselines import METHODS
 
     unlearn = unlearn or METHODS[base_method(name)]
@@ -207,6 +209,8 @@ def _unlearn_all(name, hps, model, originals, data, *, seed, progress, unlearn=N
         held_out = {"calibration_data": data.test}
     for k in tqdm(range(k_models), desc=name, disable=not progress, leave=False):
         p_k, s_k = pop.unstack_tree(params, k), pop.unstack_tree(state, k)
+        if mesh is not None:
+            p_k, s_k = on_mesh((p_k, s_k), mesh)
         retain = {n: v[data.retains[k]] for n, v in data.pool.items()}
         forget = {n: v[data.forgets[k]] for n, v in data.pool.items()}
         start = time.perf_counter()
@@ -446,6 +450,7 @@ def run_audit(
     progress: bool = False,
     command: str | None = None,
     settings: str | Path | dict[str, Any] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Audits every method on every protocol and writes ``audit.json``, ``report.md`` and
     ``report.png`` to ``out``.
@@ -477,6 +482,9 @@ def run_audit(
         them (:func:`scissorhands_jax.experiment.tune.concrete_hyperparameters`); the others
         keep the protocol's (:func:`method_hyperparameters`). Each row's ``tuning`` says
         which, with the budget and the search space.
+      mesh: run the methods data-parallel on this mesh (each model placed on it before
+        its method runs; the populations are vectorised with ``vmap`` instead); None:
+        one device.
 
     Returns:
       The rows of ``audit.json``: one per protocol and method.
@@ -561,6 +569,7 @@ def run_audit(
                         data,
                         seed=seed,
                         progress=progress,
+                        mesh=mesh,
                     )
                     store.put(method, result, seconds)
                     outputs = store.get(method)

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, data_parallel
+from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
 from scissorhands_jax.experiment import report as _report
 from scissorhands_jax.experiment.rules import SEED_LIMIT
 from scissorhands_jax.experiment.rundir import (
@@ -44,6 +44,7 @@ from scissorhands_jax.experiment.rundir import (
 )
 from scissorhands_jax.method import scissorhands_flat as _scissorhands_fn
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
+from scissorhands_jax.parallel import on_mesh
 from scissorhands_jax.preemption import Preempted, PreemptionGuard, preemption_requested
 from scissorhands_jax.settings import flat_defaults
 
@@ -58,7 +59,7 @@ _RESUME = "pass a new --out, or the same config and --set values, to resume"
 REFERENCE, ORIGINAL = "retrain", "original"
 ROW_KEYS = ("scenario", "method", "seed")
 
-_RUNTIME_SETTINGS = ("progress", "mesh", "shard_params")
+_RUNTIME_SETTINGS = ("progress",)
 
 
 def method_defaults(name: str) -> dict[str, Any]:
@@ -227,6 +228,8 @@ class _Config:
 
         hps = self.hyperparameters[name]
         key = jax.random.key(2000 + seed)
+        if self.mesh is not None:  # the methods run where their parameters live
+            params, state = on_mesh((params, state), self.mesh)
         if name == "scissorhands":
             augment = self.cfg["unlearn"]["augment"]
             bs = hps["batch_size"]
@@ -239,7 +242,6 @@ class _Config:
                 forget=split.source("forget", bs, augment=augment),
                 key=jax.random.key(seed),  # as ``scissorhands unlearn`` (unlearn.seed)
                 progress=progress,
-                mesh=self.mesh,
                 **hps,
             )
         else:
@@ -348,8 +350,8 @@ def run_compare(
       command: the command line to record in the report.
       overwrite: replace finished rows made with other hyperparameters.
       progress: show a progress bar.
-      mesh: train, unlearn and evaluate data-parallel on this mesh (every method, through
-        :func:`~scissorhands_jax.baselines.data_parallel`); None: one device.
+      mesh: train, unlearn and evaluate data-parallel on this mesh (every method starts
+        from parameters placed on it); None: one device.
 
     Returns:
       The rows, ordered by scenario, method and seed.
@@ -395,7 +397,7 @@ def run_compare(
         _report.check_plotting()
     for backend in backends:
         backend.mesh = mesh
-    with run_directory(out, command=command) as out, data_parallel(mesh):  # one writer
+    with run_directory(out, command=command) as out:  # one writer
         return _run(out, backends, seeds, methods, mia_feature, plot, command, overwrite, progress)
 
 

@@ -80,11 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "augment": True,
         "eligible": "layer3,layer4,fc",
-        **{
-            k: v
-            for k, v in flat_defaults().items()
-            if k not in ("progress", "mesh", "shard_params")
-        },
+        **{k: v for k, v in flat_defaults().items() if k != "progress"},
     },
     "eval": {"batch_size": 512},
     # {method: {hyperparameter: value}}: a comparison's settings of the baselines over

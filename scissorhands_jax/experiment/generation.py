@@ -266,7 +266,7 @@ def _unlearn(cfg: dict, run_dir: Path, method: str, mesh, progress: bool) -> dic
     import jax
     import numpy as np
 
-    from scissorhands_jax.parallel import data_parallel
+    from scissorhands_jax.parallel import on_mesh
 
     if committed_steps(run_dir, method):
         raise ValueError(
@@ -277,15 +277,16 @@ def _unlearn(cfg: dict, run_dir: Path, method: str, mesh, progress: bool) -> dic
     data = build_data(cfg, progress=progress)
     model = build_model(cfg, data)
     params = load_generator(run_dir, "original", cfg, data, model)
+    if mesh is not None:  # placed once: the method runs where its parameters live
+        params = on_mesh(params, mesh)
     print(
         f"{method}: forgetting class {data.forget_class} ({len(data.indices('forget'))} "
         f"images) in {run_dir / 'original'}"
     )
     with checkpoints(run_dir, method, cfg, data) as ck:
         start = time.perf_counter()
-        with data_parallel(mesh):  # the method's loops read the mesh
-            result = unlearn(method, model, params, data, settings,
-                             key=jax.random.key(section["seed"]), progress=progress)  # fmt: skip
+        result = unlearn(method, model, params, data, settings,
+                         key=jax.random.key(section["seed"]), progress=progress)  # fmt: skip
         jax.block_until_ready(result.params)
         seconds = time.perf_counter() - start
         tree = {"params": result.params}

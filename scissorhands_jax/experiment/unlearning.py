@@ -16,22 +16,25 @@ import numpy as np
 from scissorhands_jax.experiment import pipeline as pipe
 from scissorhands_jax.experiment.rundir import write_bytes_atomic, write_json_atomic
 from scissorhands_jax.method import check_settings, scissorhands
+from scissorhands_jax.parallel import on_mesh
 
 _NOT_METHOD_ARGS = ("seed", "augment")
 """Keys of a config's ``unlearn`` section that are not settings of ``scissorhands()``."""
 
 
-def method_settings(cfg: dict, *, progress: bool, mesh=None) -> dict[str, Any]:
+def method_settings(cfg: dict, *, progress: bool) -> dict[str, Any]:
     """The keyword settings of ``scissorhands()`` in ``cfg``'s ``unlearn`` section, checked.
 
     Raises:
       ValueError: a setting out of range or inconsistent (before any work).
     """
     flat = {k: v for k, v in cfg["unlearn"].items() if k not in _NOT_METHOD_ARGS}
-    return check_settings(progress=progress, mesh=mesh, **flat)
+    return check_settings(progress=progress, **flat)
 
 
-def unlearn_run(cfg: dict, run_dir: Path, settings: dict[str, Any], *, progress: bool) -> dict:
+def unlearn_run(
+    cfg: dict, run_dir: Path, settings: dict[str, Any], *, progress: bool, mesh: Any = None
+) -> dict:
     """Unlearns the config's forget set from ``run_dir/original`` and saves
     ``run_dir/unlearned``: the checkpoint (params, model state and the re-initialisation
     mask), the request's indices and ``log.json``.
@@ -41,6 +44,8 @@ def unlearn_run(cfg: dict, run_dir: Path, settings: dict[str, Any], *, progress:
       run_dir: a run directory of ``scissorhands train``, held by the caller.
       settings: :func:`method_settings` of ``cfg``.
       progress: progress bars.
+      mesh: a ``jax.sharding.Mesh`` to run data-parallel on: the original is placed on it
+        once and the method follows its parameters; None: one device.
 
     Returns:
       The record written to ``unlearned/log.json``: RTE (``rte_s``), how many of the
@@ -54,6 +59,8 @@ def unlearn_run(cfg: dict, run_dir: Path, settings: dict[str, Any], *, progress:
     model = pipe.build_model(cfg, split.dataset)
     pipe.record_split(run_dir, split, cfg)  # refuses another request's run directory
     params, model_state = pipe.load_trained(run_dir, "original", cfg, split, model)
+    if mesh is not None:  # placed once: the method runs where its parameters live
+        params, model_state = on_mesh((params, model_state), mesh)
     ck = pipe.checkpoints(run_dir, "unlearned", cfg, split)
     try:
         if ck.latest_step() is not None:
