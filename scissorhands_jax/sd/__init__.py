@@ -15,7 +15,9 @@ copy of ``CompVis/stable-diffusion-v1-4``::
 
 Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
 :func:`generate_eval_set` for a prompt file); the release's losses are pure functions
-(:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...).
+(:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...). A folder of
+generated images is judged by :func:`nudenet_counts` (the ``sd-eval`` extra),
+:func:`classifier_accuracy` and :func:`folder_fid`.
 """
 
 from scissorhands_jax.diffusion.model import classifier_free_guidance
@@ -23,6 +25,19 @@ from scissorhands_jax.sd._clip import CLIPTextEncoder
 from scissorhands_jax.sd._compvis import compvis_to_diffusers, load_compvis
 from scissorhands_jax.sd._config import TextConfig, UNetConfig, VAEConfig, config_from_dict
 from scissorhands_jax.sd._evalset import Prompt, generate_eval_set, read_prompts
+from scissorhands_jax.sd._evaluate import (
+    CLASS_PROMPT,
+    EXPOSED_CLASSES,
+    IMAGENETTE_CLASSES,
+    NUDENET_LABELS,
+    NUDENET_THRESHOLD,
+    class_prompts,
+    classifier_accuracy,
+    folder_fid,
+    image_files,
+    nudenet_counts,
+    read_images,
+)
 from scissorhands_jax.sd._load import (
     StableDiffusion,
     load_diffusers,
@@ -63,9 +78,14 @@ from scissorhands_jax.sd._vae import AutoencoderKL
 __all__ = [
     "ANCHOR_PROMPT",
     "AutoencoderKL",
+    "CLASS_PROMPT",
     "CLIPTextEncoder",
     "CLIPTokenizer",
+    "EXPOSED_CLASSES",
     "GUIDANCE_SCALE",
+    "IMAGENETTE_CLASSES",
+    "NUDENET_LABELS",
+    "NUDENET_THRESHOLD",
     "Prompt",
     "REINIT_SELF_ATTENTION",
     "REPAIR_WEIGHT",
@@ -79,8 +99,10 @@ __all__ = [
     "UNetConfig",
     "VAEConfig",
     "anchor_loss",
+    "class_prompts",
     "class_repair_loss",
     "class_saliency_loss",
+    "classifier_accuracy",
     "classifier_free_guidance",
     "compvis_to_diffusers",
     "config_from_dict",
@@ -89,7 +111,9 @@ __all__ = [
     "draw_noise",
     "encode_latents",
     "encode_prompts",
+    "folder_fid",
     "generate_eval_set",
+    "image_files",
     "ldm_loss",
     "load_compvis",
     "load_diffusers",
@@ -97,9 +121,11 @@ __all__ = [
     "load_tokenizer",
     "load_unet",
     "load_vae",
+    "nudenet_counts",
     "nudity_repair_loss",
     "place_params",
     "plms_steps",
+    "read_images",
     "read_prompts",
     "read_scheduler_config",
     "text_params",
