@@ -225,6 +225,12 @@ def test_sigterm_to_one_process_stops_every_process_at_the_same_saved_step(runs)
     assert "original: preempted and saved" in procs.output("train2.0")[0]
 
 
+def _gloo(line: str) -> bool:
+    """A line of the collectives library's own connection report (not the command's output).
+    Under load its "[Gloo] Rank 2 is connected to 3 peer ranks..." can arrive cut in two."""
+    return line.startswith("[Gloo]") or "peer ranks" in line
+
+
 @pytest.mark.slow
 def test_process_zero_alone_writes_the_files_and_speaks(runs):
     procs, run = runs["procs"], runs["job"]
@@ -238,7 +244,7 @@ def test_process_zero_alone_writes_the_files_and_speaks(runs):
         main, other = procs.output(f"{name}.0")[0], procs.output(f"{name}.1")[0]
         said = "step 16 of 16 (complete)" if name == "train3" else "unlearned in"
         assert main.count(said) == 1
-        assert [line for line in other.splitlines() if not line.startswith("[Gloo]")] == []
+        assert [line for line in other.splitlines() if not _gloo(line)] == []
 
 
 def test_job_settings_come_from_all_three_variables_or_none():

@@ -1,10 +1,13 @@
 """One Markdown table from the audits of several seeds: the tables of docs/results.md, section 3.
 
-    python experiments/results/audit_table.py DIR_SEED0 DIR_SEED1 [...]
+    python experiments/results/audit_table.py DIR_SEED0 DIR_SEED1 [...] [--also D0 D1 ...]
 
 Each DIR holds the ``audit.json`` of one ``scissorhands audit`` run (same protocol, same
 methods, different ``--seed``). Rows are sorted by the mean U-LiRA accuracy over the
-seeds; each cell lists the seeds in the order given. Reads only the JSON files: no jax.
+seeds; each cell lists the seeds in the order given. ``--also`` adds the methods of other
+audits of the same seeds (in the same order) as rows marked "untuned", after checking
+that their original and Retrain rows are the same (the same populations). Reads only the
+JSON files: no jax.
 """
 
 from __future__ import annotations
@@ -41,10 +44,22 @@ def _interval(row: dict) -> str:
     return f"{row['ulira_accuracy']:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def table(dirs: list[Path]) -> str:
+def table(dirs: list[Path], also: list[Path] = ()) -> str:
     runs = [json.loads((d / "audit.json").read_text()) for d in dirs]
     by_method = [{r["method"]: r for r in run} for run in runs]
     methods = [r["method"] for r in runs[0]]
+    if also:
+        if len(also) != len(dirs):
+            raise SystemExit(f"--also needs one directory per seed ({len(dirs)})")
+        for d, rows, extra in zip(dirs, by_method, also, strict=True):
+            other = {r["method"]: r for r in json.loads((extra / "audit.json").read_text())}
+            for ref in REFERENCES:
+                if other[ref]["ulira_accuracy"] != rows[ref]["ulira_accuracy"]:
+                    raise SystemExit(f"{extra} and {d} audit different populations ({ref})")
+            for m, r in other.items():
+                if m not in REFERENCES:
+                    rows[f"{m} (untuned)"] = r
+        methods += [f"{m} (untuned)" for m in other if m not in REFERENCES]
     for d, rows in zip(dirs, by_method, strict=True):
         missing = set(methods) - set(rows)
         if missing:
@@ -76,7 +91,8 @@ def table(dirs: list[Path]) -> str:
 
     for m in sorted(methods, key=lambda m: (m != "original", m != "retrain", mean_acc(m))):
         rs = [rows[m] for rows in by_method]
-        cells = [m, _setting(rs[0]), *(_interval(r) for r in rs)]
+        setting = "defaults (untuned)" if m.endswith("(untuned)") else _setting(rs[0])
+        cells = [m, setting, *(_interval(r) for r in rs)]
         cells.append(" / ".join(f"{r['UA']:.1f}" for r in rs))
         cells.append(" / ".join(f"{r['TA']:.1f}" for r in rs))
         cells.append(" / ".join(_shift(r["confidence_test_shift"]) for r in rs))
@@ -86,6 +102,8 @@ def table(dirs: list[Path]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    if not args:
         raise SystemExit(__doc__)
-    print(table([Path(a) for a in sys.argv[1:]]))
+    cut = args.index("--also") if "--also" in args else len(args)
+    print(table([Path(a) for a in args[:cut]], [Path(a) for a in args[cut + 1 :]]))
