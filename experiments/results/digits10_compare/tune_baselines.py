@@ -1,3 +1,4 @@
+# ruff: noqa  (a record of commit e9166e8; its imports no longer exist)
 """How the digits-10 hyperparameters of every method were chosen (a record, not a module).
 
 The release settings (docs/metrics.md) are tuned for CIFAR-scale data and barely move a digits model
@@ -9,7 +10,10 @@ learning rates around its release value, four like SalUn's, plus one where the b
 the grid's edge, as for every method. Writes tuning.json beside this file; with method
 names as arguments it runs only those and merges them into an existing tuning.json.
 
-Run: python experiments/results/digits10_compare/tune_baselines.py [METHOD ...]
+Run (at commit e9166e8, which it was written for): python
+experiments/results/digits10_compare/tune_baselines.py [METHOD ...]. It imports the digits
+runner that the experiment configs replaced and no longer runs against this package; the
+values it chose are the ``methods`` section of ``scissorhands_jax/configs/digits10_random10.py``.
 (about 15 minutes for all)
 """
 
