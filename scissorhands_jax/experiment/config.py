@@ -283,7 +283,7 @@ def config_kind(config: dict) -> str:
     return "audit" if isinstance(config, dict) and "protocol" in config else "classifier"
 
 
-def _exec_config(path: Path):
+def exec_config(path: Path):
     """Runs a config file with its own folder first on ``sys.path``, so that it can
     import a sibling module holding its family's base (``from _paper_resnet import
     cell``); the siblings are imported afresh for every config and forgotten after."""
@@ -375,7 +375,7 @@ def load_config(
     path = find_config(path)
     if path.suffix != ".py":
         raise ValueError(f"config {path} is not a .py file; names: {', '.join(config_names())}.")
-    module = _exec_config(path)
+    module = exec_config(path)
     if not isinstance(getattr(module, "CONFIG", None), dict):
         raise ValueError(f"config {path} defines no CONFIG dict.")
     found = config_kind(module.CONFIG)

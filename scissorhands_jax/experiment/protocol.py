@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import runpy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 
 from scissorhands_jax import population as pop
 from scissorhands_jax.data import load_digits10
-from scissorhands_jax.experiment.config import CONFIG_DIR
+from scissorhands_jax.experiment.config import CONFIG_DIR, exec_config
 from scissorhands_jax.experiment.rules import (
     COUNT,
     NON_NEGATIVE,
@@ -186,9 +185,9 @@ def load_protocol(source: str | os.PathLike | Protocol) -> Protocol:
         return source
     path = protocol_path(source)
     try:
-        config = runpy.run_path(str(path)).get("CONFIG")
-    except Exception as err:  # a config is user code: report any failure in one line
-        raise ValueError(f"config {path} failed to load: {type(err).__name__}: {err}") from err
+        config = getattr(exec_config(path), "CONFIG", None)  # sibling imports allowed
+    except ValueError as err:  # a config is user code: one line naming the file
+        raise ValueError(str(err)) from None
     if not isinstance(config, dict):
         raise ValueError(f"config {path} defines no CONFIG dict.")
     unknown = sorted(set(config) - {"protocol", "methods"})
