@@ -251,7 +251,7 @@ def main() -> None:
 
     start = time.perf_counter()
     model, params, state, eligible, gem_tx = resnet18_repair_setup(args.width)
-    plain_tx = shs.repair_tx(eligible, projection=shs.ProjectionSettings(kind="none"))
+    plain_tx = shs.repair_tx(eligible, projection=shs.ProjectionSettings(projection="none"))
     setup = (model, params, state, eligible, gem_tx, plain_tx)
     kind = jax.devices()[0].device_kind
     peaks = peak_flops(kind)

@@ -75,7 +75,7 @@ def as_source(data: Any, batch_size: int, name: str) -> BatchSource:
 
 
 def check_settings(**flat: Any) -> dict[str, Any]:
-    """The settings objects from flat names (see :func:`~scissorhands_jax.settings.from_flat`);
+    """The settings objects from their names (see :func:`~scissorhands_jax.settings.from_flat`);
     raises ValueError for settings :func:`scissorhands` cannot run, before any work."""
     return from_flat(**{k: v for k, v in flat.items() if k != "eligible"})
 
@@ -108,7 +108,7 @@ def scissorhands(
        re-initialised (biases to 0).
     2. ``epochs`` of SGD on :math:`L_r - \lambda L_f` with the GEM projection against
        :math:`\nabla[-L_f]` memories refreshed every epoch.
-    3. Opt-in, not part of the published method (``calibration.kind="temperature"``):
+    3. Opt-in, not part of the published method (``calibration.calibration="temperature"``):
        the logits are divided by one temperature fitted so that the mean logit-scaled
        confidence of the true class on ``calibration_data`` is the original model's
        (:func:`~scissorhands_jax.calibration.calibrate_temperature`).
@@ -165,7 +165,7 @@ def scissorhands(
     check_params(params)
     reinit_tree, protect_tree = resolve_eligibility(params, eligible)
     check_data(model, params, model_state, {"forget": forget, "retain": retain})
-    if calibration.kind != "none":
+    if calibration.calibration != "none":
         check_calibration(model, params, model_state,
                           retain if calibration_data is None else calibration_data)  # fmt: skip
     k_trim, k_repair = jax.random.split(key)
@@ -188,7 +188,7 @@ def scissorhands(
         eval_fn=eval_fn,
         progress=training.progress,
     )
-    if calibration.kind == "temperature":
+    if calibration.calibration == "temperature":
         new_params, info = calibrate_temperature(
             model,
             new_params,
@@ -210,32 +210,9 @@ def _check_settings(**settings: Any) -> None:
         if not isinstance(value, cls):
             raise TypeError(
                 f"{name} must be a {cls.__name__}, got {value!r}; e.g. "
-                f"{name}=shs.{cls.__name__}(...), or use scissorhands_flat for flat names."
+                f"{name}=shs.{cls.__name__}(...); settings by name (a config's unlearn "
+                "section) are built by scissorhands_jax.settings.from_flat."
             )
-
-
-def scissorhands_flat(
-    model: Model,
-    params: Params,
-    model_state: ModelState | None = None,
-    *,
-    retain: Any,
-    forget: Any,
-    key: PRNGKey,
-    eligible: PathPredicate | str | Eligibility | None = None,
-    calibration_data: Any = None,
-    eval_fn: Callable[[Params, ModelState], dict[str, float]] | None = None,
-    **flat: Any,
-) -> ScissorhandsResult:
-    """:func:`scissorhands` with the settings under their flat names (``sparsity=0.9,
-    epochs=2``: a config's ``unlearn`` section), for configs, ``--set`` and comparisons.
-
-    Raises:
-      ValueError: an unknown setting or a bad value, before any work.
-    """
-    return scissorhands(model, params, model_state, retain=retain, forget=forget, key=key,
-                        eligible=eligible, calibration_data=calibration_data, eval_fn=eval_fn,
-                        **check_settings(**flat))  # fmt: skip
 
 
 def _trim_classifier(model, params, model_state, forget, key, eligible, settings):

@@ -38,7 +38,7 @@ def adam_tx(
     clipping and Adam, as the release projects before its optimiser step.
     """
     parts = []
-    if projection is not None and projection.kind != "none":
+    if projection is not None and projection.projection != "none":
         parts.append(projection_tx(projection, eligible))
     if grad_clip is not None:
         parts.append(optax.clip_by_global_norm(grad_clip))

@@ -36,23 +36,23 @@ from scissorhands_jax.settings import ProjectionSettings, RepairSettings
 
 
 def projection_tx(settings: ProjectionSettings, mask: Mask | None) -> optax.GradientTransformation:
-    """The projection named by ``settings.kind`` as an optax transform on ``mask``'s
+    """The projection named by ``settings.projection`` as an optax transform on ``mask``'s
     leaves (``optax.identity()`` for ``"none"``)."""
-    if settings.kind == "gem":
+    if settings.projection == "gem":
         return gem_projection(settings.margin, settings.eps, eligible=mask)
-    if settings.kind == "none":
+    if settings.projection == "none":
         return optax.identity()
-    only = settings.kind == "orthogonal_on_conflict"
+    only = settings.projection == "orthogonal_on_conflict"
     return orthogonal_projection(settings.eps, only_on_conflict=only, eligible=mask)
 
 
 def projects_in_epoch(projection: ProjectionSettings, epoch: int) -> bool:
     """Whether repair epoch ``epoch`` (0-based) builds a forget memory and projects: a
-    projection is set and the epoch is among the first ``projection.epochs`` (all when
+    projection is set and the epoch is among the first ``projection.project_epochs`` (all when
     None, the method as published)."""
-    if projection.kind == "none":
+    if projection.projection == "none":
         return False
-    return projection.epochs is None or epoch < projection.epochs
+    return projection.project_epochs is None or epoch < projection.project_epochs
 
 
 def repair_tx(
@@ -157,9 +157,9 @@ def repair(
     forget batches side by side: joint steps on :math:`L(b_r) - \lambda L(b_f)` while
     forget batches remain, then plain :math:`L(b_r)`; the epoch ends with the retain
     data. The projection acts on joint steps whose 1-based index i in the epoch has
-    ``i % projection.every == 0``, before weight decay and momentum SGD; with
-    ``projection.epochs`` set, only in the first ``projection.epochs`` epochs (the later
-    ones build no memory: :func:`projects_in_epoch`). Keys are folded in per epoch, so a
+    ``i % projection.project_every == 0``, before weight decay and momentum SGD; with
+    ``projection.project_epochs`` set, only in the first ``project_epochs`` epochs (the
+    later ones build no memory: :func:`projects_in_epoch`). Keys are folded in per epoch, so a
     run is a pure function of ``key``.
 
     Args:
@@ -203,7 +203,7 @@ def repair(
     run_step = repair_step(loss, tx)  # compiled once for the run
 
     def step(st, b_r, b_f, memory, i):
-        st, (l_r, l_f) = run_step(st, (b_r, b_f), lam, memory, i % projection.every == 0)
+        st, (l_r, l_f) = run_step(st, (b_r, b_f), lam, memory, i % projection.project_every == 0)
         return st, l_r, l_f
 
     log: list[dict[str, Any]] = []
@@ -223,7 +223,7 @@ def repair(
                     st.params,
                     batches,
                     eligible=eligible,
-                    cumulative=projection.cumulative,
+                    cumulative=projection.cumulative_memory,
                 )
 
         pairs = itertools.zip_longest(

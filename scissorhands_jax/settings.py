@@ -192,40 +192,41 @@ class ProjectionSettings:
     """The forget memory and the projection of the repair step.
 
     Attributes:
-      kind: the projection (:data:`PROJECTIONS`); ``"none"`` turns it off.
+      projection: the projection (:data:`PROJECTIONS`); ``"none"`` turns it off.
       margin: GEM margin, finite and >= 0.
       eps: ridge of the QP, finite and >= 0 (0: dependent or zero memories are handled
         by a pseudo-inverse, see :func:`~scissorhands_jax.projection.gem_projection`).
-      every: project only every n-th joint step (10 in two release settings).
-      epochs: project only in the first ``epochs`` repair epochs, then repair without
-        memory or projection; None (the method as published): in every epoch.
+      project_every: project only every n-th joint step (10 in two release settings).
+      project_epochs: project only in the first ``project_epochs`` repair epochs, then
+        repair without memory or projection; None (the method as published): in every epoch.
       memory_num: forget batches in the memory (t).
-      cumulative: memory row i is the sum of the first i batch gradients, as the
+      cumulative_memory: memory row i is the sum of the first i batch gradients, as the
         release computes it for ``memory_num > 1`` (it never zeroes gradients between
         memory batches); off: one clean gradient per row.
     """
 
-    kind: str = "gem"
+    projection: str = "gem"
     margin: float = 0.5
     eps: float = 1e-3
-    every: int = 1
-    epochs: int | None = None
+    project_every: int = 1
+    project_epochs: int | None = None
     memory_num: int = 1
-    cumulative: bool = False
+    cumulative_memory: bool = False
 
     def __post_init__(self):
-        check_choice("projection", self.kind, PROJECTIONS)
+        check_choice("projection", self.projection, PROJECTIONS)
         _set(
             self,
             margin=check_real("margin", self.margin, low=0.0, hint=MARGIN_HINT),
             eps=check_real("eps", self.eps, low=0.0, hint=EPS_HINT),
-            every=check_int("project_every", self.every, 1, "1 projects every joint step"),
-            epochs=None
-            if self.epochs is None
-            else check_int("project_epochs", self.epochs, 1, PROJECT_EPOCHS_HINT),
+            project_every=check_int("project_every", self.project_every, 1,
+                                    "1 projects every joint step"),
+            project_epochs=None
+            if self.project_epochs is None
+            else check_int("project_epochs", self.project_epochs, 1, PROJECT_EPOCHS_HINT),
             memory_num=check_int("memory_num", self.memory_num, 1, "forget batches in the memory"),
-            cumulative=check_bool("cumulative_memory", self.cumulative),
-        )
+            cumulative_memory=check_bool("cumulative_memory", self.cumulative_memory),
+        )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,17 +332,17 @@ class CalibrationSettings:
     """What happens to the outputs after the repair (opt-in; off by default).
 
     Attributes:
-      kind: :data:`CALIBRATIONS`; ``"temperature"`` divides the logits by one fitted
+      calibration: :data:`CALIBRATIONS`; ``"temperature"`` divides the logits by one fitted
         temperature (the classifier head's kernel and bias are scaled), so that the mean
         logit-scaled confidence of the true class on held-out data is the original
         model's. The held-out data (inputs and labels) is an
         input of :func:`scissorhands_jax.scissorhands` (``calibration_data``).
     """
 
-    kind: str = "none"
+    calibration: str = "none"
 
     def __post_init__(self):
-        check_choice("calibration", self.kind, CALIBRATIONS)
+        check_choice("calibration", self.calibration, CALIBRATIONS)
 
 
 GROUPS: dict[str, type] = {
@@ -352,29 +353,20 @@ GROUPS: dict[str, type] = {
     "calibration": CalibrationSettings,
 }
 
-FLAT_NAMES: dict[str, tuple[str, str]] = {
-    **{f.name: ("trim", f.name) for f in dataclasses.fields(TrimSettings)},
-    **{f.name: ("repair", f.name) for f in dataclasses.fields(RepairSettings)},
-    **{f.name: ("training", f.name) for f in dataclasses.fields(TrainingSettings)},
-    "projection": ("projection", "kind"),
-    "margin": ("projection", "margin"),
-    "eps": ("projection", "eps"),
-    "project_every": ("projection", "every"),
-    "project_epochs": ("projection", "epochs"),
-    "memory_num": ("projection", "memory_num"),
-    "cumulative_memory": ("projection", "cumulative"),
-    "calibration": ("calibration", "kind"),
+GROUP_OF: dict[str, str] = {
+    field.name: group for group, cls in GROUPS.items() for field in dataclasses.fields(cls)
 }
-"""The flat names of the settings (config sections, ``--set`` keys) and where each lives."""
+"""Each setting's name (a field of one settings class, a key of a config's ``unlearn``
+section and of ``--set``) and the group that holds it: every name is unique."""
 
 
 def flat_defaults() -> dict[str, Any]:
     """Every flat setting with its default, read from the dataclasses."""
-    return {name: getattr(GROUPS[group](), field) for name, (group, field) in FLAT_NAMES.items()}
+    return {name: getattr(GROUPS[group](), name) for name, group in GROUP_OF.items()}
 
 
 def from_flat(**flat: Any) -> dict[str, Any]:
-    """The settings objects from flat names (``sparsity=0.9, projection="none"``).
+    """The settings objects from their names (``sparsity=0.9, projection="none"``).
 
     Returns:
       ``{"trim": TrimSettings, "projection": ..., "repair": ..., "training": ...,
@@ -384,17 +376,16 @@ def from_flat(**flat: Any) -> dict[str, Any]:
     Raises:
       ValueError: an unknown name (listing the known ones) or a bad value.
     """
-    unknown = sorted(set(flat) - set(FLAT_NAMES))
+    unknown = sorted(set(flat) - set(GROUP_OF))
     if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; the settings are {sorted(FLAT_NAMES)}.")
+        raise ValueError(f"unknown setting(s) {unknown}; the settings are {sorted(GROUP_OF)}.")
     fields: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
     for name, value in flat.items():
-        group, field = FLAT_NAMES[name]
-        fields[group][field] = value
+        fields[GROUP_OF[name]][name] = value
     return {group: GROUPS[group](**values) for group, values in fields.items()}
 
 
 def to_flat(**settings: Any) -> dict[str, Any]:
     """The inverse of :func:`from_flat` (missing groups take their defaults)."""
     objs = {group: settings.get(group) or cls() for group, cls in GROUPS.items()}
-    return {name: getattr(objs[group], field) for name, (group, field) in FLAT_NAMES.items()}
+    return {name: getattr(objs[group], name) for name, group in GROUP_OF.items()}

@@ -364,7 +364,7 @@ def contrast_gem(toy):
     return dm.scissorhands_diffusion(
         model, params, retain=retain, forget=forget, key=jax.random.key(3),
         trim=shs.TrimSettings(sparsity=0.9, reinit="model"),
-        projection=shs.ProjectionSettings(kind="gem"),
+        projection=shs.ProjectionSettings(projection="gem"),
         repair=shs.AdamRepairSettings(lam=0.5, lr=1e-3, steps=20, batch_size=32, memory_every=10),
         objective=dm.DiffusionObjective("contrast", saliency_guidance=None),
     )  # fmt: skip
@@ -459,10 +459,10 @@ def test_unlearning_rejects_bad_settings(toy):
     with pytest.raises(TypeError, match="repair must be a AdamRepairSettings"):
         dm.scissorhands_diffusion(model, params, repair=shs.RepairSettings(), **common)
     with pytest.raises(ValueError, match="project_every"):
-        shs.ProjectionSettings(every=0)
-    with pytest.raises(ValueError, match="projection.every"):
+        shs.ProjectionSettings(project_every=0)
+    with pytest.raises(ValueError, match="projection.project_every"):
         dm.scissorhands_diffusion(
-            model, params, projection=shs.ProjectionSettings(every=2), **common
+            model, params, projection=shs.ProjectionSettings(project_every=2), **common
         )
     with pytest.raises(ValueError, match="no parameter is eligible"):
         dm.scissorhands_diffusion(model, params, eligible="nothing_here", **common)
@@ -690,7 +690,7 @@ def test_scissorhands_diffusion_takes_the_settings_dataclasses():
     assert params["objective"].annotation in ("DiffusionObjective", dm.DiffusionObjective)
     # the defaults are written once: the release's class recipe, typed here by hand
     assert params["trim"].default == shs.TrimSettings(sparsity=0.999, reinit="trunc_normal")
-    assert params["projection"].default.kind == "none"
+    assert params["projection"].default.projection == "none"
     assert params["repair"].default == shs.AdamRepairSettings(
         lr=2e-5, steps=500, lam=0.1, batch_size=128, grad_clip=None
     )
@@ -719,7 +719,7 @@ def test_flat_settings_map_onto_the_dataclasses():
                            trainable="up_attn")  # fmt: skip
     assert kw["trim"] == shs.TrimSettings(sparsity=0.9, reinit="trunc_normal")
     assert kw["repair"].lam == 2.0 and kw["repair"].lr == 2e-5
-    assert kw["projection"].kind == "gem" and kw["objective"] == dm.DiffusionObjective(
+    assert kw["projection"].projection == "gem" and kw["objective"] == dm.DiffusionObjective(
         "anchor", 3, 8.5
     )
     assert kw["eligible"] == "up_attn" and kw["trainable"] == "up_attn"

@@ -92,7 +92,7 @@ def case_scissorhands_cnn():
         eligible="all_but_first_conv",
         trim=shs.TrimSettings(sparsity=0.9),
         repair=shs.RepairSettings(epochs=2),
-        projection=shs.ProjectionSettings(memory_num=2, every=2),
+        projection=shs.ProjectionSettings(memory_num=2, project_every=2),
         training=shs.TrainingSettings(batch_size=32, progress=False),
     )  # fmt: skip
     return {"params": res.params, "mask": res.mask, "log": _log_values(res.log)}
@@ -104,7 +104,7 @@ def case_scissorhands_bn():
         model, params, state, retain=retain, forget=forget, key=jax.random.key(4),
         trim=shs.TrimSettings(sparsity=0.8, reinit="torch", saliency_train_mode=True),
         repair=shs.RepairSettings(epochs=2, lam=0.1),
-        projection=shs.ProjectionSettings(kind="orthogonal_on_conflict"),
+        projection=shs.ProjectionSettings(projection="orthogonal_on_conflict"),
         training=shs.TrainingSettings(batch_size=32, progress=False),
     )  # fmt: skip
     return {
@@ -164,7 +164,7 @@ def case_diffusion_scissorhands():
     contrast = dm.scissorhands_diffusion(
         model, params, retain=retain, forget=forget, key=jax.random.key(3),
         trim=shs.TrimSettings(sparsity=0.9, reinit="model"),
-        projection=shs.ProjectionSettings(kind="gem", memory_num=2),
+        projection=shs.ProjectionSettings(projection="gem", memory_num=2),
         repair=shs.AdamRepairSettings(lam=0.5, lr=1e-3, steps=4, batch_size=4, memory_every=2,
                                       log_every=3),
         objective=dm.DiffusionObjective("contrast", saliency_guidance=2.0),

@@ -62,27 +62,31 @@ def _run(projection: ProjectionSettings, epochs: int = 3):
 )
 def test_projected_steps_per_epoch_match_a_hand_count(every, project_epochs, want):
     # the orthogonal projection acts on every step it is given (GEM only on a conflict)
-    log = _run(ProjectionSettings(kind="orthogonal", every=every, epochs=project_epochs))
+    log = _run(
+        ProjectionSettings(
+            projection="orthogonal", project_every=every, project_epochs=project_epochs
+        )
+    )
     assert [e["joint_steps"] for e in log] == [3, 3, 3]
     assert [e["retain_steps"] for e in log] == [2, 2, 2]
     assert [e["projected_steps"] for e in log] == want
 
 
 def test_later_epochs_build_no_memory():
-    assert [projects_in_epoch(ProjectionSettings(epochs=2), e) for e in range(4)] == [
+    assert [projects_in_epoch(ProjectionSettings(project_epochs=2), e) for e in range(4)] == [
         True,
         True,
         False,
         False,
     ]
     assert all(projects_in_epoch(ProjectionSettings(), e) for e in range(50))
-    assert not projects_in_epoch(ProjectionSettings(kind="none"), 0)
+    assert not projects_in_epoch(ProjectionSettings(projection="none"), 0)
 
 
 def test_the_schedule_is_opt_in_and_checked():
     assert flat_defaults()["project_epochs"] is None
-    assert from_flat(project_epochs=2)["projection"].epochs == 2
-    assert from_flat(project_epochs=np.int64(3))["projection"].epochs == 3
+    assert from_flat(project_epochs=2)["projection"].project_epochs == 2
+    assert from_flat(project_epochs=np.int64(3))["projection"].project_epochs == 3
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match="project_epochs must be an integer >= 1"):
             from_flat(project_epochs=bad)
@@ -90,7 +94,7 @@ def test_the_schedule_is_opt_in_and_checked():
 
 def test_the_default_schedule_is_the_published_run():
     published = _run(ProjectionSettings(), epochs=2)
-    explicit = _run(ProjectionSettings(epochs=None), epochs=2)
+    explicit = _run(ProjectionSettings(project_epochs=None), epochs=2)
     drop = ("time_s",)
     assert [{k: v for k, v in e.items() if k not in drop} for e in published] == [
         {k: v for k, v in e.items() if k not in drop} for e in explicit

@@ -33,7 +33,7 @@ def _setup(kind="gem"):
     tx = shs.repair_tx(
         {"w": True},
         shs.RepairSettings(lr=LR, lam=LAM, momentum=0.9, weight_decay=WD),
-        shs.ProjectionSettings(kind=kind),
+        shs.ProjectionSettings(projection=kind),
     )
     params = {"w": jnp.asarray(w)}
     return w, b_r, b_f, tx, shs.TrainState(0, params, {}, tx.init(params))

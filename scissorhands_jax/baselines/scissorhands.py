@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from scissorhands_jax import method
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import UnlearnResult, check_data
-from scissorhands_jax.method import scissorhands_flat
 from scissorhands_jax.models.adapters import Model
 
 
@@ -28,7 +28,7 @@ def scissorhands(
     calibration_data: Any = None,
     **hyperparameters: Any,
 ) -> UnlearnResult:
-    """:func:`scissorhands_jax.method.scissorhands_flat` on arrays, its result as an
+    """:func:`scissorhands_jax.scissorhands` on arrays, with its settings by name, its result as an
     :class:`UnlearnResult`.
 
     Args:
@@ -37,7 +37,7 @@ def scissorhands(
       calibration_data: held-out data for ``calibration="temperature"``, as for
         :func:`scissorhands_jax.scissorhands` (None: the retain set).
       **hyperparameters: flat settings (``sparsity``, ``lr``, ``epochs``, ``lam``,
-        ``batch_size``, ... : :data:`scissorhands_jax.settings.FLAT_NAMES`); the
+        ``batch_size``, ...: the fields of the settings classes); the
         defaults are the release's CIFAR-10 random-10 % setting.
 
     Returns:
@@ -45,7 +45,16 @@ def scissorhands(
       the log's ``"trim"`` entry).
     """
     check_data(retain, forget)
-    result = scissorhands_flat(model, params, model_state, retain=retain, forget=forget, key=key,
-                               eligible=eligible, calibration_data=calibration_data,
-                               progress=progress, **hyperparameters)  # fmt: skip
+    settings = method.check_settings(progress=progress, **hyperparameters)
+    result = method.scissorhands(
+        model,
+        params,
+        model_state,
+        retain=retain,
+        forget=forget,
+        key=key,
+        eligible=eligible,
+        calibration_data=calibration_data,
+        **settings,
+    )
     return UnlearnResult(result.params, result.model_state, result.log)

@@ -8,7 +8,7 @@ mask)``, the classifiers' record (:class:`~scissorhands_jax.baselines.UnlearnRes
 ``{"epoch": "trim" | "mask", ...}``, then one entry per ``log_every`` steps). The
 hyperparameters of FT and SalUn are the fields of frozen dataclasses
 (:data:`DIFFUSION_HYPERPARAMETERS`) holding their only defaults, those of Scissorhands
-its flat setting names (:data:`scissorhands_jax.diffusion.unlearn.FLAT_NAMES`).
+its flat setting names (:data:`scissorhands_jax.diffusion.unlearn.GROUP_OF`).
 
 - **Retrain**: a fresh model trained on the retain data only (the gold standard).
 - **FT**: the original model fine-tuned on the retain data (catastrophic forgetting).
@@ -295,7 +295,7 @@ def scissorhands_flat_diffusion(
 ) -> UnlearnResult:
     """:func:`~scissorhands_jax.diffusion.scissorhands_diffusion` with its settings given
     by flat names (a config section: ``sparsity``, ``lr``, ``objective``, ...; see
-    :data:`~scissorhands_jax.diffusion.unlearn.FLAT_NAMES`); the others take the
+    :data:`~scissorhands_jax.diffusion.unlearn.GROUP_OF`); the others take the
     release's class recipe."""
     settings = from_flat(**hyperparameters)
     return scissorhands_diffusion(model, params, retain=retain, forget=forget, key=key,

@@ -40,7 +40,7 @@ class DiffusionObjective:
     r"""Which losses the trim and the repair's forget term use.
 
     Attributes:
-      kind: ``"contrast"``: the forget term is the ε-loss, subtracted
+      objective: ``"contrast"``: the forget term is the ε-loss, subtracted
         (:math:`L_r - \lambda L_\epsilon`, the release's class recipe); ``"anchor"``:
         it is the anchor loss, added (:math:`L_r + \lambda L_{anchor}`, its concept
         recipe).
@@ -51,13 +51,13 @@ class DiffusionObjective:
         7.5\epsilon_\varnothing`).
     """
 
-    kind: str = "contrast"
+    objective: str = "contrast"
     anchor: int | str | None = None
     saliency_guidance: float | None = 8.5
 
     def __post_init__(self):
-        check_choice("objective", self.kind, OBJECTIVES)
-        if self.kind == "anchor" and self.anchor is None:
+        check_choice("objective", self.objective, OBJECTIVES)
+        if self.objective == "anchor" and self.anchor is None:
             raise ValueError(
                 "objective='anchor' needs an anchor: a class index, 'next' or 'random'."
             )
@@ -72,7 +72,7 @@ class DiffusionObjective:
 
 DEFAULTS: dict[str, Any] = {
     "trim": TrimSettings(sparsity=0.999, reinit="trunc_normal"),
-    "projection": ProjectionSettings(kind="none"),
+    "projection": ProjectionSettings(projection="none"),
     "repair": AdamRepairSettings(),
     "objective": DiffusionObjective(),
 }
@@ -80,20 +80,15 @@ DEFAULTS: dict[str, Any] = {
 :func:`scissorhands_diffusion` (sparsity 0.999, ``trunc_normal`` re-initialisation,
 saliency guidance 8.5, no projection, Adam 2e-5 for 500 steps, :math:`\\lambda` 0.1)."""
 
-FLAT_NAMES: dict[str, tuple[str, str]] = {
-    "sparsity": ("trim", "sparsity"),
-    "prune_num": ("trim", "prune_num"),
-    "reinit": ("trim", "reinit"),
-    "saliency_guidance": ("objective", "saliency_guidance"),
-    "objective": ("objective", "kind"),
-    "anchor": ("objective", "anchor"),
-    **{f.name: ("repair", f.name) for f in dataclasses.fields(AdamRepairSettings)},
-    "projection": ("projection", "kind"),
-    "margin": ("projection", "margin"),
-    "eps": ("projection", "eps"),
-    "memory_num": ("projection", "memory_num"),
+GROUP_OF: dict[str, str] = {
+    **{name: "trim" for name in ("sparsity", "prune_num", "reinit")},
+    **{f.name: "objective" for f in dataclasses.fields(DiffusionObjective)},
+    **{f.name: "repair" for f in dataclasses.fields(AdamRepairSettings)},
+    **{name: "projection" for name in ("projection", "margin", "eps", "memory_num")},
 }
-"""The flat names of the settings (a config section's keys) and where each lives."""
+"""The settings a diffusion config section may name (each the field of that name in
+its group) and their groups; the trim's and the projection's other fields are not
+supported by :func:`scissorhands_diffusion`."""
 
 ANCHOR_RECIPE: dict[str, Any] = {
     "sparsity": 0.995,
@@ -112,8 +107,8 @@ their defaults."""
 
 
 def flat_defaults() -> dict[str, Any]:
-    """Every flat setting (:data:`FLAT_NAMES`, :data:`KEYWORDS`) with its default."""
-    flat = {name: getattr(DEFAULTS[g], f) for name, (g, f) in FLAT_NAMES.items()}
+    """Every setting (:data:`GROUP_OF`, :data:`KEYWORDS`) with its default."""
+    flat = {name: getattr(DEFAULTS[group], name) for name, group in GROUP_OF.items()}
     return {**KEYWORDS, **flat}
 
 
@@ -125,15 +120,14 @@ def from_flat(**flat: Any) -> dict[str, Any]:
     Raises:
       ValueError: an unknown name (listing the known ones) or a bad value.
     """
-    unknown = sorted(set(flat) - set(FLAT_NAMES) - set(KEYWORDS))
+    unknown = sorted(set(flat) - set(GROUP_OF) - set(KEYWORDS))
     if unknown:
-        known = sorted({*FLAT_NAMES, *KEYWORDS})
+        known = sorted({*GROUP_OF, *KEYWORDS})
         raise ValueError(f"unknown setting(s) {unknown}; the settings are {known}.")
     fields: dict[str, dict[str, Any]] = {group: {} for group in DEFAULTS}
     for name, value in flat.items():
-        if name in FLAT_NAMES:
-            group, field = FLAT_NAMES[name]
-            fields[group][field] = value
+        if name in GROUP_OF:
+            fields[GROUP_OF[name]][name] = value
     out = {g: dataclasses.replace(DEFAULTS[g], **values) for g, values in fields.items()}
     return {**out, **{k: flat.get(k, v) for k, v in KEYWORDS.items()}}
 
@@ -209,11 +203,11 @@ def _check_settings(trim_s, projection, repair, objective) -> None:
             "trim.saliency_train_mode is not supported for diffusion models (they have no "
             "running statistics); leave it False."
         )
-    if projection.every != 1 or projection.epochs is not None:
+    if projection.project_every != 1 or projection.project_epochs is not None:
         raise ValueError(
-            "projection.every and projection.epochs are not supported by the diffusion "
-            "repair (it projects every step it has a memory); leave them at 1 and None, "
-            "and set repair.memory_every for how often the memory is refreshed."
+            "projection.project_every and projection.project_epochs are not supported by "
+            "the diffusion repair (it projects every step it has a memory); leave them at 1 "
+            "and None, and set repair.memory_every for how often the memory is refreshed."
         )
 
 
@@ -300,16 +294,16 @@ def scissorhands_diffusion(
     }
     tx = adam_tx(repair.grad_clip, projection, eligible_tree)
     memory_fn = None
-    if projection.kind != "none":
+    if projection.projection != "none":
         memory_loss = bind_state(model, {}, train=False)
 
         def memory_fn(p, k):
             batches = [first_batch(forget_src, jax.random.fold_in(k, i))
                        for i in range(projection.memory_num)]  # fmt: skip
             return forget_memory(memory_loss, p, batches, eligible=eligible_tree,
-                                 cumulative=projection.cumulative)  # fmt: skip
+                                 cumulative=projection.cumulative_memory)  # fmt: skip
 
-    if objective.kind == "anchor":
+    if objective.objective == "anchor":
         repair_forget = dataclasses.replace(
             forget_src, anchor=objective.anchor, num_classes=model.num_classes
         )
@@ -327,7 +321,7 @@ def scissorhands_diffusion(
         tx=tx,
         w_retain=1.0,
         w_forget=repair.lam,
-        sign=-1.0 if objective.kind == "contrast" else 1.0,
+        sign=-1.0 if objective.objective == "contrast" else 1.0,
         grad_mask=grad_mask,
         memory_fn=memory_fn,
         memory_every=repair.memory_every,

@@ -42,7 +42,7 @@ from scissorhands_jax.experiment.rundir import (
     run_directory,
     write_json_atomic,
 )
-from scissorhands_jax.method import scissorhands_flat as _scissorhands_fn
+from scissorhands_jax.method import check_settings, scissorhands
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.parallel import on_mesh
 from scissorhands_jax.preemption import Preempted, PreemptionGuard, preemption_requested
@@ -107,7 +107,6 @@ def _check_methods(methods, overrides) -> None:
 def _check_scissorhands(settings: dict[str, Any], given: dict[str, Any]) -> None:
     """Scissorhands' settings as its own checks see them, before any work (its other
     methods' checks run in :func:`_check_methods`)."""
-    from scissorhands_jax.method import check_settings
 
     try:
         check_settings(**settings)
@@ -234,15 +233,15 @@ class _Config:
             augment = self.cfg["unlearn"]["augment"]
             bs = hps["batch_size"]
             result, seconds = rte(
-                _scissorhands_fn,
+                scissorhands,
                 self.model,
                 params,
                 state,
                 retain=split.source("retain", bs, augment=augment),
                 forget=split.source("forget", bs, augment=augment),
                 key=jax.random.key(seed),  # as ``scissorhands unlearn`` (unlearn.seed)
-                progress=progress,
-                **hps,
+                eligible=hps.get("eligible"),
+                **check_settings(progress=progress, **hps),
             )
         else:
             if self._arrays[0] is not split:  # once per request, not once per method
