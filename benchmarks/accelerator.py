@@ -6,7 +6,7 @@ in, and how close do they come to the device's peak? On synthetic CIFAR-shaped d
 float32 parameters and optimiser state: :func:`scissorhands_jax.with_precision`) and for
 batches of 256 and 1024, it times side by side:
 
-- ``train_step``: :func:`scissorhands_jax.training.train_step` (forward, backward, weight
+- ``train_step``: :func:`scissorhands_jax._training.train_step` (forward, backward, weight
   decay, momentum SGD, BatchNorm statistics; parameters and optimiser state donated);
 - ``saliency``: :func:`scissorhands_jax.connection_sensitivity` on one forget batch;
 - ``repair_gem``: a joint repair step as :func:`scissorhands_jax.repair` runs it
@@ -45,8 +45,8 @@ import numpy as np
 from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
-from scissorhands_jax import training
-from scissorhands_jax.loop import private_copy
+from scissorhands_jax import _training as training
+from scissorhands_jax._loop import private_copy
 
 PEAK_FLOPS = (
     # (device kind contains, {precision: dense peak FLOP/s}), first match wins

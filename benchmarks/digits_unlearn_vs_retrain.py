@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import scissorhands_jax as shs
+from scissorhands_jax._method import check_settings
 from scissorhands_jax.experiment.config import load_config, methods_of
-from scissorhands_jax.method import check_settings
 
 CONFIG = load_config("digits10_random10")
 TRAIN = CONFIG["train"]

@@ -19,7 +19,7 @@ Variants, timed side by side in one process, order alternating every round, the 
   step in flight, prepared in the caller.
 
 Data: CIFAR-shaped synthetic uint8 images (32x32x3, 10 classes, no download); model:
-ResNet-18 with the CIFAR stem; step: :func:`scissorhands_jax.training.train_step` with
+ResNet-18 with the CIFAR stem; step: :func:`scissorhands_jax._training.train_step` with
 momentum SGD and weight decay.
 
 Run:  python benchmarks/loader_overlap.py [--batch 16] [--steps 6] [--rounds 3]
@@ -40,9 +40,9 @@ import numpy as np
 from _common import machine
 
 import scissorhands_jax as shs
+from scissorhands_jax._training import train_step
 from scissorhands_jax.data import ImageSource, ImageTable, Normalization, random_crop_flip
 from scissorhands_jax.data.batching import permutation
-from scissorhands_jax.training import train_step
 
 CIFAR = Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 

@@ -51,8 +51,8 @@ def _digits(mesh, epochs: int) -> tuple[dict, dict]:
     import jax.numpy as jnp
 
     import scissorhands_jax as shs
+    from scissorhands_jax._method import check_settings
     from scissorhands_jax.experiment.config import load_config, methods_of
-    from scissorhands_jax.method import check_settings
 
     config = load_config("digits10_random10")  # the demo's settings
     train = config["train"]

@@ -6,7 +6,7 @@ passes) and applies the GEM projection, so the natural yardstick is two plain tr
 steps. Timed side by side in one process, alternating their order every round, each with
 the programs the library runs:
 
-- ``train_step``: one step of :func:`scissorhands_jax.resumable.fit_resumable` (forward,
+- ``train_step``: one step of :func:`scissorhands_jax._resumable.fit_resumable` (forward,
   backward, weight decay, momentum SGD, BatchNorm statistics updated);
 - ``saliency``: :func:`scissorhands_jax.connection_sensitivity` on one forget batch
   (evaluation mode, as :func:`scissorhands_jax.trim` runs it);
@@ -35,8 +35,8 @@ import numpy as np
 from _common import machine, resnet18_repair_setup
 
 import scissorhands_jax as shs
-from scissorhands_jax import training
-from scissorhands_jax.resumable import step_decay_sgd
+from scissorhands_jax import _training as training
+from scissorhands_jax._resumable import step_decay_sgd
 
 
 def main() -> None:

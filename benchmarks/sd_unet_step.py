@@ -5,7 +5,7 @@ the latent-diffusion ε-loss (:func:`scissorhands_jax.sd.ldm_loss`) of the SD v1
 (its ``unet/config.json`` values, random initialisation: the cost does not depend on the
 weights), its gradient, and an Adam update (lr 1e-5), at batch 16 on 64x64x4 latents
 with 77-token, 768-d text embeddings. JAX computes in bfloat16 through the project's
-precision helper (:func:`scissorhands_jax.precision.with_precision`: float32 parameters
+precision helper (:func:`scissorhands_jax._precision.with_precision`: float32 parameters
 and Adam state, bfloat16 forward and backward). Where torch, diffusers and a CUDA device
 are present, the same step of diffusers' ``UNet2DConditionModel`` under bf16 autocast
 with ``torch.optim.Adam`` runs in a separate process (JAX holds most of the device
@@ -90,7 +90,7 @@ def run_jax(args) -> dict:
     import optax
 
     from scissorhands_jax import sd
-    from scissorhands_jax.precision import with_precision
+    from scissorhands_jax._precision import with_precision
 
     s = _settings(args)
     config = sd.config_from_dict(s["unet"], sd.UNetConfig, "unet/config.json")

@@ -68,7 +68,7 @@ def worker(method: str, total: int, repeats: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from scissorhands_jax.saliency import _chunkable, _stats_and_kth, top_k_threshold
+    from scissorhands_jax._saliency import _chunkable, _stats_and_kth, top_k_threshold
 
     @functools.partial(jax.jit, static_argnums=1)
     def leaf(key, n):

@@ -39,7 +39,7 @@ def first_conv_module(params: Params, paths: list[str], is_norm) -> str:
 
     Args:
       params: the parameter tree.
-      paths: its leaf paths (as :func:`~scissorhands_jax.reinit.leaf_paths` spells them).
+      paths: its leaf paths (as :func:`~scissorhands_jax._reinit.leaf_paths` spells them).
       is_norm: predicate on a path, True for normalisation leaves (never convolutions).
 
     Returns:

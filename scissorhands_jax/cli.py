@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
-from scissorhands_jax.preemption import EXIT_PREEMPTED, Preempted
+from scissorhands_jax._preemption import EXIT_PREEMPTED, Preempted
 
 COMMANDS = {
     "audit": "scissorhands_jax.commands.audit",

@@ -8,7 +8,7 @@ for every model. :func:`membership_matrix` draws the halves, :func:`train_popula
 trains the K models together, and :func:`population_logits` scores every example under
 every model.
 
-Model ``k`` of a population is exactly the model :func:`scissorhands_jax.training.fit`
+Model ``k`` of a population is exactly the model :func:`scissorhands_jax._training.fit`
 trains alone (up to the order of floating-point sums): with ``init_key, shuffle_key =
 model_keys(key, k)``,
 
@@ -44,11 +44,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from scissorhands_jax._loop import LossGuard
 from scissorhands_jax._seed import check_seed
+from scissorhands_jax._training import train_step
 from scissorhands_jax._types import Batch, ModelLossFn, ModelState, Params, PRNGKey
 from scissorhands_jax.data import array_source
-from scissorhands_jax.loop import LossGuard
-from scissorhands_jax.training import train_step
 
 BACKENDS = ("auto", "vmap", "sequential")
 """How :func:`train_population` and :func:`population_logits` run the model axis."""
@@ -188,7 +188,7 @@ def _epoch_batches(row: np.ndarray, shuffle_key: PRNGKey, epoch: int, batch_size
 
 def _check_losses(guards: dict[int, LossGuard], pending: list[tuple[int, Sequence[int], Any]]):
     """Puts every step loss of each ``(epoch, models, losses)`` through its model's
-    :class:`~scissorhands_jax.loop.LossGuard` (the one divergence rule). Checked one model
+    :class:`~scissorhands_jax._loop.LossGuard` (the one divergence rule). Checked one model
     or epoch late, so that reading the losses never stalls the steps already dispatched."""
     for epoch, models, losses in pending:
         per_step = np.asarray(jax.device_get(losses)).reshape(-1, len(models))
@@ -274,7 +274,7 @@ def train_population(
 
     Model ``k`` starts from ``init_fn(init_key)`` and trains for ``epochs`` epochs of
     steps with ``tx`` on its own subset, batched and shuffled exactly as
-    :func:`scissorhands_jax.training.fit` does with ``array_source(subset, batch_size)``
+    :func:`scissorhands_jax._training.fit` does with ``array_source(subset, batch_size)``
     and ``key=shuffle_key`` (the last batch of an epoch is short when ``batch_size``
     does not divide the subset), where ``init_key, shuffle_key = model_keys(key, k)``.
     Every model must hold the same number of examples (as :func:`membership_matrix`
@@ -291,7 +291,7 @@ def train_population(
       epochs: epochs per model.
       batch_size: examples per batch.
       tx: the optimiser (hashable: build it once, e.g. with
-        :func:`scissorhands_jax.training.sgd`); each model has its own state.
+        :func:`scissorhands_jax._training.sgd`); each model has its own state.
       backend: ``"vmap"`` (one step vectorised over the models), ``"sequential"`` (the
         models one after another) or ``"auto"`` (``"sequential"`` on CPU, ``"vmap"``
         on accelerators).
@@ -311,7 +311,7 @@ def train_population(
       ValueError: on a membership matrix that is not bool (K, N), a model with no
         examples, models of different sizes, or an unknown backend.
       FloatingPointError: when a model's loss becomes non-finite or diverges at a step
-        (:class:`~scissorhands_jax.loop.LossGuard`, one guard per model; raised at most
+        (:class:`~scissorhands_jax._loop.LossGuard`, one guard per model; raised at most
         one model or epoch later, before anything is returned).
     """
     backend = _resolve(backend)

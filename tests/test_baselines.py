@@ -22,11 +22,11 @@ import scissorhands_jax as shs
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS, UnlearnResult, freeze
 from scissorhands_jax.commands.compare import METHOD_NAMES
 
-salun_mod = importlib.import_module("scissorhands_jax.baselines.salun")
-influence_mod = importlib.import_module("scissorhands_jax.baselines.influence")
-be_mod = importlib.import_module("scissorhands_jax.baselines.boundary_expanding")
-bs_mod = importlib.import_module("scissorhands_jax.baselines.boundary_shrinking")
-scrub_mod = importlib.import_module("scissorhands_jax.baselines.scrub")
+salun_mod = importlib.import_module("scissorhands_jax.baselines._salun")
+influence_mod = importlib.import_module("scissorhands_jax.baselines._influence")
+be_mod = importlib.import_module("scissorhands_jax.baselines._boundary_expanding")
+bs_mod = importlib.import_module("scissorhands_jax.baselines._boundary_shrinking")
+scrub_mod = importlib.import_module("scissorhands_jax.baselines._scrub")
 
 CLASSES = 3
 _COMPILES = []

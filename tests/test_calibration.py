@@ -13,7 +13,7 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 
 import scissorhands_jax as shs
-from scissorhands_jax.calibration import (
+from scissorhands_jax._calibration import (
     TEMPERATURE_RANGE,
     calibrate_temperature,
     find_head,
@@ -21,8 +21,8 @@ from scissorhands_jax.calibration import (
     mean_logit_confidence,
     scale_head,
 )
+from scissorhands_jax._settings import CalibrationSettings, flat_defaults, from_flat
 from scissorhands_jax.experiment import audit
-from scissorhands_jax.settings import CalibrationSettings, flat_defaults, from_flat
 
 
 class _TwoLayer(nn.Module):
@@ -271,7 +271,7 @@ def test_the_audit_passes_its_test_set_and_no_retrain_output(monkeypatch):
 
 
 def test_bad_calibration_data_fails_before_any_work(monkeypatch):
-    from scissorhands_jax import method
+    from scissorhands_jax import _method as method
 
     def boom(*args, **kwargs):
         raise AssertionError("the calibration's input must be checked before the trim")

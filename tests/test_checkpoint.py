@@ -12,11 +12,11 @@ import numpy as np
 import optax
 import pytest
 
-from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
+from scissorhands_jax._checkpoint import CheckpointError, Checkpoints, check_directory
+from scissorhands_jax._loop import TrainState
+from scissorhands_jax._resumable import fit_resumable, step_decay_sgd
 from scissorhands_jax.data import ImageSource, ImageTable, Normalization
-from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import ResNet, linen_model
-from scissorhands_jax.resumable import fit_resumable, step_decay_sgd
 
 IDENTITY = {"role": "original", "model": {"width": 4}}
 # orbax's parallel reads of a damaged checkpoint leave asyncio callbacks that fire after
@@ -125,7 +125,7 @@ def test_unfinished_saves_are_cleaned_up_and_logged(setup, tmp_path, caplog):
     (tmp_path / "ck" / "2" / "state" / "commit_success.txt").unlink()
     assert check_directory(tmp_path / "ck") == [1]  # listing deletes nothing
     caplog.clear()
-    with caplog.at_level("WARNING", logger="scissorhands_jax.checkpoint"):
+    with caplog.at_level("WARNING", logger="scissorhands_jax._checkpoint"):
         again = Checkpoints(tmp_path / "ck", identity=IDENTITY)
         # a reader (no save) uses only step 1 and leaves the rest alone: it may be a
         # save still in progress in another process

@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scissorhands_jax._tree_digest import _shard_sums, tree_digest
-from scissorhands_jax.checkpoint import (
+from scissorhands_jax._checkpoint import (
     Checkpoints,
     PreemptionGuard,
     check_directory,
     preemption_requested,
 )
+from scissorhands_jax._tree_digest import _shard_sums, tree_digest
 
 
 def test_shard_sums_add_up_over_any_partition():
@@ -61,7 +61,7 @@ def test_a_value_every_process_holds_is_counted_once_in_a_job(monkeypatch):
 def test_in_a_job_a_process_local_restore_target_becomes_a_copy_on_every_device(monkeypatch):
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from scissorhands_jax.checkpoint import _abstract
+    from scissorhands_jax._checkpoint import _abstract
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     target = _abstract({"w": jnp.ones(3), "b": np.zeros(2, np.int32)})
@@ -124,10 +124,10 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
     import jax, jax.numpy as jnp, numpy as np
-    from scissorhands_jax.checkpoint import Checkpoints, PreemptionGuard, preemption_requested
+    from scissorhands_jax._checkpoint import Checkpoints, PreemptionGuard, preemption_requested
     from scissorhands_jax.data import ImageSource, ImageTable, Normalization
-    from scissorhands_jax.resumable import TrainState, step_decay_sgd
-    from scissorhands_jax.training import train_step
+    from scissorhands_jax._resumable import TrainState, step_decay_sgd
+    from scissorhands_jax._training import train_step
 
     directory, out, mode = sys.argv[1:4]
 
@@ -244,7 +244,7 @@ SHARDED = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from scissorhands_jax._tree_digest import tree_digest
-    from scissorhands_jax.checkpoint import Checkpoints
+    from scissorhands_jax._checkpoint import Checkpoints
 
     mesh = jax.make_mesh((4,), ("data",))
     host = {"w": np.arange(64, dtype=np.float32).reshape(8, 8), "b": np.arange(3, dtype=np.float32)}

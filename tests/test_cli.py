@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from scissorhands_jax import cli
+from scissorhands_jax._checkpoint import Checkpoints
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.checkpoint import Checkpoints
 from scissorhands_jax.commands import evaluate
 from scissorhands_jax.experiment import audit, compare
 

@@ -19,7 +19,7 @@ import scipy.linalg
 import scissorhands_jax as shs
 from scissorhands_jax import cli
 from scissorhands_jax import diffusion as dm
-from scissorhands_jax.reinit import leaf_paths
+from scissorhands_jax._reinit import leaf_paths
 
 # ---------------------------------------------------------------- schedule
 

@@ -129,7 +129,7 @@ def test_config_overrides_are_type_checked_at_once(text, pattern):
 
 
 def test_settings_refuse_unknown_names_and_bad_values():
-    from scissorhands_jax.settings import flat_defaults, from_flat
+    from scissorhands_jax._settings import flat_defaults, from_flat
 
     with pytest.raises(ValueError, match="unknown setting"):
         from_flat(sparsty=0.9)

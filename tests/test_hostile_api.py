@@ -20,7 +20,7 @@ import pytest
 from scipy.optimize import nnls
 
 import scissorhands_jax as shs
-from scissorhands_jax.loop import TrainState, run_steps
+from scissorhands_jax._loop import TrainState, run_steps
 
 # ------------------------------------------------------------------- 1. settings, lr
 
@@ -38,7 +38,7 @@ from scissorhands_jax.loop import TrainState, run_steps
         (shs.RepairSettings, "lr", jnp.ones(2), "lr must be a finite number"),
         (shs.ProjectionSettings, "margin", -0.5, "margin must be >= 0"),
         (shs.ProjectionSettings, "margin", float("inf"), "margin must be a finite number"),
-        (shs.ProjectionSettings, "cumulative", "no", "cumulative_memory must be True or False"),
+        (shs.ProjectionSettings, "cumulative_memory", "no", "cumulative_memory must be True or False"),
         (shs.TrimSettings, "saliency_train_mode", "yes", "saliency_train_mode must be True"),
         (shs.TrimSettings, "ties", "random", "ties must be one of"),
         (shs.TrainingSettings, "progress", "no", "progress must be True or False"),
@@ -62,7 +62,7 @@ def test_settings_take_numpy_and_jax_scalars_as_python_numbers():
 
 
 def test_train_objective_refuses_a_negative_or_non_finite_lr():
-    from scissorhands_jax.objective import adam_tx, train_objective
+    from scissorhands_jax._objective import adam_tx, train_objective
 
     for lr in (-1e-4, 0.0, float("nan")):
         with pytest.raises(ValueError, match="lr must be"):
@@ -81,7 +81,7 @@ def _scripted(losses, batches=None):
 
 
 def test_divergence_is_named_at_the_step_it_happens():
-    from scissorhands_jax.loop import DIVERGENCE_FACTOR
+    from scissorhands_jax._loop import DIVERGENCE_FACTOR
 
     # first loss 2.0: the bound is 1000 * 2; step 4 passes it, finite all along
     losses = [2.0, 3.0, 50.0, 2.5e3, 1e9, 1e12]
@@ -96,7 +96,7 @@ def test_divergence_is_named_at_the_step_it_happens():
 
 
 def test_a_guard_spans_the_epochs_of_a_run():
-    from scissorhands_jax.loop import LossGuard
+    from scissorhands_jax._loop import LossGuard
 
     guard = LossGuard()
     state = TrainState(0, {}, {}, ())
@@ -130,8 +130,8 @@ def test_destructive_lr_stops_with_divergence(digits_model, original):
 @pytest.mark.parametrize("momentum", [1.0, 1.5, -0.1, float("nan")])
 def test_every_sgd_builder_refuses_a_momentum_outside_0_1(momentum):
     # momentum 1.5 once trained to a loss of 2.5e13 and saved the model as complete
+    from scissorhands_jax._resumable import step_decay_sgd
     from scissorhands_jax.baselines import HYPERPARAMETERS
-    from scissorhands_jax.resumable import step_decay_sgd
 
     with pytest.raises(ValueError, match="momentum must be"):
         shs.sgd(0.1, momentum=momentum)

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from scissorhands_jax import cli
+from scissorhands_jax._checkpoint import Checkpoints
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.checkpoint import Checkpoints
 from scissorhands_jax.experiment import compare
 from scissorhands_jax.experiment import pipeline as pipe
 from scissorhands_jax.experiment.rundir import write_json_atomic
@@ -508,7 +508,7 @@ def test_truncated_checkpoint_data_is_one_line(tmp_path):
         """
         import sys, time
         import jax.numpy as jnp
-        from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
+        from scissorhands_jax._checkpoint import CheckpointError, Checkpoints
         like = {f"w{i}": jnp.zeros((64, 64)) for i in range(8)}
         with Checkpoints(sys.argv[1], identity={"run": 1}) as ck:
             try:
@@ -567,9 +567,9 @@ def test_a_failed_write_leaves_the_old_file_and_no_debris(tmp_path):
 
 
 def test_every_config_key_has_a_rule_and_every_default_passes_it():
+    from scissorhands_jax._settings import GROUP_OF
     from scissorhands_jax.experiment import rules
     from scissorhands_jax.experiment.config import SCHEMAS
-    from scissorhands_jax.settings import GROUP_OF
 
     def leaves(tree, prefix=""):
         for key, value in tree.items():
@@ -599,7 +599,7 @@ def test_every_config_key_has_a_rule_and_every_default_passes_it():
 def test_a_damaged_run_file_is_one_line_naming_it(
     tmp_path, capsys, monkeypatch, command, name, content
 ):
-    from scissorhands_jax import resumable
+    from scissorhands_jax import _resumable as resumable
     from scissorhands_jax.experiment import pipeline
 
     monkeypatch.setattr(resumable, "fit_resumable", _boom(resumable.fit_resumable))

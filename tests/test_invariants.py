@@ -113,12 +113,12 @@ def test_transform_invariants(name):
 
 @pytest.mark.parametrize(
     "module",
-    ["saliency", "reinit", "projection", "stored_memory", "memory"],
+    ["_saliency", "_reinit", "_projection", "_stored_memory", "_memory"],
 )
 def test_docstring_examples_run(module):
     mod = importlib.import_module(f"scissorhands_jax.{module}")
     failures, tried = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert tried > 0 or module == "memory"
+    assert tried > 0 or module == "_memory"
     assert failures == 0
 
 

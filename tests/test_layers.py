@@ -22,13 +22,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scissorhands_jax"
 
 LAYERS = [
     # (layer, regexes over module names relative to the package)
-    ("core", r"_types|_lazy|_qp|_seed|_tree_digest|_first_conv|_versions|precision|preemption"
-     r"|_choices|settings|saliency|reinit|memory|stored_memory"
-     r"|projection|parallel"),
-    ("models_data", r"models(\..*)?|data(\..*)?|checkpoint|metrics(\..*)?"
+    ("core", r"_types|_lazy|_qp|_seed|_tree_digest|_first_conv|_versions|_precision|_preemption"
+     r"|_choices|_settings|_saliency|_reinit|_memory|_stored_memory"
+     r"|_projection|parallel"),
+    ("models_data", r"models(\..*)?|data(\..*)?|_checkpoint|metrics(\..*)?"
      r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)|sd(\..*)?"),
-    ("training", r"training|loop|resumable|objective|trimming|repairing|population"),
-    ("methods", r"method|calibration|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
+    ("training", r"_training|_loop|_resumable|_objective|_trim|_repair|population"),
+    ("methods", r"_method|_calibration|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
     ("experiments", r"experiment(\..*)?|configs(\..*)?|diffusion\.(demo|convert_inception)"),
     ("cli", r"cli|__main__|commands(\..*)?"),
     ("package", r""),  # the package's own __init__ re-exports every layer

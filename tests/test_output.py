@@ -14,8 +14,8 @@ import numpy as np
 
 import scissorhands_jax as shs
 from scissorhands_jax import cli
+from scissorhands_jax._loop import report
 from scissorhands_jax.experiment import runtime
-from scissorhands_jax.loop import report
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/digits10_random10.py")
 
@@ -72,12 +72,12 @@ def test_the_command_line_writes_epoch_lines_and_no_bars_into_a_log(tmp_path, ca
 
 
 def test_only_process_zero_speaks(monkeypatch):
-    record = logging.LogRecord("scissorhands_jax.loop", logging.INFO, "", 0, "x", (), None)
+    record = logging.LogRecord("scissorhands_jax._loop", logging.INFO, "", 0, "x", (), None)
     keep = runtime.MainProcessOnly()
     assert keep.filter(record)
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     assert not keep.filter(record)
-    warning = logging.LogRecord("scissorhands_jax.loop", logging.WARNING, "", 0, "x", (), None)
+    warning = logging.LogRecord("scissorhands_jax._loop", logging.WARNING, "", 0, "x", (), None)
     assert keep.filter(warning)  # warnings and errors from every process
 
 
@@ -88,7 +88,7 @@ def test_no_progress_silences_the_epoch_lines_but_not_warnings(capsys):
         handler = runtime.configure_output(argparse.Namespace(no_progress=flag))
         try:
             report("original", {"epoch": 0, "step": 23, "loss": 0.5, "time_s": 1.0})
-            logging.getLogger("scissorhands_jax.loop").warning("a warning")
+            logging.getLogger("scissorhands_jax._loop").warning("a warning")
         finally:
             package.removeHandler(handler)
             package.setLevel(before[1])

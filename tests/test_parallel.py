@@ -26,7 +26,8 @@ from conftest import scissorhands_flat
 from jax.sharding import NamedSharding, PartitionSpec
 
 import scissorhands_jax as shs
-from scissorhands_jax import parallel, saliency
+from scissorhands_jax import _saliency as saliency
+from scissorhands_jax import parallel
 
 DEVICES = 8
 DEVICE_COUNTS = (1, 2, 4, 8)

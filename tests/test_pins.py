@@ -207,7 +207,7 @@ def case_diffusion_baselines():
 
 def case_diffusion_resumable():
     model, _, _, retain, _ = _toy_diffusion()
-    from scissorhands_jax.objective import adam_tx
+    from scissorhands_jax._objective import adam_tx
 
     tx = adam_tx(1.0)
     source = dm.diffusion_source(retain, 4)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import scissorhands_jax as shs
-from scissorhands_jax import training
-from scissorhands_jax.loop import private_copy
-from scissorhands_jax.objective import adam_tx, train_objective
+from scissorhands_jax import _training as training
+from scissorhands_jax._loop import private_copy
+from scissorhands_jax._objective import adam_tx, train_objective
 
 
 def _linear_loss(params, state, batch, train):

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import scissorhands_jax as shs
-from scissorhands_jax.loop import TrainState
-from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
+from scissorhands_jax._loop import TrainState
+from scissorhands_jax._preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
 
 def _loss(params, state, batch, train):

@@ -315,7 +315,7 @@ def test_method_page_train_state_loop_projects():
 
 
 def test_projected_count_reads_the_projection_wherever_the_chain_holds_it():
-    from scissorhands_jax.loop import projected_count
+    from scissorhands_jax._loop import projected_count
 
     params = {"w": jnp.ones(3)}
     grads = {"w": jnp.ones(3)}

@@ -1,4 +1,4 @@
-"""Tests for scissorhands_jax.reinit: eligibility, masked re-initialisation, PyTorch init.
+"""Tests for scissorhands_jax._reinit: eligibility, masked re-initialisation, PyTorch init.
 
 Expected eligible sets are written out by hand per path; expected re-initialised trees
 are built leaf by leaf in NumPy; ``torch_default_init`` is checked against the bound
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scissorhands_jax.reinit import (
+from scissorhands_jax._reinit import (
     PRESETS,
     eligible_mask,
     is_norm_path,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import scissorhands_jax as shs
+from scissorhands_jax._repair import projects_in_epoch, repair
+from scissorhands_jax._settings import ProjectionSettings, RepairSettings, flat_defaults, from_flat
 from scissorhands_jax.data import array_source
-from scissorhands_jax.repairing import projects_in_epoch, repair
-from scissorhands_jax.settings import ProjectionSettings, RepairSettings, flat_defaults, from_flat
 
 
 class _Net(nn.Module):

@@ -1,4 +1,4 @@
-"""Tests for scissorhands_jax.saliency against hand-derived gradients and NumPy sorts.
+"""Tests for scissorhands_jax._saliency against hand-derived gradients and NumPy sorts.
 
 References are independent of the library: the saliency of a two-layer net uses
 backpropagation written out in NumPy float64, and every threshold is the k-th entry of
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.tree_util import Partial
 
-from scissorhands_jax.saliency import (
+from scissorhands_jax._saliency import (
     connection_sensitivity,
     kth_smallest,
     top_k_mask,

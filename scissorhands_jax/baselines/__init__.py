@@ -16,33 +16,39 @@ FloatingPointError when its loss becomes non-finite. With ``params`` placed on a
 """
 
 from scissorhands_jax._choices import METHOD_NAMES
+from scissorhands_jax.baselines._boundary_expanding import (
+    BoundaryExpandingHyperparameters,
+    boundary_expanding,
+)
+from scissorhands_jax.baselines._boundary_shrinking import (
+    BoundaryShrinkingHyperparameters,
+    boundary_shrinking,
+)
 from scissorhands_jax.baselines._common import (
     Hyperparameters,
     LabelledHyperparameters,
     SGDHyperparameters,
     UnlearnResult,
+    check_data,
     freeze,
 )
-from scissorhands_jax.baselines.boundary_expanding import (
-    BoundaryExpandingHyperparameters,
-    boundary_expanding,
-)
-from scissorhands_jax.baselines.boundary_shrinking import (
-    BoundaryShrinkingHyperparameters,
-    boundary_shrinking,
-)
-from scissorhands_jax.baselines.finetune import FinetuneHyperparameters, finetune
-from scissorhands_jax.baselines.gradient_ascent import (
+from scissorhands_jax.baselines._finetune import FinetuneHyperparameters, finetune
+from scissorhands_jax.baselines._gradient_ascent import (
     GradientAscentHyperparameters,
     gradient_ascent,
 )
-from scissorhands_jax.baselines.influence import InfluenceHyperparameters, influence_unlearning
-from scissorhands_jax.baselines.l1_sparse import L1SparseHyperparameters, l1_sparse
-from scissorhands_jax.baselines.random_labels import RandomLabelsHyperparameters, random_labels
-from scissorhands_jax.baselines.retrain import RetrainHyperparameters, retrain
-from scissorhands_jax.baselines.salun import SalunHyperparameters, salun
-from scissorhands_jax.baselines.scissorhands import scissorhands
-from scissorhands_jax.baselines.scrub import ScrubHyperparameters, scrub
+from scissorhands_jax.baselines._influence import (
+    InfluenceHyperparameters,
+    influence_direction,
+    influence_step,
+    influence_unlearning,
+)
+from scissorhands_jax.baselines._l1_sparse import L1SparseHyperparameters, l1_sparse
+from scissorhands_jax.baselines._random_labels import RandomLabelsHyperparameters, random_labels
+from scissorhands_jax.baselines._retrain import RetrainHyperparameters, retrain
+from scissorhands_jax.baselines._salun import SalunHyperparameters, salun
+from scissorhands_jax.baselines._scissorhands import scissorhands
+from scissorhands_jax.baselines._scrub import ScrubHyperparameters, scrub
 
 METHODS = dict(
     zip(
@@ -68,7 +74,7 @@ HYPERPARAMETERS: dict[str, type[Hyperparameters]] = {
     "scrub": ScrubHyperparameters,
 }
 """Method name -> the dataclass of its hyperparameters (every method but Scissorhands,
-whose settings are the flat names of :mod:`scissorhands_jax.settings`)."""
+whose settings are the flat names of :mod:`scissorhands_jax._settings`)."""
 
 __all__ = [
     "HYPERPARAMETERS",
@@ -89,9 +95,12 @@ __all__ = [
     "UnlearnResult",
     "boundary_expanding",
     "boundary_shrinking",
+    "check_data",
     "finetune",
     "freeze",
     "gradient_ascent",
+    "influence_direction",
+    "influence_step",
     "influence_unlearning",
     "l1_sparse",
     "random_labels",

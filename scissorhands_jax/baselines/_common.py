@@ -8,7 +8,7 @@ where ``trainable`` is the pytree that the optimiser updates (the params, or the
 params plus extra heads) and ``aux`` holds per-step arrays (a teacher's params, a
 schedule value) as ordinary jit inputs, never in a closure. A run binds its objective,
 model and optimiser into one step compiled once (:func:`make_step`); its passes run in
-the one training loop, :func:`scissorhands_jax.loop.run_steps`.
+the one training loop, :func:`scissorhands_jax._loop.run_steps`.
 
 A baseline runs where its parameters live: placed on a mesh
 (:func:`scissorhands_jax.parallel.on_mesh`), every training pass runs data-parallel
@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from scissorhands_jax._loop import LossGuard, TrainState, private_copy, run_steps
+from scissorhands_jax._settings import check_int, check_momentum, check_real
+from scissorhands_jax._training import sgd
 from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.data.batching import array_source
-from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
 from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
-from scissorhands_jax.settings import check_int, check_momentum, check_real
-from scissorhands_jax.training import sgd
 
 Objective = Callable[[Model, Any, ModelState, Batch, Any], tuple[jax.Array, ModelState]]
 Step = Callable[[TrainState, Batch, Any, dict[str, Any]], tuple[TrainState, jax.Array]]
@@ -270,7 +270,7 @@ def make_step(objective: Objective, model: Model, tx: optax.GradientTransformati
 
     Returns:
       ``step(state, batch, aux, tx_args) -> (state, loss)`` on a
-      :class:`~scissorhands_jax.loop.TrainState`.
+      :class:`~scissorhands_jax._loop.TrainState`.
     """
     update = jax.jit(functools.partial(_update, objective, model, tx), donate_argnums=(0, 2))
 
@@ -306,18 +306,18 @@ def run_pass(
     guard: LossGuard | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """One pass of ``step`` over ``batches``, in the loop of
-    :func:`~scissorhands_jax.loop.run_steps`.
+    :func:`~scissorhands_jax._loop.run_steps`.
 
     Args:
       step: the run's step (:func:`make_step`).
-      state: the :class:`~scissorhands_jax.loop.TrainState` (its ``params`` are the
+      state: the :class:`~scissorhands_jax._loop.TrainState` (its ``params`` are the
         trainable tree).
       batches: the batches of this pass.
       aux: per-step arrays for the objective.
       tx_args: extra arguments of ``tx.update`` (arrays, e.g. a freeze mask).
       progress: show a progress bar.
       desc: the bar's label and the error message's prefix.
-      guard: the run's :class:`~scissorhands_jax.loop.LossGuard`, shared by its passes of
+      guard: the run's :class:`~scissorhands_jax._loop.LossGuard`, shared by its passes of
         one objective (None: one for this pass).
 
     Returns:
@@ -369,7 +369,7 @@ def fit_objective(
 
     Raises:
       FloatingPointError: when a loss becomes non-finite or diverges (one
-        :class:`~scissorhands_jax.loop.LossGuard` over all the epochs).
+        :class:`~scissorhands_jax._loop.LossGuard` over all the epochs).
     """
     tx = hp.tx(masked=freeze_mask is not None)
     tx_args = {} if freeze_mask is None else {"freeze_mask": freeze_mask}

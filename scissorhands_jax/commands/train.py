@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg: dict, run_dir, mesh) -> int:
+    from scissorhands_jax._preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
     from scissorhands_jax.experiment import pipeline as pipe
-    from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     progress = not args.no_progress
     split = pipe.build_split(cfg, progress=progress)

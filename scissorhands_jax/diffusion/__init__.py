@@ -8,8 +8,8 @@ pipeline. Scissorhands for it (:func:`scissorhands_diffusion`, which takes the s
 dataclasses of the classifier method) and the baselines Retrain, FT and SalUn
 (:data:`DIFFUSION_METHODS`, :data:`DIFFUSION_HYPERPARAMETERS`) are applications of the
 core: the one :func:`~scissorhands_jax.trim`, the one training loop
-(:mod:`scissorhands_jax.loop`) with the weighted-objective step of
-:mod:`scissorhands_jax.objective`, and :func:`~scissorhands_jax.fit_resumable`. Every
+(:mod:`scissorhands_jax._loop`) with the weighted-objective step of
+:mod:`scissorhands_jax._objective`, and :func:`~scissorhands_jax.fit_resumable`. Every
 method returns the classifiers' :class:`~scissorhands_jax.baselines.UnlearnResult`.
 """
 

@@ -36,6 +36,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from scissorhands_jax._objective import adam_tx, train_objective
+from scissorhands_jax._saliency import as_partial, loss_and_grad, top_k_mask
+from scissorhands_jax._settings import check_choice, check_int, check_real
 from scissorhands_jax._types import BatchSource, Params, PRNGKey
 from scissorhands_jax.baselines import Hyperparameters, UnlearnResult
 from scissorhands_jax.data.batching import first_batch
@@ -50,9 +53,6 @@ from scissorhands_jax.diffusion.unlearn import (
     scissorhands_diffusion,
 )
 from scissorhands_jax.models.adapters import bind_state
-from scissorhands_jax.objective import adam_tx, train_objective
-from scissorhands_jax.saliency import as_partial, loss_and_grad, top_k_mask
-from scissorhands_jax.settings import check_choice, check_int, check_real
 
 
 def train_diffusion(
@@ -72,7 +72,7 @@ def train_diffusion(
     clipping at global norm ``grad_clip``, as SalUn's CIFAR-10 DDPM (lr 2e-4, clip 1).
 
     Returns:
-      ``(params, log)`` (see :func:`~scissorhands_jax.objective.train_objective`).
+      ``(params, log)`` (see :func:`~scissorhands_jax._objective.train_objective`).
     """
     return train_objective(
         model.loss,

@@ -11,24 +11,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scissorhands_jax._types import Mask, Params, PRNGKey
-from scissorhands_jax.baselines import UnlearnResult
-from scissorhands_jax.data.batching import first_batch
-from scissorhands_jax.diffusion.model import DiffusionModel, NoisedSource, diffusion_source
-from scissorhands_jax.memory import forget_memory
-from scissorhands_jax.models.adapters import bind_state
-from scissorhands_jax.models.unet import UNET_PRESETS
-from scissorhands_jax.objective import adam_tx, train_objective
-from scissorhands_jax.reinit import eligible_mask, leaf_paths
-from scissorhands_jax.settings import (
+from scissorhands_jax._memory import forget_memory
+from scissorhands_jax._objective import adam_tx, train_objective
+from scissorhands_jax._reinit import eligible_mask, leaf_paths
+from scissorhands_jax._settings import (
     AdamRepairSettings,
     ProjectionSettings,
     TrimSettings,
     check_choice,
     check_real,
 )
-from scissorhands_jax.trimming import fresh_values
-from scissorhands_jax.trimming import trim as trim_fn
+from scissorhands_jax._trim import fresh_values
+from scissorhands_jax._trim import trim as trim_fn
+from scissorhands_jax._types import Mask, Params, PRNGKey
+from scissorhands_jax.baselines import UnlearnResult
+from scissorhands_jax.data.batching import first_batch
+from scissorhands_jax.diffusion.model import DiffusionModel, NoisedSource, diffusion_source
+from scissorhands_jax.models.adapters import bind_state
+from scissorhands_jax.models.unet import UNET_PRESETS
 
 OBJECTIVES = ("contrast", "anchor")
 """The repair objectives: :math:`L_r - \\lambda L_\\epsilon` and :math:`L_r + \\lambda
@@ -175,7 +175,7 @@ def count_true(mask: Mask) -> int:
 @functools.lru_cache(maxsize=32)
 def retain_forget_loss(retain_loss, forget_loss):
     """One ``loss(params, model_state, batch, train)`` for
-    :func:`~scissorhands_jax.objective.train_objective`, whose step evaluates the retain
+    :func:`~scissorhands_jax._objective.train_objective`, whose step evaluates the retain
     term in training mode and the forget term in evaluation mode: ``retain_loss`` for
     the first, ``forget_loss`` for the second (``retain_loss`` itself when both are the
     same function). Equal arguments give the same function, so compiled steps are reused.
@@ -258,7 +258,7 @@ def scissorhands_diffusion(
       An :class:`~scissorhands_jax.baselines.UnlearnResult` with ``model_state={}`` and
       ``mask`` True where an entry was re-initialised; its log starts with an
       ``{"epoch": "trim", ...}`` entry, then the entries of
-      :func:`~scissorhands_jax.loop.run_steps`.
+      :func:`~scissorhands_jax._loop.run_steps`.
 
     Raises:
       ValueError: bad settings, empty data, no eligible leaf.

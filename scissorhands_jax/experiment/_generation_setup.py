@@ -25,8 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax._checkpoint import CheckpointError, Checkpoints, check_directory
+from scissorhands_jax._loop import TrainState
+from scissorhands_jax._objective import adam_tx
 from scissorhands_jax.baselines import UnlearnResult
-from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
 from scissorhands_jax.diffusion.baselines import DIFFUSION_METHODS
 from scissorhands_jax.diffusion.data import GenerationData, load_generation_data
 from scissorhands_jax.diffusion.metrics import feature_extractor
@@ -34,9 +36,7 @@ from scissorhands_jax.diffusion.model import DiffusionModel, diffusion_model
 from scissorhands_jax.diffusion.schedule import make_schedule
 from scissorhands_jax.experiment.config import load_config
 from scissorhands_jax.experiment.pipeline import indices_sha, read_json, restore, sgd_setup
-from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
-from scissorhands_jax.objective import adam_tx
 
 GENERATORS = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
 """Generator role -> (config section of its schedule, data part it trains on)."""

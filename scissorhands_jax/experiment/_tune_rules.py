@@ -160,8 +160,8 @@ def sample_trials(method: str, space: dict[str, list[Any]], trials: int, seed: i
 def check_trials(method: str, trials: Sequence[dict[str, Any]], protocol: proto.Protocol) -> None:
     """Raises ValueError, naming the method and the setting, for a trial that the method
     would refuse (an unknown hyperparameter, a bad value), before any work."""
+    from scissorhands_jax._method import check_settings
     from scissorhands_jax.baselines import HYPERPARAMETERS
-    from scissorhands_jax.method import check_settings
 
     for params in trials:
         hps = {**proto.method_hyperparameters(method, protocol), **params}

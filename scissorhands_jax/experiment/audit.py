@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax import metrics as M
 from scissorhands_jax import population as pop
+from scissorhands_jax._training import sgd
 from scissorhands_jax._versions import versions
 from scissorhands_jax.experiment import report
 from scissorhands_jax.experiment._tune_rules import (
@@ -79,7 +80,6 @@ from scissorhands_jax.experiment.rundir import (
     write_bytes_atomic,
 )
 from scissorhands_jax.parallel import on_mesh
-from scissorhands_jax.training import sgd
 
 REFERENCE, ORIGINAL = "retrain", "original"
 

@@ -33,6 +33,9 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from scissorhands_jax._method import check_settings, scissorhands
+from scissorhands_jax._preemption import Preempted, PreemptionGuard, preemption_requested
+from scissorhands_jax._settings import flat_defaults
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
 from scissorhands_jax.experiment import report as _report
 from scissorhands_jax.experiment.rules import SEED_LIMIT
@@ -42,11 +45,8 @@ from scissorhands_jax.experiment.rundir import (
     run_directory,
     write_json_atomic,
 )
-from scissorhands_jax.method import check_settings, scissorhands
 from scissorhands_jax.metrics import MIA_FEATURES, against_retrain, evaluation_suite, rte
 from scissorhands_jax.parallel import on_mesh
-from scissorhands_jax.preemption import Preempted, PreemptionGuard, preemption_requested
-from scissorhands_jax.settings import flat_defaults
 
 DIGITS = ("digits10_random10", "digits10_class0")
 """The digits-10 protocol's configs (both scenarios): ``scissorhands demo``'s comparison."""

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from scissorhands_jax._choices import CONFIG_DIR, config_names
+from scissorhands_jax._settings import flat_defaults
 from scissorhands_jax.diffusion.baselines import DIFFUSION_METHODS, method_defaults
 from scissorhands_jax.experiment.rules import validate
-from scissorhands_jax.settings import flat_defaults
 
 _TRAIN = {
     "epochs": 182,

@@ -112,11 +112,11 @@ def _maker(cfg: dict) -> str:
 
 def _fit(role, loss, state, source, ck, total, *, until_step, mesh, progress, **schedule):
     """Continues ``role`` from its latest checkpoint in ``ck`` (if any) to ``total`` steps
-    with :func:`~scissorhands_jax.resumable.fit_resumable`; ``(step, total, clock, log)``."""
+    with :func:`~scissorhands_jax._resumable.fit_resumable`; ``(step, total, clock, log)``."""
     import jax
 
-    from scissorhands_jax.loop import TrainState
-    from scissorhands_jax.resumable import fit_resumable
+    from scissorhands_jax._loop import TrainState
+    from scissorhands_jax._resumable import fit_resumable
 
     clock = TrainingClock()
     if ck.latest_step() is not None:
@@ -137,7 +137,7 @@ def _fit(role, loss, state, source, ck, total, *, until_step, mesh, progress, **
 def _train_role(cfg, role, data, model, ck, **run) -> tuple[int, int, Any, list]:
     import jax
 
-    from scissorhands_jax.precision import with_precision
+    from scissorhands_jax._precision import with_precision
 
     if role == "classifier":
         judge, _ = build_judge(cfg, data)
@@ -170,7 +170,7 @@ def train_generators(
     steps in total.
 
     Returns:
-      0, or :data:`~scissorhands_jax.preemption.EXIT_PREEMPTED` when preempted (saved).
+      0, or :data:`~scissorhands_jax._preemption.EXIT_PREEMPTED` when preempted (saved).
 
     Raises:
       ValueError: ``until_step`` < 1, checkpoints without ``resume``, another request in
@@ -184,7 +184,7 @@ def train_generators(
 
 
 def _train(cfg: dict, run_dir: Path, roles: list[str], resume: bool, run: dict) -> int:
-    from scissorhands_jax.preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
+    from scissorhands_jax._preemption import EXIT_PREEMPTED, PreemptionGuard, preemption_requested
 
     for role in roles:  # before any work
         steps = committed_steps(run_dir, role)

@@ -22,14 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scissorhands_jax.checkpoint import CheckpointError, Checkpoints
+from scissorhands_jax._checkpoint import CheckpointError, Checkpoints
+from scissorhands_jax._loop import TrainState
+from scissorhands_jax._precision import with_precision
+from scissorhands_jax._resumable import fit_resumable, step_decay_sgd
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
 from scissorhands_jax.experiment.config import load_config
 from scissorhands_jax.experiment.rundir import read_state, secondary_process, write_json_atomic
-from scissorhands_jax.loop import TrainState
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
-from scissorhands_jax.precision import with_precision
-from scissorhands_jax.resumable import fit_resumable, step_decay_sgd
 
 MODELS = {
     "resnet18": {"stage_sizes": (2, 2, 2, 2), "cifar_stem": True},
@@ -237,7 +237,7 @@ def train_role(
     """Trains ``role`` (``original`` or ``retrain``) into ``run``, continuing from the
     latest checkpoint in ``ck`` if there is one; appends a segment to ``run/role/log.json``
     (seconds, per-epoch losses) and prints one line. ``until_step`` stops early (saved);
-    ``mesh`` trains data-parallel (see :func:`~scissorhands_jax.resumable.fit_resumable`).
+    ``mesh`` trains data-parallel (see :func:`~scissorhands_jax._resumable.fit_resumable`).
 
     Returns:
       The :class:`TrainState` it stopped at (the complete run's state once

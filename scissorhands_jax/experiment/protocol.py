@@ -245,8 +245,8 @@ def _check_section(path: Path, settings: dict[str, Any]) -> None:
 
 def _check_methods(path: Path, methods: Any) -> None:
     """Each method's hyperparameters, checked by the method's own rules."""
+    from scissorhands_jax._method import check_settings
     from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
-    from scissorhands_jax.method import check_settings
 
     if not isinstance(methods, dict):
         raise ValueError(f"{path}: methods must be a dict of method -> hyperparameters.")

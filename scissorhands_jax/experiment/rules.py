@@ -5,7 +5,7 @@ before any command creates a directory, and names the first bad value, what it m
 and where it came from (the file, its ``SMOKE`` or the ``--set`` item). Every key of
 both schemas has a rule here (a test checks it), so a new key cannot go unchecked. The
 method's own settings (the ``unlearn`` section) are also built into the settings
-dataclasses of :mod:`scissorhands_jax.settings`, whose checks are the library's.
+dataclasses of :mod:`scissorhands_jax._settings`, whose checks are the library's.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from scissorhands_jax._choices import SEED_LIMIT
-from scissorhands_jax.precision import PRECISIONS
-from scissorhands_jax.settings import PROJECTIONS, REINITS, from_flat
+from scissorhands_jax._precision import PRECISIONS
+from scissorhands_jax._settings import PROJECTIONS, REINITS, from_flat
 
 
 class Rule(NamedTuple):
@@ -157,7 +157,7 @@ CLASSIFIER_RULES: dict[str, Any] = {
     "eval": {"batch_size": COUNT},
 }
 """Rules of the classifier schema; the other ``unlearn`` keys are the method's settings,
-checked by :func:`scissorhands_jax.settings.from_flat`, and the ``methods`` section's by
+checked by :func:`scissorhands_jax._settings.from_flat`, and the ``methods`` section's by
 :func:`check_methods`."""
 
 _DDPM = {
@@ -282,7 +282,7 @@ def check_methods(methods: dict, layers: Sequence[tuple[str, dict]] = ()) -> Non
     value}}``: every method one of :data:`scissorhands_jax.baselines.METHODS` but Retrain
     (it runs the ``retrain`` schedule), every hyperparameter a field of the method's
     dataclass in :data:`scissorhands_jax.baselines.HYPERPARAMETERS` in its range
-    (Scissorhands: ``eligible`` or a flat setting of :mod:`scissorhands_jax.settings`).
+    (Scissorhands: ``eligible`` or a flat setting of :mod:`scissorhands_jax._settings`).
 
     Raises:
       ValueError: the first bad method, name or value, in one line, with its source.

@@ -27,7 +27,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping
 
-from scissorhands_jax.preemption import raise_preempted
+from scissorhands_jax._preemption import raise_preempted
 
 
 def compilation_cache_dir() -> str | None:
@@ -228,7 +228,7 @@ def command_process(args: argparse.Namespace) -> Iterator[None]:
     """The process around one command, left as it was found when the block ends: the
     output for people (:func:`configure_output`, log lines above the progress bars), the
     full disk's background reports silenced (the command's own error says it), SIGTERM as
-    :class:`~scissorhands_jax.preemption.Preempted` (outside a multi-process job, where
+    :class:`~scissorhands_jax._preemption.Preempted` (outside a multi-process job, where
     JAX's coordination service takes SIGTERM and picks a step that every process
     reaches), and the job of :func:`distributed_job`."""
     from tqdm.contrib.logging import logging_redirect_tqdm

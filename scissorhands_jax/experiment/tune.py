@@ -102,7 +102,7 @@ logger = logging.getLogger(__name__)
 def _one_line_per_trial():
     """Holds back the methods' per-epoch log lines (thousands over a tune) while a trial
     runs; the trial's own line replaces them."""
-    epochs = logging.getLogger("scissorhands_jax.loop")
+    epochs = logging.getLogger("scissorhands_jax._loop")
     level = epochs.level
     epochs.setLevel(logging.WARNING)
     try:
@@ -124,7 +124,7 @@ class ReusedInfluence:
 
     def __call__(self, model, params, model_state, *, retain, forget, key, progress=False,
                  **hyperparameters):  # fmt: skip
-        from scissorhands_jax.baselines import influence as iu
+        from scissorhands_jax import baselines as iu
 
         del progress
         hp = iu.InfluenceHyperparameters.of("iu", hyperparameters)

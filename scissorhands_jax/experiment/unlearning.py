@@ -13,9 +13,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from scissorhands_jax._method import check_settings, scissorhands
 from scissorhands_jax.experiment import pipeline as pipe
 from scissorhands_jax.experiment.rundir import write_bytes_atomic, write_json_atomic
-from scissorhands_jax.method import check_settings, scissorhands
 from scissorhands_jax.parallel import on_mesh
 
 _NOT_METHOD_ARGS = ("seed", "augment")

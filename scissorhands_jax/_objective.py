@@ -4,7 +4,7 @@ One jitted step serves a diffusion model's training (retain term only), Scissorh
 diffusion repair (:math:`L_r - \\lambda L_f` or :math:`L_r + \\lambda L_{anchor}`) and
 the diffusion baselines (fine-tuning, SalUn's :math:`L_{anchor} + \\alpha L_r` with an
 elementwise gradient mask), with an optional forget-memory projection chained in front
-of Adam. The steps run in the one loop of :func:`scissorhands_jax.loop.run_steps`.
+of Adam. The steps run in the one loop of :func:`scissorhands_jax._loop.run_steps`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from scissorhands_jax._loop import TrainState, cycle, private_copy, run_steps
+from scissorhands_jax._repair import projection_tx
+from scissorhands_jax._settings import ProjectionSettings, check_int, check_real
 from scissorhands_jax._types import Batch, BatchSource, Mask, ModelLossFn, Params, PRNGKey
-from scissorhands_jax.loop import TrainState, cycle, private_copy, run_steps
 from scissorhands_jax.parallel import mesh_of, shard_batch
-from scissorhands_jax.repairing import projection_tx
-from scissorhands_jax.settings import ProjectionSettings, check_int, check_real
 
 
 def adam_tx(
@@ -95,7 +95,7 @@ def objective_step(loss: ModelLossFn, tx: optax.GradientTransformation, *, sign:
 
     Returns:
       ``step(state, batch, scalars, memory=None, grad_mask=None) -> (state, (l_r, l_f))``
-      on a :class:`~scissorhands_jax.loop.TrainState`: ``batch`` is ``(b_r, b_f)``
+      on a :class:`~scissorhands_jax._loop.TrainState`: ``batch`` is ``(b_r, b_f)``
       (``b_f`` None: the retain term alone), ``scalars`` an :class:`ObjectiveScalars`,
       ``memory`` feeds the projection transform when ``tx`` has one, ``grad_mask`` (a
       tree of bools, per leaf or per entry) zeroes the other gradient entries before
@@ -168,13 +168,13 @@ def train_objective(
       desc: the progress bar's label.
 
     Returns:
-      ``(params, log)`` with the entries of :func:`~scissorhands_jax.loop.run_steps`.
+      ``(params, log)`` with the entries of :func:`~scissorhands_jax._loop.run_steps`.
 
     Raises:
       ValueError: for ``steps < 0``, ``memory_every < 1``, ``log_every < 1``, an
         ``lr`` that is not finite and > 0, or non-finite weights.
       FloatingPointError: at the step where a loss becomes non-finite or the retain
-        loss diverges (see :class:`~scissorhands_jax.loop.LossGuard`).
+        loss diverges (see :class:`~scissorhands_jax._loop.LossGuard`).
     """
     check_int("steps", steps, 0)
     check_int("memory_every", memory_every, 1)

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 
+from scissorhands_jax._training import fit
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     SGDHyperparameters,
@@ -21,7 +22,6 @@ from scissorhands_jax.baselines._common import (
 from scissorhands_jax.data.batching import array_source
 from scissorhands_jax.models.adapters import Model
 from scissorhands_jax.parallel import mesh_of
-from scissorhands_jax.training import fit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from scissorhands_jax._reinit import leaf_paths
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     SGDHyperparameters,
@@ -35,7 +36,6 @@ from scissorhands_jax.baselines._common import (
     num_classes,
 )
 from scissorhands_jax.models.adapters import Model, forward
-from scissorhands_jax.reinit import leaf_paths
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scissorhands_jax._saliency import as_partial, loss_and_grad
+from scissorhands_jax._settings import check_bool
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
 from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
-from scissorhands_jax.saliency import as_partial, loss_and_grad
-from scissorhands_jax.settings import check_bool
 
 
 def forget_memory(

@@ -29,7 +29,7 @@ What is never silently used:
 
 Saves are asynchronous (orbax writes in a background thread while training goes on);
 :meth:`Checkpoints.wait` blocks until every save is on disk, and callers report success
-only after it. :class:`~scissorhands_jax.preemption.PreemptionGuard` (re-exported here)
+only after it. :class:`~scissorhands_jax._preemption.PreemptionGuard` (re-exported here)
 turns a SIGTERM into a request to save at the next step boundary.
 """
 
@@ -47,8 +47,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from scissorhands_jax._preemption import PreemptionGuard, preemption_requested  # noqa: F401
 from scissorhands_jax._tree_digest import legacy_sha256, tree_digest
-from scissorhands_jax.preemption import PreemptionGuard, preemption_requested  # noqa: F401
 
 logger = logging.getLogger(__name__)
 _COMMIT_FILE = ocp.path.atomicity.COMMIT_SUCCESS_FILE

@@ -72,7 +72,7 @@ def l1_sparse(
         \alpha_e = \alpha \left(1 - \frac{e}{E}\right)
 
     over every entry of every parameter leaf; epoch ``e`` of ``E`` = ``epochs``. With
-    ``alpha=0`` it is exactly :func:`~scissorhands_jax.baselines.finetune` (same key,
+    ``alpha=0`` it is exactly :func:`~scissorhands_jax.baselines._finetune` (same key,
     same batches). The forget set is never read.
 
     Args:

@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from scissorhands_jax._saliency import top_k_mask
 from scissorhands_jax._types import Batch, Mask, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     LabelledHyperparameters,
@@ -29,9 +30,8 @@ from scissorhands_jax.baselines._common import (
     check_arrays,
     in_order,
 )
-from scissorhands_jax.baselines.random_labels import labelled_arrays, train_random_labels
+from scissorhands_jax.baselines._random_labels import labelled_arrays, train_random_labels
 from scissorhands_jax.models.adapters import Model
-from scissorhands_jax.saliency import top_k_mask
 
 
 def _check_ratio(ratio: Any) -> None:
@@ -114,7 +114,7 @@ def salun(
     progress: bool = False,
     **hyperparameters: Any,
 ) -> UnlearnResult:
-    r"""RL (:func:`~scissorhands_jax.baselines.random_labels`) on the salient weights only.
+    r"""RL (:func:`~scissorhands_jax.baselines._random_labels`) on the salient weights only.
 
     .. math::
 
@@ -126,7 +126,7 @@ def salun(
 
     Args:
       model, params, model_state, retain, forget, key, progress: as for
-        :func:`~scissorhands_jax.baselines.random_labels`.
+        :func:`~scissorhands_jax.baselines._random_labels`.
       **hyperparameters: fields of :class:`SalunHyperparameters`.
 
     Returns:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scissorhands_jax import method
+from scissorhands_jax import _method as method
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import UnlearnResult, check_data
 from scissorhands_jax.models.adapters import Model

@@ -3,7 +3,7 @@
 :func:`repair_tx` is the optimiser (projection, coupled weight decay, momentum SGD),
 :func:`repair_step` builds a run's step of it on a retain and a forget batch, and
 :func:`repair` the epochs of the release, run by the one loop of
-:func:`scissorhands_jax.loop.run_steps`.
+:func:`scissorhands_jax._loop.run_steps`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from scissorhands_jax._loop import LossGuard, TrainState, private_copy, run_steps
+from scissorhands_jax._memory import forget_memory
+from scissorhands_jax._projection import gem_projection, orthogonal_projection
+from scissorhands_jax._settings import ProjectionSettings, RepairSettings
 from scissorhands_jax._types import (
     Batch,
     BatchSource,
@@ -27,12 +31,8 @@ from scissorhands_jax._types import (
     PRNGKey,
 )
 from scissorhands_jax.data.batching import first_batch
-from scissorhands_jax.loop import LossGuard, TrainState, private_copy, run_steps
-from scissorhands_jax.memory import forget_memory
 from scissorhands_jax.models.adapters import bind_state
 from scissorhands_jax.parallel import mesh_of, on_mesh, sharded_source
-from scissorhands_jax.projection import gem_projection, orthogonal_projection
-from scissorhands_jax.settings import ProjectionSettings, RepairSettings
 
 
 def projection_tx(settings: ProjectionSettings, mask: Mask | None) -> optax.GradientTransformation:
@@ -107,7 +107,7 @@ def repair_step(loss: ModelLossFn, tx: optax.GradientTransformation) -> RepairSt
 
     Returns:
       ``step(state, batch, lam, memory=None, project=True) -> (state, (l_r, l_f))`` on
-      a :class:`~scissorhands_jax.loop.TrainState`: ``batch`` is ``(b_r, b_f)``,
+      a :class:`~scissorhands_jax._loop.TrainState`: ``batch`` is ``(b_r, b_f)``,
       ``lam`` a traced scalar, ``project`` this step's projection flag; ``l_f`` is None
       for a retain-only step. The state's parameters and optimiser state are donated:
       use the returned state.
@@ -180,12 +180,12 @@ def repair(
 
     Returns:
       ``(params, model_state, log)``; one entry per epoch: ``epoch`` and the fields of
-      :func:`~scissorhands_jax.loop.run_steps`, then what ``eval_fn`` returned.
+      :func:`~scissorhands_jax._loop.run_steps`, then what ``eval_fn`` returned.
 
     Raises:
       FloatingPointError: at the step where a loss becomes non-finite (naming a batch
         that holds NaN or inf when that is the cause) or the retain loss diverges
-        (:class:`~scissorhands_jax.loop.LossGuard`; lower ``lr`` or ``lam``).
+        (:class:`~scissorhands_jax._loop.LossGuard`; lower ``lr`` or ``lam``).
     """
     tx = repair_tx(eligible, settings, projection)
     params = private_copy(params)  # the steps donate it

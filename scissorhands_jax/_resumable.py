@@ -3,11 +3,11 @@
 Step ``s`` of a run with ``n`` batches per epoch is batch ``i = s mod n`` of epoch
 ``e = s div n``, drawn from ``data`` with the key ``fold_in(key, e)`` (the rule of
 :func:`scissorhands_jax.fit`). The learning-rate schedule reads the optimiser's own step
-counter. So the :class:`~scissorhands_jax.loop.TrainState` is everything a resumed run
+counter. So the :class:`~scissorhands_jax._loop.TrainState` is everything a resumed run
 needs: restored from a checkpoint, it continues with exactly the batches, learning rates
 and arithmetic of an uninterrupted run. Classifiers and diffusion models share it; they
-differ in their step (:func:`scissorhands_jax.training.train_step` with the learning
-rate inside the optimiser, or :func:`scissorhands_jax.objective.objective_step` with
+differ in their step (:func:`scissorhands_jax._training.train_step` with the learning
+rate inside the optimiser, or :func:`scissorhands_jax._objective.objective_step` with
 Adam's direction times ``lr``) and in how often they log.
 """
 
@@ -25,12 +25,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from scissorhands_jax._loop import LossGuard, TrainState, ema_update, private_copy, report
+from scissorhands_jax._objective import ObjectiveScalars, objective_step
+from scissorhands_jax._preemption import stop_now
+from scissorhands_jax._training import sgd, train_step
 from scissorhands_jax._types import BatchSource, ModelLossFn, PRNGKey
-from scissorhands_jax.loop import LossGuard, TrainState, ema_update, private_copy, report
-from scissorhands_jax.objective import ObjectiveScalars, objective_step
 from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
-from scissorhands_jax.preemption import stop_now
-from scissorhands_jax.training import sgd, train_step
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +108,10 @@ def fit_resumable(
       tx: the optimiser that made ``state.opt_state`` (hashable: build it once).
       epochs: the run's length in epochs, or
       steps: its length in steps (give one of the two).
-      lr: None: ``tx`` holds the learning rate (:func:`~scissorhands_jax.training.train_step`);
+      lr: None: ``tx`` holds the learning rate (:func:`~scissorhands_jax._training.train_step`);
         a number: ``tx`` is an update direction (e.g.
-        :func:`~scissorhands_jax.objective.adam_tx`) scaled by ``-lr``
-        (:func:`~scissorhands_jax.objective.objective_step`, for a model without state).
+        :func:`~scissorhands_jax._objective.adam_tx`) scaled by ``-lr``
+        (:func:`~scissorhands_jax._objective.objective_step`, for a model without state).
       ema_decay: the EMA's decay; needs ``state.ema`` (None: no EMA).
       stop_step: stop after this many steps in total (preemption, tests); None: the end.
       save: ``save(state, info)`` is called every ``save_every`` steps and at the last
@@ -127,10 +127,10 @@ def fit_resumable(
       callback: ``callback(step, entry)`` after every log entry (e.g. to send the loss
         to a tracker).
 
-    Inside a :class:`~scissorhands_jax.preemption.PreemptionGuard`, a SIGTERM makes the
+    Inside a :class:`~scissorhands_jax._preemption.PreemptionGuard`, a SIGTERM makes the
     loop log and save (through ``save``) the step it is at and return early; the run
     continues from that state, bit-identical to an uninterrupted one. In a multi-process
-    job every process stops at the same step (:func:`~scissorhands_jax.preemption.stop_now`).
+    job every process stops at the same step (:func:`~scissorhands_jax._preemption.stop_now`).
 
     Returns:
       ``(state, log)``: the state at the last step, and one ``{"epoch", "step", "loss",
@@ -142,7 +142,7 @@ def fit_resumable(
         ``steps``, an EMA decay without an EMA in ``state`` (or the reverse), or
         ``stop_step`` / ``state.step`` out of range.
       FloatingPointError: at the step where the loss becomes non-finite or diverges
-        (:class:`~scissorhands_jax.loop.LossGuard`; checked one step late, before any
+        (:class:`~scissorhands_jax._loop.LossGuard`; checked one step late, before any
         log entry or save that follows it): nothing past that step is logged or saved.
     """
     per_epoch = getattr(data, "num_batches", None)

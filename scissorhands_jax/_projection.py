@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from scissorhands_jax import _qp
+from scissorhands_jax._settings import EPS_HINT, MARGIN_HINT, check_real
 from scissorhands_jax._types import Mask, Params
-from scissorhands_jax.settings import EPS_HINT, MARGIN_HINT, check_real
 
 MaskOrFn = Mask | Callable[[Params], Mask] | None
 

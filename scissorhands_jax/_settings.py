@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scissorhands_jax.precision import check_precision
+from scissorhands_jax._precision import check_precision
 
 REINITS = ("model", "torch", "trunc_normal")
 """Where fresh values come from: the model's own initialisers, PyTorch's default
@@ -26,19 +26,19 @@ kaiming-uniform (release parity), or ``trunc_normal_(std=0.02)`` (the release's
 diffusion class recipe)."""
 
 PROJECTIONS = ("gem", "orthogonal", "orthogonal_on_conflict", "none")
-"""The projections of the repair step (see :mod:`scissorhands_jax.projection`)."""
+"""The projections of the repair step (see :mod:`scissorhands_jax._projection`)."""
 
 CALIBRATIONS = ("none", "temperature")
 """What happens to the outputs after the repair: nothing (the method as published), or
 one temperature fitted so that the mean logit-scaled confidence of the true class on
-held-out data is the original's (see :mod:`scissorhands_jax.calibration`)."""
+held-out data is the original's (see :mod:`scissorhands_jax._calibration`)."""
 
 TIES = ("exact", "release")
 r"""How the trim breaks ties at the threshold: select exactly the top
 :math:`N - \lfloor\text{sparsity}\cdot N\rfloor` entries, equal scores ranked by
 position (``"exact"``), or the release's rule :math:`[s > \tau]` with its midpoint
 fallback, which can select more or fewer (``"release"``; see
-:func:`scissorhands_jax.saliency.top_k_mask`)."""
+:func:`scissorhands_jax._saliency.top_k_mask`)."""
 
 
 def _scalar(value: Any) -> Any:
@@ -195,7 +195,7 @@ class ProjectionSettings:
       projection: the projection (:data:`PROJECTIONS`); ``"none"`` turns it off.
       margin: GEM margin, finite and >= 0.
       eps: ridge of the QP, finite and >= 0 (0: dependent or zero memories are handled
-        by a pseudo-inverse, see :func:`~scissorhands_jax.projection.gem_projection`).
+        by a pseudo-inverse, see :func:`~scissorhands_jax._projection.gem_projection`).
       project_every: project only every n-th joint step (10 in two release settings).
       project_epochs: project only in the first ``project_epochs`` repair epochs, then
         repair without memory or projection; None (the method as published): in every epoch.
@@ -311,7 +311,7 @@ class TrainingSettings:
       batch_size: batch size for array data.
       progress: show progress bars.
       precision: ``"float32"`` or ``"bfloat16"`` (bfloat16 compute with float32
-        parameters and optimiser state; see :mod:`scissorhands_jax.precision`).
+        parameters and optimiser state; see :mod:`scissorhands_jax._precision`).
     """
 
     batch_size: int = 256

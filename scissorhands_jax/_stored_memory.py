@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from scissorhands_jax._projection import ProjectionState
 from scissorhands_jax._types import Params
-from scissorhands_jax.projection import ProjectionState
 
 _NOT_FOUND = (
     "{name}: `opt_state` holds no ProjectionState; pass the state of an optimiser built "

@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
+from scissorhands_jax._settings import TIES, check_choice, check_sparsity
 from scissorhands_jax._types import Batch, LossFn, Mask, Params
 from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
-from scissorhands_jax.settings import TIES, check_choice, check_sparsity
 
 
 def as_partial(loss_fn: LossFn) -> Partial:
@@ -336,7 +336,7 @@ def top_k_mask(
       sparsity: fraction kept, in (0, 1); 0.97 selects the top 3 %.
       method: where the threshold is ranked (see :func:`top_k_threshold`).
       ties: ``"release"`` (the rule above, the release's) or ``"exact"``
-        (:data:`~scissorhands_jax.settings.TIES`; :func:`~scissorhands_jax.trim`'s
+        (:data:`~scissorhands_jax._settings.TIES`; :func:`~scissorhands_jax.trim`'s
         default).
 
     Returns:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from scissorhands_jax._settings import check_int
 from scissorhands_jax._types import Batch, ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     Hyperparameters,
@@ -39,7 +40,6 @@ from scissorhands_jax.baselines._common import (
 )
 from scissorhands_jax.data.batching import permutation
 from scissorhands_jax.models.adapters import Model
-from scissorhands_jax.settings import check_int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@ gradient projection.
 
 Wu & Harandi, "Scissorhands: Scrub Data Influence via Connection Sensitivity in
 Networks", ECCV 2024 (arXiv 2401.06187). The defaults (see
-:mod:`scissorhands_jax.settings`) are the release's CIFAR-10 random-10 % setting.
+:mod:`scissorhands_jax._settings`) are the release's CIFAR-10 random-10 % setting.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from scissorhands_jax import repairing, trimming
-from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGKey
-from scissorhands_jax.calibration import calibrate_temperature, check_calibration
-from scissorhands_jax.data.batching import array_source
-from scissorhands_jax.models.adapters import Model, bind_state, check_data, check_params
-from scissorhands_jax.precision import with_precision
-from scissorhands_jax.reinit import Eligibility, PathPredicate, resolve_eligibility
-from scissorhands_jax.settings import (
+from scissorhands_jax import _repair as repairing
+from scissorhands_jax import _trim as trimming
+from scissorhands_jax._calibration import calibrate_temperature, check_calibration
+from scissorhands_jax._precision import with_precision
+from scissorhands_jax._reinit import Eligibility, PathPredicate, resolve_eligibility
+from scissorhands_jax._settings import (
     CalibrationSettings,
     ProjectionSettings,
     RepairSettings,
@@ -31,6 +29,9 @@ from scissorhands_jax.settings import (
     TrimSettings,
     from_flat,
 )
+from scissorhands_jax._types import BatchSource, Mask, ModelState, Params, PRNGKey
+from scissorhands_jax.data.batching import array_source
+from scissorhands_jax.models.adapters import Model, bind_state, check_data, check_params
 
 
 class ScissorhandsResult(NamedTuple):
@@ -43,7 +44,7 @@ class ScissorhandsResult(NamedTuple):
         eligible leaves).
       log: one dict per repair epoch (see :func:`repair`), after a ``"trim"`` entry;
         with a calibration, a last ``"calibration"`` entry (see
-        :func:`~scissorhands_jax.calibration.calibrate_temperature`).
+        :func:`~scissorhands_jax._calibration.calibrate_temperature`).
     """
 
     params: Params
@@ -75,7 +76,7 @@ def as_source(data: Any, batch_size: int, name: str) -> BatchSource:
 
 
 def check_settings(**flat: Any) -> dict[str, Any]:
-    """The settings objects from their names (see :func:`~scissorhands_jax.settings.from_flat`);
+    """The settings objects from their names (see :func:`~scissorhands_jax._settings.from_flat`);
     raises ValueError for settings :func:`scissorhands` cannot run, before any work."""
     return from_flat(**{k: v for k, v in flat.items() if k != "eligible"})
 
@@ -111,7 +112,7 @@ def scissorhands(
     3. Opt-in, not part of the published method (``calibration.calibration="temperature"``):
        the logits are divided by one temperature fitted so that the mean logit-scaled
        confidence of the true class on ``calibration_data`` is the original model's
-       (:func:`~scissorhands_jax.calibration.calibrate_temperature`).
+       (:func:`~scissorhands_jax._calibration.calibrate_temperature`).
 
     Args:
       model: a :class:`Model` (from :func:`linen_model` or :func:`nnx_model`).
@@ -211,7 +212,7 @@ def _check_settings(**settings: Any) -> None:
             raise TypeError(
                 f"{name} must be a {cls.__name__}, got {value!r}; e.g. "
                 f"{name}=shs.{cls.__name__}(...); settings by name (a config's unlearn "
-                "section) are built by scissorhands_jax.settings.from_flat."
+                "section) are built by scissorhands_jax._settings.from_flat."
             )
 
 

@@ -13,12 +13,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from scissorhands_jax._reinit import masked_reinit, torch_default_init
+from scissorhands_jax._saliency import connection_sensitivity, top_k_mask
+from scissorhands_jax._settings import TrimSettings
 from scissorhands_jax._types import Batch, BatchSource, LossFn, Mask, Params, PRNGKey
 from scissorhands_jax.data.batching import first_batch
 from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
-from scissorhands_jax.reinit import masked_reinit, torch_default_init
-from scissorhands_jax.saliency import connection_sensitivity, top_k_mask
-from scissorhands_jax.settings import TrimSettings
 
 Fresh = Params | Callable[[PRNGKey], Params]
 """Fresh values for the re-initialisation: a tree shaped like the parameters, or a
@@ -58,7 +58,7 @@ def fresh_values(
     reinit: str, params: Params, init: Callable[[PRNGKey], Params] | None = None
 ) -> Callable[[PRNGKey], Params]:
     """The draw of fresh values named by ``reinit`` (see
-    :data:`~scissorhands_jax.settings.REINITS`): ``init(key)`` (the model's own
+    :data:`~scissorhands_jax._settings.REINITS`): ``init(key)`` (the model's own
     initialisers), PyTorch's default, or the truncated normal."""
     if reinit == "model":
         if init is None:

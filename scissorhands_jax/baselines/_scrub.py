@@ -21,6 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from scissorhands_jax._loop import LossGuard
+from scissorhands_jax._settings import check_int
 from scissorhands_jax._types import ModelState, Params, PRNGKey
 from scissorhands_jax.baselines._common import (
     LabelledHyperparameters,
@@ -34,9 +36,7 @@ from scissorhands_jax.baselines._common import (
     run_pass,
     start_state,
 )
-from scissorhands_jax.loop import LossGuard
 from scissorhands_jax.models.adapters import Model, cross_entropy, forward
-from scissorhands_jax.settings import check_int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,10 +12,10 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from scissorhands_jax._loop import LossGuard, private_copy, report
+from scissorhands_jax._settings import check_momentum, check_real
 from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
-from scissorhands_jax.loop import LossGuard, private_copy, report
 from scissorhands_jax.parallel import mesh_of, on_mesh, sharded_source
-from scissorhands_jax.settings import check_momentum, check_real
 
 
 def sgd(
@@ -94,7 +94,7 @@ def fit(
     Raises:
       FloatingPointError: at the step where the loss becomes non-finite (naming a batch
         that holds NaN or inf when that is the cause) or diverges (see
-        :class:`~scissorhands_jax.loop.LossGuard`).
+        :class:`~scissorhands_jax._loop.LossGuard`).
       ValueError: an epoch without a batch.
     """
     params, model_state = private_copy((params, model_state))  # the steps donate them
