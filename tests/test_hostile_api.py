@@ -38,7 +38,12 @@ from scissorhands_jax._loop import TrainState, run_steps
         (shs.RepairSettings, "lr", jnp.ones(2), "lr must be a finite number"),
         (shs.ProjectionSettings, "margin", -0.5, "margin must be >= 0"),
         (shs.ProjectionSettings, "margin", float("inf"), "margin must be a finite number"),
-        (shs.ProjectionSettings, "cumulative_memory", "no", "cumulative_memory must be True or False"),
+        (
+            shs.ProjectionSettings,
+            "cumulative_memory",
+            "no",
+            "cumulative_memory must be True or False",
+        ),
         (shs.TrimSettings, "saliency_train_mode", "yes", "saliency_train_mode must be True"),
         (shs.TrimSettings, "ties", "random", "ties must be one of"),
         (shs.TrainingSettings, "progress", "no", "progress must be True or False"),
