@@ -6,17 +6,12 @@ family base from its own folder."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import err_line
+from conftest import DDPM, DIGITS, err_line
 
 from scissorhands_jax import cli
 from scissorhands_jax.experiment.config import load_config
-
-CONFIGS = Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs"
-DIGITS = str(CONFIGS / "digits10_random10.py")
-DDPM = str(CONFIGS / "digits_ddpm_class0.py")
 
 
 def test_the_config_rules_name_the_library_choices():
