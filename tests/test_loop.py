@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scissorhands_jax.loop import TrainState, run_steps
+import scissorhands_jax as shs
 
 
 def _scripted(losses, batches=None):
@@ -26,12 +26,12 @@ def test_divergence_is_named_at_the_step_it_happens():
     # first loss 2.0: the bound is 1000 * 2; step 4 passes it, finite all along
     losses = [2.0, 3.0, 50.0, 2.5e3, 1e9, 1e12]
     step, pairs = _scripted(losses)
-    state = TrainState(0, {}, {}, ())
+    state = shs.TrainState(0, {}, {}, ())
     with pytest.raises(FloatingPointError, match=r"repair epoch 0: .*diverged at step 4.*lower"):
-        run_steps(step, state, pairs, desc="repair epoch 0")
+        shs.run_steps(step, state, pairs, desc="repair epoch 0")
     # below the bound nothing is raised, and a small start is measured against 1
     fine, pairs = _scripted([1e-4, 0.5, 900.0])
-    assert run_steps(fine, state, pairs)[0].step == 3
+    assert shs.run_steps(fine, state, pairs)[0].step == 3
     assert DIVERGENCE_FACTOR == 1e3
 
 
@@ -39,12 +39,12 @@ def test_a_guard_spans_the_epochs_of_a_run():
     from scissorhands_jax.loop import LossGuard
 
     guard = LossGuard()
-    state = TrainState(0, {}, {}, ())
+    state = shs.TrainState(0, {}, {}, ())
     step, pairs = _scripted([0.1, 0.2])
-    state, _ = run_steps(step, state, pairs, guard=guard)
+    state, _ = shs.run_steps(step, state, pairs, guard=guard)
     step, pairs = _scripted([1500.0])  # would be fine as a run of its own
     with pytest.raises(FloatingPointError, match="diverged at step 3"):
-        run_steps(step, state, pairs, guard=guard, desc="repair epoch 1")
+        shs.run_steps(step, state, pairs, guard=guard, desc="repair epoch 1")
 
 
 def test_nan_in_a_later_batch_is_named_as_the_data():
@@ -53,4 +53,4 @@ def test_nan_in_a_later_batch_is_named_as_the_data():
     step, pairs = _scripted([1.0, 1.0, float("nan")], batches)
     with pytest.raises(FloatingPointError, match=r"step 3 .*retain batch holds 1 NaN or inf.*"
                                                  r"\['image'\].*the data"):  # fmt: skip
-        run_steps(step, TrainState(0, {}, {}, ()), pairs)
+        shs.run_steps(step, shs.TrainState(0, {}, {}, ()), pairs)

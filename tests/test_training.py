@@ -12,12 +12,11 @@ import scissorhands_jax as shs
 def test_every_sgd_builder_refuses_a_momentum_outside_0_1(momentum):
     # momentum 1.5 once trained to a loss of 2.5e13 and saved the model as complete
     from scissorhands_jax.baselines import HYPERPARAMETERS
-    from scissorhands_jax.resumable import step_decay_sgd
 
     with pytest.raises(ValueError, match="momentum must be"):
         shs.sgd(0.1, momentum=momentum)
     with pytest.raises(ValueError, match="momentum must be"):
-        step_decay_sgd(0.1, steps_per_epoch=3, momentum=momentum)
+        shs.step_decay_sgd(0.1, steps_per_epoch=3, momentum=momentum)
     with pytest.raises(ValueError, match="momentum must be"):
         HYPERPARAMETERS["ft"].of("ft", {"momentum": momentum})
     shs.sgd(0.1, momentum=0.0), shs.sgd(0.1, momentum=0.99)  # the edges inside pass
