@@ -11,7 +11,10 @@ once, since JAX writes entries in place).
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+from pathlib import Path
 
 os.environ.setdefault("SCISSORHANDS_CACHE", "off")  # before any command enables it
 
@@ -67,6 +70,56 @@ def original(digits_model):
 def accuracy_of(model, params, state, data) -> float:
     probs = shs.predict_probs(model, params, state, jnp.asarray(data["image"]))
     return float(np.mean(np.argmax(np.asarray(probs), -1) == data["label"]) * 100)
+
+
+def stable_top_mask(scores, sparsity):
+    """Brute force: the last N - floor(sparsity N) entries of a stable sort of all
+    scores in leaf order (equal scores: the later position ranks higher)."""
+    leaves, treedef = jax.tree.flatten(scores)
+    flat = np.concatenate([np.ravel(np.asarray(x, np.float32)) for x in leaves])
+    k = math.floor(sparsity * flat.size)
+    chosen = np.zeros(flat.size, bool)
+    chosen[np.argsort(flat, kind="stable")[k:]] = True
+    out, start = [], 0
+    for x in leaves:
+        out.append(chosen[start : start + np.size(x)].reshape(np.shape(x)))
+        start += np.size(x)
+    return jax.tree.unflatten(treedef, out)
+
+
+def count_true(mask) -> int:
+    """How many entries of a boolean tree are True."""
+    return sum(int(np.sum(np.asarray(m))) for m in jax.tree.leaves(mask))
+
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "scissorhands_jax" / "configs"
+DIGITS = str(CONFIGS / "digits10_random10.py")
+DDPM = str(CONFIGS / "digits_ddpm_class0.py")
+COMPARE = ["compare", "--setting", "digits10_class0", "--smoke", "--seeds", "0",
+           "--set", "methods.ft.epochs=1", "--set", "methods.ga.epochs=1",
+           "--no-plot", "--no-progress"]  # fmt: skip
+"""A digits comparison of seconds: one config, one seed, its SMOKE schedules, one epoch."""
+DEMO = ["demo", "--scenarios", "class0", "--smoke", "--no-progress"]
+"""The demo on one scenario and its SMOKE schedules."""
+
+
+def err_line(capsys) -> str:
+    """The one line a command wrote to stderr (an assertion error if it wrote more)."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def boom(fn):
+    """``fn``'s signature (a runner checks hyperparameters against it), but no work:
+    finished work must not run again."""
+
+    @functools.wraps(fn)
+    def boom(*args, **kwargs):
+        raise AssertionError("finished work was redone")
+
+    return boom
 
 
 _CORE_KEYWORDS = ("retain", "forget", "key", "eligible", "eval_fn")

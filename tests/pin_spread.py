@@ -1,6 +1,6 @@
 """Measures how far the regression pins move across CPUs and XLA builds.
 
-Every pinned computation (``test_pins.py``, ``test_baseline_pins.py``) is recorded again
+Every pinned computation of ``test_pins.py`` (its cases and baselines) is recorded again
 in fresh processes under XLA settings that change the order of floating-point reductions
 or the CPU features the compiled code may use; each record is compared with the pins
 under the normalisation of :func:`_pinning.deviations`. The largest deviation seen, over
@@ -34,9 +34,9 @@ code XLA generates, as another CPU would."""
 _RECORD = """
 import json, sys
 sys.path.insert(0, {here!r})
-import test_pins, test_baseline_pins
-out = {{"pins": {{n: test_pins._record(n) for n in sorted(test_pins.CASES)}},
-        "baselines": {{n: test_baseline_pins.record(n) for n in test_baseline_pins.SETTINGS}}}}
+import test_pins
+out = {{"pins": {{n: test_pins.record_case(n) for n in sorted(test_pins.CASES)}},
+        "baselines": {{n: test_pins.record_baseline(n) for n in test_pins.BASELINE_SETTINGS}}}}
 json.dump(out, open({path!r}, "w"))
 """
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import REPO
 
 from scissorhands_jax._checkpoint import CheckpointError, Checkpoints, check_directory
 from scissorhands_jax._loop import TrainState
@@ -238,3 +243,40 @@ def test_a_finite_divergence_stops_training_before_any_save(setup):
         )  # fmt: skip
     diverged = int(re.search(r"diverged at step (\d+)", str(err.value)).group(1))
     assert saved == list(range(1, diverged))  # every step before it, none from it on
+
+
+# --------------------------------------------------------------- damage said in one line
+
+
+def test_truncated_checkpoint_data_is_one_line(tmp_path):
+    tree = {f"w{i}": jnp.full((64, 64), float(i)) for i in range(8)}
+    with Checkpoints(tmp_path / "ck", identity={"run": 1}) as ck:
+        ck.save(1, tree)
+    files = [p for p in (tmp_path / "ck" / "1" / "state").rglob("*") if p.parent.name == "d"]
+    assert files
+    for path in files:  # every data file cut in half, as a copy that ran out of space
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    code = textwrap.dedent(
+        """
+        import sys, time
+        import jax.numpy as jnp
+        from scissorhands_jax._checkpoint import CheckpointError, Checkpoints
+        like = {f"w{i}": jnp.zeros((64, 64)) for i in range(8)}
+        with Checkpoints(sys.argv[1], identity={"run": 1}) as ck:
+            try:
+                ck.restore(like)
+            except CheckpointError as err:
+                print(f"error: {err}", file=sys.stderr, flush=True)
+        time.sleep(0.5)  # late callbacks of the aborted reads would be reported by now
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ck")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is corrupt and was not used" in lines[0], done.stderr

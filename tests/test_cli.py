@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import err_line
 
 from scissorhands_jax import cli
 from scissorhands_jax._checkpoint import Checkpoints
@@ -26,12 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("jax", "jaxlib", "flax", "optax", "numpy", "scipy", "sklearn", "orbax", "tqdm")
 """Libraries that take seconds to import on a loaded machine: ``--help`` loads none."""
 DIGITS = str(REPO / "scissorhands_jax" / "configs" / "digits10_random10.py")
-
-
-def _err_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 def _evaluate_that(monkeypatch, tmp_path, body) -> int:
@@ -54,7 +49,7 @@ def test_sigterm_outside_a_training_loop_exits_75_in_one_line(tmp_path, monkeypa
         raise AssertionError("SIGTERM did not stop the command")
 
     assert _evaluate_that(monkeypatch, tmp_path, work) == 75
-    assert "stopped by SIGTERM" in _err_line(capsys)
+    assert "stopped by SIGTERM" in err_line(capsys)
     assert signal.getsignal(signal.SIGTERM) is before  # main() leaves the process as it was
 
 
@@ -63,7 +58,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     assert _evaluate_that(monkeypatch, tmp_path, work) == 130
-    assert "interrupted" in _err_line(capsys)
+    assert "interrupted" in err_line(capsys)
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2])
@@ -79,7 +74,7 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys, 
         raise err
 
     assert _evaluate_that(monkeypatch, tmp_path, work) == 2
-    err = _err_line(capsys)
+    err = err_line(capsys)
     assert "no space left on device writing /data/run/x.npz" in err
 
 
@@ -118,7 +113,7 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line(tmp_path, monkeypatch,
         assert cli.main([*argv, "--no-progress"]) == 2
     finally:
         logging.getLogger("absl").removeHandler(handler)
-    assert f"no space left on device writing {file}; free some space" in _err_line(capsys)
+    assert f"no space left on device writing {file}; free some space" in err_line(capsys)
 
 
 def test_a_full_disk_while_saving_the_request_names_the_file(tmp_path, monkeypatch, capsys):
@@ -135,7 +130,7 @@ def test_a_full_disk_while_saving_the_request_names_the_file(tmp_path, monkeypat
     out = tmp_path / "o"
     argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
     assert cli.main([*argv, "--no-progress"]) == 2
-    err = _err_line(capsys)
+    err = err_line(capsys)
     assert f"no space left on device writing {out / 'forget_indices.npy'}" in err
     assert not list(out.glob(".*.tmp"))  # no debris
 
@@ -199,7 +194,7 @@ def test_a_comparison_stopped_by_sigterm_keeps_its_rows_and_resumes(tmp_path, mo
 
     monkeypatch.setitem(METHODS, "ga", terminated_ga)
     assert cli.main(argv) == 75
-    assert "stopped by SIGTERM" in _err_line(capsys)
+    assert "stopped by SIGTERM" in err_line(capsys)
     rows = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in rows] == ["retrain", "original", "ft"]  # no "error" row for ga
     assert all("error" not in r for r in rows)
@@ -249,5 +244,5 @@ def test_a_command_takes_an_installed_config_by_its_name(tmp_path, capsys):
     assert find_config("digits10_random10") == Path(DIGITS)
     missing = tmp_path / "no_run"
     assert cli.main(["evaluate", "digits10_random10", "--run", str(missing)]) == 2
-    err = _err_line(capsys)
+    err = err_line(capsys)
     assert str(missing) in err and "installed config" not in err

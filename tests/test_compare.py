@@ -1,15 +1,16 @@
 """``scissorhands compare`` end to end on the digits class-0 config (two methods, one seed,
-its SMOKE schedules), its resume, its errors, and the report's tables against hand-made
-rows."""
+its SMOKE schedules), its resume (rows of other hyperparameters or another MIA), its
+errors, and the report's tables against hand-made rows."""
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
+from conftest import COMPARE, DEMO, boom, err_line
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
@@ -45,16 +46,6 @@ BASE = [
 
 def _rows(out):
     return json.loads((out / "results.json").read_text())
-
-
-def _boom(fn):
-    """``fn``'s signature (the runner checks hyperparameters against it), but no work."""
-
-    @functools.wraps(fn)
-    def boom(*args, **kwargs):
-        raise AssertionError("finished work was redone")
-
-    return boom
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +104,15 @@ def test_compare_writes_every_file_and_metric(first_run):
 def test_compare_resumes_without_redoing_finished_rows(first_run, monkeypatch):
     before = {r["method"]: r for r in _rows(first_run)}
     # Only GA failed: training, Retrain and FT must not run again.
-    monkeypatch.setattr(pipe, "fit_resumable", _boom(pipe.fit_resumable))
-    monkeypatch.setitem(METHODS, "ft", _boom(METHODS["ft"]))
+    monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
+    monkeypatch.setitem(METHODS, "ft", boom(METHODS["ft"]))
     assert cli.main([*BASE, "--out", str(first_run)]) == 0
     after = {r["method"]: r for r in _rows(first_run)}
     for name in ("retrain", "original", "ft"):
         assert after[name] == before[name]
     assert "error" not in after["ga"] and after["ga"]["hyperparameters"]["lr"] == 0.03
     # Everything finished: a third run does no work at all.
-    monkeypatch.setitem(METHODS, "ga", _boom(METHODS["ga"]))
+    monkeypatch.setitem(METHODS, "ga", boom(METHODS["ga"]))
     assert cli.main([*BASE, "--out", str(first_run)]) == 0
     assert _rows(first_run) == list(after.values())
 
@@ -229,7 +220,7 @@ def test_scissorhands_settings_are_refused_before_any_work(tmp_path, capsys):
 
 
 def test_a_damaged_results_file_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(pipe, "fit_resumable", _boom(pipe.fit_resumable))
+    monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
     out = tmp_path / "cmp"
     out.mkdir()
     (out / "results.json").write_text('[{"scenario": "class0", "meth')
@@ -258,3 +249,67 @@ def test_a_comparison_in_an_audit_directory_says_whose_it_is(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not record a comparison" in err and "another command" in err
     assert json.loads((out / "setting.json").read_text()) == record
+
+
+# --------------------------- refusals, and rows kept or replaced on a resumed comparison
+
+
+def test_method_values_and_repeated_seeds_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli.main([*COMPARE, "--out", str(out), "--set", "methods.ft.lr=abc"]) == 2
+    assert "ft.lr" in err_line(capsys)
+    assert cli.main([*COMPARE, "--out", str(out), "--set", "methods.ft.epochs=1.5"]) == 2
+    assert "ft.epochs" in err_line(capsys)
+    assert cli.main([*DEMO, "--out", str(out), "--seeds", "0", "0"]) == 2
+    assert "distinct" in err_line(capsys)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    out = tmp_path_factory.mktemp("comparison") / "cmp"
+    assert cli.main([*COMPARE, "--methods", "ft", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_a_resumed_comparison_with_another_mia_recomputes_the_gap(comparison, monkeypatch):
+    before = json.loads((comparison / "results.json").read_text())
+    assert {r["avg_gap_mia"] for r in before} == {"MIA_entropy"}
+    monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
+    for name in ("retrain", "ft"):
+        monkeypatch.setitem(METHODS, name, boom(METHODS[name]))
+    argv = [*COMPARE, "--methods", "ft", "--out", str(comparison), "--mia-feature", "loss"]
+    assert cli.main(argv) == 0
+    rows = {r["method"]: r for r in json.loads((comparison / "results.json").read_text())}
+    ref = rows["retrain"]
+    for row in rows.values():  # the gap by hand, over UA, RA, TA and the loss MIA
+        keys = ("UA", "RA", "TA", "MIA_loss")
+        want = np.mean([abs(row[k] - ref[k]) for k in keys])
+        assert row["avg_gap_mia"] == "MIA_loss" and row["avg_gap"] == pytest.approx(want)
+    assert rows["ft"]["avg_gap"] != pytest.approx(before[2]["avg_gap"])  # it did change
+    report = (comparison / "report.md").read_text()
+    assert "Avg. Gap (MIA_loss)" in report and "Avg. Gap (MIA_entropy)" not in report
+
+
+@pytest.mark.slow
+def test_finished_rows_of_other_hyperparameters_need_overwrite(comparison, capsys):
+    kept = json.loads((comparison / "results.json").read_text())
+    argv = [*COMPARE, "--methods", "ft", "--out", str(comparison), "--set", "methods.ft.lr=0.02"]
+    assert cli.main(argv) == 2
+    err = err_line(capsys)
+    assert "other hyperparameters" in err and "--overwrite" in err
+    assert json.loads((comparison / "results.json").read_text()) == kept
+    assert cli.main([*argv, "--overwrite"]) == 0
+    rows = {r["method"]: r for r in json.loads((comparison / "results.json").read_text())}
+    assert rows["ft"]["hyperparameters"]["lr"] == 0.02
+
+
+def test_a_report_never_names_another_mia_than_its_rows(tmp_path):
+    from scissorhands_jax.experiment import report
+
+    row = {"scenario": "s", "method": "ft", "seed": 0, "UA": 1.0, "RA": 1.0, "TA": 1.0}
+    row |= {"avg_gap": 1.0, "avg_gap_mia": "MIA_entropy"}
+    with pytest.raises(ValueError, match="MIA_entropy"):
+        report.write_report([row], tmp_path, mia_feature="loss", scenarios=["s"], plot=False)
+    assert not (tmp_path / "report.md").exists()

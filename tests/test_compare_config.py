@@ -9,7 +9,6 @@ mock data.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import boom
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
@@ -37,14 +37,6 @@ FAST = ["--set", "methods.ft.epochs=1", "--set", "ft.batch_size=64"]
 
 def _rows(out: Path) -> dict[str, dict]:
     return {r["method"]: r for r in json.loads((out / "results.json").read_text())}
-
-
-def _boom(fn):
-    @functools.wraps(fn)
-    def boom(*args, **kwargs):
-        raise AssertionError("finished work was redone")
-
-    return boom
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -102,9 +94,9 @@ def test_config_rows_match_the_train_unlearn_evaluate_commands(digits_compare, t
 def test_resumed_config_comparison_redoes_nothing(digits_compare, monkeypatch):
     out, argv = digits_compare
     before = _rows(out)
-    monkeypatch.setattr(pipe, "fit_resumable", _boom(pipe.fit_resumable))
-    monkeypatch.setattr(compare, "_scissorhands_fn", _boom(compare._scissorhands_fn))
-    monkeypatch.setitem(METHODS, "ft", _boom(METHODS["ft"]))
+    monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
+    monkeypatch.setattr(compare, "_scissorhands_fn", boom(compare._scissorhands_fn))
+    monkeypatch.setitem(METHODS, "ft", boom(METHODS["ft"]))
     assert cli.main([*argv, *FAST, "--out", str(out), "--no-plot", "--no-progress"]) == 0
     assert _rows(out) == before
 

@@ -1,5 +1,6 @@
 """``scissorhands demo``: the comparison of the two digits-10 configs with Retrain and
-Scissorhands, end to end through the CLI on their SMOKE schedules."""
+Scissorhands, end to end through the CLI on their SMOKE schedules; seeds added to a
+directory keep its rows, and bad settings or removed flags are refused naming the fix."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import json
 
 import jax
 import pytest
+from conftest import DEMO, boom, err_line
 
 from scissorhands_jax import cli
 from scissorhands_jax.commands import _legends
-
-pytestmark = pytest.mark.slow  # end to end
+from scissorhands_jax.experiment import compare
+from scissorhands_jax.experiment import pipeline as pipe
 
 METRICS = ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence", "MIA_loss")
 
 
+@pytest.mark.slow  # end to end
 def test_demo_writes_rows_and_prints_table(tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--seeds", "0", "1", "--scenarios", "class0", "--smoke"]
@@ -51,6 +54,7 @@ def test_demo_writes_rows_and_prints_table(tmp_path, capsys):
     assert f"{out / 'results.json'}" in printed
 
 
+@pytest.mark.slow  # end to end
 def test_demo_is_the_comparison_of_the_digits_configs(tmp_path):
     """The demo's rows are those of ``compare`` on the same configs, methods and seeds."""
     demo, comparison = tmp_path / "demo", tmp_path / "compare"
@@ -69,6 +73,7 @@ def test_demo_is_the_comparison_of_the_digits_configs(tmp_path):
     assert mine == theirs and mine[-1]["hyperparameters"]["lam"] == 0.1
 
 
+@pytest.mark.slow  # end to end
 def test_digits_retain_is_in_data_set_order_as_the_release_orders_it():
     """The SVC attack's members are the first len(test) retain examples; the authors'
     release takes them in data-set index order (numpy.setdiff1d of data-set indices)."""
@@ -91,3 +96,59 @@ def test_digits_retain_is_in_data_set_order_as_the_release_orders_it():
         np.testing.assert_array_equal(np.sort(split.train_ids[split.forget_idx]), forget_ids)
         expected = (digits.images[retain_ids] / 16.0).astype(np.float32)[..., None]
         np.testing.assert_array_equal(split.retain["image"], expected)
+
+
+# --------------------------------------------------------- seeds added, settings refused
+
+
+@pytest.mark.slow
+def test_demo_adds_seeds_and_keeps_the_rows_already_there(tmp_path, capsys, monkeypatch):
+    d = tmp_path / "d"
+    assert cli.main([*DEMO, "--seeds", "0", "--out", str(d)]) == 0
+    first = json.loads((d / "results.json").read_text())
+    assert cli.main([*DEMO, "--seeds", "1", "--out", str(d)]) == 0
+    both = json.loads((d / "results.json").read_text())
+    assert [r for r in both if r["seed"] == 0] == first
+    assert sorted(r["seed"] for r in both) == [0, 0, 0, 1, 1, 1]
+    assert "| scissorhands | 2 | " in capsys.readouterr().out
+    # a finished directory: a second identical run keeps every row and redoes nothing
+    monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
+    monkeypatch.setattr(compare, "_scissorhands_fn", boom(compare._scissorhands_fn))
+    assert cli.main([*DEMO, "--seeds", "0", "1", "--out", str(d)]) == 0
+    assert json.loads((d / "results.json").read_text()) == both
+    # other settings are never mixed into the rows, unless --overwrite replaces them
+    assert cli.main([*DEMO, "--seeds", "2", "--set", "unlearn.lr=0.01", "--out", str(d)]) == 2
+    assert "other hyperparameters" in err_line(capsys)
+    assert json.loads((d / "results.json").read_text()) == both
+    monkeypatch.undo()
+    argv = [*DEMO, "--seeds", "1", "--set", "unlearn.lr=0.01", "--overwrite", "--out", str(d)]
+    assert cli.main(argv) == 0
+    rows = json.loads((d / "results.json").read_text())
+    lrs = {r["seed"]: r["hyperparameters"]["lr"] for r in rows if r["method"] == "scissorhands"}
+    assert lrs == {0: 5e-3, 1: 0.01}  # the replaced row; seed 0 was not asked for again
+
+
+def test_the_demo_flags_that_became_config_values_name_their_set(capsys):
+    for flag, fix in (
+        (["--lr", "0.01"], "--set unlearn.lr=VALUE"),
+        (["--cumulative-memory"], "--set unlearn.cumulative_memory=VALUE"),
+        (["--train-epochs", "3"], "--set train.epochs=VALUE --set retrain.epochs=VALUE"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["demo", "--out", "never", *flag])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag[0]}: removed" in err and fix in err, err
+
+
+def test_cli_reports_bad_input_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["demo", "--out", str(out), "--set", "unlearn.sparsity=1.5", "--seeds", "0"]
+    code = cli.main([*argv, "--scenarios", "random10", "--smoke", "--no-progress"])
+    assert code == 2
+    assert "--set unlearn.sparsity=1.5: unlearn.sparsity must be" in capsys.readouterr().err
+    assert not out.exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert cli.main(["demo", "--out", str(a_file), "--no-progress"]) == 2
+    assert "not a directory" in capsys.readouterr().err

@@ -210,3 +210,15 @@ def test_forget_memory_refuses_a_cumulative_that_is_not_a_bool(cumulative):
     with pytest.raises(ValueError, match="cumulative must be True or False"):
         shs.forget_memory(lambda p, b: jnp.sum(p["w"] * b["x"]), params, batches,
                           cumulative=cumulative)  # fmt: skip
+
+
+# ------------------------------------------------------------------ non-finite gradients
+
+
+def test_forget_memory_refuses_a_non_finite_gradient_of_a_finite_loss():
+    def loss(p, batch):  # finite at p = 0, its gradient is not
+        return jnp.sum(jnp.sqrt(p["w"])) * batch["x"][0]
+
+    params = {"w": jnp.zeros(3)}
+    with pytest.raises(FloatingPointError, match="gradient of forget batch 0 holds NaN or inf"):
+        shs.forget_memory(loss, params, [{"x": jnp.ones(1)}])

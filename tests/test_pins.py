@@ -1,15 +1,35 @@
-"""Regression pins: the methods' outputs for fixed keys on tiny inputs.
+"""Regression pins: what the methods, the baselines and the configs give for fixed keys
+on tiny inputs, across refactors (same key, same result).
 
-These pin the behaviour across refactors (same key, same result); they are no
-correctness evidence on their own (that is the job of the independent-reference tests
-in the other files). ``python tests/test_pins.py --write`` records new pins, which is
-only right when a change of behaviour is intended and explained in the commit. Floats
-are compared within the measured spread across CPUs and XLA builds, masks and counts
-exactly (``tests/_pinning.py``).
+They are no correctness evidence on their own (that is the job of the independent-reference
+tests in the other files); they show that a refactor changed nothing. Three groups, each
+pinned in a file of ``tests/pins/``:
+
+* ``pins.json``: Scissorhands on a CNN and a BatchNorm net, resumable training, and the
+  diffusion training, Scissorhands and baselines (the ``case_*`` functions below);
+* ``baselines.json``: every classifier baseline on a BatchNorm model, written against the
+  package as it stood at commit 9a87e9c (extracted with ``git archive 9a87e9c`` into a
+  separate folder and put first on ``PYTHONPATH``), before the baselines moved onto the
+  shared training loop and declared their hyperparameters: per method, the fingerprint of
+  the unlearned parameters and model state (the statistics count), the log without its
+  timings, and the method's default hyperparameters as the comparison discovered them;
+* ``configs.json``: per experiment config, the dict
+  :func:`scissorhands_jax.experiment.config.load_config` returned, without and with
+  ``SMOKE`` (``config_path`` left out), from the package and config files as they stood at
+  commit 9a87e9c, before the configs were rewritten as families.
+
+Floats are compared within the measured spread across CPUs and XLA builds; masks, counts,
+phases and hyperparameters exactly (``tests/_pinning.py``). Settings added since a pin,
+each with a default that keeps the pinned behaviour, are checked to hold that default and
+then left out. ``python tests/test_pins.py --write [cases|baselines]`` records new pins of
+the methods (both groups without an argument), which is only right for an intended change
+of behaviour explained in its commit; a config whose resolved dict changes on purpose
+needs its entry in ``configs.json`` rewritten by hand and a commit that says why.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -23,10 +43,11 @@ from _pinning import assert_matches_pin
 
 import scissorhands_jax as shs
 from scissorhands_jax import diffusion as dm
+from scissorhands_jax.baselines import METHODS
+from scissorhands_jax.experiment.config import load_config
 
-pytestmark = pytest.mark.slow  # end to end
-
-PINS = Path(__file__).parent / "pins" / "pins.json"
+PINS = Path(__file__).parent / "pins"
+CONFIGS = Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs"
 
 
 def fingerprint(tree) -> list[list[float]]:
@@ -36,6 +57,18 @@ def fingerprint(tree) -> list[list[float]]:
         x = np.asarray(leaf, np.float64).ravel()
         out.append([float(x.sum()), float((x**2).sum()), *map(float, x[:3])])
     return out
+
+
+class _BNNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(4, (3, 3))(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.relu(x).reshape(x.shape[0], -1)
+        return nn.Dense(10)(x)
+
+
+# --------------------------------------------------------------- the methods (pins.json)
 
 
 def _log_values(log) -> list[float]:
@@ -57,15 +90,6 @@ def _digits(n_retain=96, n_forget=40):
     retain = {k: v[:n_retain] for k, v in data.items()}
     forget = {k: v[n_retain:] for k, v in data.items()}
     return retain, forget
-
-
-class _BNNet(nn.Module):
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = nn.Conv(4, (3, 3))(x)
-        x = nn.BatchNorm(use_running_average=not train)(x)
-        x = nn.relu(x).reshape(x.shape[0], -1)
-        return nn.Dense(10)(x)
 
 
 def _classifier(bn: bool):
@@ -225,19 +249,208 @@ def case_diffusion_resumable():
 CASES = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("case_")}
 
 
-def _record(name):
+def record_case(name):
     out = CASES[name]()
     return {k: (v if k.endswith("log") or k == "step" else fingerprint(v)) for k, v in out.items()}
 
 
+@pytest.mark.slow  # end to end
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_pinned_outputs(name):
-    want = json.loads(PINS.read_text())[name]
-    got = json.loads(json.dumps(_record(name)))  # the JSON round trip the pins went through
+    want = json.loads((PINS / "pins.json").read_text())[name]
+    got = json.loads(json.dumps(record_case(name)))  # the JSON round trip the pins went through
     assert_matches_pin(got, want, name)
 
 
+# -------------------------------------------------------- the baselines (baselines.json)
+
+
+BASELINE_SETTINGS = {
+    "retrain": {"lr": 0.05, "epochs": 2, "batch_size": 32},
+    "ft": {"lr": 0.05, "epochs": 2, "batch_size": 32},
+    "ga": {"lr": 0.01, "epochs": 2, "batch_size": 16},
+    "rl": {"lr": 0.05, "epochs": 2, "batch_size": 32},
+    "l1_sparse": {"alpha": 1e-3, "lr": 0.05, "epochs": 2, "batch_size": 32},
+    "salun": {"ratio": 0.3, "lr": 0.05, "epochs": 2, "batch_size": 32},
+    "iu": {"alpha": 5.0, "fisher_examples": 20, "chunk_size": 6, "batch_size": 32},
+    "be": {"lr": 0.01, "epochs": 2, "batch_size": 16},
+    "bs": {"bound": 0.2, "lr": 0.01, "epochs": 2, "batch_size": 16},
+    "scrub": {"epochs": 2, "max_epochs": 1, "batch_size": 32, "forget_batch_size": 16},
+    "scissorhands": {"epochs": 2, "batch_size": 32, "sparsity": 0.9, "lam": 0.1},
+}
+"""Small but non-trivial settings: several batches per epoch, two epochs, every phase."""
+
+
+@functools.cache
+def _problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(136, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 136).astype(np.int32)
+    retain = {"image": x[:96], "label": y[:96]}
+    forget = {"image": x[96:], "label": y[96:]}
+    model = shs.linen_model(_BNNet(), jnp.zeros((1, 8, 8, 1), jnp.float32))
+    params, state = model.init(jax.random.key(0))
+    params, state, _ = shs.fit(
+        model.loss,
+        params,
+        state,
+        shs.data.array_source({"image": x, "label": y}, 32),
+        key=jax.random.key(1),
+        epochs=1,
+        tx=shs.sgd(0.05),
+    )
+    return model, params, state, retain, forget
+
+
+def run_method(name: str):
+    """The method's result on the pinned problem with key 7."""
+    model, params, state, retain, forget = _problem()
+    return METHODS[name](
+        model,
+        params,
+        state,
+        retain=retain,
+        forget=forget,
+        key=jax.random.key(7),
+        **BASELINE_SETTINGS[name],
+    )
+
+
+def log_without_times(log) -> list[dict]:
+    """The log's entries without their (machine-dependent) seconds."""
+    return [{k: v for k, v in e.items() if not k.endswith("time_s")} for e in log]
+
+
+BASELINE_ADDED = {
+    "scissorhands": {
+        "precision": "float32",
+        "ties": "exact",
+        "project_epochs": None,
+        "calibration": "none",
+    }
+}
+"""Hyperparameters added after the pins, with the defaults that keep the pinned results:
+checked, then left out of the comparison."""
+
+
+def method_defaults(name: str) -> dict:
+    """The method's default hyperparameters as the comparison of the package reports them,
+    without those of :data:`BASELINE_ADDED` (after checking their defaults)."""
+    from scissorhands_jax.experiment import compare
+
+    defaults = compare.method_defaults(name)
+    for key, value in BASELINE_ADDED.get(name, {}).items():
+        assert defaults.pop(key) == value, (name, key)
+    return defaults
+
+
+def record_baseline(name: str) -> dict:
+    result = run_method(name)
+    return {
+        "params": fingerprint(result.params),
+        "model_state": fingerprint(result.model_state),
+        "log": log_without_times(result.log),
+        "defaults": method_defaults(name),
+    }
+
+
+@pytest.mark.slow  # eleven methods trained end to end
+@pytest.mark.parametrize("name", list(BASELINE_SETTINGS))
+def test_baseline_matches_pin(name):
+    want = json.loads((PINS / "baselines.json").read_text())[name]
+    got = json.loads(json.dumps(record_baseline(name)))  # the JSON round trip the pins went through
+    assert_matches_pin(got, want, name)
+
+
+@pytest.mark.slow
+def test_every_method_is_pinned():
+    assert (
+        set(json.loads((PINS / "baselines.json").read_text()))
+        == set(METHODS)
+        == set(BASELINE_SETTINGS)
+    )
+
+
+# ------------------------------------------------------------ the configs (configs.json)
+
+
+CONFIG_PINS = json.loads((PINS / "configs.json").read_text())
+
+
+CONFIG_ADDED = {
+    ("train", "precision"): "float32",  # bfloat16 compute, opt-in
+    ("retrain", "precision"): "float32",
+    ("unlearn", "precision"): "float32",
+    ("unlearn", "ties"): "exact",  # the trim's tie rule: exactly k entries
+    ("unlearn", "project_epochs"): None,  # project in every repair epoch
+    ("unlearn", "calibration"): "none",  # no output calibration after the repair
+}
+"""Settings added after the pins: ``(section, key) -> default``."""
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+DIFFUSION_ADDED = {("train", "precision"): "float32", ("retrain", "precision"): "float32"}
+"""The same for the diffusion schema."""
+
+
+_DIGITS_METHODS = {
+    "ft": {"lr": 0.1, "epochs": 10, "batch_size": 64},
+    "ga": {"lr": 0.03, "epochs": 5, "batch_size": 64},
+    "rl": {"lr": 0.003, "epochs": 10, "batch_size": 64},
+    "l1_sparse": {"alpha": 0.03, "lr": 0.01, "epochs": 10, "batch_size": 64},
+    "salun": {"ratio": 0.5, "lr": 5e-3, "epochs": 10, "batch_size": 64},
+    "iu": {"alpha": 100.0, "damping": 1.0, "fisher_examples": 256, "batch_size": 64},
+    "be": {"lr": 1e-4, "epochs": 10, "batch_size": 64},
+    "bs": {"bound": 0.1, "lr": 1e-4, "epochs": 10, "batch_size": 64},
+    "scrub": {"lr": 5e-3, "epochs": 3, "max_epochs": 2, "batch_size": 64, "forget_batch_size": 32},
+}
+
+
+CONFIG_METHODS = {"digits10_random10": _DIGITS_METHODS, "digits10_class0": _DIGITS_METHODS}
+"""The ``methods`` section of each config that has one (the digits comparison's tuned
+hyperparameters, as the digits-10 comparison ran them); every other config's is empty."""
+
+
+def _without_added(cfg: dict, kind: str, name: str) -> dict:
+    for (section, key), default in (
+        CONFIG_ADDED if kind == "classifier" else DIFFUSION_ADDED
+    ).items():
+        assert cfg[section].pop(key) == default, (section, key)
+    if kind == "classifier":
+        assert cfg.pop("methods") == CONFIG_METHODS.get(name, {}), name
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_PINS))
+def test_config_resolves_as_before(name):
+    pinned = CONFIG_PINS[name]
+    path = CONFIGS / f"{name}.py"
+    assert path.is_file(), f"{path} is gone: every pinned config path must keep working"
+    for smoke, section in ((False, "config"), (True, "smoke")):
+        cfg = load_config(path, smoke=smoke, kind=pinned["kind"])
+        assert cfg.pop("config_path") == name  # an installed config is recorded by name
+        resolved = _as_json(_without_added(cfg, pinned["kind"], name))
+        assert resolved == pinned[section], (name, section)
+
+
+def test_every_config_is_pinned():
+    # the audit protocols are pinned by hand in tests/test_audit_protocols.py
+    configs = {p.stem for p in CONFIGS.glob("*.py") if not p.name.startswith(("_", "audit_"))}
+    assert configs == set(CONFIG_PINS)
+
+
 if __name__ == "__main__" and "--write" in sys.argv:
-    PINS.parent.mkdir(exist_ok=True)
-    PINS.write_text(json.dumps({n: _record(n) for n in sorted(CASES)}, indent=1) + "\n")
-    print("wrote", PINS)
+    groups = sys.argv[sys.argv.index("--write") + 1 :] or ["cases", "baselines"]
+    print("package:", shs.__file__)
+    if "cases" in groups:
+        path = PINS / "pins.json"
+        path.write_text(json.dumps({n: record_case(n) for n in sorted(CASES)}, indent=1) + "\n")
+        print("wrote", path)
+    if "baselines" in groups:
+        path = PINS / "baselines.json"
+        pins = {n: record_baseline(n) for n in BASELINE_SETTINGS}
+        path.write_text(json.dumps(pins, indent=1) + "\n")
+        print("wrote", path)

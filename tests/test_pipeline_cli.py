@@ -1,4 +1,6 @@
-"""train -> unlearn -> evaluate through the CLI, on CIFAR-10 mocked by tfds (no download)."""
+"""train -> unlearn -> evaluate through the CLI, on CIFAR-10 mocked by tfds (no download),
+and on the digits config: what each command refuses before any work, and what a run
+keeps (an evaluation, the time of a killed part, no model without its checkpoint)."""
 
 from __future__ import annotations
 
@@ -10,17 +12,16 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import DIGITS, err_line
 
 import scissorhands_jax as shs
 from scissorhands_jax import cli
+from scissorhands_jax._checkpoint import Checkpoints
 from scissorhands_jax.experiment.config import SCHEMAS, load_config
 
 # orbax's parallel reads of a damaged checkpoint leave asyncio callbacks that fire after
 # their event loop closed (reported at a later garbage collection, in any test)
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]  # end to end
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs"
 CIFAR10 = str(CONFIGS / "cifar10_random10.py")
@@ -51,6 +52,7 @@ def _params(run: Path, role: str, *overrides: str) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
+@pytest.mark.slow  # end to end
 def test_train_unlearn_evaluate_chain(tmp_path, capsys):
     run = tmp_path / "run"
     common = [CIFAR10, "--smoke", *TINY]
@@ -102,6 +104,7 @@ def test_train_unlearn_evaluate_chain(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end
 def test_resume_is_bit_identical(tmp_path):
     common = [CIFAR10, "--smoke", *TINY, "--set", "train.epochs=2", "--only", "original"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -120,6 +123,7 @@ def test_resume_is_bit_identical(tmp_path):
     assert [s["to_step"] for s in log["segments"]] == [1, 4] and log["complete"]
 
 
+@pytest.mark.slow  # end to end
 def test_corrupt_checkpoint_is_refused_through_the_cli(tmp_path, capsys):
     run = tmp_path / "run"
     common = [CIFAR10, "--smoke", *TINY]
@@ -135,6 +139,7 @@ def test_corrupt_checkpoint_is_refused_through_the_cli(tmp_path, capsys):
     assert "corrupt" in err and str(step_dir) in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow  # end to end
 def test_missing_pieces_give_one_line_errors(tmp_path, capsys):
     bad = tmp_path / "bad.py"
     bad.write_text("CONFIG = {'data': {'name': 'cifar10'}, 'unlearn': {'lrr': 0.1}}\n")
@@ -168,6 +173,7 @@ RELEASE_TABLE = {
 }
 
 
+@pytest.mark.slow  # end to end
 @pytest.mark.parametrize("name", sorted(RELEASE_TABLE))
 def test_configs_match_the_spec_table(name):
     path = CONFIGS / f"{name}.py"
@@ -201,6 +207,7 @@ def test_configs_match_the_spec_table(name):
         assert cfg["data"]["val_fraction"] == 0.1
 
 
+@pytest.mark.slow  # end to end
 def test_config_files_hold_only_known_keys():
     kinds = {"classifier": 0, "diffusion": 0}
     for path in sorted(CONFIGS.glob("*.py")):
@@ -217,6 +224,7 @@ def test_config_files_hold_only_known_keys():
     assert kinds["diffusion"] >= 2 and kinds["classifier"] >= 10
 
 
+@pytest.mark.slow  # end to end
 def test_digits_config_selects_the_demo_forget_set():
     from scissorhands_jax.experiment import pipeline as pipe
 
@@ -231,6 +239,7 @@ def test_digits_config_selects_the_demo_forget_set():
         np.testing.assert_array_equal(batch["image"], reference.forget["image"][:8])
 
 
+@pytest.mark.slow  # end to end
 def test_prepare_command(capsys, monkeypatch):
     import importlib.util
 
@@ -253,6 +262,7 @@ def _cli_plain(*argv: str) -> int:
     return cli.main(list(argv))
 
 
+@pytest.mark.slow  # end to end
 @pytest.mark.parametrize(
     "setting, named",
     [
@@ -276,3 +286,51 @@ def test_a_diverging_training_exits_with_one_line_and_no_complete_model(
     assert "complete" not in captured.out
     records = list(out.rglob("*.json"))
     assert not any(json.loads(p.read_text()).get("complete") is True for p in records)
+
+
+# ------------------------------------- the digits config: refusals, and what a run keeps
+
+
+def test_labels_that_do_not_fit_the_model_are_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "o"  # was "loss is nan; lower the learning rate" after training began
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    assert cli.main([*argv, "--set", "model.num_classes=2", "--no-progress"]) == 2
+    err = err_line(capsys)
+    assert "model.num_classes=2 is too few" in err and "labels run 0..9" in err
+    assert not out.exists()
+
+
+def test_a_training_run_without_its_final_checkpoint_is_an_error(tmp_path, capsys, monkeypatch):
+    # whatever loses the save (a keep of 0 did), "complete" needs the checkpoint on disk
+    monkeypatch.setattr(Checkpoints, "save", lambda self, step, tree, info=None: None)
+    out = tmp_path / "o"
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original"]
+    assert cli.main([*argv, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "checkpoint of step 46 is missing" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "complete" not in captured.out
+
+
+def test_a_resumed_run_counts_the_time_of_the_killed_part(tmp_path):
+    out = tmp_path / "o"
+    argv = ["train", DIGITS, "--smoke", "--out", str(out), "--only", "original", "--no-progress"]
+    assert cli.main([*argv, "--until-step", "10"]) == 0
+    first = json.loads((out / "original" / "log.json").read_text())["segments"][0]["time_s"]
+    with Checkpoints(out / "original" / "checkpoints", identity={}) as ck:
+        at_10 = ck.meta(10)["info"]["elapsed_s"]
+    assert 0 < at_10 <= first
+    (out / "original" / "log.json").unlink()  # what kill -9 leaves: checkpoints, no log
+    assert cli.main([*argv, "--resume"]) == 0
+    log = json.loads((out / "original" / "log.json").read_text())
+    (segment,) = log["segments"]
+    assert log["complete"] and segment["to_step"] == 46
+    assert log["train_time_s"] == pytest.approx(at_10 + segment["time_s"], abs=0.05)
+
+
+def test_evaluate_keeps_an_existing_evaluation(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "original").mkdir(parents=True)
+    (run / "evaluation.json").write_text('{"rows": ["earlier"]}')
+    assert cli.main(["evaluate", DIGITS, "--smoke", "--run", str(run), "--no-progress"]) == 2
+    assert "--overwrite" in err_line(capsys)
+    assert (run / "evaluation.json").read_text() == '{"rows": ["earlier"]}'

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from scipy.optimize import lsq_linear
+from scipy.optimize import lsq_linear, nnls
 
 import scissorhands_jax as shs
 from scissorhands_jax import _qp
@@ -615,3 +615,111 @@ def test_bad_hyperparameters_raise():
         shs.gem_projection(eps=-1e-3)
     with pytest.raises(ValueError, match="eps"):
         shs.orthogonal_projection(eps=-1.0)
+
+
+# ------------------------ rank-deficient and non-finite memories, bad trees and settings
+
+
+G6 = np.array([1.0, -2.0, 0.5, 3.0, -1.0, 2.0], np.float64)
+
+
+ROWS = {
+    "zero": [[0, 0, 0, 0, 0, 0]],
+    "zero_and_one": [[0, 0, 0, 0, 0, 0], [-1, 2, 0, 1, 0, 0]],
+    "duplicates": [[-1, 2, 0, 1, 0, 0], [-1, 2, 0, 1, 0, 0]],
+    "scaled": [[-1, 2, 0, 1, 0, 0], [-3, 6, 0, 3, 0, 0]],
+    "opposite": [[-1, 2, 0, 1, 0, 0], [1, -2, 0, -1, 0, 0]],
+    "dependent": [[-1, 2, 0, 1, 0, 0], [0, 0, -1, 0, 1, 1], [-1, 2, -1, 1, 1, 1]],
+}
+
+
+def _two_leaf_tree(vec, lead=()):
+    """A two-leaf tree (``a``: 2 x 2, ``b``: 2) from a flat vector (or rows of them)."""
+    vec = np.asarray(vec, np.float32)
+    return {"a": vec[..., :4].reshape(*lead, 2, 2), "b": vec[..., 4:].reshape(*lead, 2)}
+
+
+def _two_leaf_flat(tree):
+    return np.concatenate([np.ravel(tree["a"]), np.ravel(tree["b"])]).astype(np.float64)
+
+
+@pytest.mark.parametrize("rows", list(ROWS))
+def test_orthogonal_eps0_handles_rank_deficient_memories(rows):
+    m = np.asarray(ROWS[rows], np.float64)
+    tx = shs.orthogonal_projection(eps=0.0)
+    g = _two_leaf_tree(G6)
+    got = _two_leaf_flat(tx.update(g, tx.init(g), memory=_two_leaf_tree(m, (len(m),)))[0])
+    coef = np.linalg.lstsq(m.T, G6, rcond=None)[0]  # the least-squares reference
+    want = G6 - m.T @ coef
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.all(np.abs(m @ got) < 1e-4)  # orthogonal to every memory
+
+
+def _gem_reference(m, g, margin):
+    """g + M^T v with v = margin + w, w >= 0 minimising ||g + M^T v||^2 (the dual QP at
+    eps = 0, rewritten as non-negative least squares); g itself without a conflict."""
+    if np.all(m @ g >= 0):
+        return g
+    w = nnls(m.T, -(g + margin * m.sum(axis=0)))[0]
+    return g + m.T @ (w + margin)
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+@pytest.mark.parametrize("rows", list(ROWS))
+def test_gem_eps0_handles_rank_deficient_memories(rows, margin):
+    m = np.asarray(ROWS[rows], np.float64)
+    tx = shs.gem_projection(margin=margin, eps=0.0)
+    g = _two_leaf_tree(G6)
+    for update in (tx.update, jax.jit(tx.update)):
+        got = _two_leaf_flat(update(g, tx.init(g), memory=_two_leaf_tree(m, (len(m),)))[0])
+        np.testing.assert_allclose(got, _gem_reference(m, G6, margin), rtol=1e-4, atol=1e-4)
+
+
+def test_gem_eps0_many_memories_with_zero_rows():
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(12, 6))
+    m[[2, 7]] = 0.0  # t = 12 > 10: the iterative solver
+    m[5] = m[4]
+    tx = shs.gem_projection(margin=0.0, eps=0.0)
+    g = _two_leaf_tree(G6)
+    got = _two_leaf_flat(tx.update(g, tx.init(g), memory=_two_leaf_tree(m, (12,)))[0])
+    np.testing.assert_allclose(got, _gem_reference(m, G6, 0.0), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("make", [shs.gem_projection, shs.orthogonal_projection])
+def test_non_finite_memory_raises_or_poisons_never_skips(make):
+    tx = make()
+    g = _two_leaf_tree(G6)
+    bad = _two_leaf_tree(np.array([[np.nan, 0, 0, 0, 0, 0]]), (1,))
+    with pytest.raises(ValueError, match="memory holds NaN or inf"):
+        tx.update(g, tx.init(g), memory=bad)
+    # inside jit it cannot raise: the update turns NaN (the loop then stops) instead of
+    # passing through as if the constraint held
+    new, state = jax.jit(tx.update)(g, tx.init(g), memory=bad)
+    assert all(np.all(np.isnan(x)) for x in jax.tree.leaves(new))
+
+
+@pytest.mark.parametrize(
+    "build, pattern",
+    [
+        (lambda: shs.gem_projection(margin=float("nan")), "margin must be a finite number"),
+        (lambda: shs.gem_projection(eps=float("inf")), "eps must be a finite number"),
+        (lambda: shs.gem_projection(margin="0.5"), "margin must be a finite number"),
+        (lambda: shs.orthogonal_projection(eps=float("nan")), "eps must be a finite number"),
+    ],
+)
+def test_projection_refuses_non_finite_margin_and_eps(build, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        build()
+
+
+def test_memory_mismatch_in_projection():
+    tx = shs.gem_projection()
+    g = {"a": jnp.ones(3), "b": jnp.ones((2, 2))}
+    state = tx.init(g)
+    with pytest.raises(ValueError, match="structure"):
+        tx.update(g, state, memory={"a": jnp.ones((1, 3))})
+    with pytest.raises(ValueError, match="does not match"):
+        tx.update(g, state, memory={"a": jnp.ones((1, 4)), "b": jnp.ones((1, 2, 2))})
+    with pytest.raises(ValueError, match="disagree on the number of memories"):
+        tx.update(g, state, memory={"a": jnp.ones((1, 3)), "b": jnp.ones((2, 2, 2))})

@@ -6,6 +6,7 @@ are built leaf by leaf in NumPy; ``torch_default_init`` is checked against the b
 """
 
 import copy
+import functools
 import math
 
 import flax.linen as nn
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import scissorhands_jax as shs
 from scissorhands_jax._reinit import (
     PRESETS,
     eligible_mask,
@@ -472,3 +474,52 @@ def test_masked_reinit_refuses_non_finite_fresh_values_naming_the_leaf():
     out = masked_reinit(p, m, fresh, eligible=e)
     assert out["Dense_0"]["kernel"].tolist() == [0.5, 1.0, 0.5]
     assert out["Dense_0"]["bias"].tolist() == [0.0, 0.0, 0.0]
+
+
+# ----------------------------------------------------------- trees masked_reinit refuses
+
+
+P3 = {"kernel": jnp.arange(6.0).reshape(3, 2), "bias": jnp.ones(2)}
+
+
+M3 = {"kernel": jnp.array([[True, False], [False, True], [True, True]]), "bias": jnp.ones(2, bool)}
+
+
+F3 = {"kernel": jnp.full((3, 2), 7.0), "bias": jnp.full(2, 7.0)}
+
+
+E3 = {"kernel": True, "bias": True}
+
+
+@pytest.mark.parametrize(
+    "mask, fresh, pattern",
+    [
+        (M3, {**F3, "kernel": jnp.full((1, 2), 7.0)}, "fresh values of 'kernel' .* shape"),
+        (M3, {**F3, "kernel": jnp.full((3,), 7.0)}, "fresh values of 'kernel'"),
+        ({**M3, "kernel": jnp.ones(2, bool)}, F3, "mask of 'kernel' must be a bool array"),
+        ({**M3, "kernel": jnp.full((3, 2), 0.2)}, F3, "float mask is not read as True/False"),
+        (M3, {"kernel": F3["kernel"]}, "`fresh` must have the structure of `params`"),
+        ({**M3, "extra": jnp.ones(1, bool)}, F3, "unexpected \\['extra'\\]"),
+    ],
+)
+def test_masked_reinit_refuses_trees_it_would_broadcast(mask, fresh, pattern):
+    eager = functools.partial(shs.masked_reinit, eligible=E3)
+    for reinit in (eager, jax.jit(eager)):  # the checks read shapes: they hold under jit
+        with pytest.raises(ValueError, match=pattern):
+            reinit(P3, mask, fresh)
+
+
+def test_masked_reinit_refuses_integer_parameters_and_traced_eligibility():
+    ints = {**P3, "kernel": jnp.arange(6).reshape(3, 2)}
+    with pytest.raises(ValueError, match="'kernel' has dtype int32; only float"):
+        shs.masked_reinit(ints, M3, F3, eligible=E3)
+    out = shs.masked_reinit(ints, M3, F3, eligible={"kernel": False, "bias": True})
+    np.testing.assert_array_equal(out["kernel"], ints["kernel"])  # not eligible: untouched
+    with pytest.raises(ValueError, match="one Python bool per leaf"):
+        shs.masked_reinit(P3, M3, F3, eligible={"kernel": "yes", "bias": True})
+
+
+def test_masked_reinit_still_matches_where_on_good_trees():
+    out = jax.jit(lambda p, m, f: shs.masked_reinit(p, m, f, eligible=E3))(P3, M3, F3)
+    np.testing.assert_array_equal(out["kernel"], np.where(M3["kernel"], 7.0, P3["kernel"]))
+    np.testing.assert_array_equal(out["bias"], [0.0, 0.0])  # selected biases become 0

@@ -11,8 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import count_true, stable_top_mask
 from jax.tree_util import Partial
 
+import scissorhands_jax as shs
 from scissorhands_jax._saliency import (
     connection_sensitivity,
     kth_smallest,
@@ -478,3 +480,36 @@ def test_device_top_k_is_exact_at_millions_of_entries():
     assert sum(int(np.sum(np.asarray(m))) for m in jax.tree.leaves(mask)) == int(
         np.sum(flat > expected)
     )
+
+
+# --------------------------------------------------------------------------- tied scores
+
+
+def _tied(seed, high):
+    rng = np.random.default_rng(seed)
+    return {
+        "conv": {"kernel": rng.integers(0, high, (3, 3, 2, 4)).astype(np.float32)},
+        "dense": [rng.integers(0, high, (7, 5)).astype(np.float32), np.float32(high - 1)],
+        "head": (jnp.asarray(rng.integers(0, high, (2, 3, 5)), jnp.bfloat16),),
+    }
+
+
+@pytest.mark.parametrize("method", ["host", "device"])
+@pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.9, 0.97])
+@pytest.mark.parametrize("seed, high", [(0, 1), (1, 2), (2, 6), (3, 60)])
+def test_exact_ties_select_exactly_the_asked_count(seed, high, sparsity, method):
+    scores = _tied(seed, high)  # high = 1: every score equal
+    got = shs.top_k_mask(scores, sparsity, method=method, ties="exact")
+    want = stable_top_mask(scores, sparsity)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(np.asarray(g), w)
+    n = sum(np.size(x) for x in jax.tree.leaves(scores))
+    assert count_true(got) == n - math.floor(sparsity * n)
+
+
+def test_release_ties_are_kept_behind_the_option_and_warn():
+    scores = {"w": np.ones((10, 10), np.float32)}
+    with pytest.warns(UserWarning, match="selects 100 of 100 entries .* asks for 3 "):
+        mask = shs.top_k_mask(scores, 0.97, ties="release")
+    assert count_true(mask) == 100  # the release's behaviour, as it was
+    assert count_true(shs.top_k_mask(scores, 0.97, ties="exact")) == 3
