@@ -9,7 +9,11 @@ UNet against the path rules written out here; the steps on the same UNet.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -381,3 +385,155 @@ def test_hostile_masks_batches_and_states(unet_setup):
         salun(state, {"forget": {"latents": x, "context": c}, "retain": {}})
     with pytest.raises(ValueError, match="num_classes"):
         sd.other_class(jax.random.key(0), jnp.zeros(3, int), 1)
+
+
+# ------------------------------------------------- FSDP sharding on 8 virtual devices
+
+DEVICES = 8
+
+
+def _fsdp_worker() -> dict:
+    """Runs in a subprocess with 8 CPU devices: one ESD and one SalUn step with the
+    parameters, Adam's moments and the mask sharded over the mesh, against the same step
+    on one device. Prints the placements and the differences as JSON."""
+    from scissorhands_jax import parallel
+
+    rng = np.random.default_rng(0)
+    params = {
+        "attn2": {"V": rng.normal(size=(32, 64)).astype(np.float32)},
+        "conv": {"W": rng.normal(size=(64, 64)).astype(np.float32) / 8,
+                 "b": rng.normal(size=(64,)).astype(np.float32)},
+    }  # fmt: skip
+    x = rng.normal(size=(16, 64)).astype(np.float32)
+    c, null = (rng.normal(size=(16, 3, 32)).astype(np.float32) for _ in range(2))
+    schedule = sd.SchedulerConfig().schedule()
+    mesh = parallel.data_mesh()
+    out: dict = {"device_count": jax.device_count()}
+
+    def spec(a):  # the split axis of each dimension (trailing Nones written out)
+        axes = tuple(getattr(a.sharding, "spec", ("single",)))
+        return list(axes + (None,) * (a.ndim - len(axes)))
+
+    traces = []
+
+    def eps(p, x_t, t, context):
+        traces.append(1)  # runs only while tracing
+        return named_eps(p, x_t, t, context)
+
+    def run(placed, which):
+        if which == "esd":
+            hp = sd.ESDHyperparameters(lr=1e-3, params="u")
+            mask = sd.esd_mask(placed, "u")
+            make, batch = sd.make_esd_step, {"latents": x, "context": c, "uncond": null}
+        else:
+            hp = sd.SalunSDHyperparameters(lr=1e-3)
+            mask = sd.salun_mask(named_eps, placed, schedule, [{"latents": x, "context": c}],
+                                 jax.random.key(1), 0.5)  # fmt: skip
+            make = sd.make_salun_step
+            batch = {"forget": {"latents": x, "context": c, "pseudo_context": null},
+                     "retain": {"latents": -x, "context": null}}  # fmt: skip
+        state = sd.init_erasure_state(placed, mask, jax.random.key(2), hp)
+        placement = {
+            "params": [spec(a) for a in jax.tree.leaves(state.params)],
+            "adam_mu": [spec(a) for a in jax.tree.leaves(state.opt_state[0][0].mu)],
+            "mask": [spec(a) for a in jax.tree.leaves(state.mask)],
+        }
+        step = make(eps, schedule, hp)
+        traces.clear()
+        state, metrics = step(state, batch)
+        placement["params_after"] = [spec(a) for a in jax.tree.leaves(state.params)]
+        placement["adam_mu_after"] = [spec(a) for a in jax.tree.leaves(state.opt_state[0][0].mu)]
+        traced = len(traces)
+        step(jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, state), batch)
+        placement["retraced"] = len(traces) > traced
+        return state, metrics, mask, placement
+
+    sharded_params = parallel.on_mesh(params, mesh, shard=True, min_size=1024)
+    for which in ("esd", "salun"):
+        ref, ref_m, ref_mask, _ = run(jax.tree.map(jnp.asarray, params), which)
+        par, par_m, par_mask, placement = run(sharded_params, which)
+        out[which] = {
+            **placement,
+            "mask_equal": all(
+                bool(np.array_equal(np.asarray(a), np.asarray(b)))
+                for a, b in zip(jax.tree.leaves(ref_mask), jax.tree.leaves(par_mask), strict=True)
+            ),
+            "loss_rel": abs(float(ref_m["loss"]) - float(par_m["loss"])) / float(ref_m["loss"]),
+            "mu_max_abs": max(
+                float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                for a, b in zip(
+                    jax.tree.leaves(ref.opt_state[0][0].mu),
+                    jax.tree.leaves(par.opt_state[0][0].mu),
+                    strict=True,
+                )
+            ),  # fmt: skip
+            "mu_max": max(
+                float(np.max(np.abs(a))) for a in jax.tree.leaves(ref.opt_state[0][0].mu)
+            ),
+            "params_max_abs": max(
+                float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                for a, b in zip(
+                    jax.tree.leaves(ref.params), jax.tree.leaves(par.params), strict=True
+                )
+            ),  # fmt: skip
+        }
+    return out
+
+
+@pytest.fixture(scope="module")
+def fsdp():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={DEVICES}"
+        + " --xla_cpu_multi_thread_eigen=false"
+    )
+    env["JAX_PLATFORMS"] = "cpu"
+    done = subprocess.run(
+        [sys.executable, __file__, "fsdp"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_fsdp_shards_params_adam_state_and_mask(fsdp):
+    assert fsdp["device_count"] == DEVICES
+    # leaf order: attn2/V (32, 64), conv/W (64, 64), conv/b (64,): the largest dimension
+    # divisible by 8 is split; the bias (under min_size) is replicated
+    want = [[None, "data"], ["data", None], [None]]
+    for which in ("esd", "salun"):
+        got = fsdp[which]
+        assert got["params"] == want and got["params_after"] == want
+        # Adam's moments split as the parameters are, before and after the step
+        assert got["adam_mu"] == want and got["adam_mu_after"] == want
+        assert not got["retraced"]  # the placement is stable: one program for the run
+    assert fsdp["salun"]["mask"] == want  # a per-entry mask too
+    assert fsdp["esd"]["mask"] == [[], [], []]  # per-leaf flags: replicated
+
+
+@pytest.mark.slow
+def test_a_sharded_step_gives_the_numbers_of_one_device(fsdp):
+    """Float32 sums in another order: the loss and Adam's first moment to 1e-5 relative;
+    the parameters moved by at most lr from Adam's first step, so within 2e-3 * 1e-3."""
+    for which in ("esd", "salun"):
+        got = fsdp[which]
+        assert got["mask_equal"]
+        assert got["loss_rel"] < 1e-5
+        assert got["mu_max_abs"] <= 1e-5 * got["mu_max"]
+        assert got["params_max_abs"] < 2e-6
+
+
+def test_place_like_keeps_unplaced_references_and_refuses_other_structures():
+    from scissorhands_jax import parallel
+
+    params, _, _, _ = named_toy()
+    mask = sd.esd_mask(params, "x")
+    placed = parallel.place_like(mask, params)
+    assert all(a is b for a, b in zip(jax.tree.leaves(placed), jax.tree.leaves(mask), strict=True))
+    with pytest.raises(ValueError, match="structure"):
+        parallel.place_like({"a": True}, params)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["fsdp"]:
+    print(json.dumps(_fsdp_worker()))

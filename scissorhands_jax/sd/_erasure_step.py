@@ -25,7 +25,7 @@ from scissorhands_jax._types import Batch, Mask, Params, PRNGKey
 from scissorhands_jax.baselines._common import freeze
 from scissorhands_jax.diffusion.schedule import NoiseSchedule, q_sample
 from scissorhands_jax.loop import private_copy
-from scissorhands_jax.parallel import mesh_of, on_mesh, shard_batch
+from scissorhands_jax.parallel import mesh_of, on_mesh, place_like, shard_batch
 from scissorhands_jax.sd._erasure import (
     EpsFn,
     ESDHyperparameters,
@@ -76,9 +76,10 @@ def init_erasure_state(
 ) -> ErasureState:
     """The state a run starts from: a copy of ``params`` (the steps donate it; the
     caller's arrays stay intact), Adam's state, the mask, and for ESD a second copy as the
-    frozen original. Parameters placed on a mesh keep their placement; the optimiser state,
-    the mask and the original are placed alike (FSDP: Adam's moments are split as the
-    parameters are).
+    frozen original. Parameters placed on a mesh keep their placement (FSDP-style with
+    ``on_mesh(params, mesh, shard=True)``); the optimiser state, the mask and the original
+    are placed alike: Adam's moments and a per-entry mask are split as the parameters are
+    (:func:`~scissorhands_jax.parallel.place_like`), scalars replicated.
 
     Raises:
       ValueError: ``hp`` of another type, or a mask not shaped like ``params``.
@@ -97,8 +98,9 @@ def init_erasure_state(
     mesh = mesh_of(params)
     if mesh is None:
         return state
-    placed = on_mesh((state.opt_state, state.mask, state.original), mesh, shard=True)
-    return state._replace(opt_state=placed[0], mask=placed[1], original=placed[2])
+    # Adam's moments are created like the parameters (zeros_like keeps the sharding);
+    # its step count and whatever else is not placed yet is replicated
+    return state._replace(opt_state=on_mesh(state.opt_state, mesh), mask=place_like(mask, params))
 
 
 def _update(loss_fn, tx, params, opt_state, mask, extra, schedule, batch, key):
