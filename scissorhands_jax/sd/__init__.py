@@ -27,7 +27,7 @@ from scissorhands_jax.sd._clip import CLIPTextEncoder
 from scissorhands_jax.sd._compvis import compvis_to_diffusers, load_compvis
 from scissorhands_jax.sd._config import TextConfig, UNetConfig, VAEConfig, config_from_dict
 from scissorhands_jax.sd._erasure import (
-    ESD_PARAMS,
+    ESD_VARIANTS,
     EpsFn,
     ESDHyperparameters,
     SalunSDHyperparameters,
@@ -104,7 +104,7 @@ __all__ = [
     "CLIPTextEncoder",
     "CLIPTokenizer",
     "ESDHyperparameters",
-    "ESD_PARAMS",
+    "ESD_VARIANTS",
     "EXPOSED_CLASSES",
     "EpsFn",
     "ErasureState",

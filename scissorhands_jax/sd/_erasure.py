@@ -41,9 +41,9 @@ from scissorhands_jax.settings import check_choice, check_int, check_real
 EpsFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 """``eps(params, x_t, t, context) -> ε``: a text-conditional noise predictor."""
 
-ESD_PARAMS = ("x", "u")
-"""ESD's parameter subsets: ``"x"`` the cross-attention, ``"u"`` the rest (see
-:func:`esd_mask`)."""
+ESD_VARIANTS = ("x", "u")
+"""ESD's variants, named by what they train: ``"x"`` the cross-attention, ``"u"`` the
+rest (see :func:`esd_mask`)."""
 ESD_U_EXCLUDED = ("attn2", "time_embedding", "conv_norm_out", "conv_out")
 """What ESD-u leaves frozen, by path: the cross-attention, the time embedding and the output
 layers (CompVis ``time_embed`` and ``out.*``)."""
@@ -132,7 +132,7 @@ def esd_loss(
     return _mse(eps(params, x_t, t, context), target)
 
 
-def esd_mask(params: Params, which: str = "x") -> Mask:
+def esd_mask(params: Params, variant: str = "x") -> Mask:
     """ESD's trainable parameters as a per-leaf boolean tree (``jnp.bool_`` scalars).
 
     ``"x"`` (ESD-x, the release's ``xattn``): the leaves whose path has ``attn2``, the
@@ -141,17 +141,17 @@ def esd_mask(params: Params, which: str = "x") -> Mask:
     ``time_embed`` and ``out.*`` as well).
 
     Raises:
-      ValueError: an unknown ``which``, or a tree where the subset is empty.
+      ValueError: an unknown ``variant``, or a tree where the subset is empty.
     """
-    check_choice("which", which, ESD_PARAMS)
+    check_choice("variant", variant, ESD_VARIANTS)
     paths = leaf_paths(params)
-    if which == "x":
+    if variant == "x":
         flags = ["attn2" in p.split("/") for p in paths]
     else:
         flags = [not _esd_u_excluded(p) for p in paths]
     if not any(flags):
         raise ValueError(
-            f"ESD-{which} selects no parameter of this tree (ESD-x trains the leaves under "
+            f"ESD-{variant} selects no parameter of this tree (ESD-x trains the leaves under "
             "an 'attn2' module, the cross-attention); pass the UNet's params."
         )
     return jax.tree.unflatten(jax.tree.structure(params), [jnp.bool_(f) for f in flags])
@@ -298,14 +298,15 @@ class ESDHyperparameters(Hyperparameters):
       iterations: optimiser steps.
       batch_size: examples per step.
       negative_guidance: η of :func:`esd_target`.
-      params: ``"x"`` (cross-attention) or ``"u"`` (the rest), see :func:`esd_mask`.
+      variant: ``"x"`` (ESD-x, cross-attention) or ``"u"`` (ESD-u, the rest), see
+        :func:`esd_mask`.
     """
 
     lr: float = 1e-5
     iterations: int = 1000
     batch_size: int = 1
     negative_guidance: float = 1.0
-    params: str = "x"
+    variant: str = "x"
 
     def check(self) -> None:
         check_real("lr", self.lr, positive=True, hint="Adam's learning rate")
@@ -313,7 +314,7 @@ class ESDHyperparameters(Hyperparameters):
         check_int("batch_size", self.batch_size, 1)
         check_real("negative_guidance", self.negative_guidance, low=0.0,
                    hint="η >= 0 guides away from the concept (the paper's 1.0)")  # fmt: skip
-        check_choice("params", self.params, ESD_PARAMS)
+        check_choice("variant", self.variant, ESD_VARIANTS)
 
 
 @dataclasses.dataclass(frozen=True)

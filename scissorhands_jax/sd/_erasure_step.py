@@ -146,7 +146,7 @@ def _check_esd_batch(batch: Any) -> dict:
 def make_esd_step(eps: EpsFn, schedule: NoiseSchedule, hp: ESDHyperparameters) -> ErasureStepFn:
     r"""The step of one ESD run: Adam at ``hp.lr`` on :func:`esd_loss` with η =
     ``hp.negative_guidance``, on the trainable entries of the state's mask
-    (:func:`esd_mask` with ``hp.params``).
+    (:func:`esd_mask` with ``hp.variant``).
 
     The batch is ``{"latents", "context", "uncond"}``: x_t is the forget latents noised at
     t uniform on the schedule's timesteps (with the noise drawn from the state's key) -
