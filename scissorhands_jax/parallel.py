@@ -219,6 +219,40 @@ def on_mesh(tree: Any, mesh: Mesh, *, shard: bool = False, min_size: int = 1 << 
     return jax.tree.map(place, tree)
 
 
+def place_like(tree: Any, like: Any) -> Any:
+    """Places each leaf of ``tree`` where the leaf of ``like`` at the same position lives.
+
+    For a tree shaped like the parameters (a mask of them, a copy): a leaf of the same
+    shape as its reference takes the reference's sharding, so an FSDP-sharded parameter's
+    mask is split the same way; a leaf of another shape (one flag per parameter leaf) is
+    replicated on the reference's mesh. Leaves whose reference is on no mesh are kept.
+
+    Args:
+      tree: a pytree with the structure of ``like``.
+      like: the reference tree, typically parameters placed with :func:`on_mesh`.
+
+    Returns:
+      ``tree`` with its leaves placed.
+
+    Raises:
+      ValueError: when the two trees have different structures.
+    """
+    if jax.tree.structure(tree) != jax.tree.structure(like):
+        raise ValueError("place_like: `tree` must have the structure of `like`.")
+
+    def place(leaf, ref):
+        sharding = getattr(ref, "sharding", None)
+        if not isinstance(sharding, NamedSharding):
+            return leaf
+        same = np.shape(leaf) == np.shape(ref)
+        target = sharding if same else replicated(sharding.mesh)
+        if getattr(leaf, "sharding", None) == target:
+            return leaf
+        return _put(leaf, target)
+
+    return jax.tree.map(place, tree, like)
+
+
 @dataclass(frozen=True)
 class ShardedSource:
     """A :data:`BatchSource` whose batches are placed on a mesh (see :func:`shard_batch`).

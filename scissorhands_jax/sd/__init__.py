@@ -15,7 +15,9 @@ copy of ``CompVis/stable-diffusion-v1-4``::
 
 Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
 :func:`generate_eval_set` for a prompt file); the release's losses are pure functions
-(:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...). A folder of
+(:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...), and so are the
+baselines ESD and SalUn (:func:`esd_loss`, :func:`salun_mask`, :func:`make_esd_step`,
+:func:`make_salun_step`). A folder of
 generated images is judged by :func:`nudenet_counts` (the ``sd-eval`` extra),
 :func:`classifier_accuracy` and :func:`folder_fid`.
 """
@@ -24,6 +26,26 @@ from scissorhands_jax.diffusion.model import classifier_free_guidance
 from scissorhands_jax.sd._clip import CLIPTextEncoder
 from scissorhands_jax.sd._compvis import compvis_to_diffusers, load_compvis
 from scissorhands_jax.sd._config import TextConfig, UNetConfig, VAEConfig, config_from_dict
+from scissorhands_jax.sd._erasure import (
+    ESD_VARIANTS,
+    EpsFn,
+    ESDHyperparameters,
+    SalunSDHyperparameters,
+    eps_loss,
+    esd_loss,
+    esd_mask,
+    esd_target,
+    other_class,
+    salun_loss,
+    salun_mask,
+    unet_eps,
+)
+from scissorhands_jax.sd._erasure_step import (
+    ErasureState,
+    init_erasure_state,
+    make_esd_step,
+    make_salun_step,
+)
 from scissorhands_jax.sd._evalset import Prompt, generate_eval_set, read_prompts
 from scissorhands_jax.sd._evaluate import (
     CLASS_PROMPT,
@@ -81,7 +103,11 @@ __all__ = [
     "CLASS_PROMPT",
     "CLIPTextEncoder",
     "CLIPTokenizer",
+    "ESDHyperparameters",
+    "ESD_VARIANTS",
     "EXPOSED_CLASSES",
+    "EpsFn",
+    "ErasureState",
     "GUIDANCE_SCALE",
     "IMAGENETTE_CLASSES",
     "NUDENET_LABELS",
@@ -91,6 +117,7 @@ __all__ = [
     "REPAIR_WEIGHT",
     "SALIENCY_GUIDANCE",
     "SAMPLERS",
+    "SalunSDHyperparameters",
     "SamplingSteps",
     "SchedulerConfig",
     "StableDiffusion",
@@ -111,9 +138,14 @@ __all__ = [
     "draw_noise",
     "encode_latents",
     "encode_prompts",
+    "eps_loss",
+    "esd_loss",
+    "esd_mask",
+    "esd_target",
     "folder_fid",
     "generate_eval_set",
     "image_files",
+    "init_erasure_state",
     "ldm_loss",
     "load_compvis",
     "load_diffusers",
@@ -121,15 +153,21 @@ __all__ = [
     "load_tokenizer",
     "load_unet",
     "load_vae",
+    "make_esd_step",
+    "make_salun_step",
     "nudenet_counts",
     "nudity_repair_loss",
+    "other_class",
     "place_params",
     "plms_steps",
     "read_images",
     "read_prompts",
     "read_scheduler_config",
+    "salun_loss",
+    "salun_mask",
     "text_params",
     "text_to_image",
+    "unet_eps",
     "unet_params",
     "vae_params",
 ]
