@@ -26,9 +26,10 @@ LAYERS = [
      r"|_choices|_settings|_saliency|_reinit|_memory|_stored_memory"
      r"|_projection|parallel"),
     ("models_data", r"models(\..*)?|data(\..*)?|_checkpoint|metrics(\..*)?"
-     r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)|sd(\..*)?"),
+     r"|diffusion\.(model|schedule|sampler|metrics|inception|grid|data)"),
     ("training", r"_training|_loop|_resumable|_objective|_trim|_repair|population"),
-    ("methods", r"_method|_calibration|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"),
+    ("methods", r"_method|_calibration|baselines(\..*)?|diffusion|diffusion\.(unlearn|baselines)"
+     r"|sd(\..*)?"),
     ("experiments", r"experiment(\..*)?|configs(\..*)?|diffusion\.(demo|convert_inception)"),
     ("cli", r"cli|__main__|commands(\..*)?"),
     ("package", r""),  # the package's own __init__ re-exports every layer

@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("regex", reason="the sd package's tokenizer needs the regex package")
 
 from scissorhands_jax import sd  # noqa: E402
-from scissorhands_jax.reinit import leaf_paths  # noqa: E402
+from scissorhands_jax._reinit import leaf_paths  # noqa: E402
 
 D, L, E, B = 6, 3, 4, 5  # latent size, tokens, embedding size, batch
 UNET = dict(

@@ -30,13 +30,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from scissorhands_jax._reinit import leaf_paths
+from scissorhands_jax._saliency import top_k_mask
+from scissorhands_jax._settings import check_choice, check_int, check_real
 from scissorhands_jax._types import Batch, Mask, Params, PRNGKey
-from scissorhands_jax.baselines._common import Hyperparameters
+from scissorhands_jax.baselines import Hyperparameters
 from scissorhands_jax.diffusion.schedule import NoiseSchedule, q_sample
-from scissorhands_jax.reinit import leaf_paths
-from scissorhands_jax.saliency import top_k_mask
 from scissorhands_jax.sd._losses import draw_noise
-from scissorhands_jax.settings import check_choice, check_int, check_real
 
 EpsFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 """``eps(params, x_t, t, context) -> ε``: a text-conditional noise predictor."""

@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
+from scissorhands_jax._loop import private_copy
 from scissorhands_jax._types import Batch, Mask, Params, PRNGKey
-from scissorhands_jax.baselines._common import freeze
+from scissorhands_jax.baselines import freeze
 from scissorhands_jax.diffusion.schedule import NoiseSchedule, q_sample
-from scissorhands_jax.loop import private_copy
 from scissorhands_jax.parallel import mesh_of, on_mesh, place_like, shard_batch
 from scissorhands_jax.sd._erasure import (
     EpsFn,
