@@ -66,7 +66,7 @@ SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval")
 
 
 def test_set_reads_config_values_and_method_hyperparameters():
-    from scissorhands_jax.commands._args import parse_set
+    from scissorhands_jax.commands._set import parse_set
 
     items = ["unlearn.lr=0.01", "methods.ft.lr=0.02", "methods.be.head=Dense_1"]
     items += ["retrain.epochs=40", "methods.ft.epochs=[1, 2]", "data.forget.kind=class"]
@@ -76,7 +76,7 @@ def test_set_reads_config_values_and_method_hyperparameters():
 
 
 def test_set_puts_a_method_held_in_a_config_section_there_in_order():
-    from scissorhands_jax.commands._args import parse_set
+    from scissorhands_jax.commands._set import parse_set
 
     items = ["unlearn.lr=0.1", "methods.scissorhands.lr=0.5", "unlearn.epochs=3"]
     got = parse_set(items, sections=SECTIONS, method_sections={"scissorhands": "unlearn"})
@@ -85,7 +85,7 @@ def test_set_puts_a_method_held_in_a_config_section_there_in_order():
 
 
 def test_the_old_method_spelling_works_and_names_the_new_one():
-    from scissorhands_jax.commands._args import parse_set
+    from scissorhands_jax.commands._set import parse_set
 
     with pytest.warns(DeprecationWarning, match=r"write --set methods\.salun\.lr=0\.01"):
         got = parse_set(["salun.lr=0.01"], sections=SECTIONS)
@@ -96,7 +96,7 @@ def test_the_old_method_spelling_works_and_names_the_new_one():
     "item", ["unlearn.lr", "=1", "unlearn..lr=1", ".lr=1", "methods.ft=1", "methods.nope.lr=1"]
 )
 def test_a_malformed_set_is_refused_showing_the_spelling(item):
-    from scissorhands_jax.commands._args import parse_set
+    from scissorhands_jax.commands._set import parse_set
 
     with pytest.raises(ValueError, match=r"--set .*methods\.ft\.lr=0\.02"):
         parse_set([item], sections=SECTIONS)
