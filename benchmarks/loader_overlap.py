@@ -42,6 +42,7 @@ from _common import machine
 import scissorhands_jax as shs
 from scissorhands_jax.data import ImageSource, ImageTable, Normalization, random_crop_flip
 from scissorhands_jax.data.batching import permutation
+from scissorhands_jax.loop import TrainState
 from scissorhands_jax.training import train_step
 
 CIFAR = Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -69,15 +70,17 @@ def main() -> None:
             table, np.arange(n), args.batch, CIFAR, "crop_flip", drop_last=True, prefetch=prefetch
         )
 
+    one_step = train_step(model.loss, tx)  # compiled once, shared by the variants
+
     def epoch(batches) -> float:
-        p, s, o = params, state, tx.init(params)
+        st = TrainState(0, params, state, tx.init(params))
         start = None
         for i, batch in enumerate(batches):
             if i == args.warmup:
-                jax.block_until_ready(p)
+                jax.block_until_ready(st.params)
                 start = time.perf_counter()
-            p, s, o, _ = train_step(model.loss, tx, p, s, o, batch)
-        jax.block_until_ready(p)
+            st, _ = one_step(st, batch)
+        jax.block_until_ready(st.params)
         return time.perf_counter() - start
 
     def on_device(key):
