@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
+from scissorhands_jax.experiment import _plots
 from scissorhands_jax.experiment import report as _report
 from scissorhands_jax.experiment.rules import SEED_LIMIT
 from scissorhands_jax.experiment.rundir import (
@@ -394,7 +395,7 @@ def run_compare(
     if mia_feature not in (*MIA_FEATURES, "loss"):
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
     if plot:
-        _report.check_plotting()
+        _plots.check_plotting()
     for backend in backends:
         backend.mesh = mesh
     with run_directory(out, command=command) as out:  # one writer
