@@ -4,42 +4,31 @@ reading of ``--set`` is :mod:`scissorhands_jax.commands._set`."""
 from __future__ import annotations
 
 import argparse
-import math
+import shlex
+import sys
+from collections.abc import Sequence
 
 from scissorhands_jax._choices import SEED_LIMIT, config_names
 
 
-def seed(text: str) -> int:
-    """An argparse ``type``: a seed, an integer in ``[0, 2**31)``."""
+def _int_within(text: str, low: int, high: float, needs: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = None
-    if value is None or not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"a seed is an integer in [0, 2**31), got {text!r}")
+    if value is None or not low <= value < high:
+        raise argparse.ArgumentTypeError(f"{needs}, got {text!r}")
     return value
+
+
+def seed(text: str) -> int:
+    """An argparse ``type``: a seed, an integer in ``[0, 2**31)``."""
+    return _int_within(text, 0, SEED_LIMIT, "a seed is an integer in [0, 2**31)")
 
 
 def positive_int(text: str) -> int:
     """An argparse ``type``: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse ``type``: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    return _int_within(text, 1, float("inf"), "expected an integer >= 1")
 
 
 NO_PROGRESS_HELP = "no progress bars and no per-epoch lines (warnings and errors still print)"
@@ -79,6 +68,27 @@ SET_HELP = (
 def add_set_argument(p: argparse.ArgumentParser, *, help: str = SET_HELP) -> None:
     """``--set SECTION.KEY=VALUE`` (repeatable): the one override flag of every command."""
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
+
+
+def add_training_arguments(p: argparse.ArgumentParser, roles: Sequence[str]) -> None:
+    """``--out``, ``--only ROLE``, ``--resume`` and ``--until-step K`` of a command that
+    trains the models ``roles`` into a run directory."""
+    p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument("--only", choices=list(roles), help="train only this model (default: all)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoints in --out"
+    )
+    p.add_argument(
+        "--until-step",
+        type=int,
+        metavar="K",
+        help="stop each model after K steps in total (checkpointed; continue with --resume)",
+    )
+
+
+def invocation() -> str:
+    """The command line this process was started with, quoted for a shell (for a report)."""
+    return shlex.join(["scissorhands", *sys.argv[1:]])
 
 
 def load_config(args: argparse.Namespace, command: str, *, runs: str | None = None) -> dict:

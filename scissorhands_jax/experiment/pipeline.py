@@ -219,33 +219,24 @@ def train_role(
     read_json(log_path)  # a damaged log is refused before the training, not after
     section, source, tx, state, data_key = role_setup(cfg, role, split, model)
     total = section["epochs"] * source.num_batches
-    clock = TrainingClock()
-    if ck.latest_step() is not None:
-        tree, info = restore(ck, state.tree())
-        state = TrainState(ck.latest_step(), **tree)
-        clock.resume(info, log_path)
-        print(f"{role}: resuming from step {state.step} of {total}")
-    if state.step >= total:
+    state, clock, log = resume_and_fit(
+        role,
+        with_precision(model.loss, section["precision"]),
+        state,
+        source,
+        ck,
+        total=total,
+        key=data_key,
+        epochs=section["epochs"],
+        tx=tx,
+        save_every=section["checkpoint_every"],
+        until_step=until_step,
+        progress=progress,
+        mesh=mesh,
+    )
+    if not log:
         print(f"{role}: already complete ({total} steps)")
         return state
-    try:
-        state, log = fit_resumable(
-            with_precision(model.loss, section["precision"]),
-            state,
-            source,
-            key=data_key,
-            epochs=section["epochs"],
-            tx=tx,
-            stop_step=until_step,
-            save=clock.saver(ck),
-            save_every=section["checkpoint_every"],
-            progress=progress,
-            desc=role,
-            mesh=mesh,
-        )
-    finally:
-        ck.wait()  # every asynchronous save is on disk before the log says so
-    check_saved(ck, state.step, role)
     seconds = clock.segment_s()
     append_training_log(
         log_path,
@@ -263,6 +254,46 @@ def train_role(
         f"loss {loss:.4f}; {ck.directory}"
     )
     return state
+
+
+def resume_and_fit(
+    role: str,
+    loss: Any,
+    state: TrainState,
+    source: Any,
+    ck: Checkpoints,
+    *,
+    total: int,
+    until_step: int | None = None,
+    progress: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    **schedule: Any,
+) -> tuple[TrainState, TrainingClock, list[dict[str, Any]]]:
+    """Continues ``role`` from its latest checkpoint in ``ck`` (``state``, a fresh state of
+    the right shapes, when there is none) to step ``total`` (or ``until_step``) with
+    :func:`~scissorhands_jax.resumable.fit_resumable` and ``schedule``'s keywords, saving
+    through ``ck``; every save is on disk and checked when it returns.
+
+    Returns:
+      ``(state, clock, log)``: the state it stopped at, the run's
+      :class:`TrainingClock` and the log of this segment (empty when the run was complete).
+    """
+    clock = TrainingClock()
+    if ck.latest_step() is not None:
+        tree, info = restore(ck, state.tree())
+        state = TrainState(ck.latest_step(), **tree)
+        clock.resume(info, ck.directory.parent / "log.json")
+        print(f"{role}: resuming from step {state.step} of {total}")
+    if state.step >= total:
+        return state, clock, []
+    try:
+        state, log = fit_resumable(loss, state, source, stop_step=until_step, save=clock.saver(ck),
+                                   progress=progress, desc=role, mesh=mesh, **schedule)  # fmt: skip
+    finally:
+        ck.wait()  # every asynchronous save is on disk before the log says so
+    jax.block_until_ready(state.params)
+    check_saved(ck, state.step, role)
+    return state, clock, log
 
 
 def append_training_log(
