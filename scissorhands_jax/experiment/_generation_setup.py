@@ -1,13 +1,5 @@
-"""What the generation pipeline's steps share: config -> data, models, run files.
-
-A run directory (``--out`` of ``diffusion-train``, ``--run`` of the others) holds::
-
-    run.json                                the request: data, forget class, counts
-    original/checkpoints/<step>/  log.json  the DDPM trained on every class
-    retrain/checkpoints/<step>/   log.json  the DDPM trained without the forget class
-    classifier/checkpoints/<step>/ log.json the judge of the generation metrics
-    <method>/checkpoints/<steps>/ log.json  an unlearned DDPM (scissorhands, salun, ...)
-    evaluation.json, grid_<model>.png, before_after.png
+"""What the generation pipeline's steps share: config -> data, models, run files (the run
+directory's layout is in :mod:`scissorhands_jax.experiment.generation`).
 
 Every checkpoint goes through :class:`~scissorhands_jax.Checkpoints` with an identity
 (data, network, schedule, settings): a run directory is never continued or read under
