@@ -152,10 +152,10 @@ class _Config:
     section over their release defaults, key ``2000 + s``.
     """
 
-    mesh = None  # set by run_compare: where the models train and run
-
-    def __init__(self, path, *, smoke, config_overrides, data_dir, methods, overrides):
+    def __init__(self, path, *, smoke, config_overrides, data_dir, methods, overrides, mesh):
         from scissorhands_jax.experiment.config import load_config, methods_of
+
+        self.mesh = mesh  # where the models train and run
 
         config_overrides = list(config_overrides)
         if data_dir:
@@ -387,6 +387,7 @@ def run_compare(
             data_dir=data_dir,
             methods=methods,
             overrides=hyperparameters or {},
+            mesh=mesh,
         )
         for path in paths
     ]
@@ -396,8 +397,6 @@ def run_compare(
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
     if plot:
         _plots.check_plotting()
-    for backend in backends:
-        backend.mesh = mesh
     with run_directory(out, command=command) as out:  # one writer
         return _run(out, backends, seeds, methods, mia_feature, plot, command, overwrite, progress)
 
