@@ -6,7 +6,7 @@ in, and how close do they come to the device's peak? On synthetic CIFAR-shaped d
 float32 parameters and optimiser state: :func:`scissorhands_jax.with_precision`) and for
 batches of 256 and 1024, it times side by side:
 
-- ``train_step``: :func:`scissorhands_jax._training.train_step` (forward, backward, weight
+- ``train_step``: :func:`scissorhands_jax._training.train_update` (forward, backward, weight
   decay, momentum SGD, BatchNorm statistics; parameters and optimiser state donated);
 - ``saliency``: :func:`scissorhands_jax.connection_sensitivity` on one forget batch;
 - ``repair_gem``: a joint repair step as :func:`scissorhands_jax.repair` runs it
@@ -98,7 +98,7 @@ def train_step_program(setup, precision: str, batch_size: int):
     loss = shs.with_precision(model.loss, precision)
     tx = shs.sgd(0.1, momentum=0.9, weight_decay=5e-4)
     jstep = jax.jit(
-        lambda p, s, o, b: training.train_step(loss, tx, p, s, o, b), donate_argnums=(0, 1, 2)
+        lambda p, s, o, b: training.train_update(loss, tx, p, s, o, b), donate_argnums=(0, 1, 2)
     )
     batch = {
         "image": jnp.zeros((batch_size, 32, 32, 3), jnp.float32),

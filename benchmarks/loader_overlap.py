@@ -40,6 +40,7 @@ import numpy as np
 from _common import machine
 
 import scissorhands_jax as shs
+from scissorhands_jax._loop import TrainState
 from scissorhands_jax._training import train_step
 from scissorhands_jax.data import ImageSource, ImageTable, Normalization, random_crop_flip
 from scissorhands_jax.data.batching import permutation
@@ -69,15 +70,17 @@ def main() -> None:
             table, np.arange(n), args.batch, CIFAR, "crop_flip", drop_last=True, prefetch=prefetch
         )
 
+    one_step = train_step(model.loss, tx)  # compiled once, shared by the variants
+
     def epoch(batches) -> float:
-        p, s, o = params, state, tx.init(params)
+        st = TrainState(0, params, state, tx.init(params))
         start = None
         for i, batch in enumerate(batches):
             if i == args.warmup:
-                jax.block_until_ready(p)
+                jax.block_until_ready(st.params)
                 start = time.perf_counter()
-            p, s, o, _ = train_step(model.loss, tx, p, s, o, batch)
-        jax.block_until_ready(p)
+            st, _ = one_step(st, batch)
+        jax.block_until_ready(st.params)
         return time.perf_counter() - start
 
     def on_device(key):

@@ -67,11 +67,12 @@ def main() -> None:
     }
     saliency_loss = shs.bind_state(model, state)
 
+    one_train = training.train_step(model.loss, train_tx)  # compiled once
+
     def train_step():
-        p, s, o = carry["train"]
-        p, s, o, loss = training.train_step(model.loss, train_tx, p, s, o, retain)
-        carry["train"] = (p, s, o)
-        return p, s, o, loss
+        st, loss = one_train(shs.TrainState(0, *carry["train"]), retain)
+        carry["train"] = (st.params, st.model_state, st.opt_state)
+        return (*carry["train"], loss)
 
     def saliency():
         return shs.connection_sensitivity(saliency_loss, params, [forget])

@@ -2,7 +2,9 @@
 
 Scissorhands' repair (classifiers and diffusion models), the diffusion baselines and
 plain step-based training all run through :func:`run_steps`; they differ only in the
-step function they pass. :class:`TrainState` is what every loop carries.
+step function they pass, ``step(state, batch) -> (state, metrics)``, built once per run
+(its model, loss and optimiser bound before ``jax.jit``). :class:`TrainState` is what
+every loop carries.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class TrainState(NamedTuple):
       model_state: model state (BatchNorm statistics; ``{}`` when there is none).
       opt_state: optimiser state (momentum, Adam's moments, the schedule's counter).
       ema: the exponential moving average of ``params``, or None when not kept.
+      memory: the forget memory the steps of a :func:`run_steps` call project against,
+        set by its ``memory_fn``; None outside such a call (never checkpointed).
     """
 
     step: int
@@ -38,6 +42,7 @@ class TrainState(NamedTuple):
     model_state: ModelState
     opt_state: optax.OptState
     ema: Params | None = None
+    memory: Params | None = None
 
     def tree(self) -> dict[str, Any]:
         """The arrays to checkpoint (the step goes into the checkpoint's step number)."""
@@ -84,12 +89,11 @@ def projected_count(opt_state: Any) -> int:
     return 0 if count is None else int(count)
 
 
-StepFn = Callable[
-    [TrainState, Batch, Batch | None, Params | None, int], tuple[TrainState, Any, Any]
-]
-"""``step(state, b_r, b_f, memory, i) -> (state, loss_retain, loss_forget)``: one
-optimiser step on a retain batch and a forget batch (None: retain only), ``i`` being
-the 1-based index of the step in this call of :func:`run_steps`."""
+StepFn = Callable[[TrainState, tuple[Batch, Batch | None]], tuple[TrainState, tuple[Any, Any]]]
+"""``step(state, (b_r, b_f)) -> (state, (loss_retain, loss_forget))``: one optimiser step
+on a retain batch and a forget batch (``b_f`` None: retain only, and its forget loss is
+ignored), advancing ``state.step`` by one and projecting against ``state.memory`` where
+it projects."""
 
 
 DIVERGENCE_FACTOR = 1e3
@@ -225,8 +229,9 @@ def run_steps(
 
     The loop stops after ``steps`` steps, or when ``pairs`` ends or yields a None
     retain batch. Before step ``i`` (0-based) with ``i % memory_every == 0`` (with
-    ``memory_every=0``: before the first step only) the memory is refreshed by
-    ``memory_fn(state, i)``.
+    ``memory_every=0``: before the first step only) the memory is refreshed:
+    ``state.memory = memory_fn(state, i)``; it is None before the first refresh and in
+    the returned state.
 
     Every step's losses go through ``guard`` (:class:`LossGuard`), one step late so
     that reading them never stalls the steps already dispatched: a non-finite or
@@ -258,7 +263,7 @@ def run_steps(
     """
     guard = LossGuard() if guard is None else guard
     log: list[dict[str, Any]] = []
-    memory = None
+    state = state._replace(memory=None)
     start = time.perf_counter()
     r_losses: list[Any] = []
     f_losses: list[Any] = []
@@ -274,9 +279,9 @@ def run_steps(
             break
         b_r, b_f = pair
         if memory_fn is not None and (i == 0 if memory_every == 0 else i % memory_every == 0):
-            memory = memory_fn(state, i)
+            state = state._replace(memory=memory_fn(state, i))
         i += 1
-        state, l_r, l_f = step(state, b_r, b_f, memory, i)
+        state, (l_r, l_f) = step(state, (b_r, b_f))
         for checked in pending:  # the previous step's losses, while this one runs
             guard.check(desc, *checked)
         pending = [(state.step, l_r, l_f if b_f is not None else None, b_r, b_f)]
@@ -295,7 +300,7 @@ def run_steps(
     if r_losses:
         log.append(_entry(state, r_losses, f_losses, projected_before, start))
         report(desc, log[-1], callback)
-    return state, log
+    return state._replace(memory=None), log
 
 
 def report(desc: str, entry: dict[str, Any], callback=None, epochs: int | None = None) -> None:

@@ -190,11 +190,11 @@ def train_objective(
     scalars = ObjectiveScalars(jnp.float32(w_retain), jnp.float32(w_forget), jnp.float32(lr))
     run_step = objective_step(loss, tx, sign=float(sign))
 
-    def step(st, b_r, b_f, memory, _i):
+    def step(st, batch):
+        b_r, b_f = batch
         if mesh is not None:
             b_r, b_f = shard_batch(b_r, mesh), None if b_f is None else shard_batch(b_f, mesh)
-        st, (l_r, l_f) = run_step(st, (b_r, b_f), scalars, memory, grad_mask)
-        return st, l_r, l_f
+        return run_step(st, (b_r, b_f), scalars, st.memory, grad_mask)
 
     hook = None
     if memory_fn is not None:

@@ -201,14 +201,15 @@ def repair(
     lam = jnp.float32(settings.lam)
 
     run_step = repair_step(loss, tx)  # compiled once for the run
-
-    def step(st, b_r, b_f, memory, i):
-        st, (l_r, l_f) = run_step(st, (b_r, b_f), lam, memory, i % projection.project_every == 0)
-        return st, l_r, l_f
-
     log: list[dict[str, Any]] = []
     guard = LossGuard()  # one for the whole repair: the divergence bound is its first loss
     for epoch in range(settings.epochs):
+        first = state.step  # the projection acts on the epoch's steps i with i % every == 0
+
+        def step(st, batch, first=first):
+            project = (st.step - first + 1) % projection.project_every == 0  # i is 1-based
+            return run_step(st, batch, lam, st.memory, project)
+
         memory_fn = None
         if projects_in_epoch(projection, epoch):
             k_epoch = jax.random.fold_in(k_mem, epoch)

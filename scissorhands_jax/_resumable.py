@@ -6,9 +6,10 @@ Step ``s`` of a run with ``n`` batches per epoch is batch ``i = s mod n`` of epo
 counter. So the :class:`~scissorhands_jax._loop.TrainState` is everything a resumed run
 needs: restored from a checkpoint, it continues with exactly the batches, learning rates
 and arithmetic of an uninterrupted run. Classifiers and diffusion models share it; they
-differ in their step (:func:`scissorhands_jax._training.train_step` with the learning
-rate inside the optimiser, or :func:`scissorhands_jax._objective.objective_step` with
-Adam's direction times ``lr``) and in how often they log.
+differ in their step, built once per run (:func:`scissorhands_jax._training.train_step`
+with the learning rate inside the optimiser, or
+:func:`scissorhands_jax._objective.objective_step` with Adam's direction times ``lr``), and
+in how often they log.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def fit_resumable(
         (e.g. :class:`~scissorhands_jax.data.loader.ImageSource`) resumes mid-epoch
         without reading the skipped batches.
       key: the run's data key; epoch ``e`` uses ``fold_in(key, e)``.
-      tx: the optimiser that made ``state.opt_state`` (hashable: build it once).
+      tx: the optimiser that made ``state.opt_state``.
       epochs: the run's length in epochs, or
       steps: its length in steps (give one of the two).
       lr: None: ``tx`` holds the learning rate (:func:`~scissorhands_jax._training.train_step`);
@@ -156,13 +157,13 @@ def fit_resumable(
     end = total if stop_step is None else min(int(stop_step), total)
     if not 0 <= state.step <= end:
         raise ValueError(f"cannot run from step {state.step} to step {end} (of {total}).")
-    one_step = _step_fn(loss_fn, tx, lr)
+    one_step = _step_fn(loss_fn, tx, lr)  # compiled once for the run
     state = private_copy(state)  # the steps donate its arrays
     mesh = mesh_of(state.params) if mesh is None else mesh
     if mesh is not None:  # replicated state, every batch split over the data axis
         state = TrainState(state.step, *on_mesh(tuple(state)[1:], mesh))
     decay = None if ema_decay is None else jnp.float32(ema_decay)
-    step, params, model_state, opt_state, ema = state
+    step = state.step
     log: list[dict[str, Any]] = []
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", disable=not progress)
     losses, start, batches = [], time.perf_counter(), None
@@ -174,11 +175,11 @@ def fit_resumable(
         batch = next(batches)
         if mesh is not None:
             batch = shard_batch(batch, mesh)
-        params, model_state, opt_state, loss = one_step(params, model_state, opt_state, batch)
+        state, loss = one_step(state, batch)
         if decay is not None:
-            ema = ema_update(ema, params, decay)
+            state = state._replace(ema=ema_update(state.ema, state.params, decay))
         losses.append(loss)
-        step += 1
+        step = state.step
         for checked in pending:  # the previous step's loss, while this one runs
             guard.check(*checked)
         pending = [(f"{desc} epoch {epoch}", step, loss, None, batch)]
@@ -211,30 +212,25 @@ def fit_resumable(
             for checked in pending:
                 guard.check(*checked)
             pending = []
-            save(
-                TrainState(step, params, model_state, opt_state, ema),
-                {"epoch": step / per_epoch, "final": step == total},
-            )
+            save(state, {"epoch": step / per_epoch, "final": step == total})
         if preempted:
             logger.warning("%s: preempted at step %d of %d; state saved.", desc, step, total)
             break
     bar.close()
-    return TrainState(step, params, model_state, opt_state, ema), log
+    return state, log
 
 
 def _step_fn(loss_fn, tx, lr):
+    """``step(state, batch) -> (state, loss)`` of the run: :func:`train_step` with the
+    learning rate in ``tx`` (``lr`` None), else :func:`objective_step` scaling ``tx``'s
+    direction by ``-lr``."""
     if lr is None:
-
-        def one(params, model_state, opt_state, batch):
-            return train_step(loss_fn, tx, params, model_state, opt_state, batch)
-
-        return one
+        return train_step(loss_fn, tx)
     scalars = ObjectiveScalars(jnp.float32(1.0), jnp.float32(0.0), jnp.float32(lr))
-    step = objective_step(loss_fn, tx)  # compiled once for the run
+    step = objective_step(loss_fn, tx)
 
-    def one(params, model_state, opt_state, batch):
-        state = TrainState(0, params, model_state, opt_state)
+    def one(state, batch):
         state, (loss, _) = step(state, (batch, None), scalars)
-        return state.params, model_state, state.opt_state, loss
+        return state, loss
 
     return one

@@ -12,9 +12,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from scissorhands_jax._loop import LossGuard, private_copy, report
+from scissorhands_jax._loop import LossGuard, TrainState, private_copy, report
 from scissorhands_jax._settings import check_momentum, check_real
-from scissorhands_jax._types import BatchSource, ModelLossFn, ModelState, Params, PRNGKey
+from scissorhands_jax._types import Batch, BatchSource, ModelLossFn, ModelState, Params, PRNGKey
 from scissorhands_jax.parallel import mesh_of, on_mesh, sharded_source
 
 
@@ -39,19 +39,45 @@ def sgd(
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=momentum))
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "tx"), donate_argnums=(2, 3, 4))
-def train_step(loss_fn: ModelLossFn, tx, params, model_state, opt_state, batch):
-    """One step on ``loss_fn`` in training mode; returns the new triple and the loss.
-
-    ``params``, ``model_state`` and ``opt_state`` are donated: their buffers hold the
-    new triple, so a step needs no second copy of the model on the device. Use the
-    returned trees; the ones passed in are gone after the call (on devices that
-    implement donation)."""
+def train_update(loss_fn: ModelLossFn, tx, params, model_state, opt_state, batch):
+    """One step on ``loss_fn`` in training mode, unjitted: the new ``(params,
+    model_state, opt_state)`` and the loss. :func:`train_step` compiles it for one run;
+    a program that trains many models at once (a population) calls it inside its own."""
     (loss, new_state), grads = jax.value_and_grad(
         lambda p: loss_fn(p, model_state, batch, True), has_aux=True
     )(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_state, opt_state, loss
+
+
+def train_step(
+    loss_fn: ModelLossFn, tx: optax.GradientTransformation
+) -> Callable[[TrainState, Batch], tuple[TrainState, jax.Array]]:
+    """The training step of one run, compiled once for it (``loss_fn`` and ``tx`` are
+    bound before ``jax.jit``, so neither needs to be hashable).
+
+    Args:
+      loss_fn: ``loss_fn(params, model_state, batch, train) -> (loss, new_state)``.
+      tx: the optimiser (the learning rate inside it).
+
+    Returns:
+      ``step(state, batch) -> (state, loss)`` on a :class:`~scissorhands_jax._loop.TrainState`
+      (its EMA, if any, is left to the caller). The state's parameters, model state and
+      optimiser state are donated: their buffers hold the new ones, so a step needs no
+      second copy of the model on the device. Use the returned state; the arrays passed
+      in are gone after the call (on devices that implement donation).
+    """
+    update = jax.jit(functools.partial(train_update, loss_fn, tx), donate_argnums=(0, 1, 2))
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, jax.Array]:
+        params, model_state, opt_state, loss = update(
+            state.params, state.model_state, state.opt_state, batch
+        )
+        new = state._replace(step=state.step + 1, params=params, model_state=model_state,
+                             opt_state=opt_state)  # fmt: skip
+        return new, loss
+
+    return step
 
 
 def fit(
@@ -78,7 +104,7 @@ def fit(
       data: a :data:`BatchSource` (see :func:`array_source`).
       key: the shuffling key.
       epochs: number of epochs.
-      tx: the optimiser (hashable: build it once, e.g. with :func:`sgd`).
+      tx: the optimiser (e.g. :func:`sgd`).
       progress: show a progress bar.
       desc: the progress bar's label.
       mesh: train data-parallel on this mesh (see
@@ -105,9 +131,10 @@ def fit(
     opt_state = tx.init(params)
     if mesh is not None:
         opt_state = on_mesh(opt_state, mesh)
+    state, one_step = TrainState(0, params, model_state, opt_state), train_step(loss_fn, tx)
     log = []
     total = getattr(data, "num_batches", None)
-    guard, step, pending = LossGuard(), 0, []
+    guard, pending = LossGuard(), []
     for epoch in range(epochs):
         start, losses = time.perf_counter(), []
         batches = data(jax.random.fold_in(key, epoch))
@@ -119,13 +146,10 @@ def fit(
             leave=False,
         )
         for batch in bar:
-            params, model_state, opt_state, loss = train_step(
-                loss_fn, tx, params, model_state, opt_state, batch
-            )
-            step += 1
+            state, loss = one_step(state, batch)
             for checked in pending:  # one step late: never stalls the dispatched step
                 guard.check(*checked)
-            pending = [(f"{desc} epoch {epoch}", step, loss, None, batch, None)]
+            pending = [(f"{desc} epoch {epoch}", state.step, loss, None, batch, None)]
             losses.append(loss)
         for checked in pending:
             guard.check(*checked)
@@ -135,4 +159,4 @@ def fit(
         mean = float(np.mean(jax.device_get(losses)))
         log.append({"epoch": epoch, "loss": mean, "time_s": time.perf_counter() - start})
         report(desc, log[-1], callback, epochs)
-    return params, model_state, log
+    return state.params, state.model_state, log

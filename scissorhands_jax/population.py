@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from scissorhands_jax._loop import LossGuard
 from scissorhands_jax._seed import check_seed
-from scissorhands_jax._training import train_step
+from scissorhands_jax._training import train_update
 from scissorhands_jax._types import Batch, ModelLossFn, ModelState, Params, PRNGKey
 from scissorhands_jax.data import array_source
 
@@ -155,7 +155,7 @@ def _over_models(fn: Callable, backend: str, args: tuple, in_axes: tuple) -> Any
 def _gathered_step(loss_fn, tx, carry, data, idx):
     """One training step of one model on the examples ``idx`` of ``data``."""
     batch = jax.tree.map(lambda x: x[idx], data)
-    *carry, loss = train_step(loss_fn, tx, *carry, batch)
+    *carry, loss = train_update(loss_fn, tx, *carry, batch)
     return tuple(carry), loss
 
 

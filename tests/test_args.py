@@ -8,7 +8,7 @@ import pytest
 from conftest import DIGITS, err_line
 
 from scissorhands_jax import cli
-from scissorhands_jax.commands._args import parse_set
+from scissorhands_jax.commands._set import parse_set
 
 SECTIONS = ("data", "model", "train", "retrain", "unlearn", "eval")
 

@@ -150,17 +150,17 @@ CHILD = textwrap.dedent(
         tree, _ = ck.restore(state.tree())
         state = TrainState(ck.latest_step(), **tree)
         print("resumed at", state.step, flush=True)
-    step, p, s, o = state[:4]
+    one_step = train_step(loss, tx)
     key, total, batches = jax.random.key(3), 3 * per, None
     with PreemptionGuard():
-        while step < total:
-            epoch, i = divmod(step, per)
+        while state.step < total:
+            epoch, i = divmod(state.step, per)
             if batches is None or i == 0:
                 batches = source.batches(jax.random.fold_in(key, epoch), i)
-            p, s, o, _ = train_step(loss, tx, p, s, o, next(batches))
-            step += 1
+            state, _ = one_step(state, next(batches))
+            step = state.step
             if step % 2 == 0 or preemption_requested():
-                ck.save(step, TrainState(step, p, s, o).tree())
+                ck.save(step, state.tree())
             if mode == f"kill:{step}":  # inside the asynchronous save just started
                 os.kill(os.getpid(), signal.SIGKILL)
             if preemption_requested():
@@ -171,7 +171,7 @@ CHILD = textwrap.dedent(
                 print("step", step, flush=True)
                 time.sleep(0.3)
     ck.close()
-    np.savez(out, *[np.asarray(x) for x in jax.tree.leaves((p, o))])
+    np.savez(out, *[np.asarray(x) for x in jax.tree.leaves((state.params, state.opt_state))])
     print("done", flush=True)
     """
 )

@@ -14,7 +14,7 @@ from conftest import COMPARE, DEMO, boom, err_line
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.commands._args import parse_set
+from scissorhands_jax.commands._set import parse_set
 from scissorhands_jax.commands.compare import CONFIG_SECTIONS
 from scissorhands_jax.experiment import pipeline as pipe
 from scissorhands_jax.experiment import report

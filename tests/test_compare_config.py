@@ -174,7 +174,7 @@ def test_setting_errors_come_before_any_work(tmp_path, capsys):
 
 
 def test_old_method_spelling_warns_and_still_reaches_the_method():
-    from scissorhands_jax.commands._args import parse_set
+    from scissorhands_jax.commands._set import parse_set
     from scissorhands_jax.commands.compare import CONFIG_SECTIONS
 
     items = ["ft.lr=0.1", "train.epochs=2", "unlearn.lr=0.01", "methods.ga.lr=0.2"]

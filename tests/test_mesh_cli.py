@@ -47,6 +47,7 @@ def _worker(tmp: Path) -> dict:
 
     from scissorhands_jax import cli
     from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.config import load_config
     from scissorhands_jax.parallel import resolve_mesh
 
     assert jax.device_count() == DEVICES
@@ -60,7 +61,7 @@ def _worker(tmp: Path) -> dict:
         assert cli.main(["evaluate", *common, "--run", run, "--mesh", mesh]) == 0
     assert cli.main(["train", *common, "--out", str(tmp / "train4"), "--only", "original"]) == 0
 
-    cfg = pipe.load_config(CONFIG, smoke=True)
+    cfg = load_config(CONFIG, smoke=True)
     split = pipe.build_split(cfg, progress=False)
     model = pipe.build_model(cfg, split.dataset)
     p1, s1, m1 = pipe.load_unlearned(tmp / "one", cfg, split, model)

@@ -171,8 +171,9 @@ def runs(tmp_path_factory):
 
 def _load(run: Path):
     from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.config import load_config
 
-    cfg = pipe.load_config(CONFIG, smoke=True, overrides=["data.limit_train=512"])
+    cfg = load_config(CONFIG, smoke=True, overrides=["data.limit_train=512"])
     split = pipe.build_split(cfg, progress=False)
     model = pipe.build_model(cfg, split.dataset)
     original = pipe.load_trained(run, "original", cfg, split, model)

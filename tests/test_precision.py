@@ -12,7 +12,7 @@ import pytest
 
 import scissorhands_jax as shs
 from scissorhands_jax import _training as training
-from scissorhands_jax._loop import private_copy
+from scissorhands_jax._loop import TrainState, private_copy
 from scissorhands_jax._objective import adam_tx, train_objective
 
 
@@ -88,9 +88,9 @@ def test_train_step_donates_and_fit_keeps_the_callers_arrays():
     params, state, batch = _problem(2)
     tx = training.sgd(0.1)
     expected_w = np.asarray(params["w"]).copy()
-    p, s, o, _ = training.train_step(_linear_loss, tx, *private_copy((params, state)),
-                                     tx.init(params), batch)  # fmt: skip
-    assert np.all(np.isfinite(np.asarray(p["w"])))
+    start = TrainState(0, *private_copy((params, state)), tx.init(params))
+    new, _ = training.train_step(_linear_loss, tx)(start, batch)
+    assert new.step == 1 and np.all(np.isfinite(np.asarray(new.params["w"])))
     source = shs.data.array_source(batch, 4)
     new, _, log = training.fit(
         _linear_loss, params, state, source, key=jax.random.key(0), epochs=2, tx=tx
@@ -104,8 +104,7 @@ def test_train_step_consumes_its_inputs_where_the_device_donates():
     params, state, batch = _problem(3)
     tx = training.sgd(0.1)
     p, s = private_copy((params, state))
-    o = tx.init(p)
-    training.train_step(_linear_loss, tx, p, s, o, batch)
+    training.train_step(_linear_loss, tx)(TrainState(0, p, s, tx.init(p)), batch)
     if jax.devices()[0].platform == "cpu" and not p["w"].is_deleted():
         pytest.skip("this jaxlib's CPU backend does not implement donation")
     assert p["w"].is_deleted() and s["calls"].is_deleted()

@@ -96,6 +96,7 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "scissorhands_jax/configs/dig
 def test_train_command_exits_75_on_sigterm_and_resumes_to_the_same_model(tmp_path):
     from scissorhands_jax import cli
     from scissorhands_jax.experiment import pipeline as pipe
+    from scissorhands_jax.experiment.config import load_config
 
     args = [CONFIG, "--smoke", "--only", "original", "--no-progress",
             "--set", "train.epochs=60", "--set", "train.checkpoint_every=100000"]  # fmt: skip
@@ -115,7 +116,7 @@ def test_train_command_exits_75_on_sigterm_and_resumes_to_the_same_model(tmp_pat
     assert "preempted" in out
     assert cli.main(["train", *args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
 
-    cfg = pipe.load_config(CONFIG, smoke=True, overrides=["train.epochs=60"])
+    cfg = load_config(CONFIG, smoke=True, overrides=["train.epochs=60"])
     split = pipe.build_split(cfg, progress=False)
     model = pipe.build_model(cfg, split.dataset)
     whole, _ = pipe.load_trained(tmp_path / "whole", "original", cfg, split, model)

@@ -329,11 +329,10 @@ def run_pass(
     tx_args = tx_args or {}
     mesh = mesh_of(state.params)  # the batches follow the parameters' placement
 
-    def loop_step(st, batch, _forget, _memory, _i):
-        if mesh is not None:
-            batch = shard_batch(batch, mesh)
+    def loop_step(st, pair):
+        batch = pair[0] if mesh is None else shard_batch(pair[0], mesh)
         st, loss = step(st, batch, aux, tx_args)
-        return st, loss, None
+        return st, (loss, None)
 
     pairs = ((batch, None) for batch in batches)
     state, entries = run_steps(loop_step, state, pairs, progress=progress, desc=desc, guard=guard)

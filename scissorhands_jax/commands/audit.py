@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 from scissorhands_jax.commands import _args
@@ -69,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
     from scissorhands_jax.experiment.audit import run_audit
     from scissorhands_jax.parallel import resolve_mesh
 
-    command = "scissorhands " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_audit(
         out=args.out,
         protocols=args.protocol,
@@ -80,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         plot=not args.no_plot,
         progress=not args.no_progress,
-        command=command,
+        command=_args.invocation(),
         settings=args.settings,
         mesh=resolve_mesh(args.mesh),  # the methods' steps; the populations use vmap
     )

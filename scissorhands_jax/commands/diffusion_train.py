@@ -20,21 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "to the same bits as an uninterrupted run.",
     )
     _args.add_common_arguments(p)
-    p.add_argument("--out", required=True, help="the run directory")
-    p.add_argument(
-        "--only",
-        choices=["original", "retrain", "classifier"],
-        help="train only this model (default: all three)",
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoints in --out"
-    )
-    p.add_argument(
-        "--until-step",
-        type=int,
-        metavar="K",
-        help="stop each model after K steps in total (checkpointed; continue with --resume)",
-    )
+    _args.add_training_arguments(p, ("original", "retrain", "classifier"))
 
 
 def run(args: argparse.Namespace) -> int:

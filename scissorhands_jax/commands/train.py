@@ -17,19 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train.checkpoint_every steps and at the end; saves the forget indices in --out.",
     )
     _args.add_common_arguments(p)
-    p.add_argument("--out", required=True, help="the run directory")
-    p.add_argument(
-        "--only", choices=["original", "retrain"], help="train only this model (default: both)"
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in --out"
-    )
-    p.add_argument(
-        "--until-step",
-        type=int,
-        metavar="K",
-        help="stop each model after K steps in total (checkpointed; continue with --resume)",
-    )
+    _args.add_training_arguments(p, ("original", "retrain"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 from scissorhands_jax.commands import _args
@@ -61,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     """Runs the tuning and prints its report."""
     from scissorhands_jax.experiment.tune import run_tune
 
-    command = "scissorhands " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_tune(
         out=args.out,
         protocols=args.protocol,
@@ -72,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         tuning_seed=args.tuning_seed,
         backend=args.backend,
         progress=not args.no_progress,
-        command=command,
+        command=_args.invocation(),
     )
     print((Path(args.out) / "report.md").read_text())
     return 0

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 import time
@@ -172,14 +171,12 @@ def count_true(mask: Mask) -> int:
     return int(sum(np.sum(m) for m in jax.device_get(jax.tree.leaves(mask))))
 
 
-@functools.lru_cache(maxsize=32)
 def retain_forget_loss(retain_loss, forget_loss):
     """One ``loss(params, model_state, batch, train)`` for
     :func:`~scissorhands_jax._objective.train_objective`, whose step evaluates the retain
     term in training mode and the forget term in evaluation mode: ``retain_loss`` for
     the first, ``forget_loss`` for the second (``retain_loss`` itself when both are the
-    same function). Equal arguments give the same function, so compiled steps are reused.
-    """
+    same function)."""
     if retain_loss is forget_loss:
         return retain_loss
 

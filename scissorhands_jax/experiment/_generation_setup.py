@@ -1,13 +1,5 @@
-"""What the generation pipeline's steps share: config -> data, models, run files.
-
-A run directory (``--out`` of ``diffusion-train``, ``--run`` of the others) holds::
-
-    run.json                                the request: data, forget class, counts
-    original/checkpoints/<step>/  log.json  the DDPM trained on every class
-    retrain/checkpoints/<step>/   log.json  the DDPM trained without the forget class
-    classifier/checkpoints/<step>/ log.json the judge of the generation metrics
-    <method>/checkpoints/<steps>/ log.json  an unlearned DDPM (scissorhands, salun, ...)
-    evaluation.json, grid_<model>.png, before_after.png
+"""What the generation pipeline's steps share: config -> data, models, run files (the run
+directory's layout is in :mod:`scissorhands_jax.experiment.generation`).
 
 Every checkpoint goes through :class:`~scissorhands_jax.Checkpoints` with an identity
 (data, network, schedule, settings): a run directory is never continued or read under
@@ -16,7 +8,6 @@ another config.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,39 +78,21 @@ def build_data(cfg: dict, *, progress: bool) -> GenerationData:
     )
 
 
-def _frozen(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    return tuple(map(_frozen, value)) if isinstance(value, list | tuple) else value
-
-
 def build_model(cfg: dict, data: GenerationData) -> DiffusionModel:
-    """The config's DDPM for ``data``; equal settings give the same object, so that commands
-    run in one process (tests, notebooks) share its compiled programs."""
-    return _model(
-        _frozen(cfg["unet"]),
-        _frozen(cfg["diffusion"]["schedule"]),
-        float(cfg["diffusion"]["p_uncond"]),
-        data.num_classes,
-        data.image_shape,
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _model(unet, schedule, p_uncond, num_classes, image_shape) -> DiffusionModel:
+    """The config's DDPM for ``data``."""
     from scissorhands_jax.models.unet import UNet
 
-    s = dict(schedule)
-    module = UNet(num_classes=num_classes, **dict(unet))
+    s = cfg["diffusion"]["schedule"]
+    unet = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()}
     sched = make_schedule(
         s["kind"], s["num_timesteps"], beta_start=s["beta_start"], beta_end=s["beta_end"]
     )
     return diffusion_model(
-        module,
-        image_shape=image_shape,
-        num_classes=num_classes,
+        UNet(num_classes=data.num_classes, **unet),
+        image_shape=data.image_shape,
+        num_classes=data.num_classes,
         schedule=sched,
-        p_uncond=p_uncond,
+        p_uncond=float(cfg["diffusion"]["p_uncond"]),
     )
 
 
@@ -131,11 +104,8 @@ def build_judge(cfg: dict, data: GenerationData):
         raise ValueError(
             f"unknown classifier.model {c['model']!r}; choose one of {sorted(_JUDGES)}."
         )
-    return _judge(c["model"], int(c["width"]), data.num_classes, data.dataset.image_shape)
-
-
-@functools.lru_cache(maxsize=8)
-def _judge(name, width, num_classes, image_shape):
+    name, width, num_classes = c["model"], int(c["width"]), data.num_classes
+    image_shape = data.dataset.image_shape
     example = jnp.zeros((1, *image_shape), jnp.float32)
     if name == "digits_cnn":
         module = DigitsCNN(num_classes)

@@ -52,7 +52,7 @@ from scissorhands_jax import metrics as M
 from scissorhands_jax import population as pop
 from scissorhands_jax._training import sgd
 from scissorhands_jax._versions import versions
-from scissorhands_jax.experiment import report
+from scissorhands_jax.experiment import _plots, report
 from scissorhands_jax.experiment._tune_rules import (
     concrete_hyperparameters,
     load_settings,
@@ -512,7 +512,7 @@ def run_audit(
     if not _is_int(seed) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"--seed must be an integer in [0, 2**31); got {seed!r}.")
     if plot:
-        report.check_plotting()
+        _plots.check_plotting()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory.")

@@ -37,6 +37,7 @@ from scissorhands_jax._method import check_settings, scissorhands
 from scissorhands_jax._preemption import Preempted, PreemptionGuard, preemption_requested
 from scissorhands_jax._settings import flat_defaults
 from scissorhands_jax.baselines import HYPERPARAMETERS, METHODS
+from scissorhands_jax.experiment import _plots
 from scissorhands_jax.experiment import report as _report
 from scissorhands_jax.experiment.rules import SEED_LIMIT
 from scissorhands_jax.experiment.rundir import (
@@ -150,10 +151,10 @@ class _Config:
     section over their release defaults, key ``2000 + s``.
     """
 
-    mesh = None  # set by run_compare: where the models train and run
-
-    def __init__(self, path, *, smoke, config_overrides, data_dir, methods, overrides):
+    def __init__(self, path, *, smoke, config_overrides, data_dir, methods, overrides, mesh):
         from scissorhands_jax.experiment.config import load_config, methods_of
+
+        self.mesh = mesh  # where the models train and run
 
         config_overrides = list(config_overrides)
         if data_dir:
@@ -385,6 +386,7 @@ def run_compare(
             data_dir=data_dir,
             methods=methods,
             overrides=hyperparameters or {},
+            mesh=mesh,
         )
         for path in paths
     ]
@@ -393,9 +395,7 @@ def run_compare(
     if mia_feature not in (*MIA_FEATURES, "loss"):
         raise ValueError(f"mia_feature must be one of {(*MIA_FEATURES, 'loss')}.")
     if plot:
-        _report.check_plotting()
-    for backend in backends:
-        backend.mesh = mesh
+        _plots.check_plotting()
     with run_directory(out, command=command) as out:  # one writer
         return _run(out, backends, seeds, methods, mia_feature, plot, command, overwrite, progress)
 

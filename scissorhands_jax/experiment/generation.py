@@ -50,10 +50,10 @@ from scissorhands_jax.experiment._generation_setup import (
     unlearn,
 )
 from scissorhands_jax.experiment.pipeline import (
-    TrainingClock,
     append_training_log,
     check_saved,
     read_json,
+    resume_and_fit,
 )
 from scissorhands_jax.experiment.rundir import (
     check_setting,
@@ -110,31 +110,8 @@ def _maker(cfg: dict) -> str:
 # ---------------------------------------------------------------- diffusion-train
 
 
-def _fit(role, loss, state, source, ck, total, *, until_step, mesh, progress, **schedule):
-    """Continues ``role`` from its latest checkpoint in ``ck`` (if any) to ``total`` steps
-    with :func:`~scissorhands_jax._resumable.fit_resumable`; ``(step, total, clock, log)``."""
-    import jax
-
-    from scissorhands_jax._loop import TrainState
-    from scissorhands_jax._resumable import fit_resumable
-
-    clock = TrainingClock()
-    if ck.latest_step() is not None:
-        tree, info = restore(ck, state.tree())
-        state = TrainState(ck.latest_step(), **tree)
-        clock.resume(info, ck.directory.parent / "log.json")
-        print(f"{role}: resuming from step {state.step} of {total}")
-    if state.step >= total:
-        return state.step, total, clock, []
-    state, log = fit_resumable(loss, state, source, stop_step=until_step, save=clock.saver(ck),
-                               progress=progress, desc=role, mesh=mesh, **schedule)  # fmt: skip
-    ck.wait()
-    jax.block_until_ready(state.params)
-    check_saved(ck, state.step, role)
-    return state.step, total, clock, log
-
-
 def _train_role(cfg, role, data, model, ck, **run) -> tuple[int, int, Any, list]:
+    """Continues ``role`` to its end (:func:`resume_and_fit`); ``(step, total, clock, log)``."""
     import jax
 
     from scissorhands_jax._precision import with_precision
@@ -142,16 +119,21 @@ def _train_role(cfg, role, data, model, ck, **run) -> tuple[int, int, Any, list]
     if role == "classifier":
         judge, _ = build_judge(cfg, data)
         section, source, tx, state, key = classifier_setup(cfg, data, judge)
-        return _fit("classifier", judge.loss, state, source, ck,
-                    section["epochs"] * source.num_batches, key=key, epochs=section["epochs"],
-                    tx=tx, save_every=section["checkpoint_every"], **run)  # fmt: skip
+        total = section["epochs"] * source.num_batches
+        state, clock, log = resume_and_fit(
+            "classifier", judge.loss, state, source, ck, total=total, key=key,
+            epochs=section["epochs"], tx=tx, save_every=section["checkpoint_every"], **run
+        )  # fmt: skip
+        return state.step, total, clock, log
     section, source, tx, state, key = generator_setup(cfg, role, data, model)
     loss = with_precision(model.loss, section["precision"])
-    return _fit(role, loss, state, source, ck, section["steps"],
-                key=jax.random.split(key, 3)[0],  # the data key of train_diffusion
-                steps=section["steps"], tx=tx, lr=section["lr"], ema_decay=section["ema_decay"],
-                save_every=section["checkpoint_every"], log_every=section["log_every"],
-                **run)  # fmt: skip
+    state, clock, log = resume_and_fit(
+        role, loss, state, source, ck, total=section["steps"],
+        key=jax.random.split(key, 3)[0],  # the data key of train_diffusion
+        steps=section["steps"], tx=tx, lr=section["lr"], ema_decay=section["ema_decay"],
+        save_every=section["checkpoint_every"], log_every=section["log_every"], **run
+    )  # fmt: skip
+    return state.step, section["steps"], clock, log
 
 
 def train_generators(

@@ -11,8 +11,6 @@ A run directory (``--out`` of ``train``, ``--run`` of the others) holds::
 
 from __future__ import annotations
 
-import argparse
-import functools
 import hashlib
 import time
 from pathlib import Path
@@ -27,7 +25,6 @@ from scissorhands_jax._loop import TrainState
 from scissorhands_jax._precision import with_precision
 from scissorhands_jax._resumable import fit_resumable, step_decay_sgd
 from scissorhands_jax.data.datasets import Dataset, Split, load_dataset, make_split
-from scissorhands_jax.experiment.config import load_config
 from scissorhands_jax.experiment.rundir import read_state, secondary_process, write_json_atomic
 from scissorhands_jax.models import DigitsCNN, Model, ResNet, linen_model
 
@@ -38,13 +35,6 @@ MODELS = {
 }
 ROLES = {"original": ("train", "train"), "retrain": ("retrain", "retain")}
 """role -> (config section of its schedule, data part it trains on)."""
-
-
-def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = list(args.set)
-    if args.data_dir:
-        overrides.append(f"data.data_dir={args.data_dir!r}")
-    return load_config(args.config, smoke=args.smoke, overrides=overrides)
 
 
 def build_dataset(cfg: dict, *, progress: bool) -> Dataset:
@@ -88,22 +78,13 @@ def build_model(cfg: dict, dataset: Dataset) -> Model:
             f"0..{dataset.num_classes - 1}: set model.num_classes to {dataset.num_classes} "
             "(or None, the data's own count)."
         )
+    example = jnp.zeros((1, *dataset.image_shape), jnp.float32)
     if m["name"] == "digits_cnn":
-        return _model("digits_cnn", num_classes, (), False, 0, dataset.image_shape)
+        return linen_model(DigitsCNN(num_classes), example)
     base = MODELS[m["name"]]
     stages = tuple(m["stage_sizes"] or base["stage_sizes"])
     stem = base["cifar_stem"] if m["cifar_stem"] is None else bool(m["cifar_stem"])
-    return _model(m["name"], num_classes, stages, stem, int(m["width"]), dataset.image_shape)
-
-
-@functools.lru_cache(maxsize=8)
-def _model(name, num_classes, stages, stem, width, image_shape) -> Model:
-    """One :class:`Model` per setting, so that commands run in one process (tests, notebooks)
-    share its compiled programs."""
-    example = jnp.zeros((1, *image_shape), jnp.float32)
-    if name == "digits_cnn":
-        return linen_model(DigitsCNN(num_classes), example)
-    return linen_model(ResNet(stages, num_classes, stem, width), example)
+    return linen_model(ResNet(stages, num_classes, stem, int(m["width"])), example)
 
 
 def indices_sha(values: np.ndarray) -> str:
@@ -162,26 +143,14 @@ def record_split(run: Path, split: Split, cfg: dict) -> None:
 
 
 def schedule_tx(section: dict, steps_per_epoch: int):
-    """The role's optimiser; equal settings give the same object (compiled steps reused)."""
-    return _tx(
-        section["lr"],
-        steps_per_epoch,
-        tuple(section["milestones"]),
-        section["gamma"],
-        section["momentum"],
-        section["weight_decay"],
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def _tx(lr, steps_per_epoch, milestones, gamma, momentum, weight_decay):
+    """The role's optimiser: step-decay SGD with the section's settings."""
     return step_decay_sgd(
-        lr,
+        section["lr"],
         steps_per_epoch=steps_per_epoch,
-        milestones=milestones,
-        gamma=gamma,
-        momentum=momentum,
-        weight_decay=weight_decay,
+        milestones=tuple(section["milestones"]),
+        gamma=section["gamma"],
+        momentum=section["momentum"],
+        weight_decay=section["weight_decay"],
     )
 
 
@@ -250,33 +219,24 @@ def train_role(
     read_json(log_path)  # a damaged log is refused before the training, not after
     section, source, tx, state, data_key = role_setup(cfg, role, split, model)
     total = section["epochs"] * source.num_batches
-    clock = TrainingClock()
-    if ck.latest_step() is not None:
-        tree, info = restore(ck, state.tree())
-        state = TrainState(ck.latest_step(), **tree)
-        clock.resume(info, log_path)
-        print(f"{role}: resuming from step {state.step} of {total}")
-    if state.step >= total:
+    state, clock, log = resume_and_fit(
+        role,
+        with_precision(model.loss, section["precision"]),
+        state,
+        source,
+        ck,
+        total=total,
+        key=data_key,
+        epochs=section["epochs"],
+        tx=tx,
+        save_every=section["checkpoint_every"],
+        until_step=until_step,
+        progress=progress,
+        mesh=mesh,
+    )
+    if not log:
         print(f"{role}: already complete ({total} steps)")
         return state
-    try:
-        state, log = fit_resumable(
-            with_precision(model.loss, section["precision"]),
-            state,
-            source,
-            key=data_key,
-            epochs=section["epochs"],
-            tx=tx,
-            stop_step=until_step,
-            save=clock.saver(ck),
-            save_every=section["checkpoint_every"],
-            progress=progress,
-            desc=role,
-            mesh=mesh,
-        )
-    finally:
-        ck.wait()  # every asynchronous save is on disk before the log says so
-    check_saved(ck, state.step, role)
     seconds = clock.segment_s()
     append_training_log(
         log_path,
@@ -294,6 +254,46 @@ def train_role(
         f"loss {loss:.4f}; {ck.directory}"
     )
     return state
+
+
+def resume_and_fit(
+    role: str,
+    loss: Any,
+    state: TrainState,
+    source: Any,
+    ck: Checkpoints,
+    *,
+    total: int,
+    until_step: int | None = None,
+    progress: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    **schedule: Any,
+) -> tuple[TrainState, TrainingClock, list[dict[str, Any]]]:
+    """Continues ``role`` from its latest checkpoint in ``ck`` (``state``, a fresh state of
+    the right shapes, when there is none) to step ``total`` (or ``until_step``) with
+    :func:`~scissorhands_jax._resumable.fit_resumable` and ``schedule``'s keywords, saving
+    through ``ck``; every save is on disk and checked when it returns.
+
+    Returns:
+      ``(state, clock, log)``: the state it stopped at, the run's
+      :class:`TrainingClock` and the log of this segment (empty when the run was complete).
+    """
+    clock = TrainingClock()
+    if ck.latest_step() is not None:
+        tree, info = restore(ck, state.tree())
+        state = TrainState(ck.latest_step(), **tree)
+        clock.resume(info, ck.directory.parent / "log.json")
+        print(f"{role}: resuming from step {state.step} of {total}")
+    if state.step >= total:
+        return state, clock, []
+    try:
+        state, log = fit_resumable(loss, state, source, stop_step=until_step, save=clock.saver(ck),
+                                   progress=progress, desc=role, mesh=mesh, **schedule)  # fmt: skip
+    finally:
+        ck.wait()  # every asynchronous save is on disk before the log says so
+    jax.block_until_ready(state.params)
+    check_saved(ck, state.step, role)
+    return state, clock, log
 
 
 def append_training_log(
