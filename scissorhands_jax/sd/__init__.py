@@ -15,7 +15,9 @@ copy of ``CompVis/stable-diffusion-v1-4``::
 
 Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
 :func:`generate_eval_set` for a prompt file); the release's losses are pure functions
-(:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...). A folder of
+(:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...), and the
+release's two recipes are settings (:data:`NUDITY_RECIPE`, :data:`CLASS_RECIPE`) of the
+one diffusion method, which sees the UNet through :func:`prompt_conditioned_model`. A folder of
 generated images is judged by :func:`nudenet_counts` (the ``sd-eval`` extra),
 :func:`classifier_accuracy` and :func:`folder_fid`.
 """
@@ -61,6 +63,15 @@ from scissorhands_jax.sd._losses import (
     ldm_loss,
     nudity_repair_loss,
 )
+from scissorhands_jax.sd._recipes import (
+    CLASS_RECIPE,
+    NUDITY_RECIPE,
+    RECIPE_EPOCHS,
+    SELF_ATTENTION_REINIT,
+    prompt_conditioned_model,
+    recipe_prompts,
+    tiny_stable_diffusion,
+)
 from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, encode_prompts, text_to_image
 from scissorhands_jax.sd._scheduler import (
     SAMPLERS,
@@ -79,6 +90,7 @@ __all__ = [
     "ANCHOR_PROMPT",
     "AutoencoderKL",
     "CLASS_PROMPT",
+    "CLASS_RECIPE",
     "CLIPTextEncoder",
     "CLIPTokenizer",
     "EXPOSED_CLASSES",
@@ -86,11 +98,14 @@ __all__ = [
     "IMAGENETTE_CLASSES",
     "NUDENET_LABELS",
     "NUDENET_THRESHOLD",
+    "NUDITY_RECIPE",
     "Prompt",
+    "RECIPE_EPOCHS",
     "REINIT_SELF_ATTENTION",
     "REPAIR_WEIGHT",
     "SALIENCY_GUIDANCE",
     "SAMPLERS",
+    "SELF_ATTENTION_REINIT",
     "SamplingSteps",
     "SchedulerConfig",
     "StableDiffusion",
@@ -125,11 +140,14 @@ __all__ = [
     "nudity_repair_loss",
     "place_params",
     "plms_steps",
+    "prompt_conditioned_model",
     "read_images",
     "read_prompts",
     "read_scheduler_config",
+    "recipe_prompts",
     "text_params",
     "text_to_image",
+    "tiny_stable_diffusion",
     "unet_params",
     "vae_params",
 ]
