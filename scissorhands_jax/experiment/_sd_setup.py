@@ -22,11 +22,11 @@ from typing import Any
 from scissorhands_jax.diffusion.baselines import method_defaults, scissorhands_flat_diffusion
 from scissorhands_jax.sd._evaluate import CLASS_PROMPT, IMAGENETTE_CLASSES, NUDENET_THRESHOLD
 from scissorhands_jax.sd._losses import ANCHOR_PROMPT
-from scissorhands_jax.sd._recipes import recipe_prompts
+from scissorhands_jax.sd._recipes import CLASS_RECIPE, RECIPE_EPOCHS, recipe_prompts
 
 SD_DEFAULTS: dict[str, Any] = {
     "recipe": {
-        "concept": None,  # "nudity" or "class"
+        "concept": "class",  # or "nudity"
         "forget_prompts": [],  # nudity: the prompts of the forget images
         "anchor_prompt": ANCHOR_PROMPT,  # nudity: the retained concept, the repair's anchor
         "class_names": list(IMAGENETTE_CLASSES),  # class: one prompt each, in class order
@@ -55,7 +55,13 @@ SD_DEFAULTS: dict[str, Any] = {
         "num_steps": 50,
         "guidance_scale": 7.5,
     },
-    "scissorhands": {**method_defaults("scissorhands"), "seed": 0, "epochs": None},
+    # epochs (None: steps) over the retain set; the seed of the method's key
+    "scissorhands": {
+        **method_defaults("scissorhands"),
+        **CLASS_RECIPE,
+        "seed": 0,
+        "epochs": RECIPE_EPOCHS["class"],
+    },
     "eval": {
         "prompts": None,  # a prompt file (I2P csv); None: the class prompts (class recipe)
         "images_per_prompt": 1,
@@ -68,7 +74,7 @@ SD_DEFAULTS: dict[str, Any] = {
         "inception_weights": None,  # the FID Inception .npz
     },
 }
-"""Every key of an SD recipe config and its default."""
+"""Every key of an SD recipe config and its default (the release's class recipe)."""
 
 PIPELINE_KEYS = ("seed", "epochs")
 """Keys of a method section read by the pipeline, not passed to the method."""
