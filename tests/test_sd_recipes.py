@@ -19,7 +19,7 @@ import pytest
 
 from scissorhands_jax import cli, sd
 from scissorhands_jax.experiment import sd_pipeline
-from scissorhands_jax.experiment._sd_eval import evaluate_run
+from scissorhands_jax.experiment._sd_eval import load_unlearned_unet
 from scissorhands_jax.experiment.config import load_config
 from scissorhands_jax.reinit import eligible_mask, leaf_paths
 
@@ -225,7 +225,7 @@ class _Detector:
 
 def _unlearned(cfg, run: Path):
     like = sd_pipeline.load_sd(cfg)[0].unet_params
-    return sd_pipeline.load_unlearned_unet(cfg, run, "scissorhands", like)
+    return load_unlearned_unet(cfg, run, "scissorhands", like)
 
 
 @pytest.mark.slow  # minutes: compiling the tiny UNet's programs
@@ -272,14 +272,14 @@ def test_nudity_recipe_end_to_end_on_one_and_four_devices(tmp_path):
     prompts = tmp_path / "i2p.csv"
     prompts.write_text("prompt,evaluation_seed\na nude person,3\na person on a beach,4\n")
     cfg = _config("sd_nudity", "scissorhands.batch_size=4", f"eval.prompts={str(prompts)!r}")
-    payload = evaluate_run(cfg, run, detector=_Detector())
+    payload = sd_pipeline.evaluate_run(cfg, run, detector=_Detector())
     assert [r["model"] for r in payload["rows"]] == ["original", "scissorhands"]
     for row in payload["rows"]:
         assert row["images"] == 2 and row["nudenet"]["flagged"] == 2
         assert row["nudenet"]["detections"]["FEET_EXPOSED"] == 2
     assert json.loads((run / "evaluation.json").read_text())["rows"][1]["rte_s"] > 0
     with pytest.raises(ValueError, match="--overwrite"):
-        evaluate_run(cfg, run, detector=_Detector())
+        sd_pipeline.evaluate_run(cfg, run, detector=_Detector())
 
 
 def _attn1(cfg):
@@ -308,7 +308,7 @@ def test_imagenette_recipe_end_to_end_with_a_stub_classifier(tmp_path):
         assert images.dtype == np.uint8 and images.shape[1:] == (8, 8, 3)
         return np.ones(len(images), np.int64)
 
-    payload = evaluate_run(cfg, run, classify=classify, detector=_Detector())
+    payload = sd_pipeline.evaluate_run(cfg, run, classify=classify, detector=_Detector())
     for row in payload["rows"]:
         assert row["images"] == 6  # 2 per class prompt
         assert (row["forget_acc"], row["other_acc"]) == (0.0, 50.0)

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scissorhands_jax._versions import versions
-from scissorhands_jax.checkpoint import check_directory
+from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
 from scissorhands_jax.experiment._sd_setup import (
     SD_METHODS,
     identity,
@@ -23,8 +25,8 @@ from scissorhands_jax.experiment._sd_setup import (
     prompts_of,
     sample_settings,
 )
-from scissorhands_jax.experiment.pipeline import read_json
-from scissorhands_jax.experiment.rundir import check_setting, run_directory, write_json_atomic
+from scissorhands_jax.experiment.pipeline import read_json, restore
+from scissorhands_jax.experiment.rundir import check_setting, write_json_atomic
 
 NUDENET_MISSING = (
     "NudeNet is not installed, so no detections were counted: pip install "
@@ -86,7 +88,6 @@ def evaluate_sd(
       The ``evaluation.json`` payload.
     """
     from scissorhands_jax import sd
-    from scissorhands_jax.experiment.sd_pipeline import load_unlearned_unet
 
     e = cfg["eval"]
     prompts = prompt_file(cfg, run_dir)
@@ -167,16 +168,15 @@ def _summary(row: dict) -> str:
     return "; ".join(parts)
 
 
-def evaluate_run(cfg: dict, run: str | Path, *, overwrite: bool = False, **hooks) -> dict:
-    """:func:`evaluate_sd` on the run directory ``run`` (locked), refusing an existing
-    ``evaluation.json`` without ``overwrite``."""
-    from scissorhands_jax.experiment.sd_pipeline import _existing
+def load_unlearned_unet(cfg: dict, run_dir: Path, method: str, like: Any) -> Any:
+    """The UNet parameters ``diffusion-unlearn --method method`` saved in ``run_dir``."""
+    import jax
 
-    run_dir = _existing(cfg, run)
-    with run_directory(run_dir, create=False):
-        if (run_dir / "evaluation.json").exists() and not overwrite:
-            raise ValueError(
-                f"{run_dir / 'evaluation.json'} already exists (an earlier evaluation); pass "
-                "--overwrite to replace it."
-            )
-        return evaluate_sd(cfg, run_dir, overwrite=overwrite, **hooks)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), like)
+    tree = {"params": shapes}
+    if "mask_entries" in read_json(run_dir / method / "log.json", {}):
+        tree["mask"] = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, bool), shapes)
+    with Checkpoints(run_dir / method / "checkpoints", identity=identity(cfg, method)) as ck:
+        if ck.latest_step() is None:
+            raise CheckpointError(f"no {method} checkpoint in {ck.directory}")
+        return restore(ck, tree)[0]["params"]

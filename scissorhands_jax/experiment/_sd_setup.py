@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from scissorhands_jax.diffusion.baselines import method_defaults, scissorhands_flat_diffusion
-from scissorhands_jax.sd._evaluate import CLASS_PROMPT, IMAGENETTE_CLASSES, NUDENET_THRESHOLD
-from scissorhands_jax.sd._losses import ANCHOR_PROMPT
-from scissorhands_jax.sd._recipes import CLASS_RECIPE, RECIPE_EPOCHS, recipe_prompts
+from scissorhands_jax.sd import (
+    ANCHOR_PROMPT,
+    CLASS_PROMPT,
+    CLASS_RECIPE,
+    IMAGENETTE_CLASSES,
+    NUDENET_THRESHOLD,
+    RECIPE_EPOCHS,
+    recipe_prompts,
+)
 
 SD_DEFAULTS: dict[str, Any] = {
     "recipe": {

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from scissorhands_jax.checkpoint import CheckpointError, Checkpoints, check_directory
+from scissorhands_jax.checkpoint import Checkpoints, check_directory
+from scissorhands_jax.experiment import _sd_eval
 from scissorhands_jax.experiment._sd_setup import (
     REQUEST_KEYS,
     SD_METHODS,
@@ -34,7 +35,6 @@ from scissorhands_jax.experiment._sd_setup import (
     request,
     sample_settings,
 )
-from scissorhands_jax.experiment.pipeline import read_json, restore
 from scissorhands_jax.experiment.rundir import (
     check_setting,
     existing_run,
@@ -140,10 +140,11 @@ def _prepare(cfg: dict, run_dir: Path, mesh, progress: bool) -> None:
 def _images_and_labels(folder: Path, prompts: list[str], labels: list[int], part: str):
     """The images of ``folder`` and the label of each: its prompt's (``index.csv``), or
     the part's one label."""
-    from scissorhands_jax import sd
-    from scissorhands_jax.sd._evaluate import _index_rows
+    import csv
 
-    files = sd.image_files(folder)
+    from scissorhands_jax import sd
+
+    files = sd.image_files(folder)  # those of index.csv, in its order, when it exists
     if not (folder / "index.csv").is_file():
         if len(labels) != 1:
             raise ValueError(
@@ -153,7 +154,11 @@ def _images_and_labels(folder: Path, prompts: list[str], labels: list[int], part
         return files, np.full(len(files), labels[0], np.int32)
     index = {prompts[i]: i for i in labels}
     out = []
-    for row in _index_rows(folder):
+    with (folder / "index.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if "prompt" not in row:
+            raise ValueError(f"{folder / 'index.csv'} has no 'prompt' column.")
         if row["prompt"] not in index:
             raise ValueError(
                 f"{folder / 'index.csv'}: prompt {row['prompt']!r} is not one of the {part} "
@@ -189,7 +194,13 @@ def _data(run_dir: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def _existing(cfg: dict, run: str | Path) -> Path:
+def existing_sd_run(cfg: dict, run: str | Path) -> Path:
+    """The run directory ``--run run`` of ``cfg``: prepared by ``diffusion-train`` with
+    the same request.
+
+    Raises:
+      ValueError: no such run, or one of another request.
+    """
     run_dir = existing_run(run, maker=_maker(cfg), holds="data", kind="data set")
     check_setting(run_dir / "run.json", request(cfg), what=WHAT, keys=REQUEST_KEYS,
                   fix="use the config that wrote it", write=False)  # fmt: skip
@@ -225,7 +236,7 @@ def unlearn_sd(
 
     if method not in SD_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(SD_METHODS)}.")
-    run_dir = _existing(cfg, run)
+    run_dir = existing_sd_run(cfg, run)
     with run_directory(run_dir, create=False):
         if check_directory(run_dir / method / "checkpoints"):
             raise ValueError(
@@ -274,20 +285,6 @@ def unlearn_sd(
     return record
 
 
-def load_unlearned_unet(cfg: dict, run_dir: Path, method: str, like: Any) -> Any:
-    """The UNet parameters ``diffusion-unlearn --method method`` saved in ``run_dir``."""
-    import jax
-
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), like)
-    tree = {"params": shapes}
-    if "mask_entries" in read_json(run_dir / method / "log.json", {}):
-        tree["mask"] = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, bool), shapes)
-    with Checkpoints(run_dir / method / "checkpoints", identity=identity(cfg, method)) as ck:
-        if ck.latest_step() is None:
-            raise CheckpointError(f"no {method} checkpoint in {ck.directory}")
-        return restore(ck, tree)[0]["params"]
-
-
 # ---------------------------------------------------------------- diffusion-evaluate
 
 
@@ -304,6 +301,19 @@ def import_function(spec: str, what: str) -> Callable:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"{what} {spec}: {err}") from err
+
+
+def evaluate_run(cfg: dict, run: str | Path, *, overwrite: bool = False, **hooks) -> dict:
+    """:func:`~scissorhands_jax.experiment._sd_eval.evaluate_sd` on the run directory
+    ``run`` (locked), refusing an existing ``evaluation.json`` without ``overwrite``."""
+    run_dir = existing_sd_run(cfg, run)
+    with run_directory(run_dir, create=False):
+        if (run_dir / "evaluation.json").exists() and not overwrite:
+            raise ValueError(
+                f"{run_dir / 'evaluation.json'} already exists (an earlier evaluation); pass "
+                "--overwrite to replace it."
+            )
+        return _sd_eval.evaluate_sd(cfg, run_dir, overwrite=overwrite, **hooks)
 
 
 # ---------------------------------------------------------------- the commands
@@ -352,8 +362,6 @@ def evaluate_command(args) -> int:
     """``diffusion-evaluate`` on an SD config: images of every UNet from ``eval.prompts``,
     judged (``eval.classifier``, FID with ``--inception-weights`` or ``--fid-features``
     against ``eval.real_dir``, NudeNet where installed)."""
-    from scissorhands_jax.experiment._sd_eval import evaluate_run
-
     cfg = load_sd_config(args)
     e = cfg["eval"]
     classify = e["classifier"] and import_function(e["classifier"], "eval.classifier")
