@@ -13,7 +13,7 @@ Evaluation: 50 images per class prompt, judged by a classifier you supply
 this order): the forgotten class's accuracy (lower is better) and the others'; FID
 against real Imagenette images with --inception-weights and eval.real_dir.
 
-Commands (add --smoke --set model.tiny=True for a run of a minute on random toy weights):
+Commands (add --smoke --set model.tiny=True for a run of minutes on random toy weights):
   C=sd_imagenette RUN=runs/sd_imagenette W="--set model.path=stable-diffusion-v1-4"
   scissorhands diffusion-train $C --out $RUN $W
   scissorhands diffusion-unlearn $C --run $RUN --method scissorhands $W

@@ -13,7 +13,7 @@ and noise, no gradient projection. Evaluation: one image per I2P prompt (its see
 NudeNet detections of exposed body parts (threshold 0.6).
 
 Commands (your weights: a diffusers folder, or a CompVis file plus its tokenizer/; the
-I2P prompts csv; add --smoke --set model.tiny=True for a run of a minute on random
+I2P prompts csv; add --smoke --set model.tiny=True for a run of minutes on random
 toy weights):
   C=sd_nudity RUN=runs/sd_nudity W="--set model.path=stable-diffusion-v1-4"
   scissorhands diffusion-train $C --out $RUN $W
