@@ -48,6 +48,7 @@ def test_every_name_resolves_from_any_folder(tmp_path, monkeypatch):
         assert find_config(f"{name}.py") == path
         source = path.read_text()
         kind = "diffusion" if '"diffusion"' in source else "classifier"
+        kind = "sd" if '"recipe"' in source else kind  # a Stable Diffusion recipe
         cfg = load_config(name, smoke=True, kind=kind)
         assert config_kind(cfg) == kind and cfg["smoke"] is True
         assert cfg["config_path"] == name  # by name, wherever the package is installed

@@ -209,19 +209,20 @@ def test_configs_match_the_spec_table(name):
 
 @pytest.mark.slow  # end to end
 def test_config_files_hold_only_known_keys():
-    kinds = {"classifier": 0, "diffusion": 0}
+    kinds = {"classifier": 0, "diffusion": 0, "sd": 0}
     for path in sorted(CONFIGS.glob("*.py")):
         if path.name.startswith(("_", "audit_")):  # family bases and audit protocols are
             continue  # not pipeline configs
         kind = "diffusion" if "_ddpm_" in path.name else "classifier"
+        kind = "sd" if path.name.startswith("sd_") else kind
         kinds[kind] += 1
         for smoke in (False, True):
             cfg = load_config(path, smoke=smoke, kind=kind)
             assert set(cfg) == {*SCHEMAS[kind], "config_path", "smoke"}
-        other = "classifier" if kind == "diffusion" else "diffusion"
-        with pytest.raises(ValueError, match=f"is a {kind} config"):
+        other = "classifier" if kind != "classifier" else "diffusion"
+        with pytest.raises(ValueError, match=f"is an? {kind} config"):
             load_config(path, kind=other)
-    assert kinds["diffusion"] >= 2 and kinds["classifier"] >= 10
+    assert kinds["diffusion"] >= 2 and kinds["classifier"] >= 10 and kinds["sd"] == 2
 
 
 @pytest.mark.slow  # end to end

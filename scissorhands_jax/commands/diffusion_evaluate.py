@@ -70,7 +70,10 @@ def feature_function(spec: str | None, inception_weights: str | None):
 
 def run(args: argparse.Namespace) -> int:
     """Evaluates every model of the run; returns 0."""
-    from scissorhands_jax.experiment import generation
+    from scissorhands_jax.experiment import generation, sd_pipeline
+
+    if sd_pipeline.is_sd_config(args.config):  # a Stable Diffusion recipe
+        return sd_pipeline.evaluate_command(args)
 
     cfg = generation.load_generation_config(args.config, smoke=args.smoke, overrides=args.set,
                                             data_dir=args.data_dir)  # fmt: skip

@@ -25,8 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Trains the requested models; returns 0 (75 when preempted, saved)."""
-    from scissorhands_jax.experiment import generation
+    from scissorhands_jax.experiment import generation, sd_pipeline
     from scissorhands_jax.parallel import resolve_mesh
+
+    if sd_pipeline.is_sd_config(args.config):  # a Stable Diffusion recipe
+        return sd_pipeline.train_command(args)
 
     cfg = generation.load_generation_config(args.config, smoke=args.smoke, overrides=args.set,
                                             data_dir=args.data_dir)  # fmt: skip

@@ -9,6 +9,9 @@ from scissorhands_jax.commands import _args
 METHODS = ("scissorhands", "scissorhands_anchor", "salun", "finetune")
 """The keys of :data:`scissorhands_jax.diffusion.DIFFUSION_METHODS`, spelled out so that
 ``--help`` imports no jax (a test checks they agree)."""
+SD_METHODS = ("scissorhands",)
+"""The keys of :data:`scissorhands_jax.experiment._sd_setup.SD_METHODS` (an SD recipe
+config's methods), likewise spelled out."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="the run directory of diffusion-train")
     p.add_argument(
         "--method",
-        choices=METHODS,
+        choices=[*METHODS, *(m for m in SD_METHODS if m not in METHODS)],
         default="scissorhands",
         help="scissorhands (L_r - lam L_f), scissorhands_anchor (the anchor recipe), salun, "
         "finetune (default: scissorhands)",
@@ -33,8 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Unlearns with one method; returns 0."""
-    from scissorhands_jax.experiment import generation
+    from scissorhands_jax.experiment import generation, sd_pipeline
     from scissorhands_jax.parallel import resolve_mesh
+
+    if sd_pipeline.is_sd_config(args.config):  # a Stable Diffusion recipe
+        return sd_pipeline.unlearn_command(args)
 
     cfg = generation.load_generation_config(args.config, smoke=args.smoke, overrides=args.set,
                                             data_dir=args.data_dir)  # fmt: skip

@@ -242,12 +242,7 @@ def diffusion_model(
     Raises:
       ValueError: for ``p_uncond`` outside [0, 1) or a malformed ``image_shape``.
     """
-    if not 0.0 <= p_uncond < 1.0:
-        raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond!r}.")
-    if len(tuple(image_shape)) != 3:
-        raise ValueError(f"image_shape must be (H, W, C), got {image_shape!r}.")
-    image_shape = tuple(int(s) for s in image_shape)
-    null_class = int(num_classes)
+    image_shape = _check_shape(image_shape)
 
     def eps(params, x_t, t, labels, train=False, rng=None):
         rngs = {"dropout": rng} if train and rng is not None else None
@@ -258,6 +253,40 @@ def diffusion_model(
         x = jnp.zeros((1, *image_shape), jnp.float32)
         zeros = jnp.zeros((1,), jnp.int32)
         return module.init(key, x, zeros, zeros, False)["params"], {}
+
+    return eps_diffusion_model(
+        eps, init, image_shape=image_shape, num_classes=num_classes, schedule=schedule,
+        p_uncond=p_uncond,
+    )  # fmt: skip
+
+
+def _check_shape(image_shape) -> tuple[int, int, int]:
+    if len(tuple(image_shape)) != 3:
+        raise ValueError(f"image_shape must be (H, W, C), got {image_shape!r}.")
+    return tuple(int(s) for s in image_shape)
+
+
+def eps_diffusion_model(
+    eps: EpsFn,
+    init: Callable[[PRNGKey], tuple[Params, dict]],
+    *,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    schedule: NoiseSchedule,
+    p_uncond: float = 0.0,
+) -> DiffusionModel:
+    """A :class:`DiffusionModel` from its network as functions: ``eps`` (see
+    :data:`EpsFn`) and ``init(key) -> (params, {})``; the losses are those of
+    :func:`diffusion_model`. Any conditioning that a label can index (a class, a row of a
+    table of prompt embeddings) fits.
+
+    Raises:
+      ValueError: for ``p_uncond`` outside [0, 1) or a malformed ``image_shape``.
+    """
+    if not 0.0 <= p_uncond < 1.0:
+        raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond!r}.")
+    image_shape = _check_shape(image_shape)
+    null_class = int(num_classes)
 
     def loss(params, model_state, batch, train):
         value = epsilon_loss(eps, params, schedule, batch, null_class=null_class,

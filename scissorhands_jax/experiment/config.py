@@ -7,10 +7,12 @@ one is a one-line error naming it and the known keys, before any work. A config 
 import a sibling module of its folder (a family's base, e.g.
 ``scissorhands_jax/configs/_paper_resnet.py``), so that it holds only what differs.
 
-Two kinds (:data:`SCHEMAS`): ``"classifier"`` configs (:data:`DEFAULTS`; ``train``,
-``unlearn``, ``evaluate``) and ``"diffusion"`` configs (:data:`DIFFUSION_DEFAULTS`;
-``diffusion-train``, ``diffusion-unlearn``, ``diffusion-evaluate``). A diffusion config
-is one whose ``CONFIG`` has a top-level ``"diffusion"`` section.
+Three kinds (:data:`SCHEMAS`): ``"classifier"`` configs (:data:`DEFAULTS`; ``train``,
+``unlearn``, ``evaluate``), ``"diffusion"`` configs (:data:`DIFFUSION_DEFAULTS`;
+``diffusion-train``, ``diffusion-unlearn``, ``diffusion-evaluate``) and ``"sd"`` configs
+(Stable Diffusion recipes, :data:`~scissorhands_jax.experiment._sd_setup.SD_DEFAULTS`; the
+same three commands). A diffusion config is one whose ``CONFIG`` has a top-level
+``"diffusion"`` section, an SD config one with a ``"recipe"`` section.
 
 A classifier config's ``methods`` section holds the hyperparameters a comparison runs
 each unlearning method with, ``{"ft": {"lr": 0.1}, ...}``, over the baselines' release
@@ -32,6 +34,7 @@ from typing import Any
 from scissorhands_jax._choices import CONFIG_DIR, config_names
 from scissorhands_jax._settings import flat_defaults
 from scissorhands_jax.diffusion.baselines import DIFFUSION_METHODS, method_defaults
+from scissorhands_jax.experiment._sd_setup import SD_DEFAULTS
 from scissorhands_jax.experiment.rules import validate
 
 _TRAIN = {
@@ -167,7 +170,11 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
 """Every key of a diffusion config and its default (SalUn's CIFAR-10 DDPM, Scissorhands
 mapped from the release's Stable Diffusion class recipe)."""
 
-SCHEMAS: dict[str, dict[str, Any]] = {"classifier": DEFAULTS, "diffusion": DIFFUSION_DEFAULTS}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "classifier": DEFAULTS,
+    "diffusion": DIFFUSION_DEFAULTS,
+    "sd": SD_DEFAULTS,
+}
 """Config kind -> its schema of keys and defaults."""
 
 
@@ -275,11 +282,14 @@ def _nest(keys: list[str], value: Any) -> dict:
 
 
 def config_kind(config: dict) -> str:
-    """``"diffusion"`` for a ``CONFIG`` with a top-level ``"diffusion"`` section, ``"audit"``
+    """``"diffusion"`` for a ``CONFIG`` with a top-level ``"diffusion"`` section, ``"sd"``
+    for one with a ``"recipe"`` section (a Stable Diffusion recipe), ``"audit"``
     for one with a ``"protocol"`` section (an audit protocol, read by
     :func:`scissorhands_jax.experiment.protocol.load_protocol`), else ``"classifier"``."""
     if isinstance(config, dict) and "diffusion" in config:
         return "diffusion"
+    if isinstance(config, dict) and "recipe" in config:
+        return "sd"
     return "audit" if isinstance(config, dict) and "protocol" in config else "classifier"
 
 
@@ -331,10 +341,11 @@ def find_config(config: str | os.PathLike) -> Path:
     )
 
 
-_MARKS = {"classifier": "data", "diffusion": "diffusion", "audit": "protocol"}
+_MARKS = {"classifier": "data", "diffusion": "diffusion", "sd": "recipe", "audit": "protocol"}
 _COMMANDS = {
     "classifier": "train/unlearn/evaluate",
     "diffusion": "diffusion-train/-unlearn/-evaluate",
+    "sd": "diffusion-train/-unlearn/-evaluate",
     "audit": "audit/tune --protocol",
 }
 
@@ -381,7 +392,7 @@ def load_config(
     found = config_kind(module.CONFIG)
     if found != kind:
         raise ValueError(
-            f"config {path} is {'an' if found == 'audit' else 'a'} {found} config (a "
+            f"config {path} is {'an' if found in ('audit', 'sd') else 'a'} {found} config (a "
             f"'{_MARKS[found]}' section marks those); use "
             f"it with scissorhands {_COMMANDS[found]}, not with the {kind} commands."
         )

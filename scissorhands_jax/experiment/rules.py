@@ -249,7 +249,52 @@ DIFFUSION_RULES: dict[str, Any] = {
 """Rules of the diffusion schema (every section checked here, also those a command does
 not read: ``diffusion-train`` refuses a bad ``scissorhands`` setting before training)."""
 
-RULES = {"classifier": CLASSIFIER_RULES, "diffusion": DIFFUSION_RULES}
+_TEXTS = Rule(
+    lambda v: isinstance(v, list | tuple) and all(TEXT.ok(x) for x in v),
+    "a list of non-empty strings",
+)
+SD_RULES: dict[str, Any] = {
+    "recipe": {
+        "concept": _choice(("nudity", "class")),
+        "forget_prompts": _TEXTS,
+        "anchor_prompt": TEXT,
+        "class_names": _TEXTS,
+        "class_template": Rule(lambda v: isinstance(v, str) and "{}" in v, "a string with {}"),
+        "forget_class": _int(0),
+    },
+    "model": {"path": _optional(TEXT), "tokenizer": _optional(TEXT), "tiny": BOOL, "seed": SEED},
+    "data": {
+        "name": _optional(TEXT),
+        "data_dir": _optional(TEXT),
+        "forget_dir": _optional(TEXT),
+        "retain_dir": _optional(TEXT),
+        "forget_per_prompt": COUNT,
+        "retain_per_prompt": COUNT,
+        "image_size": COUNT,
+        "seed": SEED,
+        "batch_size": COUNT,
+    },
+    "sample": {
+        "sampler": _choice(("ddim", "plms")),
+        "num_steps": COUNT,
+        "guidance_scale": _real(),
+    },
+    "scissorhands": {**_SHS, "epochs": _optional(COUNT)},
+    "eval": {
+        "prompts": _optional(TEXT),
+        "images_per_prompt": COUNT,
+        "seed": SEED,
+        "nudenet": BOOL,
+        "nudenet_threshold": _real(0, 1, open_="h"),
+        "classifier": _optional(TEXT),
+        "classifier_image_size": _optional(COUNT),
+        "real_dir": _optional(TEXT),
+        "inception_weights": _optional(TEXT),
+    },
+}
+"""Rules of the Stable Diffusion recipe schema."""
+
+RULES = {"classifier": CLASSIFIER_RULES, "diffusion": DIFFUSION_RULES, "sd": SD_RULES}
 METHOD_SECTION = {"classifier": "unlearn"}
 """The section of each kind whose other keys are the method's settings."""
 

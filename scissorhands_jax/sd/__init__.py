@@ -17,7 +17,9 @@ Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
 :func:`generate_eval_set` for a prompt file); the release's losses are pure functions
 (:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...), and so are the
 baselines ESD and SalUn (:func:`esd_loss`, :func:`salun_mask`, :func:`make_esd_step`,
-:func:`make_salun_step`). A folder of
+:func:`make_salun_step`); the release's two recipes are settings (:data:`NUDITY_RECIPE`,
+:data:`CLASS_RECIPE`) of the one diffusion method, which sees the UNet through
+:func:`prompt_conditioned_model`. A folder of
 generated images is judged by :func:`nudenet_counts` (the ``sd-eval`` extra),
 :func:`classifier_accuracy` and :func:`folder_fid`.
 """
@@ -83,6 +85,15 @@ from scissorhands_jax.sd._losses import (
     ldm_loss,
     nudity_repair_loss,
 )
+from scissorhands_jax.sd._recipes import (
+    CLASS_RECIPE,
+    NUDITY_RECIPE,
+    RECIPE_EPOCHS,
+    SELF_ATTENTION_REINIT,
+    prompt_conditioned_model,
+    recipe_prompts,
+    tiny_stable_diffusion,
+)
 from scissorhands_jax.sd._sampling import GUIDANCE_SCALE, encode_prompts, text_to_image
 from scissorhands_jax.sd._scheduler import (
     SAMPLERS,
@@ -101,6 +112,7 @@ __all__ = [
     "ANCHOR_PROMPT",
     "AutoencoderKL",
     "CLASS_PROMPT",
+    "CLASS_RECIPE",
     "CLIPTextEncoder",
     "CLIPTokenizer",
     "ESDHyperparameters",
@@ -112,11 +124,14 @@ __all__ = [
     "IMAGENETTE_CLASSES",
     "NUDENET_LABELS",
     "NUDENET_THRESHOLD",
+    "NUDITY_RECIPE",
     "Prompt",
+    "RECIPE_EPOCHS",
     "REINIT_SELF_ATTENTION",
     "REPAIR_WEIGHT",
     "SALIENCY_GUIDANCE",
     "SAMPLERS",
+    "SELF_ATTENTION_REINIT",
     "SalunSDHyperparameters",
     "SamplingSteps",
     "SchedulerConfig",
@@ -160,13 +175,16 @@ __all__ = [
     "other_class",
     "place_params",
     "plms_steps",
+    "prompt_conditioned_model",
     "read_images",
     "read_prompts",
     "read_scheduler_config",
+    "recipe_prompts",
     "salun_loss",
     "salun_mask",
     "text_params",
     "text_to_image",
+    "tiny_stable_diffusion",
     "unet_eps",
     "unet_params",
     "vae_params",
