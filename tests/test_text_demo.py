@@ -114,6 +114,12 @@ def test_a_heldout_prompt_with_an_unknown_word_is_refused_at_load(tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize("method", ["salun", "scissorhands_anchor"])
+def test_methods_with_a_class_anchor_are_refused(tmp_path, method):
+    with pytest.raises(ValueError, match="labels are prompt indices"):
+        dif.unlearn_generator(_cfg(), tmp_path, method)
+
+
 def test_check_text_needs_names():
     cfg = _cfg()
     cfg["text"]["names"] = None

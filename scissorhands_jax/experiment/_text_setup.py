@@ -168,6 +168,23 @@ def check_text(cfg: dict) -> None:
     prompt_book(cfg["text"], len(names), cfg["data"]["forget_class"])
 
 
+def check_text_method(cfg: dict, method: str) -> None:
+    """Refuses a method whose forget term needs an anchor class (SalUn, the anchor
+    recipe): on a text-conditional run a label is a prompt index, so ``"next"`` or a
+    class index would name a prompt, not a concept.
+
+    Raises:
+      ValueError: such a method, naming the ones that run.
+    """
+    section = cfg[method]
+    if method == "salun" or section.get("objective") == "anchor":
+        raise ValueError(
+            f"--method {method}: its anchor is a class label, and on a text-conditional run "
+            "(text.templates set) labels are prompt indices; use scissorhands (objective "
+            "'contrast') or finetune."
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class PromptLabels:
     """A :data:`BatchSource` that replaces each class label of ``source``'s batches by

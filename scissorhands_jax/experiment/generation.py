@@ -263,6 +263,10 @@ def unlearn_generator(
     """
     if method not in DIFFUSION_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(DIFFUSION_METHODS)}.")
+    if is_text(cfg):
+        from scissorhands_jax.experiment._text_setup import check_text_method
+
+        check_text_method(cfg, method)
     run_dir = existing_run(run, maker=_maker(cfg), kind="DDPM")
     with run_directory(run_dir, create=False):  # one writer at a time
         return _unlearn(cfg, run_dir, method, mesh, progress)
