@@ -68,8 +68,8 @@ class PromptBook:
 
     Attributes:
       table: the prompts, each class's training prompts first (class order), then the
-        forgotten class's paraphrases, then every class's held-out prompts; a label is
-        an index into it.
+        paraphrases not trained (the forgotten class's), then every class's held-out
+        prompts; a label is an index into it.
       classes: the class each prompt of ``table`` names.
       train: per class, the indices of its training prompts.
       paraphrase: per class, the indices of its paraphrase prompts.
