@@ -181,6 +181,19 @@ def test_the_prediction_depends_on_the_prompt_text():
     assert float(jnp.max(jnp.abs(eps[0] - eps[2]))) > 1e-4  # the empty prompt differs
 
 
+def test_set_shares_by_hand():
+    from scissorhands_jax.experiment._text_eval import set_shares
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 5])
+    called = np.array([True, False, True, True, False, False, True, True])
+    sets = {"train": (0, 1), "paraphrase": (2,), "heldout": ()}
+    # train: 3 of 4 samples called 0; paraphrase: 1 of 3; no held-out prompt, no column
+    assert set_shares(called, labels, sets) == {
+        "forget_share": 75.0,
+        "paraphrase_share": pytest.approx(100 / 3),
+    }
+
+
 # ---------------------------------------------------------------- end to end
 
 

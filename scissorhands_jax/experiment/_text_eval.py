@@ -48,6 +48,17 @@ def evaluation_prompts(data: TextGenerationData) -> tuple[dict[str, tuple[int, .
     return sets, others
 
 
+def set_shares(called: np.ndarray, labels: np.ndarray, sets: dict) -> dict[str, float]:
+    """% of the samples called the forgotten class (``called``, bool per sample) among
+    those generated from each set's prompts (``labels``: the prompt index per sample),
+    as the columns of :data:`SHARE_COLUMNS`; an empty set has no column."""
+    return {
+        SHARE_COLUMNS[name]: float(np.mean(called[np.isin(labels, ix)]) * 100)
+        for name, ix in sets.items()
+        if len(ix)
+    }
+
+
 def grid_prompts(data: TextGenerationData, sets: dict) -> list[tuple[str, int]]:
     """The grid's columns: two prompts of each set, then one of the next class."""
     book, c_f = data.prompts, data.forget_class
@@ -105,9 +116,7 @@ def evaluate_text_run(
                 real_features=real_feats,
             )
         )
-        for set_name, column in SHARE_COLUMNS.items():
-            if sets[set_name]:
-                row[column] = float(np.mean(called[np.isin(labels, sets[set_name])]) * 100)
+        row.update(set_shares(called, labels, sets))
         if fid_features is not None:
             row["fid"] = frechet_distance_features(fid_features((x[other] + 1.0) / 2.0), fid_real)
         log = read_json(run_dir / name / "log.json", {})
