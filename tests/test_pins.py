@@ -393,6 +393,17 @@ def _as_json(value):
 
 
 DIFFUSION_ADDED = {("train", "precision"): "float32", ("retrain", "precision"): "float32"}
+TEXT_ADDED = {
+    "templates": None,
+    "paraphrases": None,
+    "heldout": None,
+    "names": None,
+    "context_length": 8,
+    "encoder": None,
+    "unet": None,
+}
+"""The diffusion schema's ``text`` section, added since: left out where it holds these
+defaults (a class-conditional generator); pinned where a config sets it."""
 """The same for the diffusion schema."""
 
 
@@ -421,6 +432,8 @@ def _without_added(cfg: dict, kind: str, name: str) -> dict:
         assert cfg[section].pop(key) == default, (section, key)
     if kind == "classifier":
         assert cfg.pop("methods") == CONFIG_METHODS.get(name, {}), name
+    elif cfg["text"] == TEXT_ADDED:
+        cfg.pop("text")
     return cfg
 
 

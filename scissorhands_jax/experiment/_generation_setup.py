@@ -62,12 +62,23 @@ def load_generation_config(
     overrides = list(overrides)
     if data_dir:
         overrides.append(f"data.data_dir={data_dir!r}")
-    return load_config(config, smoke=smoke, overrides=overrides, kind="diffusion")
+    cfg = load_config(config, smoke=smoke, overrides=overrides, kind="diffusion")
+    if is_text(cfg):  # its prompts refused now, before any directory is written
+        from scissorhands_jax.experiment._text_setup import check_text
+
+        check_text(cfg)
+    return cfg
+
+
+def is_text(cfg: dict) -> bool:
+    """True for a text-conditional generator's config (``text.templates`` set; its
+    code, in ``experiment._text_setup``, loads on first use: it needs the ``sd`` extra)."""
+    return cfg.get("text", {}).get("templates") is not None
 
 
 def build_data(cfg: dict, *, progress: bool) -> GenerationData:
     d = cfg["data"]
-    return load_generation_data(
+    data = load_generation_data(
         d["name"],
         forget_class=d["forget_class"],
         image_size=d["image_size"],
@@ -76,10 +87,20 @@ def build_data(cfg: dict, *, progress: bool) -> GenerationData:
         limit_test=d["limit_test"],
         progress=progress,
     )
+    if is_text(cfg):  # the generator's labels become prompts
+        from scissorhands_jax.experiment._text_setup import text_data
+
+        return text_data(cfg, data)
+    return data
 
 
 def build_model(cfg: dict, data: GenerationData) -> DiffusionModel:
-    """The config's DDPM for ``data``."""
+    """The config's DDPM for ``data`` (a text-conditional one for a config with a
+    ``text`` section)."""
+    if is_text(cfg):
+        from scissorhands_jax.experiment._text_setup import text_model
+
+        return text_model(cfg, data)
     from scissorhands_jax.models.unet import UNet
 
     s = cfg["diffusion"]["schedule"]
@@ -176,6 +197,8 @@ def identity(cfg: dict, role: str, data: GenerationData) -> dict[str, Any]:
         section = _without(cfg["classifier"], ("checkpoint_every", "keep"))
         return {**base, "classifier": section}
     generator = {"unet": cfg["unet"], "diffusion": cfg["diffusion"]}
+    if is_text(cfg):
+        generator["text"] = cfg["text"]
     if role in GENERATORS:
         name = GENERATORS[role][0]
         schedule = _without(cfg[name], ("checkpoint_every", "keep", "log_every"))

@@ -135,6 +135,15 @@ DIFFUSION_DEFAULTS: dict[str, Any] = {
         },
         "p_uncond": 0.1,
     },
+    "text": {  # a text-conditional generator (experiment._text_setup); None: class labels
+        "templates": None,  # every class's training prompts: "a handwritten {name}", "{digit}"
+        "paraphrases": None,  # trained for every class but the forgotten one
+        "heldout": None,  # never trained; only words of the training prompts
+        "names": None,  # per class, the words that name it: [["zero", "nought"], ["one"], ...]
+        "context_length": 8,  # words per prompt
+        "encoder": None,  # fields of sd.TextConfig (vocabulary and length: from the prompts)
+        "unet": None,  # fields of sd.UNetConfig (channels and cross-attention width: set)
+    },
     "train": dict(_DDPM_TRAIN),
     "retrain": dict(_DDPM_TRAIN),
     "classifier": {  # the judge of the generation metrics, trained on the same data

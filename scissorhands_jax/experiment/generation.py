@@ -42,6 +42,7 @@ from scissorhands_jax.experiment._generation_setup import (
     classifier_setup,
     committed_steps,
     generator_setup,
+    is_text,
     load_generation_config,
     load_generator,
     load_judge,
@@ -92,13 +93,18 @@ REQUEST_KEYS = ("data", "forget_class", "num_train", "num_retain", "num_forget",
 
 COLUMNS = ("forget_share", "forget_prob", "other_acc", "frechet", "fid", "rte_s")
 """The columns of :func:`format_rows`."""
+LEAKAGE_COLUMNS = ("paraphrase_share", "heldout_share")
+"""The forgotten concept's share under paraphrased and held-out prompts (text-conditional
+runs only), shown after ``forget_share`` when the rows have them."""
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """The rows of ``evaluation.json`` as a Markdown table (``-`` where a value is absent)."""
-    lines = ["| model | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    leakage = [c for c in LEAKAGE_COLUMNS if any(c in row for row in rows)]
+    columns = (COLUMNS[0], *leakage, *COLUMNS[1:])
+    lines = ["| model | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for row in rows:
-        cells = [f"{row[c]:.3f}" if row.get(c) is not None else "-" for c in COLUMNS]
+        cells = [f"{row[c]:.3f}" if row.get(c) is not None else "-" for c in columns]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -239,6 +245,10 @@ def unlearn_generator(
     """
     if method not in DIFFUSION_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(DIFFUSION_METHODS)}.")
+    if is_text(cfg):
+        from scissorhands_jax.experiment._text_setup import check_text_method
+
+        check_text_method(cfg, method)
     run_dir = existing_run(run, maker=_maker(cfg), kind="DDPM")
     with run_directory(run_dir, create=False):  # one writer at a time
         return _unlearn(cfg, run_dir, method, mesh, progress)
@@ -342,6 +352,11 @@ def evaluate_generators(
             else:
                 weights[name] = load_unlearned(run_dir, name, cfg, data, weights["original"])
         judged = (judge, features, j_params, j_state)
+        if is_text(cfg):  # prompts instead of class labels: the concept-leakage table
+            from scissorhands_jax.experiment._text_eval import evaluate_text_run
+
+            return evaluate_text_run(cfg, run_dir, data, model, weights, judged,
+                                     fid_features=fid_features)  # fmt: skip
         return evaluate_run(cfg, run_dir, data, model, weights, judged,
                             fid_features=fid_features, after=list(DIFFUSION_METHODS))  # fmt: skip
 

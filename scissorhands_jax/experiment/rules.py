@@ -100,6 +100,11 @@ REGEX = Rule(lambda v: isinstance(v, str) and _compiles(v), "a preset name or a 
 PRECISION = Rule(lambda v: v in PRECISIONS, "one of " + ", ".join(map(repr, PRECISIONS)))
 SEED = Rule(lambda v: _is_int(v) and 0 <= v < SEED_LIMIT, "an integer in [0, 2**31)")
 COUNT = _int(1)
+TEXTS = Rule(
+    lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) and x.strip() for x in v),
+    "a list of non-empty strings",
+)
+FIELDS = Rule(lambda v: isinstance(v, dict), "a dict of settings")
 POSITIVE = _real(0, open_="l")
 NON_NEGATIVE = _real(0)
 CLASSES = Rule(
@@ -218,6 +223,15 @@ DIFFUSION_RULES: dict[str, Any] = {
             "beta_end": _real(0, 1, open_="lh"),
         },
         "p_uncond": _real(0, 1),
+    },
+    "text": {
+        "templates": _optional(TEXTS),
+        "paraphrases": _optional(TEXTS),
+        "heldout": _optional(TEXTS),
+        "names": _optional(Rule(lambda v: isinstance(v, list | tuple), "a list per class")),
+        "context_length": COUNT,
+        "encoder": _optional(FIELDS),
+        "unet": _optional(FIELDS),
     },
     "train": _DDPM,
     "retrain": _DDPM,

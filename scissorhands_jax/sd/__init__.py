@@ -107,6 +107,7 @@ from scissorhands_jax.sd._scheduler import (
 from scissorhands_jax.sd._tokenizer import CLIPTokenizer, load_tokenizer
 from scissorhands_jax.sd._unet import REINIT_SELF_ATTENTION, UNet
 from scissorhands_jax.sd._vae import AutoencoderKL
+from scissorhands_jax.sd._words import WordTokenizer
 
 __all__ = [
     "ANCHOR_PROMPT",
@@ -140,6 +141,7 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "VAEConfig",
+    "WordTokenizer",
     "anchor_loss",
     "class_prompts",
     "class_repair_loss",
