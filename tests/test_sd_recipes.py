@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scissorhands_jax import cli, sd
+pytest.importorskip("regex", reason="the sd extra: the sd package's tokenizer imports regex")
+
+from scissorhands_jax import cli, sd  # noqa: E402
 from scissorhands_jax._reinit import eligible_mask, leaf_paths
 from scissorhands_jax.experiment import sd_pipeline
 from scissorhands_jax.experiment._sd_eval import load_unlearned_unet

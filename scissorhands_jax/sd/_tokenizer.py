@@ -12,18 +12,30 @@ ftfy would change (mojibake, HTML entities) may tokenize differently.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import unicodedata
 
 import numpy as np
-import regex
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE,
-)
+
+
+@functools.cache
+def _pattern():
+    """CLIP's pre-tokenising pattern (Unicode classes need the ``regex`` package, loaded
+    here so that importing the sd package does not need it)."""
+    try:
+        import regex
+    except ImportError:
+        raise ImportError(
+            "the CLIP tokenizer needs the regex package: pip install 'scissorhands_jax[sd]'"
+        ) from None
+    return regex.compile(
+        r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+        regex.IGNORECASE,
+    )
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -92,7 +104,7 @@ class CLIPTokenizer:
         """One prompt -> its ids without start/end tokens, truncation or padding."""
         text = " ".join(unicodedata.normalize("NFC", text).split()).lower()
         ids = []
-        for piece in _PATTERN.findall(text):
+        for piece in _pattern().findall(text):
             if piece not in (BOS, EOS):
                 piece = "".join(self.byte_table[b] for b in piece.encode("utf-8"))
             for symbol in self.bpe(piece):
