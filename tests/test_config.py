@@ -21,10 +21,12 @@ def test_the_config_rules_name_the_library_choices():
     from scissorhands_jax.diffusion.unlearn import OBJECTIVES
     from scissorhands_jax.experiment import pipeline, rules
     from scissorhands_jax.experiment._generation_setup import _JUDGES
+    from scissorhands_jax.sd import ESD_VARIANTS
 
     assert set(rules.CLASSIFIERS) == set(pipeline.MODELS) == set(_JUDGES)
     assert rules.FORGET_KINDS == FORGET_KINDS and rules.SAMPLERS == SAMPLERS
     assert rules.BETA_SCHEDULES == BETA_SCHEDULES and rules.OBJECTIVES == OBJECTIVES
+    assert rules.ESD_VARIANTS == ESD_VARIANTS
 
 
 def test_every_config_key_has_a_rule_and_every_default_passes_it():

@@ -9,7 +9,7 @@ from scissorhands_jax.commands import _args
 METHODS = ("scissorhands", "scissorhands_anchor", "salun", "finetune")
 """The keys of :data:`scissorhands_jax.diffusion.DIFFUSION_METHODS`, spelled out so that
 ``--help`` imports no jax (a test checks they agree)."""
-SD_METHODS = ("scissorhands",)
+SD_METHODS = ("scissorhands", "esd", "salun")
 """The keys of :data:`scissorhands_jax.experiment._sd_setup.SD_METHODS` (an SD recipe
 config's methods), likewise spelled out."""
 
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=[*METHODS, *(m for m in SD_METHODS if m not in METHODS)],
         default="scissorhands",
         help="scissorhands (L_r - lam L_f), scissorhands_anchor (the anchor recipe), salun, "
-        "finetune (default: scissorhands)",
+        "finetune; an SD recipe config: scissorhands, esd, salun (default: scissorhands)",
     )
 
 

@@ -17,6 +17,8 @@ Commands (add --smoke --set model.tiny=True for a run of minutes on random toy w
   C=sd_imagenette RUN=runs/sd_imagenette W="--set model.path=stable-diffusion-v1-4"
   scissorhands diffusion-train $C --out $RUN $W
   scissorhands diffusion-unlearn $C --run $RUN --method scissorhands $W
+  scissorhands diffusion-unlearn $C --run $RUN --method esd $W      # baseline: ESD
+  scissorhands diffusion-unlearn $C --run $RUN --method salun $W    # baseline: SalUn
   scissorhands diffusion-evaluate $C --run $RUN $W --set eval.classifier=my_module:classify
 
 Expected: on one GPU, 1,000 images to generate (tens of minutes), 336 repair steps of the
@@ -60,6 +62,25 @@ CONFIG = {
         "epochs": 3,
         "log_every": 10,
     },
+    # ESD-u (the paper's choice for nudity and objects): 1000 iterations of one image
+    "esd": {
+        "lr": 1e-5,
+        "iterations": 1000,
+        "batch_size": 1,
+        "negative_guidance": 1.0,
+        "variant": "u",
+        "log_every": 100,
+    },
+    # SalUn's SD release: mask ratio 0.5, 5 epochs over the forget images at batch 8
+    "salun": {
+        "lr": 1e-5,
+        "epochs": 5,
+        "batch_size": 8,
+        "alpha": 0.5,
+        "ratio": 0.5,
+        "pseudo_label": None,  # c': a random other class per image and step
+        "log_every": 10,
+    },
     "eval": {"images_per_prompt": 50},
 }
 
@@ -68,5 +89,7 @@ SMOKE = {
     "data": {"forget_per_prompt": 4, "retain_per_prompt": 2, "image_size": 8, "batch_size": 4},
     "sample": {"num_steps": 2},
     "scissorhands": {"prune_num": 1, "batch_size": 2, "epochs": 1, "log_every": 1},
+    "esd": {"iterations": 2, "batch_size": 2, "log_every": 1},
+    "salun": {"epochs": 1, "batch_size": 2, "log_every": 1},
     "eval": {"images_per_prompt": 2},
 }

@@ -15,6 +15,7 @@ commands as the DDPM configs. Its run directory holds::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,11 @@ from scissorhands_jax.sd import (
     IMAGENETTE_CLASSES,
     NUDENET_THRESHOLD,
     RECIPE_EPOCHS,
+    ESDHyperparameters,
+    SalunSDHyperparameters,
+    esd_unlearn,
     recipe_prompts,
+    salun_unlearn,
 )
 
 SD_DEFAULTS: dict[str, Any] = {
@@ -68,6 +73,15 @@ SD_DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "epochs": RECIPE_EPOCHS["class"],
     },
+    # ESD (iterations of batches of forget latents) and SalUn (epochs over the forget
+    # latents, a retain batch per step); their defaults are the papers'
+    "esd": {**dataclasses.asdict(ESDHyperparameters()), "log_every": 100, "seed": 0},
+    "salun": {
+        **dataclasses.asdict(SalunSDHyperparameters()),
+        "pseudo_label": None,  # c': None a random other class; nudity: the anchor's label 0
+        "log_every": 100,
+        "seed": 0,
+    },
     "eval": {
         "prompts": None,  # a prompt file (I2P csv); None: the class prompts (class recipe)
         "images_per_prompt": 1,
@@ -83,12 +97,16 @@ SD_DEFAULTS: dict[str, Any] = {
 """Every key of an SD recipe config and its default (the release's class recipe)."""
 
 PIPELINE_KEYS = ("seed", "epochs")
-"""Keys of a method section read by the pipeline, not passed to the method."""
+"""Keys of a method section read by the pipeline, not passed to the method (``epochs``
+only for the methods of :data:`STEPS_FROM_EPOCHS`)."""
+STEPS_FROM_EPOCHS = ("scissorhands",)
+"""The methods whose section's ``epochs`` the pipeline turns into ``steps`` over the
+retain set; ESD counts its ``iterations``, SalUn its own ``epochs`` over the forget set."""
 
 SD_METHODS: dict[str, Any] = {
     "scissorhands": scissorhands_flat_diffusion,
-    # ESD and SalUn for SD join here, with the same call:
-    # method(model, params, *, retain, forget, key, progress, **settings) -> UnlearnResult
+    "esd": esd_unlearn,
+    "salun": salun_unlearn,
 }
 """Method name (``diffusion-unlearn --method`` and the config section of its settings)
 -> the function: ``method(model, params, *, retain, forget, key, progress, **settings)``
@@ -184,7 +202,8 @@ def sample_settings(cfg: dict, scheduler) -> dict[str, Any]:
 
 def method_settings(cfg: dict, method: str) -> dict[str, Any]:
     """The section of ``method`` without the pipeline's keys."""
-    return {k: v for k, v in cfg[method].items() if k not in PIPELINE_KEYS}
+    skip = PIPELINE_KEYS if method in STEPS_FROM_EPOCHS else ("seed",)
+    return {k: v for k, v in cfg[method].items() if k not in skip}
 
 
 def request(cfg: dict) -> dict[str, Any]:

@@ -93,6 +93,8 @@ SAMPLERS = ("ddpm", "ddim")
 """``sample.method``: :data:`scissorhands_jax.diffusion.sampler.SAMPLERS`."""
 OBJECTIVES = ("contrast", "anchor")
 """``scissorhands.objective``: :data:`scissorhands_jax.diffusion.unlearn.OBJECTIVES`."""
+ESD_VARIANTS = ("x", "u")
+"""``esd.variant`` of an SD config: :data:`scissorhands_jax.sd.ESD_VARIANTS`."""
 
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
@@ -294,6 +296,25 @@ SD_RULES: dict[str, Any] = {
         "guidance_scale": _real(),
     },
     "scissorhands": {**_SHS, "epochs": _optional(COUNT)},
+    "esd": {
+        "lr": POSITIVE,
+        "iterations": COUNT,
+        "batch_size": COUNT,
+        "negative_guidance": NON_NEGATIVE,
+        "variant": _choice(ESD_VARIANTS),
+        "log_every": COUNT,
+        "seed": SEED,
+    },
+    "salun": {
+        "lr": POSITIVE,
+        "epochs": COUNT,
+        "batch_size": COUNT,
+        "alpha": NON_NEGATIVE,
+        "ratio": _real(0, 1, open_="lh"),
+        "pseudo_label": _optional(_int(0)),
+        "log_every": COUNT,
+        "seed": SEED,
+    },
     "eval": {
         "prompts": _optional(TEXT),
         "images_per_prompt": COUNT,

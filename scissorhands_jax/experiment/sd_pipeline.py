@@ -28,6 +28,7 @@ from scissorhands_jax.experiment import _sd_eval
 from scissorhands_jax.experiment._sd_setup import (
     REQUEST_KEYS,
     SD_METHODS,
+    STEPS_FROM_EPOCHS,
     identity,
     load_sd,
     method_settings,
@@ -222,8 +223,9 @@ def unlearn_sd(
     """Runs ``method`` with its config section on the latents of ``run`` and saves the
     UNet (and mask) as ``run/<method>/checkpoints`` with ``run/<method>/log.json``.
 
-    The section's ``epochs`` (when set) becomes ``steps = epochs * (retain images //
-    batch_size)``: one retain batch per step, as the release's loader.
+    Scissorhands' ``epochs`` (when set) becomes ``steps = epochs * (retain images //
+    batch_size)``: one retain batch per step, as the release's loader. ESD runs its
+    ``iterations``, SalUn its ``epochs`` over the forget latents.
 
     Returns:
       The ``log.json`` record.
@@ -244,7 +246,7 @@ def unlearn_sd(
             )
         data = _data(run_dir)
         settings = method_settings(cfg, method)
-        if cfg[method].get("epochs"):
+        if method in STEPS_FROM_EPOCHS and cfg[method].get("epochs"):
             per_epoch = max(len(data["retain_labels"]) // settings["batch_size"], 1)
             settings["steps"] = cfg[method]["epochs"] * per_epoch
         model, scheduler = load_sd(cfg)
@@ -258,23 +260,24 @@ def unlearn_sd(
         part = {p: {"image": data[f"{p}_latents"], "label": data[f"{p}_labels"]}
                 for p in ("forget", "retain")}  # fmt: skip
         counts = [len(part[p]["label"]) for p in ("forget", "retain")]
-        print(
-            f"{method}: {counts[0]} forget, {counts[1]} retain latents, {settings['steps']} steps"
-        )
+        planned = f", {settings['steps']} steps" if "steps" in settings else ""
+        print(f"{method}: {counts[0]} forget, {counts[1]} retain latents{planned}")
         start = time.perf_counter()
         result = SD_METHODS[method](diffusion, params, retain=part["retain"],
                                     forget=part["forget"], key=jax.random.key(cfg[method]["seed"]),
                                     progress=progress, **settings)  # fmt: skip
         jax.block_until_ready(result.params)
         seconds = time.perf_counter() - start
+        # ESD and SalUn count their own steps; every entry of their logs names its step
+        steps = settings["steps"] if "steps" in settings else result.log[-1]["step"]
         tree = {"params": jax.device_get(result.params)}
         if result.mask is not None:
             tree["mask"] = jax.device_get(result.mask)
         with Checkpoints(run_dir / method / "checkpoints", identity=identity(cfg, method),
                          keep=1) as ck:  # fmt: skip
-            ck.save(settings["steps"], tree, info={"final": True})
+            ck.save(steps, tree, info={"final": True})
             ck.wait()
-        record = {"method": method, "rte_s": seconds, "steps": settings["steps"],
+        record = {"method": method, "rte_s": seconds, "steps": steps,
                   "settings": cfg[method], "log": result.log}  # fmt: skip
         if result.mask is not None:
             masked = [np.asarray(m) for m in jax.tree.leaves(tree["mask"])]

@@ -17,7 +17,8 @@ Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
 :func:`generate_eval_set` for a prompt file); the release's losses are pure functions
 (:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...), and so are the
 baselines ESD and SalUn (:func:`esd_loss`, :func:`salun_mask`, :func:`make_esd_step`,
-:func:`make_salun_step`); the release's two recipes are settings (:data:`NUDITY_RECIPE`,
+:func:`make_salun_step`; as methods of a recipe :func:`esd_unlearn`,
+:func:`salun_unlearn`); the release's two recipes are settings (:data:`NUDITY_RECIPE`,
 :data:`CLASS_RECIPE`) of the one diffusion method, which sees the UNet through
 :func:`prompt_conditioned_model`. A folder of
 generated images is judged by :func:`nudenet_counts` (the ``sd-eval`` extra),
@@ -42,6 +43,7 @@ from scissorhands_jax.sd._erasure import (
     salun_mask,
     unet_eps,
 )
+from scissorhands_jax.sd._erasure_run import esd_unlearn, salun_unlearn
 from scissorhands_jax.sd._erasure_step import (
     ErasureState,
     init_erasure_state,
@@ -159,6 +161,7 @@ __all__ = [
     "esd_loss",
     "esd_mask",
     "esd_target",
+    "esd_unlearn",
     "folder_fid",
     "generate_eval_set",
     "image_files",
@@ -184,6 +187,7 @@ __all__ = [
     "recipe_prompts",
     "salun_loss",
     "salun_mask",
+    "salun_unlearn",
     "text_params",
     "text_to_image",
     "tiny_stable_diffusion",
