@@ -248,14 +248,7 @@ def test_nudity_recipe_end_to_end_on_one_and_four_devices(tmp_path):
 
     four = tmp_path / "four"
     shutil.copytree(run, four)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "SCISSORHANDS_CACHE": "off"}
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "scissorhands_jax", "diffusion-unlearn", "sd_nudity", "--run",
-         str(four), "--smoke", "--set", "model.tiny=True", "--set", "scissorhands.batch_size=4",
-         "--mesh", "4", "--no-progress"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    child = _unlearn_on_four_devices("sd_nudity", four, "scissorhands.batch_size=4")
     record = sd_pipeline.unlearn_sd(cfg, run, "scissorhands", progress=False)
     output = child.communicate(timeout=1200)[0]
     assert child.returncode == 0, output[-3000:]
@@ -290,15 +283,37 @@ def _attn1(cfg):
     return [p for p, e in zip(jax.tree.leaves(params), jax.tree.leaves(mask), strict=True) if e]
 
 
+def _unlearn_on_four_devices(config: str, run, *overrides: str) -> subprocess.Popen:
+    """``diffusion-unlearn CONFIG --run RUN --mesh 4`` in a process with 4 CPU devices."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "SCISSORHANDS_CACHE": "off"}
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    sets = [a for o in ("model.tiny=True", *overrides) for a in ("--set", o)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "scissorhands_jax", "diffusion-unlearn", config, "--run",
+         str(run), "--smoke", *sets, "--mesh", "4", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 @pytest.mark.slow  # minutes: compiling the tiny UNet's programs
-def test_imagenette_recipe_end_to_end_with_a_stub_classifier(tmp_path):
+def test_imagenette_recipe_end_to_end_on_one_and_four_devices_with_a_stub_classifier(tmp_path):
     run = tmp_path / "run"
     cfg = _config("sd_imagenette")
     assert sd_pipeline.prepare_sd_data(cfg, run, progress=False) == 0
     with np.load(run / "data" / "latents.npz") as f:
         assert f["forget_labels"].tolist() == [0] * 4  # 4 images of the tench prompt
         assert f["retain_labels"].tolist() == [1, 1, 2, 2]  # 2 of each other class
+    four = tmp_path / "four"
+    shutil.copytree(run, four)
+    child = _unlearn_on_four_devices("sd_imagenette", four)
     record = sd_pipeline.unlearn_sd(cfg, run, "scissorhands", progress=False)
+    output = child.communicate(timeout=1200)[0]
+    assert child.returncode == 0, output[-3000:]
+    for a, b in zip(jax.tree.leaves(_unlearned(cfg, run)), jax.tree.leaves(_unlearned(cfg, four)),
+                    strict=True):  # fmt: skip
+        # the batch split four ways: equal up to float reassociation (two Adam steps move an
+        # entry by at most 2 lr = 4e-5)
+        np.testing.assert_allclose(a, b, rtol=0, atol=4e-6)
     assert record["steps"] == 2 and record["log"][0]["epoch"] == "trim"
     original = sd_pipeline.load_sd(cfg)[0].unet_params
     unlearned = _unlearned(cfg, run)
