@@ -95,7 +95,7 @@ def test_resumed_config_comparison_redoes_nothing(digits_compare, monkeypatch):
     out, argv = digits_compare
     before = _rows(out)
     monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
-    monkeypatch.setattr(compare, "_scissorhands_fn", boom(compare._scissorhands_fn))
+    monkeypatch.setattr(compare, "scissorhands", boom(compare.scissorhands))
     monkeypatch.setitem(METHODS, "ft", boom(METHODS["ft"]))
     assert cli.main([*argv, *FAST, "--out", str(out), "--no-plot", "--no-progress"]) == 0
     assert _rows(out) == before

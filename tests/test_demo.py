@@ -113,7 +113,7 @@ def test_demo_adds_seeds_and_keeps_the_rows_already_there(tmp_path, capsys, monk
     assert "| scissorhands | 2 | " in capsys.readouterr().out
     # a finished directory: a second identical run keeps every row and redoes nothing
     monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
-    monkeypatch.setattr(compare, "_scissorhands_fn", boom(compare._scissorhands_fn))
+    monkeypatch.setattr(compare, "scissorhands", boom(compare.scissorhands))
     assert cli.main([*DEMO, "--seeds", "0", "1", "--out", str(d)]) == 0
     assert json.loads((d / "results.json").read_text()) == both
     # other settings are never mixed into the rows, unless --overwrite replaces them
