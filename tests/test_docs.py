@@ -42,10 +42,10 @@ def test_docs_build_strict(tmp_path):
     api = (tmp_path / "api" / "index.html").read_text()
     # named by the defining module: the package's attributes load lazily
     for name in (
-        "saliency.connection_sensitivity",
-        "projection.gem_projection",
-        "memory.forget_memory",
-        "saliency.top_k_mask",
+        "_saliency.connection_sensitivity",
+        "_projection.gem_projection",
+        "_memory.forget_memory",
+        "_saliency.top_k_mask",
     ):
         assert f'id="scissorhands_jax.{name}"' in api, name
     # the docstrings' reStructuredText math reaches MathJax, not the page as raw text

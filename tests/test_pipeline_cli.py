@@ -213,7 +213,7 @@ def test_config_files_hold_only_known_keys():
     for path in sorted(CONFIGS.glob("*.py")):
         if path.name.startswith(("_", "audit_")):  # family bases and audit protocols are
             continue  # not pipeline configs
-        kind = "diffusion" if "_ddpm_" in path.name else "classifier"
+        kind = "diffusion" if ("_ddpm_" in path.name or "_text_" in path.name) else "classifier"
         kind = "sd" if path.name.startswith("sd_") else kind
         kinds[kind] += 1
         for smoke in (False, True):
@@ -222,7 +222,7 @@ def test_config_files_hold_only_known_keys():
         other = "classifier" if kind != "classifier" else "diffusion"
         with pytest.raises(ValueError, match=f"is an? {kind} config"):
             load_config(path, kind=other)
-    assert kinds["diffusion"] >= 2 and kinds["classifier"] >= 10 and kinds["sd"] == 2
+    assert kinds["diffusion"] >= 3 and kinds["classifier"] >= 10 and kinds["sd"] == 2
 
 
 @pytest.mark.slow  # end to end
