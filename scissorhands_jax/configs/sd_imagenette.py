@@ -25,6 +25,9 @@ Expected: on one GPU, 1,000 images to generate (tens of minutes), 336 repair ste
 860M-parameter UNet, then 500 evaluation images per model. Not run here: no weights.
 """
 
+from _sd_baselines import ESD, SALUN  # the family base beside this file
+from _sd_baselines import SMOKE as BASELINES_SMOKE
+
 CONFIG = {
     "recipe": {
         "concept": "class",
@@ -62,25 +65,8 @@ CONFIG = {
         "epochs": 3,
         "log_every": 10,
     },
-    # ESD-u (the paper's choice for nudity and objects): 1000 iterations of one image
-    "esd": {
-        "lr": 1e-5,
-        "iterations": 1000,
-        "batch_size": 1,
-        "negative_guidance": 1.0,
-        "variant": "u",
-        "log_every": 100,
-    },
-    # SalUn's SD release: mask ratio 0.5, 5 epochs over the forget images at batch 8
-    "salun": {
-        "lr": 1e-5,
-        "epochs": 5,
-        "batch_size": 8,
-        "alpha": 0.5,
-        "ratio": 0.5,
-        "pseudo_label": None,  # c': a random other class per image and step
-        "log_every": 10,
-    },
+    "esd": ESD,
+    "salun": {**SALUN, "pseudo_label": None},  # c': a random other class per image and step
     "eval": {"images_per_prompt": 50},
 }
 
@@ -89,7 +75,6 @@ SMOKE = {
     "data": {"forget_per_prompt": 4, "retain_per_prompt": 2, "image_size": 8, "batch_size": 4},
     "sample": {"num_steps": 2},
     "scissorhands": {"prune_num": 1, "batch_size": 2, "epochs": 1, "log_every": 1},
-    "esd": {"iterations": 2, "batch_size": 2, "log_every": 1},
-    "salun": {"epochs": 1, "batch_size": 2, "log_every": 1},
+    **BASELINES_SMOKE,
     "eval": {"images_per_prompt": 2},
 }

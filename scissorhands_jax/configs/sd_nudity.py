@@ -26,6 +26,9 @@ Expected: on one GPU, about 200 images to generate (minutes), 30 repair steps of
 860M-parameter UNet, then 4,703 I2P images per model (hours). Not run here: no weights.
 """
 
+from _sd_baselines import ESD, SALUN  # the family base beside this file
+from _sd_baselines import SMOKE as BASELINES_SMOKE
+
 CONFIG = {
     "recipe": {
         "concept": "nudity",
@@ -52,25 +55,8 @@ CONFIG = {
         "epochs": 5,
         "log_every": 10,
     },
-    # ESD-u (the paper's choice for nudity and objects): 1000 iterations of one image
-    "esd": {
-        "lr": 1e-5,
-        "iterations": 1000,
-        "batch_size": 1,
-        "negative_guidance": 1.0,
-        "variant": "u",
-        "log_every": 100,
-    },
-    # SalUn's SD release: mask ratio 0.5, 5 epochs over the forget images at batch 8
-    "salun": {
-        "lr": 1e-5,
-        "epochs": 5,
-        "batch_size": 8,
-        "alpha": 0.5,
-        "ratio": 0.5,
-        "pseudo_label": 0,  # c': the anchor prompt (label 0)
-        "log_every": 10,
-    },
+    "esd": ESD,
+    "salun": {**SALUN, "pseudo_label": 0},  # c': the anchor prompt (label 0)
     "eval": {"images_per_prompt": 1},
 }
 
@@ -78,6 +64,5 @@ SMOKE = {
     "data": {"forget_per_prompt": 4, "retain_per_prompt": 4, "image_size": 8, "batch_size": 4},
     "sample": {"num_steps": 2},
     "scissorhands": {"prune_num": 1, "batch_size": 2, "epochs": 1, "log_every": 1},
-    "esd": {"iterations": 2, "batch_size": 2, "log_every": 1},
-    "salun": {"epochs": 1, "batch_size": 2, "log_every": 1},
+    **BASELINES_SMOKE,
 }
