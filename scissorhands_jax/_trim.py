@@ -120,12 +120,30 @@ def trim(
         batches = [shard_batch(b, mesh) for b in batches]
     scores = connection_sensitivity(loss_fn, params, batches)
     selected = top_k_mask(scores, settings.sparsity, ties=settings.ties)
-    values = fresh(k_fresh) if callable(fresh) else fresh
-    if mesh is not None:
-        values = on_mesh(values, mesh)
-    apply = jax.jit(functools.partial(_apply_trim, eligible))  # which leaves: static
-    trimmed, mask = apply(params, selected, values)
+    if callable(fresh):  # drawn inside the program, so only the eligible leaves are drawn
+        apply = jax.jit(functools.partial(draw_and_trim, eligible, fresh))
+        trimmed, mask = apply(params, selected, k_fresh)
+    else:
+        values = fresh if mesh is None else on_mesh(fresh, mesh)
+        apply = jax.jit(functools.partial(_apply_trim, eligible))  # which leaves: static
+        trimmed, mask = apply(params, selected, values)
     return Trimmed(trimmed, mask, batches)
+
+
+def draw_and_trim(
+    eligible: Mask, fresh: Callable[[PRNGKey], Params], params: Params, selected: Mask, key
+) -> tuple[Params, Mask]:
+    """The re-initialisation with fresh values drawn by ``fresh(key)`` in the same program.
+
+    Under ``jax.jit`` the draws of leaves that are not eligible feed nothing, so the
+    compiler removes them: re-initialising the ten self-attention leaves of a Stable
+    Diffusion UNet draws about 8 M values, not a second copy of its 860 M parameters.
+    The values drawn are those of ``fresh(key)``, leaf for leaf.
+
+    Returns:
+      ``(trimmed params, mask of re-initialised entries)``.
+    """
+    return _apply_trim(eligible, params, selected, fresh(key))
 
 
 def _apply_trim(eligible, params, selected, fresh):

@@ -1,9 +1,11 @@
 """The trim (scissorhands_jax._trim): on tied saliency it re-initialises exactly the
 share asked for, and on untied scores both tie rules select the same entries, against a
-brute-force stable sort."""
+brute-force stable sort; fresh values drawn by a function are drawn for the eligible
+leaves only, and are the function's values."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -13,6 +15,7 @@ import pytest
 from conftest import count_true, stable_top_mask
 
 import scissorhands_jax as shs
+from scissorhands_jax._trim import draw_and_trim
 
 
 def _flat_loss(p, batch):  # every gradient entry 1: with params 1 every saliency is equal
@@ -57,3 +60,41 @@ def test_untied_scores_select_the_same_either_way(seed):
     for a, b in zip(jax.tree.leaves(out["exact"]), jax.tree.leaves(out["release"]), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert count_true(out["exact"].mask) == 265 - math.floor(0.9 * 265)
+
+
+def test_drawn_fresh_values_are_the_functions_values():
+    """A draw function gives what its own tree would give: same key, same values."""
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32), "bias": jnp.ones(4)}
+    eligible = {"w": True, "bias": True}
+    settings = shs.TrimSettings(sparsity=0.5)
+    key = jax.random.key(3)
+    draw = shs.fresh_values("trunc_normal", params)
+    trimmed = shs.trim(
+        lambda p, b: jnp.sum(jnp.sin(p["w"])) + jnp.sum(p["bias"] * b["x"][0]), params,
+        lambda k: iter([{"x": jnp.ones(1)}]), key=key, eligible=eligible, fresh=draw,
+        settings=settings,
+    )  # fmt: skip
+    by_hand = np.asarray(draw(jax.random.split(key)[1])["w"])  # trim's k_fresh
+    m = np.asarray(trimmed.mask["w"])
+    assert 0 < m.sum() < m.size
+    np.testing.assert_allclose(np.asarray(trimmed.params["w"])[m], by_hand[m], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(trimmed.params["w"])[~m], np.asarray(params["w"])[~m])
+    assert np.all(np.asarray(trimmed.params["bias"])[np.asarray(trimmed.mask["bias"])] == 0)
+
+
+@pytest.mark.parametrize("reinit", ["trunc_normal", "torch"])
+def test_leaves_not_eligible_are_not_drawn(reinit):
+    """Re-initialising a small leaf next to a 4 MB one must not draw 4 MB of values (at
+    Stable Diffusion size that would be a second copy of the UNet)."""
+    params = {"small": jnp.ones((3, 5)), "big": jnp.ones((1000, 1000))}
+    selected = jax.tree.map(lambda x: jnp.ones(x.shape, bool), params)
+    big = params["big"].nbytes
+
+    def scratch(eligible):
+        fn = functools.partial(draw_and_trim, eligible, shs.fresh_values(reinit, params))
+        compiled = jax.jit(fn).lower(params, selected, jax.random.key(0)).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    assert scratch({"small": True, "big": True}) >= big  # the check can see a full draw
+    assert scratch({"small": True, "big": False}) < big / 100
