@@ -170,9 +170,9 @@ def load_sd(cfg: dict):
 
 
 # One set of weights is kept: a process that runs several commands on the same model (a
-# script calling diffusion-train, -unlearn and -evaluate in turn, or the tests) loads it
-# once, and the compiled samplers keyed on its arrays are reused. Full SD v1.4 weights are
-# gigabytes, so a second model replaces the first instead of joining it.
+# script calling diffusion-train, -unlearn and -evaluate in turn, or the tests) reads it
+# from disk once. Full SD v1.4 weights are gigabytes, so a second model replaces the first
+# instead of joining it.
 @functools.lru_cache(maxsize=1)
 def _load(tiny: bool, seed: int, path: str | None, tokenizer: str | None):
     import jax
