@@ -20,7 +20,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from scissorhands_jax.diffusion.baselines import method_defaults, scissorhands_flat_diffusion
+from scissorhands_jax.diffusion.baselines import method_defaults, scissorhands_diffusion_from_names
 from scissorhands_jax.sd import (
     ANCHOR_PROMPT,
     CLASS_PROMPT,
@@ -104,7 +104,7 @@ STEPS_FROM_EPOCHS = ("scissorhands",)
 retain set; ESD counts its ``iterations``, SalUn its own ``epochs`` over the forget set."""
 
 SD_METHODS: dict[str, Any] = {
-    "scissorhands": scissorhands_flat_diffusion,
+    "scissorhands": scissorhands_diffusion_from_names,
     "esd": esd_unlearn,
     "salun": salun_unlearn,
 }
