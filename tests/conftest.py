@@ -125,9 +125,10 @@ def boom(fn):
 _CORE_KEYWORDS = ("retain", "forget", "key", "eligible", "eval_fn")
 
 
-def scissorhands_flat(model, params, state=None, **kw):
-    """``shs.scissorhands`` with flat settings (``epochs=2, sparsity=0.9``) turned into the
-    settings objects, so that tests read like the config sections they mirror."""
+def scissorhands_from_names(model, params, state=None, **kw):
+    """``shs.scissorhands`` with its settings given by their names (``epochs=2,
+    sparsity=0.9``, as in a config section) turned into the settings objects, so that
+    tests read like the config sections they mirror."""
     from scissorhands_jax._settings import from_flat
 
     core = {k: kw.pop(k) for k in _CORE_KEYWORDS if k in kw}

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from scissorhands_jax import cli
+from scissorhands_jax import cli, population
 from scissorhands_jax.commands.audit import PROTOCOL_NAMES, VARIANT_NAMES
-from scissorhands_jax.experiment import audit, protocol
+from scissorhands_jax.experiment import _audit_population, audit, protocol
 
 TINY = dataclasses.replace(
     audit.load_protocol("digits_small"), name="tiny", pool_size=120, candidates=40, epochs=2
@@ -61,7 +61,9 @@ def test_a_variant_is_audited_through_its_method(monkeypatch):
     monkeypatch.setitem(baselines.METHODS, "scissorhands", fake)
     hps = audit.method_hyperparameters("scissorhands_cal", TINY)
     with pytest.raises(RuntimeError, match="stop"):
-        audit._unlearn_all("scissorhands_cal", hps, None, ({}, {}), data, seed=0, progress=False)
+        _audit_population.unlearn_all(
+            "scissorhands_cal", hps, None, ({}, {}), data, seed=0, progress=False
+        )
     assert seen["calibration"] == "temperature"
     assert seen["calibration_data"] is data.test
 
@@ -154,7 +156,7 @@ def test_audit_end_to_end_resumes_and_refuses_other_settings(tmp_path, monkeypat
     def boom(*args, **kwargs):
         raise AssertionError("a resumed audit must not train again")
 
-    monkeypatch.setattr(audit.pop, "train_population", boom)
+    monkeypatch.setattr(population, "train_population", boom)
     again = audit.run_audit(
         out=out, protocols=[TINY], methods=["ft"], shadows=4, num_bootstrap=50, progress=False
     )
@@ -204,7 +206,7 @@ def test_a_damaged_state_file_is_one_line_naming_it_before_any_training(
     def boom(*args, **kwargs):
         raise AssertionError("trained on a damaged state")
 
-    monkeypatch.setattr(audit.pop, "train_population", boom)
+    monkeypatch.setattr(population, "train_population", boom)
     out = tmp_path / "audit"
     path = out / name
     path.parent.mkdir(parents=True)
@@ -263,14 +265,14 @@ def test_an_audit_stopped_by_sigterm_exits_75_and_resumes(tmp_path, monkeypatch,
     assert set(index) == {"original", "retrain"}  # saved before the signal, kept
 
     calls = []
-    train_population = audit.pop.train_population
+    train_population = population.train_population
 
     def counted(*args, **kwargs):
         calls.append(args[3].shape)  # the membership matrix of the role trained
         return train_population(*args, **kwargs)
 
     monkeypatch.setitem(METHODS, "ft", ft)
-    monkeypatch.setattr(audit.pop, "train_population", counted)
+    monkeypatch.setattr(population, "train_population", counted)
     assert cli.main([*argv, "--no-progress"]) == 0
     rows = json.loads((out / "audit.json").read_text())
     assert [r["method"] for r in rows] == ["original", "retrain", "ft"]

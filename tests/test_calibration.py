@@ -22,7 +22,7 @@ from scissorhands_jax._calibration import (
     scale_head,
 )
 from scissorhands_jax._settings import CalibrationSettings, flat_defaults, from_flat
-from scissorhands_jax.experiment import audit
+from scissorhands_jax.experiment import _audit_population, audit
 
 
 class _TwoLayer(nn.Module):
@@ -252,7 +252,7 @@ def test_the_audit_passes_its_test_set_and_no_retrain_output(monkeypatch):
     monkeypatch.setitem(shs.baselines.METHODS, "scissorhands", record)
     model = _two_layer_digits()
     params, state = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 4))
-    audit._unlearn_all(
+    _audit_population.unlearn_all(
         "scissorhands",
         {"calibration": "temperature"},
         model,
@@ -266,7 +266,9 @@ def test_the_audit_passes_its_test_set_and_no_retrain_output(monkeypatch):
         assert kw["calibration_data"] is data.test
         np.testing.assert_array_equal(kw["retain"]["image"], data.pool["image"][data.retains[k]])
     seen.clear()
-    audit._unlearn_all("scissorhands", {}, model, (params, state), data, seed=0, progress=False)
+    _audit_population.unlearn_all(
+        "scissorhands", {}, model, (params, state), data, seed=0, progress=False
+    )
     assert all("calibration_data" not in kw for kw in seen)
 
 

@@ -20,7 +20,7 @@ from conftest import boom
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.experiment import compare
+from scissorhands_jax.experiment import _compare_scenario
 from scissorhands_jax.experiment import pipeline as pipe
 from scissorhands_jax.experiment.config import load_config
 
@@ -95,7 +95,7 @@ def test_resumed_config_comparison_redoes_nothing(digits_compare, monkeypatch):
     out, argv = digits_compare
     before = _rows(out)
     monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
-    monkeypatch.setattr(compare, "scissorhands", boom(compare.scissorhands))
+    monkeypatch.setattr(_compare_scenario, "scissorhands", boom(_compare_scenario.scissorhands))
     monkeypatch.setitem(METHODS, "ft", boom(METHODS["ft"]))
     assert cli.main([*argv, *FAST, "--out", str(out), "--no-plot", "--no-progress"]) == 0
     assert _rows(out) == before

@@ -12,7 +12,7 @@ from conftest import DEMO, boom, err_line
 
 from scissorhands_jax import cli
 from scissorhands_jax.commands import _legends
-from scissorhands_jax.experiment import compare
+from scissorhands_jax.experiment import _compare_scenario
 from scissorhands_jax.experiment import pipeline as pipe
 
 METRICS = ("UA", "RA", "TA", "MIA_entropy", "MIA_confidence", "MIA_loss")
@@ -113,7 +113,7 @@ def test_demo_adds_seeds_and_keeps_the_rows_already_there(tmp_path, capsys, monk
     assert "| scissorhands | 2 | " in capsys.readouterr().out
     # a finished directory: a second identical run keeps every row and redoes nothing
     monkeypatch.setattr(pipe, "fit_resumable", boom(pipe.fit_resumable))
-    monkeypatch.setattr(compare, "scissorhands", boom(compare.scissorhands))
+    monkeypatch.setattr(_compare_scenario, "scissorhands", boom(_compare_scenario.scissorhands))
     assert cli.main([*DEMO, "--seeds", "0", "1", "--out", str(d)]) == 0
     assert json.loads((d / "results.json").read_text()) == both
     # other settings are never mixed into the rows, unless --overwrite replaces them

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import scissorhands_flat
+from conftest import scissorhands_from_names
 from jax.sharding import NamedSharding, PartitionSpec
 
 import scissorhands_jax as shs
@@ -388,12 +388,12 @@ def _repair_runs(model, params, state, split) -> dict:
             **{k: entry[k] for k in ("joint_steps", "retain_steps", "projected_steps")},
         }
 
-    ref = summary(scissorhands_flat(model, params, state, **kwargs))
+    ref = summary(scissorhands_from_names(model, params, state, **kwargs))
     runs = {}
     for n in DEVICE_COUNTS:
         name = str(n)
         placed = parallel.on_mesh((params, state), parallel.data_mesh(devices[:n]))
-        result = scissorhands_flat(model, *placed, **kwargs)
+        result = scissorhands_from_names(model, *placed, **kwargs)
         got = summary(result)
         if n == DEVICES:
             specs = sorted({str(v.sharding.spec) for v in jax.tree.leaves(result.params)})

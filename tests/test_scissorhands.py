@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import accuracy_of, count_true, scissorhands_flat
+from conftest import accuracy_of, count_true, scissorhands_from_names
 from flax import nnx
 
 import scissorhands_jax as shs
@@ -31,7 +31,7 @@ def _run(model, params, state, split, **kw):
     args = dict(retain=split.retain, forget=split.forget, key=jax.random.key(0),
                 eligible="all_but_first_conv", epochs=1, **FAST)  # fmt: skip
     args.update(kw)
-    return scissorhands_flat(model, params, state, **args)
+    return scissorhands_from_names(model, params, state, **args)
 
 
 def _leaves_equal(a, b) -> bool:

@@ -208,6 +208,36 @@ def test_bad_recipe_values_are_refused_when_the_config_loads():
         load_config("sd_nudity", kind="diffusion")
 
 
+@pytest.fixture
+def counted_toy_loads(monkeypatch):
+    """Counts the toy models built by ``load_sd`` (stand-ins, never compiled); the load
+    cache is emptied before and after, so no stand-in reaches another test."""
+    from scissorhands_jax.experiment import _sd_setup
+
+    built = []
+
+    def fake_tiny(key):
+        built.append(int(jax.random.key_data(key)[-1]))
+        return object()
+
+    _sd_setup._load.cache_clear()
+    monkeypatch.setattr(sd, "tiny_stable_diffusion", fake_tiny)
+    yield built
+    _sd_setup._load.cache_clear()
+
+
+def test_loaded_weights_are_kept_once_and_one_model_at_a_time(counted_toy_loads):
+    first, second = (_config("sd_nudity", f"model.seed={s}") for s in (0, 1))
+    model = sd_pipeline.load_sd(first)[0]
+    assert sd_pipeline.load_sd(first)[0] is model  # the same weights: loaded once
+    assert counted_toy_loads == [0]
+    sd_pipeline.load_sd(second)
+    # full SD weights are gigabytes: the second model replaced the first, so the first is
+    # loaded again rather than both staying in memory
+    assert sd_pipeline.load_sd(first)[0] is not model
+    assert counted_toy_loads == [0, 1, 0]
+
+
 def test_the_unlearn_command_offers_the_sd_methods():
     from scissorhands_jax.commands import diffusion_unlearn
     from scissorhands_jax.experiment._sd_setup import SD_METHODS

@@ -11,7 +11,7 @@ import pytest
 
 from scissorhands_jax import cli
 from scissorhands_jax.baselines import METHODS
-from scissorhands_jax.experiment import audit, protocol, tune
+from scissorhands_jax.experiment import _audit_population, audit, protocol, tune
 
 TINY = dataclasses.replace(
     audit.load_protocol("digits_small"), name="tiny", pool_size=120, candidates=40, epochs=2
@@ -181,8 +181,8 @@ def fake_runs(monkeypatch):
         calls["seeds"].append(seed)
         return real(protocol, num_models, seed)
 
-    monkeypatch.setattr(audit, "_train_roles", train)
-    monkeypatch.setattr(audit, "_unlearn_all", unlearn)
+    monkeypatch.setattr(_audit_population, "train_roles", train)
+    monkeypatch.setattr(_audit_population, "unlearn_all", unlearn)
     monkeypatch.setattr(audit, "make_population", population)
     return calls
 

@@ -283,7 +283,7 @@ def salun_diffusion(
     return UnlearnResult(new_params, {}, [entry, *log], mask)
 
 
-def scissorhands_flat_diffusion(
+def scissorhands_diffusion_from_names(
     model: DiffusionModel,
     params: Params,
     *,
@@ -294,9 +294,10 @@ def scissorhands_flat_diffusion(
     **hyperparameters: Any,
 ) -> UnlearnResult:
     """:func:`~scissorhands_jax.diffusion.scissorhands_diffusion` with its settings given
-    by flat names (a config section: ``sparsity``, ``lr``, ``objective``, ...; see
-    :data:`~scissorhands_jax.diffusion.unlearn.GROUP_OF`); the others take the
-    release's class recipe."""
+    by their names (a config section: ``sparsity``, ``lr``, ``objective``, ...; see
+    :data:`~scissorhands_jax.diffusion.unlearn.GROUP_OF`), the call every method of
+    :data:`DIFFUSION_METHODS` takes; the settings not given take the release's class
+    recipe."""
     settings = from_flat(**hyperparameters)
     return scissorhands_diffusion(model, params, retain=retain, forget=forget, key=key,
                                   progress=progress, **settings)  # fmt: skip
@@ -312,18 +313,18 @@ def scissorhands_anchor_diffusion(
     progress: bool = False,
     **hyperparameters: Any,
 ) -> UnlearnResult:
-    """:func:`scissorhands_flat_diffusion` starting from the release's concept recipe
-    (:data:`~scissorhands_jax.diffusion.unlearn.ANCHOR_RECIPE`: the anchor loss towards
+    """:func:`scissorhands_diffusion_from_names` starting from the release's concept
+    recipe (:data:`~scissorhands_jax.diffusion.unlearn.ANCHOR_RECIPE`: the anchor loss towards
     the next class)."""
-    return scissorhands_flat_diffusion(model, params, retain=retain, forget=forget, key=key,
-                                       progress=progress,
-                                       **{**ANCHOR_RECIPE, **hyperparameters})  # fmt: skip
+    return scissorhands_diffusion_from_names(model, params, retain=retain, forget=forget,
+                                             key=key, progress=progress,
+                                             **{**ANCHOR_RECIPE, **hyperparameters})  # fmt: skip
 
 
 DiffusionMethod = Callable[..., UnlearnResult]
 
 DIFFUSION_METHODS: dict[str, DiffusionMethod] = {
-    "scissorhands": scissorhands_flat_diffusion,
+    "scissorhands": scissorhands_diffusion_from_names,
     "scissorhands_anchor": scissorhands_anchor_diffusion,
     "salun": salun_diffusion,
     "finetune": finetune_diffusion,

@@ -20,7 +20,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from scissorhands_jax.diffusion.baselines import method_defaults, scissorhands_flat_diffusion
+from scissorhands_jax.diffusion.baselines import method_defaults, scissorhands_diffusion_from_names
 from scissorhands_jax.sd import (
     ANCHOR_PROMPT,
     CLASS_PROMPT,
@@ -104,7 +104,7 @@ STEPS_FROM_EPOCHS = ("scissorhands",)
 retain set; ESD counts its ``iterations``, SalUn its own ``epochs`` over the forget set."""
 
 SD_METHODS: dict[str, Any] = {
-    "scissorhands": scissorhands_flat_diffusion,
+    "scissorhands": scissorhands_diffusion_from_names,
     "esd": esd_unlearn,
     "salun": salun_unlearn,
 }
@@ -169,7 +169,11 @@ def load_sd(cfg: dict):
     return _load(bool(m["tiny"]), int(m["seed"]), m["path"], m["tokenizer"])
 
 
-@functools.lru_cache(maxsize=2)
+# One set of weights is kept: a process that runs several commands on the same model (a
+# script calling diffusion-train, -unlearn and -evaluate in turn, or the tests) reads it
+# from disk once. Full SD v1.4 weights are gigabytes, so a second model replaces the first
+# instead of joining it.
+@functools.lru_cache(maxsize=1)
 def _load(tiny: bool, seed: int, path: str | None, tokenizer: str | None):
     import jax
 

@@ -30,29 +30,25 @@ examples, so that membership is measurable; ``digits_cnn_small`` does the same w
 digits CNN, whose layer-restricted trim (all but the first convolution) is the paper's
 setting. This module is the runner behind ``scissorhands audit``; it takes keyword
 arguments only.
+
+The population's training and unlearning, with the outputs they keep, are in
+:mod:`~scissorhands_jax.experiment._audit_population`; the scores of one row in
+:mod:`~scissorhands_jax.experiment._audit_stats`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from scissorhands_jax import metrics as M
-from scissorhands_jax import population as pop
-from scissorhands_jax._training import sgd
 from scissorhands_jax._versions import versions
-from scissorhands_jax.experiment import _plots, report
+from scissorhands_jax.experiment import _audit_population, _plots, report
+from scissorhands_jax.experiment._audit_stats import ATTACK, method_row
 from scissorhands_jax.experiment._tune_rules import (
     concrete_hyperparameters,
     load_settings,
@@ -71,7 +67,13 @@ from scissorhands_jax.experiment.protocol import (
     method_names,
     protocol_names,
 )
-from scissorhands_jax.experiment.report import NULL_LEVEL, SANITY_ORIGINAL_MIN, sanity
+from scissorhands_jax.experiment.report import (
+    NULL_LEVEL,
+    ORIGINAL,
+    REFERENCE,
+    SANITY_ORIGINAL_MIN,
+    sanity,
+)
 from scissorhands_jax.experiment.rules import SEED_LIMIT
 from scissorhands_jax.experiment.rundir import (
     check_setting,
@@ -79,9 +81,6 @@ from scissorhands_jax.experiment.rundir import (
     run_directory,
     write_bytes_atomic,
 )
-from scissorhands_jax.parallel import on_mesh
-
-REFERENCE, ORIGINAL = "retrain", "original"
 
 __all__ = [
     "ATTACK",
@@ -106,311 +105,6 @@ __all__ = [
     "run_audit",
     "sanity",
 ]
-
-
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return h.hexdigest()
-
-
-class _Store:
-    """Per-model outputs (logits on the pool and the test set) saved as ``.npz`` with a
-    SHA-256 digest, so a resumed audit reuses them and a damaged file is retrained."""
-
-    def __init__(self, out: Path):
-        self.dir = out / "outputs"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.index_path = self.dir / "index.json"
-        self.index = read_state(
-            self.index_path,
-            {},
-            kind=dict,
-            fix="delete it (the outputs it indexes are computed again), or choose another --out",
-        )
-
-    def get(self, name: str) -> dict[str, np.ndarray] | None:
-        path = self.dir / f"{name}.npz"
-        entry = self.index.get(name)
-        if not isinstance(entry, dict) or "sha256" not in entry or not path.exists():
-            return None
-        try:
-            with np.load(path) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            return None  # damaged: computed again
-        if _digest(arrays) != entry["sha256"]:
-            return None
-        return {**arrays, "seconds": np.asarray(entry["seconds"])}
-
-    def put(self, name: str, arrays: dict[str, np.ndarray], seconds: Sequence[float]) -> None:
-        path = self.dir / f"{name}.npz"
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        write_bytes_atomic(path, buf.getvalue())
-        self.index[name] = {"sha256": _digest(arrays), "seconds": [float(s) for s in seconds]}
-        write_bytes_atomic(self.index_path, json.dumps(self.index, indent=2).encode())
-
-
-def _outputs(model, params, state, data: Population) -> dict[str, np.ndarray]:
-    """Logits of K stacked models on the pool and the test set."""
-    return {
-        "pool": pop.population_logits(model.logits, params, state, data.pool["image"]),
-        "test": pop.population_logits(model.logits, params, state, data.test["image"]),
-    }
-
-
-def _train_roles(model, protocol, data, store, roles, *, key, backend, progress):
-    """The ``roles`` asked for, stacked: originals (on each model's half) and retrains (on
-    the half without F*)."""
-    tx = sgd(protocol.lr, weight_decay=protocol.weight_decay)
-    trained = {}
-    for role, membership in ((ORIGINAL, data.members), (REFERENCE, data.retains)):
-        if role not in roles:
-            continue
-        if progress:
-            tqdm.write(f"training {membership.shape[0]} {role} models")
-        start = time.perf_counter()
-        params, state = pop.train_population(
-            model.loss,
-            model.init,
-            data.pool,
-            membership,
-            key=key,
-            epochs=protocol.epochs,
-            batch_size=protocol.batch_size,
-            tx=tx,
-            backend=backend,
-        )
-        jax.block_until_ready(params)
-        seconds = (time.perf_counter() - start) / membership.shape[0]
-        trained[role] = (params, state)
-        if store.get(role) is None:
-            store.put(role, _outputs(model, params, state, data), [seconds] * len(membership))
-    return trained
-
-
-def _unlearn_all(name, hps, model, originals, data, *, seed, progress, unlearn=None, mesh=None):
-    """Runs method ``name`` (through ``unlearn``, a function of its interface, if given)
-    on every model of the population (each placed on ``mesh`` when given: the method
-    then runs data-parallel); stacked outputs, seconds."""
-    from scissorhands_jax.baselines import METHODS
-
-    unlearn = unlearn or METHODS[base_method(name)]
-    params, state = originals
-    pool_logits, test_logits, seconds = [], [], []
-    k_models = data.members.shape[0]
-    held_out = {}
-    if hps.get("calibration", "none") != "none":
-        # Scissorhands' calibration reads held-out inputs: the test set, which no model of
-        # the audit trains on (a temperature leaves argmax, so TA, unchanged)
-        held_out = {"calibration_data": data.test}
-    for k in tqdm(range(k_models), desc=name, disable=not progress, leave=False):
-        p_k, s_k = pop.unstack_tree(params, k), pop.unstack_tree(state, k)
-        if mesh is not None:
-            p_k, s_k = on_mesh((p_k, s_k), mesh)
-        retain = {n: v[data.retains[k]] for n, v in data.pool.items()}
-        forget = {n: v[data.forgets[k]] for n, v in data.pool.items()}
-        start = time.perf_counter()
-        result = unlearn(
-            model,
-            p_k,
-            s_k,
-            retain=retain,
-            forget=forget,
-            key=jax.random.fold_in(jax.random.key(2000 + seed), k),
-            **held_out,
-            **hps,
-        )
-        jax.block_until_ready(result.params)
-        seconds.append(time.perf_counter() - start)
-        for out, part in ((pool_logits, data.pool), (test_logits, data.test)):
-            logits = model.logits(result.params, result.model_state, jnp.asarray(part["image"]))
-            out.append(np.asarray(logits))
-    return {"pool": np.stack(pool_logits), "test": np.stack(test_logits)}, seconds
-
-
-def _accuracy(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-model accuracy (percent) over the examples where ``mask`` (K, N) holds."""
-    right = np.argmax(logits, axis=-1) == labels[None, :]
-    return 100.0 * (right & mask).sum(1) / np.maximum(mask.sum(1), 1)
-
-
-def _finite(values) -> list[float]:
-    # an interpolated quantile between a finite and an infinite value is NaN: it is inf
-    return [float(v) if not np.isnan(v) else float("inf") for v in values]
-
-
-def _valid(scores: np.ndarray) -> np.ndarray:
-    return scores[~np.isnan(scores)]
-
-
-ATTACK = {"exclude_partner": True, "fixed_variance": False}
-"""How the audit fits U-LiRA's Gaussians: without the target's complementary partner
-and with per-example variances (see ``docs/metrics.md`` for the measurement)."""
-
-
-def _ulira_null(phi_r: np.ndarray, data: Population, cand, *, seed, num_samples) -> dict:
-    """The design's null from Retrain's outputs: pair roles flipped at random."""
-    null = M.ulira_null(
-        phi_r[:, cand],
-        data.forgets[:, cand],
-        data.unseen[:, cand],
-        num_samples=num_samples,
-        seed=seed,
-        **ATTACK,
-    )
-    low, high, bound = np.quantile(null, [0.025, 0.975, NULL_LEVEL])
-    return {
-        "ulira_null_mean": float(null.mean()),
-        "ulira_null_range": [float(low), float(high)],
-        "ulira_null_bound": float(bound),
-    }
-
-
-def _candidate_intervals(attack, phi_u, phi_r, data, cand, eps, boot) -> dict[str, Any]:
-    """Uncertainty of the candidate-level scores.
-
-    U-LiRA's accuracy is a mean of decisions, one per (model, candidate): its interval
-    resamples model pairs and candidates at once, and the leave-one-pair-out jackknife
-    refits the attack without each pair. ε is estimated from the models' outputs
-    themselves (a threshold scan over each candidate's sample), and a resample of models
-    with replacement would feed it tied duplicates: its intervals stay over candidates,
-    with a leave-one-pair-out jackknife of the forget quality for the models' share.
-    """
-    s_u, s_r = attack["scores_unlearned"][:, cand], attack["scores_retrained"][:, cand]
-    forgot, unseen = data.forgets[:, cand], data.unseen[:, cand]
-    phi_u, phi_r = phi_u[:, cand], phi_r[:, cand]
-    pairs = data.members.shape[0] // 2
-
-    def accuracy(groups, columns):  # decisions of the resampled models on resampled candidates
-        rows = M.pair_rows(groups)[:, None]
-        return M.balanced_accuracy(_valid(s_u[rows, columns]), _valid(s_r[rows, columns]))
-
-    def refitted(groups):  # the whole attack again, without the left-out pair
-        rows = M.pair_rows(groups)
-        return M.ulira(phi_u[rows], forgot[rows], phi_r[rows], unseen[rows], **ATTACK)["accuracy"]
-
-    u_obs, r_obs = np.where(forgot, phi_u, np.nan), np.where(unseen, phi_r, np.nan)
-
-    def quality_without(groups):
-        rows = M.pair_rows(groups)
-        return M.forget_quality(M.challenge_epsilon(u_obs[rows], r_obs[rows]))
-
-    def candidates_only(su, sr):  # examples along axis 0
-        return M.balanced_accuracy(_valid(su), _valid(sr))
-
-    def jackknife(statistic):  # two pairs left leave no model to fit without the target's
-        return M.jackknife_se(statistic, pairs) if pairs >= 3 else None
-
-    with np.errstate(invalid="ignore"):  # quantiles of infinite values: inf - inf
-        eps_ci = M.bootstrap_ci(eps, np.median, **boot)[1:]
-    return {
-        "ulira_accuracy_ci": list(M.two_way_bootstrap_ci(accuracy, pairs, cand.size, **boot)[1:]),
-        "ulira_accuracy_se": jackknife(refitted),
-        "ulira_accuracy_ci_candidates": list(
-            M.bootstrap_ci((s_u.T, s_r.T), candidates_only, **boot)[1:]
-        ),
-        "epsilon_ci": _finite(eps_ci),
-        "forget_quality_ci": list(M.bootstrap_ci(eps, M.forget_quality, **boot)[1:]),
-        "forget_quality_se": jackknife(quality_without),
-    }
-
-
-def _mean_confidence(logits, labels, mask=None) -> float:
-    phi = M.logit_confidence(logits, labels[None, :])
-    return float(phi.mean() if mask is None else phi[mask].mean())
-
-
-def method_row(
-    protocol: str,
-    method: str,
-    outputs: dict[str, np.ndarray],
-    retrain: dict[str, np.ndarray],
-    data: Population,
-    *,
-    seed: int = 0,
-    num_bootstrap: int = 1000,
-) -> dict[str, Any]:
-    """One ``audit.json`` row from a method's and Retrain's stacked outputs.
-
-    U-LiRA and the ε-based forgetting quality use the candidate examples: the method's
-    outputs where model k forgot x, against Retrain's where model k never saw x. U-LiRA's
-    Gaussians leave out the target model and its complementary partner (:data:`ATTACK`).
-    ε comes from threshold attacks in both directions (a method that makes forget examples
-    *less* confident than Retrain does is caught too); ``forget_quality_one_sided`` uses
-    the competition's one-directional attacks only. ``epsilon`` is the median of the
-    per-example ε (with few models an attack often separates the two samples completely,
-    and that example's ε is infinite, so the mean would say nothing). Forget quality and
-    the challenge score saturate below 1 with the number of models (Retrain scored
-    against itself stays far from 1), so ``forget_quality_rel`` and
-    ``challenge_score_rel`` divide them by Retrain's own at the same K. UA, RA and TA are
-    means over the K models of 100 − accuracy on each model's forget set, accuracy on
-    its retain set and on the test set.
-
-    Intervals (``*_ci``) are 95 % percentile bootstraps: over model pairs and candidates
-    at once for U-LiRA (``ulira_accuracy_ci_candidates``: candidates only, models
-    fixed), over candidates for ε and the forget quality, over models for accuracy;
-    ``ulira_accuracy_se`` and ``forget_quality_se`` are leave-one-pair-out jackknife
-    standard errors (None with fewer than three pairs). ``confidence_test`` and
-    ``confidence_forget`` are the mean logit-confidence (``metrics.logit_confidence``) on
-    the test set and on each model's forget set, ``*_shift`` the same minus Retrain's:
-    a model that is under-confident everywhere moves the attack as much as one that
-    forgot too much, and only the test shift tells them apart. Retrain's row adds the
-    pair-flip null of the attack (``ulira_null_*``, see :func:`sanity`).
-    """
-    labels = data.pool["label"]
-    cand = np.flatnonzero(data.candidates)
-    phi_u = M.logit_confidence(outputs["pool"], labels[None, :])
-    phi_r = M.logit_confidence(retrain["pool"], labels[None, :])
-    attack = M.ulira(phi_u, data.forgets, phi_r, data.unseen, **ATTACK)
-    unlearned_obs = np.where(data.forgets, phi_u, np.nan)[:, cand]
-    retrained_obs = np.where(data.unseen, phi_r, np.nan)[:, cand]
-    eps = M.challenge_epsilon(unlearned_obs, retrained_obs)
-    # The competition's own attacks threshold in one direction only; they miss a method
-    # that overshoots (forget examples less confident than under Retrain), which then
-    # scores better than Retrain itself. Reported beside, not instead.
-    eps_one_sided = M.challenge_epsilon(unlearned_obs, retrained_obs, two_sided=False)
-    forgot_by_retrain = np.where(data.forgets, phi_r, np.nan)[:, cand]
-    quality_ref = M.forget_quality(M.challenge_epsilon(forgot_by_retrain, retrained_obs))
-    ua = 100.0 - _accuracy(outputs["pool"], labels, data.forgets)
-    ra = _accuracy(outputs["pool"], labels, data.retains)
-    everything = np.ones(outputs["test"].shape[:2], bool)
-    ta = _accuracy(outputs["test"], data.test["label"], everything)
-    ra_ref = _accuracy(retrain["pool"], labels, data.retains).mean()
-    ta_ref = _accuracy(retrain["test"], data.test["label"], everything).mean()
-    quality = M.forget_quality(eps)
-    score = M.challenge_score(quality, ra.mean(), ra_ref, ta.mean(), ta_ref)
-    boot = {"seed": seed, "num_samples": num_bootstrap}
-    row = {
-        "protocol": protocol,
-        "method": method,
-        "n_models": int(data.members.shape[0]),
-        "n_candidates": int(cand.size),
-        "ulira_accuracy": float(attack["accuracy"]),
-        "ulira_auc": float(attack["auc"]),
-        "epsilon": float(np.median(eps)),
-        "forget_quality": float(quality),
-        "forget_quality_rel": float(quality / quality_ref),
-        "forget_quality_one_sided": M.forget_quality(eps_one_sided),
-        "challenge_score": score,
-        "challenge_score_rel": float(score / quality_ref),  # Retrain's score is its quality
-        **_candidate_intervals(attack, phi_u, phi_r, data, cand, eps, boot),
-    }
-    for name, values in (("UA", ua), ("RA", ra), ("TA", ta)):
-        row[name] = float(values.mean())
-        row[f"{name}_ci"] = list(M.bootstrap_ci(values, **boot)[1:])
-    confidence = {
-        "test": [_mean_confidence(o["test"], data.test["label"]) for o in (outputs, retrain)],
-        "forget": [_mean_confidence(o["pool"], labels, data.forgets) for o in (outputs, retrain)],
-    }
-    for part, (mine, ref) in confidence.items():
-        row[f"confidence_{part}"], row[f"confidence_{part}_shift"] = mine, mine - ref
-    if method == REFERENCE:
-        row.update(_ulira_null(phi_r, data, cand, seed=seed, num_samples=num_bootstrap))
-    return row
 
 
 QUICK_SHADOWS, FULL_SHADOWS = 16, 64
@@ -542,12 +236,12 @@ def run_audit(
         for protocol in resolved:
             model = build_model(protocol)
             data = populations[protocol.name]
-            store = _Store(out / protocol.name)
+            store = _audit_population.OutputStore(out / protocol.name)
             missing = [m for m in methods if store.get(m) is None]
             # every method but Retrain starts from the originals; Retrain only from its own
             roles = {ORIGINAL for m in missing if m != REFERENCE} | ({REFERENCE} & set(missing))
             if roles:
-                trained = _train_roles(
+                trained = _audit_population.train_roles(
                     model,
                     protocol,
                     data,
@@ -561,7 +255,7 @@ def run_audit(
             for method in methods:
                 outputs = store.get(method)
                 if outputs is None:
-                    result, seconds = _unlearn_all(
+                    result, seconds = _audit_population.unlearn_all(
                         method,
                         hyperparameters[protocol.name][method],
                         model,

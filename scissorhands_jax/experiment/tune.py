@@ -45,7 +45,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from scissorhands_jax.experiment import audit, report
+from scissorhands_jax.experiment import _audit_population, audit, report
 from scissorhands_jax.experiment._tune_rules import (
     DEFAULT_TRIALS,
     EPOCH_DATA,
@@ -298,14 +298,14 @@ def _tune_protocol(
     with every method whose planned trials are all written (by this run or earlier ones)."""
     model = audit.build_model(protocol)
     data = audit.make_population(protocol, shadows, seed)
-    store = audit._Store(out / protocol.name)
+    store = _audit_population.OutputStore(out / protocol.name)
     trials_path = out / protocol.name / "trials.jsonl"
     done = {_key(r["method"], r["params"]): r for r in _read_trials(trials_path)}
     todo = [(m, i, p) for m in methods for i, p in enumerate(plans[m]) if _key(m, p) not in done]
     roles = {audit.REFERENCE} if store.get(audit.REFERENCE) is None else set()
     if store.get(audit.ORIGINAL) is None or todo:
         roles.add(audit.ORIGINAL)  # the methods start from the originals' parameters
-    trained = audit._train_roles(
+    trained = _audit_population.train_roles(
         model, protocol, data, store, roles, key=jax.random.key(seed), backend=backend,
         progress=progress,
     )  # fmt: skip
@@ -330,7 +330,7 @@ def _tune_protocol(
         start, cpu = time.perf_counter(), time.process_time()
         try:
             with _one_line_per_trial():
-                outputs, seconds = audit._unlearn_all(
+                outputs, seconds = _audit_population.unlearn_all(
                     method, hps, model, trained[audit.ORIGINAL], data, seed=seed,
                     progress=False, unlearn=reused.get(method),
                 )  # fmt: skip
