@@ -12,6 +12,11 @@ by name, by the hyperparameters and by the command before anything is written.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -275,6 +280,71 @@ def test_esd_steps_with_ddim_x_t_lower_the_esd_loss_on_a_tiny_unet():
     assert after < 0.7 * before, (before, after)
 
 
+MESH_DEVICES = 4
+
+
+def _mesh_worker() -> dict:
+    """Runs in a subprocess with 4 CPU devices: two ESD-u steps with DDIM x_t on a toy
+    linear model, its parameters split over the mesh, against the same on one device."""
+    from scissorhands_jax import parallel
+
+    rng = np.random.default_rng(0)
+    n, width = 8, 8
+    params = {
+        "attn2": {"V": rng.normal(size=(E, width)).astype(np.float32)},
+        "conv": {"W": (rng.normal(size=(width, width)) / 4).astype(np.float32),
+                 "u": rng.normal(size=(width,)).astype(np.float32),
+                 "b": rng.normal(size=(width,)).astype(np.float32)},
+    }  # fmt: skip
+    batch = {k: rng.normal(size=(n, L, E)).astype(np.float32) for k in ("context", "uncond")}
+
+    def eps(p, x, t, ctx):
+        return toy_eps({"V": p["attn2"]["V"], **p["conv"]}, x, t, ctx)
+
+    hp = sd.ESDHyperparameters(lr=1e-3, variant="u", ddim_steps=4)
+    step = sd.make_esd_step(eps, sd.SchedulerConfig().schedule(), hp, latent_shape=(width,))
+    mesh = parallel.data_mesh()
+    runs = []
+    for tree in (jax.tree.map(jnp.asarray, params),
+                 parallel.on_mesh(params, mesh, shard=True, min_size=16)):  # fmt: skip
+        state = sd.init_erasure_state(tree, sd.esd_mask(tree, "u"), jax.random.key(1), hp)
+        losses = []
+        for _ in range(2):
+            state, metrics = step(state, batch)
+            losses.append(float(metrics["loss"]))
+        runs.append((losses, jax.tree.map(np.asarray, state.params), state.params))
+    (ref_loss, ref, _), (par_loss, par, placed) = runs
+    return {
+        "device_count": jax.device_count(),
+        "split": ["data" in str(a.sharding.spec) for a in jax.tree.leaves(placed)],
+        "loss_rel": max(abs(a - b) / a for a, b in zip(ref_loss, par_loss, strict=True)),
+        "params_abs": max(
+            float(np.max(np.abs(a - b)))
+            for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(par), strict=True)
+        ),  # fmt: skip
+    }
+
+
+@pytest.mark.slow  # a JAX process of its own with 4 virtual devices
+def test_ddim_steps_on_4_virtual_devices_give_the_numbers_of_one():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={MESH_DEVICES}"
+    )
+    done = subprocess.run(
+        [sys.executable, __file__, "mesh"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["device_count"] == MESH_DEVICES
+    # leaf order attn2/V (4, 8), conv/W (8, 8), conv/b, conv/u: the two matrices (at least
+    # min_size = 16 entries) are split, the vectors stay whole
+    assert got["split"] == [True, True, False, False]
+    # float32 sums in another order: the loss to 1e-5 relative; Adam moves each entry by
+    # about lr per step, so two steps agree within a small multiple of lr's rounding
+    assert got["loss_rel"] < 1e-5 and got["params_abs"] < 2e-6
+
+
 # ------------------------------------------------------------------ the setting
 
 
@@ -303,3 +373,7 @@ def test_an_unknown_x_t_is_refused_before_anything_is_written(tmp_path, capsys):
         assert cli.main(argv) == 2
         assert "esd.x_t must be one of 'ddim', 'noised'" in capsys.readouterr().err
         assert not run.exists()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["mesh"]:
+    print(json.dumps(_mesh_worker()))
