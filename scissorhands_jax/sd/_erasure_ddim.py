@@ -18,9 +18,10 @@ Where exactly the code stops, read from its CompVis DDIM sampler (:func:`esd_ddi
 noise at the second one (961 of 1000 with n = 50) and runs the other n - 1 steps to the
 end; stopping at :math:`t_{enc} \ge 1` it takes :math:`n - t_{enc}` of them
 (:math:`t_{enc} = 0` runs them all). The latent it hands on is then about two DDIM
-steps less noisy than the t it is scored at (with n = 50: level :math:`20\,t_{enc} - 39`
-against t in :math:`[20\,t_{enc}, 20\,t_{enc} + 20)`); this is the method as published,
-kept as it is.
+steps less noisy than the t it is scored at (with n = 50 and :math:`t_{enc} \ge 2`: the
+noise level of timestep :math:`20\,t_{enc} - 39` against t in
+:math:`[20\,t_{enc}, 20\,t_{enc} + 20)`; for 0 and 1 the finished sample); this is the
+method as published, kept as it is.
 
 :func:`partial_ddim` is the sampler: the first ``count`` rows of any DDIM plan (such as
 :func:`~scissorhands_jax.sd.ddim_steps`), ``count`` a traced integer, so one compiled
