@@ -220,7 +220,7 @@ def test_steps_on_a_toy_model_move_only_the_mask():
     before = jax.tree.map(np.asarray, params)
     schedule = sd.SchedulerConfig().schedule()
     for which, want in (("x", [True, False, False]), ("u", [False, True, True])):
-        hp = sd.ESDHyperparameters(lr=1e-2, variant=which)
+        hp = sd.ESDHyperparameters(lr=1e-2, variant=which, x_t="noised")
         mask = sd.esd_mask(params, which)
         state = sd.init_erasure_state(params, mask, jax.random.key(0), hp)
         state, _ = sd.make_esd_step(named_eps, schedule, hp)(
@@ -263,7 +263,7 @@ def _changed(a, b):
 def test_esd_step_moves_only_the_masked_leaves_and_keeps_the_caller_params(unet_setup):
     unet, params = unet_setup
     before = jax.tree.map(np.asarray, params)
-    hp = sd.ESDHyperparameters(lr=1e-3, variant="x")
+    hp = sd.ESDHyperparameters(lr=1e-3, variant="x", x_t="noised")
     mask = sd.esd_mask(params, "x")
     state = sd.init_erasure_state(params, mask, jax.random.key(1), hp)
     step = sd.make_esd_step(sd.unet_eps(unet), sd.SchedulerConfig().schedule(), hp)
@@ -310,7 +310,7 @@ def test_esd_steps_lower_the_esd_loss_and_compile_once(unet_setup):
         calls.append(1)  # runs only while tracing
         return unet.apply({"params": p}, x, t, c)
 
-    hp = sd.ESDHyperparameters(lr=3e-3, variant="x")
+    hp = sd.ESDHyperparameters(lr=3e-3, variant="x", x_t="noised")
     b = _esd_batch(jax.random.key(6))
     batch = {"x_t": b["latents"], "t": jnp.array([300, 700]), "context": b["context"],
              "uncond": b["uncond"]}  # fmt: skip
@@ -340,6 +340,9 @@ def test_esd_steps_lower_the_esd_loss_and_compile_once(unet_setup):
         (sd.ESDHyperparameters, "negative_guidance", -1.0),
         (sd.ESDHyperparameters, "negative_guidance", "1"),
         (sd.ESDHyperparameters, "variant", "xattn"),
+        (sd.ESDHyperparameters, "x_t", "sampled"),
+        (sd.ESDHyperparameters, "ddim_steps", 0),
+        (sd.ESDHyperparameters, "start_guidance", -1.0),
         (sd.SalunSDHyperparameters, "alpha", -0.5),
         (sd.SalunSDHyperparameters, "ratio", 0.0),
         (sd.SalunSDHyperparameters, "ratio", 1.0),
@@ -369,7 +372,7 @@ def test_hostile_masks_batches_and_states(unet_setup):
         sd.salun_mask(linear_eps, params_toy, schedule, [], jax.random.key(0))
     with pytest.raises(ValueError, match="context"):
         sd.salun_mask(linear_eps, params_toy, schedule, [{"latents": x}], jax.random.key(0))
-    hp = sd.ESDHyperparameters()
+    hp = sd.ESDHyperparameters(x_t="noised")
     with pytest.raises(ValueError, match="structure of params"):
         sd.init_erasure_state(params, {"a": True}, jax.random.key(0), hp)
     with pytest.raises(ValueError, match="hp must be"):
@@ -422,7 +425,7 @@ def _fsdp_worker() -> dict:
 
     def run(placed, which):
         if which == "esd":
-            hp = sd.ESDHyperparameters(lr=1e-3, variant="u")
+            hp = sd.ESDHyperparameters(lr=1e-3, variant="u", x_t="noised")
             mask = sd.esd_mask(placed, "u")
             make, batch = sd.make_esd_step, {"latents": x, "context": c, "uncond": null}
         else:
@@ -484,7 +487,7 @@ def _fsdp_worker() -> dict:
         jax.random.key(0), jnp.zeros((1, 8, 8, 4)), jnp.zeros((1,)), jnp.zeros((1, 5, 32))
     )
     unet_params = jax.tree.map(np.asarray, init["params"])
-    hp = sd.ESDHyperparameters(lr=1e-4)
+    hp = sd.ESDHyperparameters(lr=1e-4, x_t="noised")
     b = {k: np.asarray(v) for k, v in _esd_batch(jax.random.key(3), 8).items()}
     results = []
     for tree in (jax.tree.map(jnp.asarray, unet_params),

@@ -73,8 +73,8 @@ SD_DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "epochs": RECIPE_EPOCHS["class"],
     },
-    # ESD (iterations of batches of forget latents) and SalUn (epochs over the forget
-    # latents, a retain batch per step); their defaults are the papers'
+    # ESD (iterations of batches of forget prompts, x_t from the UNet's own DDIM) and
+    # SalUn (epochs over the forget latents, a retain batch per step); the papers' defaults
     "esd": {**dataclasses.asdict(ESDHyperparameters()), "log_every": 100, "seed": 0},
     "salun": {
         **dataclasses.asdict(SalunSDHyperparameters()),

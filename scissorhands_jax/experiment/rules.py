@@ -95,6 +95,8 @@ OBJECTIVES = ("contrast", "anchor")
 """``scissorhands.objective``: :data:`scissorhands_jax.diffusion.unlearn.OBJECTIVES`."""
 ESD_VARIANTS = ("x", "u")
 """``esd.variant`` of an SD config: :data:`scissorhands_jax.sd.ESD_VARIANTS`."""
+ESD_X_T = ("ddim", "noised")
+"""``esd.x_t`` of an SD config: :data:`scissorhands_jax.sd.ESD_X_T`."""
 
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
@@ -302,6 +304,9 @@ SD_RULES: dict[str, Any] = {
         "batch_size": COUNT,
         "negative_guidance": NON_NEGATIVE,
         "variant": _choice(ESD_VARIANTS),
+        "x_t": _choice(ESD_X_T),
+        "ddim_steps": COUNT,
+        "start_guidance": NON_NEGATIVE,
         "log_every": COUNT,
         "seed": SEED,
     },

@@ -17,7 +17,8 @@ Sampling is DDIM or PLMS with classifier-free guidance (:func:`text_to_image`,
 :func:`generate_eval_set` for a prompt file); the release's losses are pure functions
 (:func:`ldm_loss`, :func:`anchor_loss`, :func:`class_saliency_loss`, ...), and so are the
 baselines ESD and SalUn (:func:`esd_loss`, :func:`salun_mask`, :func:`make_esd_step`,
-:func:`make_salun_step`; as methods of a recipe :func:`esd_unlearn`,
+:func:`make_salun_step`; ESD's x_t from the model's own partial DDIM, :func:`esd_x_t`
+and :func:`partial_ddim`; as methods of a recipe :func:`esd_unlearn`,
 :func:`salun_unlearn`); the release's two recipes are settings (:data:`NUDITY_RECIPE`,
 :data:`CLASS_RECIPE`) of the one diffusion method, which sees the UNet through
 :func:`prompt_conditioned_model`. A folder of
@@ -31,6 +32,7 @@ from scissorhands_jax.sd._compvis import compvis_to_diffusers, load_compvis
 from scissorhands_jax.sd._config import TextConfig, UNetConfig, VAEConfig, config_from_dict
 from scissorhands_jax.sd._erasure import (
     ESD_VARIANTS,
+    ESD_X_T,
     EpsFn,
     ESDHyperparameters,
     SalunSDHyperparameters,
@@ -42,6 +44,13 @@ from scissorhands_jax.sd._erasure import (
     salun_loss,
     salun_mask,
     unet_eps,
+)
+from scissorhands_jax.sd._erasure_ddim import (
+    esd_ddim_count,
+    esd_ddim_plan,
+    esd_timestep_bounds,
+    esd_x_t,
+    partial_ddim,
 )
 from scissorhands_jax.sd._erasure_run import esd_unlearn, salun_unlearn
 from scissorhands_jax.sd._erasure_step import (
@@ -120,6 +129,7 @@ __all__ = [
     "CLIPTokenizer",
     "ESDHyperparameters",
     "ESD_VARIANTS",
+    "ESD_X_T",
     "EXPOSED_CLASSES",
     "EpsFn",
     "ErasureState",
@@ -158,10 +168,14 @@ __all__ = [
     "encode_latents",
     "encode_prompts",
     "eps_loss",
+    "esd_ddim_count",
+    "esd_ddim_plan",
     "esd_loss",
     "esd_mask",
     "esd_target",
+    "esd_timestep_bounds",
     "esd_unlearn",
+    "esd_x_t",
     "folder_fid",
     "generate_eval_set",
     "image_files",
@@ -178,6 +192,7 @@ __all__ = [
     "nudenet_counts",
     "nudity_repair_loss",
     "other_class",
+    "partial_ddim",
     "place_params",
     "plms_steps",
     "prompt_conditioned_model",

@@ -44,6 +44,14 @@ EpsFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 ESD_VARIANTS = ("x", "u")
 """ESD's variants, named by what they train: ``"x"`` the cross-attention, ``"u"`` the
 rest (see :func:`esd_mask`)."""
+ESD_X_T = ("ddim", "noised")
+"""Where ESD's x_t comes from: ``"ddim"`` the trained model's own DDIM from noise,
+stopped part-way (the paper's, :func:`~scissorhands_jax.sd.esd_x_t`); ``"noised"`` forget
+latents noised at a uniform t."""
+ESD_DDIM_STEPS = 50
+"""DDIM steps of ESD's sampling grid (its training code's ``ddim_steps``)."""
+ESD_START_GUIDANCE = 3.0
+"""Classifier-free guidance of ESD's sampling (its ``start_guidance``)."""
 ESD_U_EXCLUDED = ("attn2", "time_embedding", "conv_norm_out", "conv_out")
 """What ESD-u leaves frozen, by path: the cross-attention, the time embedding and the output
 layers (CompVis ``time_embed`` and ``out.*``)."""
@@ -291,7 +299,7 @@ def check_batch(batch: Any, name: str, keys: tuple[str, ...] = ("latents", "cont
 @dataclasses.dataclass(frozen=True)
 class ESDHyperparameters(Hyperparameters):
     """ESD's settings: the paper's defaults (Adam lr 1e-5, 1000 iterations of batch 1,
-    negative guidance η = 1, ESD-x).
+    negative guidance η = 1, ESD-x, x_t from the model's DDIM: 50 steps, guidance 3).
 
     Attributes:
       lr: Adam's learning rate.
@@ -300,6 +308,11 @@ class ESDHyperparameters(Hyperparameters):
       negative_guidance: η of :func:`esd_target`.
       variant: ``"x"`` (ESD-x, cross-attention) or ``"u"`` (ESD-u, the rest), see
         :func:`esd_mask`.
+      x_t: ``"ddim"`` (the paper's: x_t from the trained model's DDIM, see
+        :func:`~scissorhands_jax.sd.esd_x_t`) or ``"noised"`` (forget latents noised at a
+        uniform t), see :data:`ESD_X_T`.
+      ddim_steps: with ``"ddim"``, the DDIM grid's steps n.
+      start_guidance: with ``"ddim"``, the sampling's classifier-free guidance.
     """
 
     lr: float = 1e-5
@@ -307,6 +320,9 @@ class ESDHyperparameters(Hyperparameters):
     batch_size: int = 1
     negative_guidance: float = 1.0
     variant: str = "x"
+    x_t: str = "ddim"
+    ddim_steps: int = ESD_DDIM_STEPS
+    start_guidance: float = ESD_START_GUIDANCE
 
     def check(self) -> None:
         check_real("lr", self.lr, positive=True, hint="Adam's learning rate")
@@ -315,6 +331,10 @@ class ESDHyperparameters(Hyperparameters):
         check_real("negative_guidance", self.negative_guidance, low=0.0,
                    hint="η >= 0 guides away from the concept (the paper's 1.0)")  # fmt: skip
         check_choice("variant", self.variant, ESD_VARIANTS)
+        check_choice("x_t", self.x_t, ESD_X_T)
+        check_int("ddim_steps", self.ddim_steps, 1)
+        check_real("start_guidance", self.start_guidance, low=0.0,
+                   hint="the guidance of ESD's sampling (the paper's 3)")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,9 @@ table of prompt embeddings, the null label the empty prompt's. The model's ε-fu
 are built once and driven over the recipe's latents here.
 
 - :func:`esd_unlearn`: the concept is the forget images' prompt, the unconditional branch
-  the empty prompt; x_t is a forget image's latents noised at a uniform t.
+  the empty prompt; x_t comes from the trained UNet's own DDIM on the concept's prompt
+  (``x_t="ddim"``, the paper's; only the forget labels are read) or is a forget image's
+  latents noised at a uniform t (``x_t="noised"``).
 - :func:`salun_unlearn`: the saliency mask from one pass over the forget latents, then
   ``epochs`` passes over them, each step with a retain batch; the other prompt
   :math:`c'` is a random other class per example (the class recipe) or a fixed prompt
@@ -64,16 +66,20 @@ def esd_unlearn(
     """ESD (:func:`~scissorhands_jax.sd.esd_loss`) on a prompt-conditioned SD.
 
     ``iterations`` steps of :func:`~scissorhands_jax.sd.make_esd_step`, each on a batch
-    of forget latents drawn in shuffled passes: its prompts' embeddings are the concept
+    of forget examples drawn in shuffled passes: their prompts' embeddings are the concept
     c, the empty prompt's the unconditional branch; the trained entries are those of
-    :func:`~scissorhands_jax.sd.esd_mask` (``variant``).
+    :func:`~scissorhands_jax.sd.esd_mask` (``variant``). With ``x_t="ddim"`` (the
+    default, the paper's) x_t is drawn each step by the trained UNet's DDIM from noise of
+    the model's latent shape (:func:`~scissorhands_jax.sd.esd_x_t`) and only the forget
+    labels are read; with ``x_t="noised"`` it is the batch's latents noised at a
+    uniform t.
 
     Args:
       model: :func:`~scissorhands_jax.sd.prompt_conditioned_model` of the recipe.
       params: the UNet's parameters.
       retain: unused: ESD sees the concept only.
       forget: ``{"image": (N, h, w, C) latents, "label": (N,) prompt labels}`` of images
-        of the concept.
+        of the concept (``"label"`` alone with ``x_t="ddim"``).
       key: PRNG key.
       progress: show a progress bar.
       log_every: steps per log entry.
@@ -90,7 +96,7 @@ def esd_unlearn(
     del retain
     hp = ESDHyperparameters.of("esd", hyperparameters)
     check_int("log_every", log_every, 1)
-    source = _source(forget, hp.batch_size, "forget")
+    source = _source(forget, hp.batch_size, "forget", images=hp.x_t == "noised")
     k_data, k_run = jax.random.split(key)
     start = time.perf_counter()
     mask = _per_entry(esd_mask(params, hp.variant), params)
@@ -99,11 +105,11 @@ def esd_unlearn(
     null = model.null_class
 
     def batch(b: Batch) -> Batch:
-        return {"latents": b["image"], "context": b["label"],
-                "uncond": np.full_like(b["label"], null)}  # fmt: skip
+        prompts = {"context": b["label"], "uncond": np.full_like(b["label"], null)}
+        return prompts if hp.x_t == "ddim" else {"latents": b["image"], **prompts}
 
     state, log = _drive(
-        make_esd_step(model.eps, model.schedule, hp),
+        make_esd_step(model.eps, model.schedule, hp, latent_shape=model.image_shape),
         init_erasure_state(params, mask, k_run, hp),
         map(batch, cycle(source, k_data)),
         steps=hp.iterations,
@@ -198,19 +204,19 @@ def salun_unlearn(
     return UnlearnResult(state.params, {}, [entry, *log], mask)
 
 
-def _source(part: Any, batch_size: int, name: str) -> ArraySource:
-    """Shuffled batches of ``{"image", "label"}``; full batches only where there are
-    enough examples (one compiled step)."""
-    if not isinstance(part, dict) or "image" not in part or "label" not in part:
+def _source(part: Any, batch_size: int, name: str, images: bool = True) -> ArraySource:
+    """Shuffled batches of ``{"image", "label"}`` (``{"label"}`` without ``images``); full
+    batches only where there are enough examples (one compiled step)."""
+    if not isinstance(part, dict) or "label" not in part or (images and "image" not in part):
         got = sorted(part) if isinstance(part, dict) else type(part).__name__
-        raise ValueError(
-            f"{name} must be a dict with 'image' (N, h, w, C) latents and 'label' (N,) "
-            f"prompt labels; got {got}."
-        )
+        what = "'image' (N, h, w, C) latents and 'label'" if images else "'label'"
+        raise ValueError(f"{name} must be a dict with {what} (N,) prompt labels; got {got}.")
     labels = np.asarray(part["label"], np.int32)
     if labels.size == 0:
-        raise ValueError(f"{name} holds no latents; prepare the recipe's data first.")
-    arrays = {"image": np.asarray(part["image"], np.float32), "label": labels}
+        raise ValueError(f"{name} holds no examples; prepare the recipe's data first.")
+    arrays = {"label": labels}
+    if images:
+        arrays["image"] = np.asarray(part["image"], np.float32)
     return array_source(arrays, batch_size, drop_last=len(labels) >= batch_size)
 
 
