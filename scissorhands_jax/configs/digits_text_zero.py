@@ -62,7 +62,18 @@ CONFIG = {
             "eight",
             "nine",
         ],  # fmt: skip
-        "templates": ["a handwritten {name}", "the digit {digit}", "the number {name}"],
+        # the class word at every position (0 to 5) that the other two sets use
+        "templates": [
+            "{name}",
+            "a {name}",
+            "a handwritten {name}",
+            "the digit {digit}",
+            "the number {name}",
+            "the handwritten digit {digit}",
+            "a picture of a {name}",
+            "a picture of the number {name}",
+            "{name} written by hand",
+        ],
         "paraphrases": ["a drawing of the number {name}", "a sketch of the digit {digit}"],
         "heldout": ["a sketch of a {name}", "a handwritten digit {digit}"],
         "context_length": 6,
@@ -85,7 +96,7 @@ CONFIG = {
         "augment": False,
         "checkpoint_every": 100,
     },
-    "sample": {"num_steps": 25, "batch_size": None, "per_class": 25, "grid_per_class": 4},
+    "sample": {"num_steps": 20, "batch_size": None, "per_class": 100, "grid_per_class": 4},
     "scissorhands": {
         "sparsity": 0.99,
         "saliency_guidance": 8.5,
