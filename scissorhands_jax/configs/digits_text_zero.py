@@ -36,7 +36,7 @@ Expected: 29 min in all on a 2-core CPU shared with other jobs (train 1,119 s, u
 1.6 % (retrain), 55 % (Scissorhands); docs/generation.md has the table.
 """
 
-DDPM = {"steps": 2000, "lr": 0.002, "batch_size": 32, "ema_decay": None}
+DDPM = {"steps": 1500, "lr": 0.002, "batch_size": 64, "ema_decay": None}
 TEXT_UNET = {
     "block_out_channels": [8, 16, 16],
     "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
@@ -85,8 +85,8 @@ CONFIG = {
         },
         "unet": TEXT_UNET,
     },
-    "train": {**DDPM, "log_every": 250, "checkpoint_every": 1000},
-    "retrain": {**DDPM, "log_every": 250, "checkpoint_every": 1000},
+    "train": {**DDPM, "log_every": 250, "checkpoint_every": 750},
+    "retrain": {**DDPM, "log_every": 250, "checkpoint_every": 750},
     "classifier": {
         "model": "digits_cnn",
         "epochs": 10,
