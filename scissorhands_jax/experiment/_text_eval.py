@@ -98,9 +98,9 @@ def evaluate_text_run(
     sets, others = evaluation_prompts(data)
     shown = grid_prompts(data, sets)
     g = s["grid_per_class"]
-    measured = taking_turns([*(sets[s_] for s_ in SETS), *others], s["per_class"])
-    drawn = np.repeat(np.asarray([i for _, i in shown], np.int32), g)
-    labels, n = measured, len(measured)
+    labels = taking_turns([*(sets[s_] for s_ in SETS), *others], s["per_class"])
+    drawn = np.repeat(np.asarray([i for _, i in shown], np.int32), g)  # the grid's own
+    n = len(labels)
     classes = np.asarray(book.classes)[labels]
     real = data.images("retain")
     real_feats = features(j_params, j_state, data.judge_input(real))
