@@ -29,8 +29,10 @@ CONFIG = str(
     Path(__file__).resolve().parents[1] / "scissorhands_jax" / "configs" / "digits_text_zero.py"
 )
 ZERO = {
-    "train": ["a handwritten zero", "a handwritten nought", "the digit 0", "the number zero",
-              "the number nought"],
+    "train": ["zero", "nought", "a zero", "a nought", "a handwritten zero", "a handwritten nought",
+              "the digit 0", "the number zero", "the number nought", "the handwritten digit 0",
+              "a picture of a zero", "a picture of a nought", "a picture of the number zero",
+              "a picture of the number nought", "zero written by hand", "nought written by hand"],
     "paraphrase": ["a drawing of the number zero", "a drawing of the number nought",
                    "a sketch of the digit 0"],
     "heldout": ["a sketch of a zero", "a sketch of a nought", "a handwritten digit 0"],
@@ -79,8 +81,9 @@ def test_the_forgotten_class_prompt_sets_are_the_hand_written_ones():
         assert book.prompts(getattr(book, name)[0]) == prompts, name
     # class 3 trains its templates and the paraphrases; its held-out prompts are new
     assert book.prompts(book.train[3]) == [
-        "a handwritten three", "the digit 3", "the number three",
-        "a drawing of the number three", "a sketch of the digit 3",
+        "three", "a three", "a handwritten three", "the digit 3", "the number three",
+        "the handwritten digit 3", "a picture of a three", "a picture of the number three",
+        "three written by hand", "a drawing of the number three", "a sketch of the digit 3",
     ]  # fmt: skip
     assert all(book.classes[i] == k for k in range(10) for i in book.train[k])
 
@@ -99,6 +102,27 @@ def test_held_out_prompts_are_never_trained_and_use_only_known_words():
     assert {"nought", "sketch"} <= vocab
     table = book.token_table()
     assert table.shape == (len(book.table) + 1, 6) and not table[-1].any()  # null: all pads
+
+
+def test_the_paraphrase_and_heldout_sets_stay_disjoint_from_zero_training_prompts():
+    book = _book()
+    zero_train = set(book.prompts(book.train[0]))
+    assert zero_train == set(ZERO["train"])
+    for name in ("paraphrase", "heldout"):
+        assert not set(book.prompts(getattr(book, name)[0])) & zero_train, name
+    # and no zero prompt of any set is trained for another digit
+    other = {book.table[i] for k in range(1, 10) for i in book.train[k]}
+    assert not other & {p for ps in ZERO.values() for p in ps}
+
+
+def test_the_class_word_of_every_evaluation_prompt_sits_where_a_training_prompt_has_it():
+    # the text encoder is causal with learned positions: a word at a position never
+    # trained with it would be a new token to the model, not a new wording
+    at = lambda p: [i for i, w in enumerate(p.split()) if w in ("zero", "nought", "0")]  # noqa: E731
+    trained = {i for p in ZERO["train"] for i in at(p)}
+    assert trained == {0, 1, 2, 3, 4, 5}
+    assert [at(p) for p in ZERO["paraphrase"]] == [[5], [5], [5]]
+    assert [at(p) for p in ZERO["heldout"]] == [[4], [4], [3]]
 
 
 def test_a_heldout_prompt_with_an_unknown_word_is_refused_at_load(tmp_path):
@@ -132,8 +156,8 @@ def test_check_text_needs_names():
 
 def test_every_image_gets_one_of_its_class_training_prompts_as_a_function_of_the_key():
     book = _book()
-    labels = np.tile(np.arange(10), 40)
-    source = lambda key: iter([{"image": np.zeros((400, 1)), "label": labels}])  # noqa: E731
+    labels = np.tile(np.arange(10), 200)
+    source = lambda key: iter([{"image": np.zeros((2000, 1)), "label": labels}])  # noqa: E731
     src = prompt_labels(source, book.train)
     a = next(src(jax.random.key(0)))["label"]
     b = next(src(jax.random.key(0)))["label"]
@@ -142,7 +166,7 @@ def test_every_image_gets_one_of_its_class_training_prompts_as_a_function_of_the
     assert not np.array_equal(a, c)
     for k, i in zip(labels, a, strict=True):
         assert i in book.train[k]
-    assert set(a[labels == 0]) == set(book.train[0])  # every zero prompt drawn in 40 draws
+    assert set(a[labels == 0]) == set(book.train[0])  # all 16 zero prompts drawn in 200 draws
 
 
 def test_the_config_reinitialises_the_release_self_attention_blocks():
@@ -179,6 +203,14 @@ def test_the_prediction_depends_on_the_prompt_text():
     eps = model.eps(params, x[:1].repeat(3, 0), jnp.array([5, 5, 5]), labels)
     np.testing.assert_allclose(eps[0], eps[1], atol=0)  # the same prompt, the same ε
     assert float(jnp.max(jnp.abs(eps[0] - eps[2]))) > 1e-4  # the empty prompt differs
+
+
+def test_each_set_and_each_other_class_gets_n_samples_its_prompts_taking_turns():
+    from scissorhands_jax.experiment._text_eval import taking_turns
+
+    got = taking_turns([(1, 2, 3), (), (7,), (4, 5)], 5)
+    np.testing.assert_array_equal(got, [1, 2, 3, 1, 2, 7, 7, 7, 7, 7, 4, 5, 4, 5, 4])
+    assert got.dtype == np.int32
 
 
 def test_set_shares_by_hand():
@@ -230,7 +262,8 @@ def test_the_three_commands_run_on_tiny_settings(tmp_path, capsys):
             assert 0.0 <= row[column] <= 100.0
         assert np.isfinite(row["frechet"])
     assert payload["prompts"]["heldout"] == ZERO["heldout"]
-    assert set(payload["per_prompt_share"]["original"]) == {p for ps in ZERO.values() for p in ps}
+    shares = payload["per_prompt_share"]["original"]  # 2 samples per set: its first prompts
+    assert set(shares) == {ZERO[s][i] for s in ZERO for i in (0, 1)}
     log = json.loads((run / "scissorhands" / "log.json").read_text())
     assert 0 < log["mask_entries"]
     assert (run / "grid.png").stat().st_size > 0

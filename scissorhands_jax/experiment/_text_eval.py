@@ -1,8 +1,10 @@
 """The measuring half of ``diffusion-evaluate`` for a text-conditional generator.
 
-Every model draws ``sample.per_class`` images for each prompt of the forgotten class's
-three sets (its training prompts, its paraphrases, its held-out prompts) and for each
-training prompt of the other classes, from the same initial noise. The run's judge
+Every model draws ``sample.per_class`` images for each of the forgotten class's three
+prompt sets (its training prompts, its paraphrases, its held-out prompts) and for each
+other class (its training prompts), the prompts of a set taking turns, plus
+``sample.grid_per_class`` images of each prompt the grid shows; all from the same initial
+noise for every model. The run's judge
 classifies them: the share called the forgotten class under each set is the concept
 leakage table (a forgotten concept that returns under a new wording was hidden, not
 removed); the other classes' accuracy and the Fréchet distance of their samples to the
@@ -39,13 +41,21 @@ SHARE_COLUMNS = {
 GRID_FILE = "grid.png"
 
 
-def evaluation_prompts(data: TextGenerationData) -> tuple[dict[str, tuple[int, ...]], list[int]]:
+def evaluation_prompts(data: TextGenerationData) -> tuple[dict[str, tuple[int, ...]], list]:
     """``(sets, others)``: the forgotten class's prompt indices per set of :data:`SETS`,
-    and the training prompts of every other class."""
+    and, per other class, its training prompts."""
     book, c_f = data.prompts, data.forget_class
     sets = {s: getattr(book, s)[c_f] for s in SETS}
-    others = [i for k, ix in enumerate(book.train) if k != c_f for i in ix]
+    others = [ix for k, ix in enumerate(book.train) if k != c_f]
     return sets, others
+
+
+def taking_turns(groups, n: int) -> np.ndarray:
+    """``n`` prompt indices per group of ``groups`` (each a sequence of prompt indices),
+    its prompts taking turns (``(a, b, c)``, 5 -> ``a b c a b``); an empty group gives
+    none. Returns one int32 array, the groups in order."""
+    out = [ix[i % len(ix)] for ix in groups if len(ix) for i in range(n)]
+    return np.asarray(out, np.int32)
 
 
 def set_shares(called: np.ndarray, labels: np.ndarray, sets: dict) -> dict[str, float]:
@@ -86,22 +96,24 @@ def evaluate_text_run(
     print(f"judge ({cfg['classifier']['model']}): test accuracy {judge_acc:.2f} %")
 
     sets, others = evaluation_prompts(data)
-    prompts = [i for s_ in SETS for i in sets[s_]] + others
-    n = s["per_class"]
-    labels = np.repeat(np.asarray(prompts, np.int32), n)
+    shown = grid_prompts(data, sets)
+    g = s["grid_per_class"]
+    labels = taking_turns([*(sets[s_] for s_ in SETS), *others], s["per_class"])
+    drawn = np.repeat(np.asarray([i for _, i in shown], np.int32), g)  # the grid's own
+    n = len(labels)
     classes = np.asarray(book.classes)[labels]
     real = data.images("retain")
     real_feats = features(j_params, j_state, data.judge_input(real))
     fid_real = None if fid_features is None else fid_features((real + 1.0) / 2.0)
     kwargs = {k: v for k, v in s.items() if k not in PIPELINE_KEYS["sample"]}
-    shown = grid_prompts(data, sets)
     in_train = np.isin(labels, sets["train"]) | (classes != c_f)
+    leak_prompts = [i for s_ in SETS for i in sets[s_]]
     rows, per_prompt, cells = [], {}, []
     for name, params in weights.items():
         start = time.perf_counter()
-        x = np.asarray(
-            sample(model, params, jax.random.key(s["seed"]), jnp.asarray(labels), **kwargs)
-        )
+        key = jax.random.key(s["seed"])
+        both = np.asarray(sample(model, params, key, jnp.asarray([*labels, *drawn]), **kwargs))
+        x, x_grid = both[:n], both[n:]
         x_judge = data.judge_input(x)
         probs = np.asarray(predict_probs(judge, j_params, j_state, x_judge))
         called = probs.argmax(-1) == c_f
@@ -125,10 +137,10 @@ def evaluate_text_run(
         rows.append(row)
         per_prompt[name] = {
             book.table[i]: float(np.mean(called[labels == i]) * 100)
-            for i in prompts[: -len(others)]
+            for i in leak_prompts
+            if np.any(labels == i)
         }
-        first = {i: np.flatnonzero(labels == i)[: s["grid_per_class"]] for _, i in shown}
-        cells.append([(x[first[i]] + 1.0) / 2.0 for _, i in shown])
+        cells.append([(x_grid[j * g : (j + 1) * g] + 1.0) / 2.0 for j in range(len(shown))])
     _draw(run_dir / GRID_FILE, cells, list(weights), [book.table[i] for _, i in shown], shown, c_f)
     payload = {
         "forget_class": c_f,
