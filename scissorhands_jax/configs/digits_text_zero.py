@@ -39,7 +39,7 @@ Commands (add --smoke to each for a run of seconds):
   scissorhands diffusion-evaluate $C --run $RUN
 
 Expected: 9.7 min in all on a 2-core CPU with no other job and the compilation cache off
-(train 338 s, unlearn 86 + 42 s, evaluate 114 s; 8.6 min in a run with a warm cache
+(train 338 s, unlearn 86 + 42 s, evaluate 114 s; 8.6 min in an earlier run with the cache on,
 shared with other jobs); zero share under the training prompts,
 paraphrases and held-out prompts: 100, 100, 100 % (original), 0, 1, 0 % (retrain),
 0, 0, 0 % (Scissorhands), 100, 99, 99 % (FT); docs/generation.md has the table.
