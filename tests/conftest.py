@@ -164,3 +164,16 @@ def installed_package(tmp_path_factory):
         check=True,
     )  # fmt: skip
     return target
+
+
+TINY_UNET = dict(
+    block_out_channels=(16, 32),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=1,
+    attention_head_dim=4,
+    cross_attention_dim=32,
+    norm_num_groups=8,
+)
+"""Fields of a tiny SD-shaped `sd.UNetConfig` (two levels, cross-attention in one) for the
+SD tests."""

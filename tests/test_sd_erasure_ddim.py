@@ -24,6 +24,7 @@ pytest.importorskip("regex", reason="the sd package's tokenizer needs the regex 
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from conftest import TINY_UNET  # noqa: E402
 
 from scissorhands_jax import cli, sd  # noqa: E402
 from scissorhands_jax.experiment import rules  # noqa: E402
@@ -235,15 +236,7 @@ def test_a_ddim_step_takes_prompts_only_and_needs_the_latent_shape():
     np.testing.assert_array_equal(state.params["rest"]["W"], params["W"])
 
 
-UNET = dict(
-    block_out_channels=(16, 32),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    layers_per_block=1,
-    attention_head_dim=4,
-    cross_attention_dim=32,
-    norm_num_groups=8,
-)
+UNET = TINY_UNET
 
 
 @pytest.mark.slow  # compiling the tiny UNet's step with its DDIM loop

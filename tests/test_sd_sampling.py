@@ -29,6 +29,8 @@ import pytest
 
 pytest.importorskip("regex", reason="the sd package's tokenizer needs the regex package")
 
+from conftest import TINY_UNET  # noqa: E402
+
 from scissorhands_jax import sd  # noqa: E402
 from scissorhands_jax.diffusion.schedule import make_schedule  # noqa: E402
 
@@ -178,15 +180,7 @@ def test_read_prompts_text_and_csv(tmp_path):
 
 # ------------------------------------------------------------ a tiny random pipeline
 
-UNET = dict(
-    block_out_channels=(16, 32),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    layers_per_block=1,
-    attention_head_dim=4,
-    cross_attention_dim=32,
-    norm_num_groups=8,
-)
+UNET = TINY_UNET
 VAE = dict(
     block_out_channels=(16, 32),
     down_block_types=("DownEncoderBlock2D",) * 2,
